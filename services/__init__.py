@@ -1,0 +1,1 @@
+"""AutoScorer services: gateway, scheduler, executor, scorer, and the CLI that composes them."""

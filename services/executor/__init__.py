@@ -1,0 +1,1 @@
+"""Executor backends: run a participant container (or program) inside a workspace."""

@@ -1,0 +1,1 @@
+"""What every AutoScorer service shares: contracts, errors, settings and seams."""

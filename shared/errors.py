@@ -1,0 +1,200 @@
+"""One error taxonomy for the whole platform.
+
+Every failure the platform reports is an :class:`AutoscorerError` carrying a standard
+``code``, the ``stage`` it happened in, a human ``message`` and machine-readable ``details``.
+Each code says whose fault it is (participant, organiser or platform) and whether retrying
+can help, so that boundaries (CLI, HTTP, bus consumers) can act on it without guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Stage(StrEnum):
+    VALIDATION = "validation"
+    EXECUTION = "execution"
+    SCORING = "scoring"
+    CONFIG = "config"
+    PLATFORM = "platform"
+
+
+class Fault(StrEnum):
+    PARTICIPANT = "participant"  # the submission is wrong: never retried, counts against it
+    ORGANISER = "organiser"  # the competition setup (ground truth, scorer, config) is wrong
+    PLATFORM = "platform"  # our side failed: retried where retryable, never held against anyone
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    fault: Fault
+    retryable: bool
+    summary: str
+
+
+class ErrorCode(StrEnum):
+    # Workspace and input validation / scoring (original design notes)
+    MISSING_FILE = "MISSING_FILE"
+    BAD_FORMAT = "BAD_FORMAT"
+    PARSE_ERROR = "PARSE_ERROR"
+    MISMATCH = "MISMATCH"
+    SCORE_ERROR = "SCORE_ERROR"
+    SCORE_TIMEOUT = "SCORE_TIMEOUT"
+    SCORER_NOT_FOUND = "SCORER_NOT_FOUND"
+    SCORER_LOAD_ERROR = "SCORER_LOAD_ERROR"
+    SCORER_CONFLICT = "SCORER_CONFLICT"
+    BAD_PARAMS = "BAD_PARAMS"
+    CONFIG_VALIDATION_ERROR = "CONFIG_VALIDATION_ERROR"
+    WORKSPACE_INVALID = "WORKSPACE_INVALID"
+    # Execution (original design notes, plus what the sandbox needs)
+    IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
+    IMAGE_NOT_PRESENT = "IMAGE_NOT_PRESENT"
+    IMAGE_NOT_ALLOWED = "IMAGE_NOT_ALLOWED"
+    IMAGE_PULL_FAILED = "IMAGE_PULL_FAILED"
+    IMAGE_LOAD_FAILED = "IMAGE_LOAD_FAILED"
+    CONTAINER_CREATE_FAILED = "CONTAINER_CREATE_FAILED"
+    CONTAINER_WAIT_FAILED = "CONTAINER_WAIT_FAILED"
+    CONTAINER_EXIT_NONZERO = "CONTAINER_EXIT_NONZERO"
+    CONTAINER_FAILED = "CONTAINER_FAILED"
+    CONTAINER_OOM = "CONTAINER_OOM"
+    TIMEOUT_ERROR = "TIMEOUT_ERROR"
+    RESOURCE_ERROR = "RESOURCE_ERROR"
+    OUTPUT_MISSING = "OUTPUT_MISSING"
+    OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"
+    EXEC_ERROR = "EXEC_ERROR"
+    BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
+    BACKEND_NOT_FOUND = "BACKEND_NOT_FOUND"
+    CANCELLED = "CANCELLED"
+    # Platform
+    BUS_ERROR = "BUS_ERROR"
+    STORE_ERROR = "STORE_ERROR"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+    @property
+    def info(self) -> CodeInfo:
+        return CODE_INFO[self]
+
+
+_P, _O, _X = Fault.PARTICIPANT, Fault.ORGANISER, Fault.PLATFORM
+
+CODE_INFO: dict[ErrorCode, CodeInfo] = {
+    ErrorCode.MISSING_FILE: CodeInfo(_P, False, "a required file (usually a prediction) is missing"),
+    ErrorCode.BAD_FORMAT: CodeInfo(_P, False, "a file parses but breaks the expected format"),
+    ErrorCode.PARSE_ERROR: CodeInfo(_P, False, "a file cannot be parsed at all"),
+    ErrorCode.MISMATCH: CodeInfo(_P, False, "predictions do not line up with the ground truth ids"),
+    ErrorCode.SCORE_ERROR: CodeInfo(_O, False, "the scorer itself failed on valid input"),
+    ErrorCode.SCORE_TIMEOUT: CodeInfo(_O, False, "the scorer ran past its time limit"),
+    ErrorCode.SCORER_NOT_FOUND: CodeInfo(_O, False, "no scorer is registered under that name"),
+    ErrorCode.SCORER_LOAD_ERROR: CodeInfo(_O, False, "a scorer file failed to import or register"),
+    ErrorCode.SCORER_CONFLICT: CodeInfo(_O, False, "two scorers claim the same name"),
+    ErrorCode.BAD_PARAMS: CodeInfo(_O, False, "scorer params do not match the scorer's schema"),
+    ErrorCode.CONFIG_VALIDATION_ERROR: CodeInfo(_O, False, "settings or meta.json are invalid"),
+    ErrorCode.WORKSPACE_INVALID: CodeInfo(_O, False, "the workspace layout is broken"),
+    ErrorCode.IMAGE_NOT_FOUND: CodeInfo(_P, False, "the image does not exist in the registry"),
+    ErrorCode.IMAGE_NOT_PRESENT: CodeInfo(_P, False, "the image is not local and policy forbids pulls"),
+    ErrorCode.IMAGE_NOT_ALLOWED: CodeInfo(_P, False, "the image is not on the allow-list"),
+    ErrorCode.IMAGE_PULL_FAILED: CodeInfo(_X, True, "the registry could not be reached"),
+    ErrorCode.IMAGE_LOAD_FAILED: CodeInfo(_P, False, "the shipped image archive cannot be loaded"),
+    ErrorCode.CONTAINER_CREATE_FAILED: CodeInfo(_X, True, "the engine refused to create the container"),
+    ErrorCode.CONTAINER_WAIT_FAILED: CodeInfo(_X, True, "the engine lost track of the container"),
+    ErrorCode.CONTAINER_EXIT_NONZERO: CodeInfo(_P, False, "the participant program exited non-zero"),
+    ErrorCode.CONTAINER_FAILED: CodeInfo(_P, False, "the participant container failed"),
+    ErrorCode.CONTAINER_OOM: CodeInfo(_P, False, "the participant program exceeded its memory limit"),
+    ErrorCode.TIMEOUT_ERROR: CodeInfo(_P, False, "the participant program ran past its time limit"),
+    ErrorCode.RESOURCE_ERROR: CodeInfo(_X, True, "the platform lacks the resources the job asks for"),
+    ErrorCode.OUTPUT_MISSING: CodeInfo(_P, False, "the run produced no expected output file"),
+    ErrorCode.OUTPUT_TOO_LARGE: CodeInfo(_P, False, "the run wrote more output than allowed"),
+    ErrorCode.EXEC_ERROR: CodeInfo(_X, True, "the executor failed for a platform reason"),
+    ErrorCode.BACKEND_UNAVAILABLE: CodeInfo(_X, True, "the executor backend cannot be reached"),
+    ErrorCode.BACKEND_NOT_FOUND: CodeInfo(_O, False, "no executor backend has that name"),
+    ErrorCode.CANCELLED: CodeInfo(_P, False, "the job was cancelled"),
+    ErrorCode.BUS_ERROR: CodeInfo(_X, True, "the event bus failed"),
+    ErrorCode.STORE_ERROR: CodeInfo(_X, True, "the job store failed"),
+    ErrorCode.INTERNAL_ERROR: CodeInfo(_X, False, "an unexpected platform bug"),
+}
+
+
+class ErrorInfo(BaseModel):
+    """The standard error, as stored in result.json, events and API responses."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: ErrorCode
+    stage: Stage
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    logs: str | None = None
+    fault: Fault
+    retryable: bool
+
+
+class AutoscorerError(Exception):
+    """The root of every error AutoScorer raises on purpose."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        stage: Stage,
+        details: dict[str, Any] | None = None,
+        logs: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.stage = stage
+        self.message = message
+        self.details = details or {}
+        self.logs = logs
+
+    @property
+    def fault(self) -> Fault:
+        return self.code.info.fault
+
+    @property
+    def retryable(self) -> bool:
+        return self.code.info.retryable
+
+    def to_info(self) -> ErrorInfo:
+        return ErrorInfo(
+            code=self.code,
+            stage=self.stage,
+            message=self.message,
+            details=self.details,
+            logs=self.logs,
+            fault=self.fault,
+            retryable=self.retryable,
+        )
+
+    @classmethod
+    def from_info(cls, info: ErrorInfo) -> AutoscorerError:
+        return cls(info.code, info.message, stage=info.stage, details=info.details, logs=info.logs)
+
+    def __repr__(self) -> str:
+        return f"AutoscorerError({self.code.value}, {self.stage.value}, {self.message!r})"
+
+
+def validation_error(code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
+    return AutoscorerError(code, message, stage=Stage.VALIDATION, details=details)
+
+
+def scoring_error(code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
+    return AutoscorerError(code, message, stage=Stage.SCORING, details=details)
+
+
+def execution_error(code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
+    return AutoscorerError(code, message, stage=Stage.EXECUTION, details=details)
+
+
+def internal_error(exc: BaseException, *, stage: Stage) -> AutoscorerError:
+    """Wrap an unexpected exception at a boundary; the traceback goes to logs, not to users."""
+    return AutoscorerError(
+        ErrorCode.INTERNAL_ERROR,
+        f"unexpected {type(exc).__name__}: {exc}",
+        stage=stage,
+        details={"exception": type(exc).__name__},
+    )

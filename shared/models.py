@@ -1,0 +1,192 @@
+"""Job and result contracts (pydantic v2), shared by the CLI and every service.
+
+``JobSpec`` accepts both the full form of the original design (job_id, task_type, scorer, params,
+input_uri, output_uri, time_limit, resources, container) and the short ``meta.json`` form of the
+README notes (scorer, params, resources.gpu, timeout).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.errors import ErrorInfo
+
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+                 "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes from a Kubernetes/Docker style quantity: ``4Gi``, ``512Mi``, ``1g``, ``256m``, ``1024``.
+
+    Lower-case ``k/m/g`` follow Docker (binary), upper-case without ``i`` follow Kubernetes (decimal).
+    """
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("memory must be positive")
+        return value
+    match = _MEMORY_RE.match(value)
+    if not match:
+        raise ValueError(f"not a memory quantity: {value!r} (use e.g. 512Mi, 4Gi, 1g)")
+    number, unit = float(match.group(1)), (match.group(2) or "")
+    key = unit.rstrip("bB")
+    if key.islower() and len(key) == 1:  # docker style: 1g == 1GiB
+        key += "i"
+    result = int(number * _MEMORY_UNITS[key.lower()])
+    if result <= 0:
+        raise ValueError("memory must be positive")
+    return result
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:16]}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    cpu: float = Field(1.0, gt=0, le=256)
+    memory: str = "1Gi"
+    gpus: int = Field(0, ge=0, le=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "gpu" in data:
+            data = dict(data)
+            gpu = data.pop("gpu")
+            if "gpus" in data and data["gpus"] != gpu:
+                raise ValueError("resources.gpu and resources.gpus disagree")
+            data["gpus"] = gpu
+        return data
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        parse_memory(value)
+        return value
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory)
+
+
+class ContainerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1)
+    cmd: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    shm_size: str | None = None
+    gpus: int | None = Field(None, ge=0)
+    network_policy: Literal["none"] | str = "none"
+    workdir: str = "/workspace"
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_memory(value)
+        return value
+
+
+class JobSpec(BaseModel):
+    """What to run and how to score it: the content of ``meta.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(default_factory=new_job_id)
+    task_type: str = "unknown"
+    scorer: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    input_uri: str = "file://./input"
+    output_uri: str = "file://./output"
+    time_limit: int = Field(1800, gt=0, le=7 * 24 * 3600)
+    resources: Resources = Field(default_factory=Resources)  # type: ignore[arg-type]
+    container: ContainerSpec | None = None
+    ground_truth: list[str] = Field(
+        default_factory=lambda: ["gt.*", "gt/", "ground_truth*"],
+        description="globs (relative to input/) that participant code must never see",
+    )
+    expected_outputs: list[str] | None = Field(
+        None, description="files the run must produce in output/; default: the scorer's own list"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "timeout" in data:
+            data = dict(data)
+            timeout = data.pop("timeout")
+            if "time_limit" in data and data["time_limit"] != timeout:
+                raise ValueError("timeout and time_limit disagree")
+            data["time_limit"] = timeout
+        return data
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        if not _JOB_ID_RE.match(value):
+            raise ValueError("job_id must be 1-128 chars of letters, digits, '.', '_' or '-'")
+        return value
+
+
+class Artifact(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    size: int
+    sha256: str
+    media_type: str = "application/octet-stream"
+    description: str = ""
+
+
+MetricValue = float | dict[str, float]
+
+
+class Result(BaseModel):
+    """The outcome of scoring, written to ``output/result.json``."""
+
+    summary: dict[str, float | bool | str] = Field(default_factory=dict)
+    metrics: dict[str, MetricValue] = Field(default_factory=dict)
+    artifacts: dict[str, Artifact] = Field(default_factory=dict)
+    timing: dict[str, float] = Field(default_factory=dict)
+    resources: dict[str, float | int | str] = Field(default_factory=dict)
+    versioning: dict[str, str] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class RunOutcome(BaseModel):
+    """What an executor reports about one run; also written to ``logs/run_info.json``."""
+
+    job_id: str
+    backend: str
+    status: Literal["succeeded", "failed", "cancelled"]
+    exit_code: int | None = None
+    oom_killed: bool = False
+    timed_out: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    image: str | None = None
+    image_id: str | None = None
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+    log_path: str | None = None
+    log_truncated: bool = False
+    error: ErrorInfo | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)

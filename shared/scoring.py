@@ -1,0 +1,112 @@
+"""The scorer contract: a function plus its metadata, registered with ``@register("name")``.
+
+A scorer is a plain function ``(workspace, params) -> Result``. ``register`` wraps it in a
+:class:`ScorerDef` carrying a :class:`ScorerInfo`; nothing global is touched at import time. The
+registry in ``services/scorer`` collects ``ScorerDef`` objects from modules and files and refuses
+two scorers with the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.errors import ErrorCode, validation_error
+from shared.models import Result
+from shared.workspace import Workspace
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class ScorerInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    task_type: str
+    description: str
+    expected_files: tuple[str, ...]
+    primary_metric: str
+    higher_is_better: bool = True
+    params_schema: dict[str, Any]
+    source: str = "builtin"
+
+
+class ScoreFn(Protocol[P]):  # type: ignore[misc]
+    def __call__(self, ws: Workspace, params: P, /) -> Result: ...
+
+
+@dataclass(frozen=True)
+class ScorerDef(Generic[P]):
+    """A registered scorer: metadata, its params model and the function."""
+
+    info: ScorerInfo
+    params_model: type[P]
+    fn: Callable[[Workspace, P], Result] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def parse_params(self, params: Mapping[str, Any]) -> P:
+        try:
+            return self.params_model.model_validate(dict(params))
+        except ValidationError as exc:
+            raise validation_error(
+                ErrorCode.BAD_PARAMS,
+                f"params do not fit scorer {self.info.name}",
+                scorer=self.info.name,
+                errors=exc.errors(include_url=False, include_context=False),
+            ) from exc
+
+    def score(self, ws: Workspace, params: Mapping[str, Any]) -> Result:
+        """Validate params, check expected files, run the scorer, stamp versioning."""
+        parsed = self.parse_params(params)
+        for relative in self.info.expected_files:
+            ws.require(relative)
+        result = self.fn(ws, parsed)
+        result.versioning.setdefault("scorer", self.info.name)
+        result.versioning.setdefault("version", self.info.version)
+        return result
+
+    def with_source(self, source: str) -> ScorerDef[P]:
+        return ScorerDef(self.info.model_copy(update={"source": source}), self.params_model, self.fn)
+
+
+def register(
+    name: str,
+    *,
+    version: str,
+    task_type: str,
+    description: str,
+    expected_files: tuple[str, ...],
+    primary_metric: str,
+    higher_is_better: bool = True,
+    params: type[P] = NoParams,  # type: ignore[assignment]
+) -> Callable[[Callable[[Workspace, P], Result]], ScorerDef[P]]:
+    """Declare a scorer. The registry, not this decorator, owns name uniqueness."""
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"scorer name {name!r} must be letters, digits, '_' or '-'")
+
+    def wrap(fn: Callable[[Workspace, P], Result]) -> ScorerDef[P]:
+        info = ScorerInfo(
+            name=name,
+            version=version,
+            task_type=task_type,
+            description=description,
+            expected_files=expected_files,
+            primary_metric=primary_metric,
+            higher_is_better=higher_is_better,
+            params_schema=params.model_json_schema(),
+        )
+        return ScorerDef(info, params, fn)
+
+    return wrap

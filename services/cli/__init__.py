@@ -1,0 +1,1 @@
+"""The autoscorer command line: composes the scorer registry and executors on one machine."""

@@ -1,0 +1,1 @@
+"""The scheduler service (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,7 @@
+"""Built-in scorers. Each module holds module-level ``ScorerDef`` objects made by ``@register``."""
+
+BUILTIN_MODULES: tuple[str, ...] = (
+    "services.scorer.builtin.classification",
+    "services.scorer.builtin.regression",
+    "services.scorer.builtin.detection",
+)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install and start a local RabbitMQ broker for AutoScorer's tests (Debian 12, run as root).
+#
+# Idempotent: every step is skipped when it is already done, so the README test command can
+# call it on every run. Leaves guest/guest listening on 127.0.0.1:5672.
+set -euo pipefail
+
+HOST=127.0.0.1
+PORT=5672
+
+log() { printf 'provision/rabbitmq: %s\n' "$*" >&2; }
+
+answering() {
+    # bash's /dev/tcp: no extra tool needed to probe the AMQP port.
+    (exec 3<>"/dev/tcp/${HOST}/${PORT}") 2>/dev/null
+}
+
+apt_lists_present() {
+    compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null
+}
+
+install_server() {
+    if command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; then
+        log "rabbitmq-server already installed"
+        return
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt_lists_present || ! apt-cache show rabbitmq-server >/dev/null 2>&1; then
+        log "apt-get update"
+        apt-get update -q
+    fi
+    log "apt-get install rabbitmq-server"
+    # policy-rc.d-less containers may try to start the service; tolerate a failed start here,
+    # the start step below starts it detached.
+    apt-get install -y -q --no-install-recommends rabbitmq-server
+}
+
+start_server() {
+    if answering; then
+        log "broker already answering on ${HOST}:${PORT}"
+        return
+    fi
+    log "starting rabbitmq-server -detached"
+    export PATH="/usr/sbin:/usr/lib/rabbitmq/bin:${PATH}"
+    rabbitmq-server -detached
+}
+
+await_startup() {
+    export PATH="/usr/sbin:/usr/lib/rabbitmq/bin:${PATH}"
+    log "rabbitmqctl await_startup"
+    rabbitmqctl await_startup --timeout 120 >/dev/null
+    for _ in $(seq 1 60); do
+        if answering; then
+            log "ready on ${HOST}:${PORT}"
+            return
+        fi
+        sleep 1
+    done
+    log "broker started but ${HOST}:${PORT} does not answer"
+    exit 1
+}
+
+install_server
+start_server
+await_startup

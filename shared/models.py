@@ -17,15 +17,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.errors import ErrorInfo
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
-                 "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def parse_memory(value: str | int) -> int:
-    """Bytes from a Kubernetes/Docker style quantity: ``4Gi``, ``512Mi``, ``1g``, ``256m``, ``1024``.
+    """Bytes from a quantity: ``4Gi``, ``512Mi``, ``1g``, ``256m``, ``1024``.
 
-    Lower-case ``k/m/g`` follow Docker (binary), upper-case without ``i`` follow Kubernetes (decimal).
+    Lower-case ``k/m/g`` follow Docker (binary); upper-case without ``i`` follow Kubernetes
+    (decimal).
     """
     if isinstance(value, int):
         if value <= 0:
@@ -112,14 +123,16 @@ class JobSpec(BaseModel):
     input_uri: str = "file://./input"
     output_uri: str = "file://./output"
     time_limit: int = Field(1800, gt=0, le=7 * 24 * 3600)
-    resources: Resources = Field(default_factory=Resources)  # type: ignore[arg-type]
+    resources: Resources = Field(default_factory=Resources)
     container: ContainerSpec | None = None
     ground_truth: list[str] = Field(
         default_factory=lambda: ["gt.*", "gt/", "ground_truth*"],
         description="globs (relative to input/) that participant code must never see",
     )
     expected_outputs: list[str] | None = Field(
-        None, description="files the run must produce in output/; default: the scorer's own list"
+        None,
+        description="paths relative to output/ (e.g. 'pred.csv') the run must produce; "
+        "default: the output/ files the scorer expects",
     )
 
     @model_validator(mode="before")

@@ -78,7 +78,9 @@ class ScorerDef(Generic[P]):
         return result
 
     def with_source(self, source: str) -> ScorerDef[P]:
-        return ScorerDef(self.info.model_copy(update={"source": source}), self.params_model, self.fn)
+        return ScorerDef(
+            self.info.model_copy(update={"source": source}), self.params_model, self.fn
+        )
 
 
 def register(

@@ -32,7 +32,9 @@ class Workspace:
         root = Path(path).resolve()
         if not root.is_dir():
             raise validation_error(
-                ErrorCode.WORKSPACE_INVALID, f"workspace {root} is not a directory", workspace=str(root)
+                ErrorCode.WORKSPACE_INVALID,
+                f"workspace {root} is not a directory",
+                workspace=str(root),
             )
         return cls(root)
 
@@ -114,11 +116,16 @@ def is_ground_truth(relative: str, patterns: list[str]) -> bool:
         pattern = raw.lower()
         if pattern.endswith("/"):
             prefix = pattern.rstrip("/")
-            if rel == prefix or rel.startswith(prefix + "/") or fnmatch.fnmatch(rel.split("/")[0], prefix):
+            top = rel.split("/")[0]
+            if rel == prefix or rel.startswith(prefix + "/") or fnmatch.fnmatch(top, prefix):
                 return True
         elif fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern):
             return True
     return False
+
+
+def _hidden_dir(relative: str, patterns: list[str]) -> bool:
+    return is_ground_truth(relative + "/", patterns) or is_ground_truth(relative, patterns)
 
 
 def prepare_participant_view(ws: Workspace, spec: JobSpec) -> Path:
@@ -138,8 +145,7 @@ def prepare_participant_view(ws: Workspace, spec: JobSpec) -> Path:
             base = Path(dirpath)
             rel_dir = base.relative_to(ws.input_dir).as_posix()
             rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = [d for d in dirnames if not is_ground_truth(rel_dir + d + "/", spec.ground_truth)
-                           and not is_ground_truth(rel_dir + d, spec.ground_truth)]
+            dirnames[:] = [d for d in dirnames if not _hidden_dir(rel_dir + d, spec.ground_truth)]
             for name in filenames:
                 rel = rel_dir + name
                 source = base / name

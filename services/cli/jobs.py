@@ -1,0 +1,94 @@
+"""Run, score and pipeline for one workspace on this machine (the embedded default)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from services.executor.registry import create_executor
+from services.scorer.engine import score_workspace
+from services.scorer.registry import ScorerRegistry
+from shared.config import Settings
+from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.files import atomic_write_text
+from shared.models import JobSpec, Result, RunOutcome
+from shared.scoring import ScorerDef
+from shared.workspace import Workspace
+
+
+def backend_config(settings: Settings, alias: str | None) -> dict[str, Any]:
+    chosen = alias or settings.executor.default_backend
+    configs = settings.executor.backends
+    if chosen not in configs:
+        raise AutoscorerError(
+            ErrorCode.BACKEND_NOT_FOUND,
+            f"no executor backend named {chosen!r}; configured: {', '.join(sorted(configs))}",
+            stage=Stage.CONFIG,
+            details={"backend": chosen, "configured": sorted(configs)},
+        )
+    return configs[chosen]
+
+
+def with_expected_outputs(spec: JobSpec, scorer: ScorerDef[Any]) -> JobSpec:
+    """Default the outputs a run must produce to the scorer's own ``output/`` files."""
+    if spec.expected_outputs is not None:
+        return spec
+    expected = [
+        f.removeprefix("output/") for f in scorer.info.expected_files if f.startswith("output/")
+    ]
+    return spec.model_copy(update={"expected_outputs": expected})
+
+
+async def run_job(
+    settings: Settings, registry: ScorerRegistry, ws: Workspace, backend: str | None
+) -> RunOutcome:
+    """Run the participant program; the scorer is checked first so a typo fails in seconds."""
+    spec = ws.load_spec()
+    spec = with_expected_outputs(spec, registry.get(spec.scorer))
+    executor = create_executor(backend_config(settings, backend))
+    try:
+        return await executor.run(spec, ws)
+    finally:
+        await executor.close()
+
+
+def run_failure_result(outcome: RunOutcome) -> Result:
+    result = Result(error=outcome.error, timing=_run_timing(outcome))
+    result.resources.update(_run_resources(outcome))
+    return result
+
+
+def _run_timing(outcome: RunOutcome) -> dict[str, float]:
+    return {"run_s": round(outcome.duration_s, 6)} if outcome.duration_s is not None else {}
+
+
+def _run_resources(outcome: RunOutcome) -> dict[str, float | int | str]:
+    found: dict[str, float | int | str | None] = {
+        "backend": outcome.backend,
+        "image": outcome.image,
+        "image_id": outcome.image_id,
+        "peak_memory_bytes": outcome.peak_memory_bytes,
+        "cpu_seconds": outcome.cpu_seconds,
+        "exit_code": outcome.exit_code,
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
+async def pipeline(
+    settings: Settings, registry: ScorerRegistry, ws: Workspace, backend: str | None
+) -> Result:
+    """Run then score. A failed run still leaves a ``result.json`` with the run's error."""
+    started = time.perf_counter()
+    outcome = await run_job(settings, registry, ws, backend)
+    if outcome.error is not None:
+        result = run_failure_result(outcome)
+        atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
+        return result
+    result = score_workspace(registry, ws, write=False)
+    result.timing.update(_run_timing(outcome))
+    result.timing["total_s"] = round(time.perf_counter() - started, 6)
+    result.resources.update(_run_resources(outcome))
+    if outcome.image_id:
+        result.versioning.setdefault("image_id", outcome.image_id)
+    atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
+    return result

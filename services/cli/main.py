@@ -1,0 +1,118 @@
+"""``autoscorer``: the command line, and the composition root for one-machine use.
+
+Every command returns data or raises ``AutoscorerError``; ``main`` is the one boundary that turns
+errors into the standard envelope (``--json``) or a readable message, and into the exit code:
+0 success, 1 a reported error (see docs/ERRORS.md), 2 bad command-line usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from services.cli import commands
+from services.cli.envelope import failure, print_json, success
+from shared.errors import AutoscorerError, Stage, internal_error
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the JSON response envelope")
+    common.add_argument("--config", type=Path, help="YAML settings file (AUTOSCORER_CONFIG)")
+    common.add_argument(
+        "--plugin", type=Path, action="append", default=[], help="extra scorer file or folder"
+    )
+    return common
+
+
+def _workspace_command(sub: Any, common: argparse.ArgumentParser, name: str, help_: str) -> Any:
+    parser = sub.add_parser(name, parents=[common], help=help_)
+    parser.add_argument("workspace", type=Path)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="autoscorer", description="Automatic ML scoring")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = _workspace_command(sub, common, "validate", "check a workspace and its meta.json")
+    p.set_defaults(handler=commands.validate)
+    for name, handler, help_ in (
+        ("run", commands.run, "run the participant program only"),
+        ("pipeline", commands.pipeline, "run, then score"),
+    ):
+        p = _workspace_command(sub, common, name, help_)
+        p.add_argument("--backend", help="executor backend alias (local, docker, kubernetes)")
+        p.set_defaults(handler=handler)
+    p = _workspace_command(sub, common, "score", "score output/ against the ground truth")
+    p.add_argument("--scorer", help="scorer name (default: meta.json's scorer)")
+    p.add_argument("--params", type=json.loads, help="scorer params as JSON (default: meta.json)")
+    p.set_defaults(handler=commands.score)
+
+    scorers = sub.add_parser("scorers", help="list, load, reload and test scorers")
+    ssub = scorers.add_subparsers(dest="scorers_command", required=True)
+    ssub.add_parser("list", parents=[common]).set_defaults(handler=commands.scorers_list)
+    for name, handler in (("load", commands.scorers_load), ("reload", commands.scorers_reload)):
+        p = ssub.add_parser(name, parents=[common], help=f"{name} a scorer file or folder")
+        p.add_argument("path", type=Path, nargs="?")
+        p.add_argument("--file-path", type=Path, dest="file_path")
+        p.add_argument("--watch", action="store_true", help="keep watching and reload on change")
+        p.set_defaults(handler=handler)
+    p = ssub.add_parser("test", parents=[common], help="score a workspace without writing")
+    p.add_argument("scorer_name", nargs="?")
+    p.add_argument("workspace", type=Path, nargs="?")
+    p.add_argument("--scorer-name", dest="scorer_flag")
+    p.add_argument("--workspace", type=Path, dest="workspace_flag")
+    p.set_defaults(handler=commands.scorers_test)
+
+    config = sub.add_parser("config", help="show, validate or dump the settings")
+    csub = config.add_subparsers(dest="config_command", required=True)
+    for name, handler in (
+        ("show", commands.config_show),
+        ("validate", commands.config_validate),
+        ("dump", commands.config_dump),
+    ):
+        csub.add_parser(name, parents=[common]).set_defaults(handler=handler)
+    return parser
+
+
+def _finish(args: argparse.Namespace, outcome: commands.Outcome, started: float) -> int:
+    elapsed = time.perf_counter() - started
+    if args.json:
+        if outcome.error is None:
+            print_json(success(outcome.data, elapsed))
+        else:
+            print_json(failure(outcome.error, elapsed, outcome.data))
+    else:
+        outcome.show()
+    return 0 if outcome.error is None else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("AUTOSCORER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        outcome = args.handler(args)
+    except AutoscorerError as exc:
+        outcome = commands.Outcome(error=exc.to_info())
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's one boundary; no traceback unless asked
+        if os.environ.get("AUTOSCORER_DEBUG"):
+            traceback.print_exc()
+        outcome = commands.Outcome(error=internal_error(exc, stage=Stage.PLATFORM).to_info())
+    return _finish(args, outcome, started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine too: sets up .venv, provisions and starts the real
+# components the tests use (Docker engine with locally built images, RabbitMQ, FerretDB as the
+# MongoDB-wire server), then runs ruff, mypy and pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+step() { echo "== $1 ($(( $(date +%s) - t0 ))s)" >&2; }
+
+step "setup"; scripts/setup.sh
+for component in docker rabbitmq ferretdb; do
+  step "provision $component"; bash "scripts/provision/$component.sh"
+done
+step "ruff"; .venv/bin/ruff check .
+step "mypy"; .venv/bin/mypy
+step "pytest"; .venv/bin/pytest "$@"

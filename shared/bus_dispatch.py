@@ -1,0 +1,160 @@
+"""What both buses do with one delivery: decode, trace, handle, and decide its fate.
+
+This is the one boundary where handler exceptions are caught and classified: a retryable
+``AutoscorerError`` is retried (bounded, with delay), everything else is dead-lettered. The
+transport (RabbitMQ or memory) only carries out the ``Verdict``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from shared.bus import Subscription
+from shared.errors import AutoscorerError, ErrorCode, Stage, internal_error
+from shared.events import BaseEvent, parse_event
+from shared.telemetry import extract_trace_context, inject_trace_context
+
+log = logging.getLogger(__name__)
+
+TRACER_NAME = "autoscorer.bus"
+
+
+class Action(StrEnum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    error: AutoscorerError | None = None
+    delay: float = 0.0
+
+
+ACKED = Verdict(Action.ACK)
+
+
+def decide(error: AutoscorerError, attempt: int, sub: Subscription) -> Verdict:
+    """Retry a retryable error while attempts remain; dead-letter everything else."""
+    if error.retryable and attempt < sub.retry.max_attempts:
+        return Verdict(Action.RETRY, error, sub.retry.delay_after(attempt))
+    return Verdict(Action.DEAD, error)
+
+
+async def dispatch(
+    sub: Subscription,
+    body: bytes,
+    headers: Mapping[str, Any],
+    attempt: int,
+    *,
+    tracer: Tracer,
+    system: str,
+) -> Verdict:
+    """Run ``sub.handler`` on one message body inside a consumer span; never raises but cancel."""
+    context = extract_trace_context(headers)
+    with tracer.start_as_current_span(
+        f"{sub.queue} process",
+        context=context,
+        kind=SpanKind.CONSUMER,
+        attributes=_consume_attributes(system, sub.queue, attempt),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            await _handle(sub, body, span)
+        except Exception as exc:  # noqa: BLE001 - the one place handler failures are classified
+            verdict = decide(_classify(exc, sub), attempt, sub)
+            _record_failure(span, exc, verdict, sub.queue, attempt)
+            return verdict
+        return ACKED
+
+
+async def _handle(sub: Subscription, body: bytes, span: trace.Span) -> None:
+    event = parse_event(body)
+    span.set_attribute("messaging.message.id", str(event.event_id))
+    if event.job_id is not None:
+        span.set_attribute("messaging.message.conversation_id", event.job_id)
+    budget = asyncio.timeout(sub.handler_timeout)
+    try:
+        async with budget:
+            await sub.handler(event)
+    except TimeoutError as exc:
+        if budget.expired():
+            raise _overran(sub) from exc
+        raise
+
+
+def _overran(sub: Subscription) -> AutoscorerError:
+    return AutoscorerError(
+        ErrorCode.INTERNAL_ERROR,
+        f"handler for {sub.queue!r} ran past its {sub.handler_timeout:g} s budget; "
+        "long work must be handed off durably and acknowledged early",
+        stage=Stage.PLATFORM,
+        details={"reason": "handler_timeout", "queue": sub.queue},
+    )
+
+
+def _classify(exc: Exception, sub: Subscription) -> AutoscorerError:
+    if isinstance(exc, AutoscorerError):
+        return exc
+    error = internal_error(exc, stage=Stage.PLATFORM)
+    error.__cause__ = exc
+    log.error("unexpected error in handler for %s", sub.queue, exc_info=exc)
+    return error
+
+
+def _record_failure(
+    span: trace.Span, exc: Exception, verdict: Verdict, queue: str, attempt: int
+) -> None:
+    error = verdict.error
+    code = error.code.value if error else "?"
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, code))
+    span.set_attribute("autoscorer.bus.verdict", verdict.action.value)
+    log.warning("%s on %s (attempt %d): %s -> %s", code, queue, attempt, exc, verdict.action.value)
+
+
+def _consume_attributes(system: str, queue: str, attempt: int) -> dict[str, str | int]:
+    return {
+        "messaging.system": system,
+        "messaging.operation.type": "process",
+        "messaging.destination.name": queue,
+        "messaging.consumer.group.name": queue,
+        "autoscorer.bus.attempt": attempt,
+    }
+
+
+def publish_span(tracer: Tracer, system: str, exchange: str, event: BaseEvent) -> trace.Span:
+    """A producer span for ``event``; use as ``with publish_span(...):``."""
+    return tracer.start_span(
+        f"{event.routing_key} publish",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": system,
+            "messaging.operation.type": "send",
+            "messaging.destination.name": exchange,
+            "messaging.rabbitmq.destination.routing_key": event.routing_key,
+            "messaging.message.id": str(event.event_id),
+            "messaging.message.conversation_id": event.job_id or "",
+        },
+    )
+
+
+def trace_headers(span: trace.Span) -> MutableMapping[str, Any]:
+    """Headers carrying ``span``'s W3C trace context."""
+    headers: MutableMapping[str, Any] = {}
+    inject_trace_context(headers, trace.set_span_in_context(span))
+    return headers
+
+
+def default_tracer() -> Tracer:
+    return trace.get_tracer(TRACER_NAME)

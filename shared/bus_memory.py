@@ -1,0 +1,187 @@
+"""In-process ``EventBus`` for the embedded mode and tests: RabbitMQ's semantics, no broker.
+
+Topic routing with ``*``/``#``, one FIFO per queue served with bounded concurrency, the same
+retry/dead-letter decisions as the RabbitMQ bus (``shared.bus_dispatch``), unroutable publishes
+refused. Nothing is durable: messages still queued when the bus closes are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from shared.bus import (
+    ATTEMPT_HEADER,
+    DeadLetter,
+    Handler,
+    RetryPolicy,
+    Subscription,
+    bus_error,
+    topic_matches,
+    unroutable_error,
+)
+from shared.bus_dispatch import (
+    Action,
+    Verdict,
+    default_tracer,
+    dispatch,
+    publish_span,
+    trace_headers,
+)
+from shared.events import BaseEvent, encode_event
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "autoscorer-memory"
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    body: bytes
+    headers: dict[str, Any]
+    routing_key: str
+    attempt: int = 1
+
+
+@dataclass(slots=True)
+class _Queue:
+    sub: Subscription
+    pending: asyncio.Queue[_Delivery] = field(default_factory=asyncio.Queue)
+    pump: asyncio.Task[None] | None = None
+
+
+class MemoryBus:
+    """An ``EventBus`` living in one event loop. ``dead_letters`` lists what queues gave up on."""
+
+    def __init__(self, *, tracer: Tracer | None = None, drain_timeout: float = 10.0) -> None:
+        self._tracer = tracer or default_tracer()
+        self._drain_timeout = drain_timeout
+        self._queues: dict[str, _Queue] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.Task[None]] = set()
+        self._started = False
+        self.dead_letters: list[DeadLetter] = []
+
+    async def start(self) -> None:
+        self._started = True
+        for queue in self._queues.values():
+            self._start_pump(queue)
+
+    async def close(self) -> None:
+        self._started = False
+        pumps = [q.pump for q in self._queues.values() if q.pump is not None]
+        await _cancel_all(pumps)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self._drain_timeout)
+        await _cancel_all([*self._inflight, *self._timers])
+
+    async def publish(self, event: BaseEvent) -> None:
+        if not self._started:
+            raise bus_error("the bus is not started", reason="not_started")
+        with publish_span(self._tracer, SYSTEM, "memory", event) as span:
+            self._route(encode_event(event), trace_headers(span), event.routing_key)
+
+    async def publish_raw(
+        self, routing_key: str, body: bytes, headers: Mapping[str, Any] | None = None
+    ) -> None:
+        """Route bytes as they came (e.g. relayed from outside); consumers decode them."""
+        if not self._started:
+            raise bus_error("the bus is not started", reason="not_started")
+        self._route(body, dict(headers or {}), routing_key)
+
+    def _route(self, body: bytes, headers: Mapping[str, Any], routing_key: str) -> None:
+        targets = [q for q in self._queues.values() if _routes_to(q, routing_key)]
+        if not targets:
+            raise unroutable_error(routing_key)
+        delivery = _Delivery(body, {**headers, ATTEMPT_HEADER: 1}, routing_key)
+        for queue in targets:
+            queue.pending.put_nowait(delivery)
+
+    async def subscribe(
+        self,
+        queue: str,
+        routing_keys: Sequence[str],
+        handler: Handler,
+        *,
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        handler_timeout: float = 20 * 60.0,
+    ) -> None:
+        if queue in self._queues:
+            raise ValueError(f"queue {queue!r} already has a handler on this bus")
+        sub = Subscription(
+            queue,
+            tuple(routing_keys),
+            handler,
+            concurrency,
+            retry or RetryPolicy(),
+            handler_timeout,
+        )
+        self._queues[queue] = entry = _Queue(sub)
+        if self._started:
+            self._start_pump(entry)
+
+    def _start_pump(self, queue: _Queue) -> None:
+        if queue.pump is None or queue.pump.done():
+            queue.pump = asyncio.create_task(self._pump(queue), name=f"bus-pump:{queue.sub.queue}")
+
+    async def _pump(self, queue: _Queue) -> None:
+        slots = asyncio.Semaphore(queue.sub.concurrency)
+        while True:
+            await slots.acquire()
+            delivery = await queue.pending.get()
+            task = asyncio.create_task(self._process(queue, delivery))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _process(self, queue: _Queue, delivery: _Delivery) -> None:
+        verdict = await dispatch(
+            queue.sub,
+            delivery.body,
+            delivery.headers,
+            delivery.attempt,
+            tracer=self._tracer,
+            system=SYSTEM,
+        )
+        if verdict.action is Action.RETRY:
+            self._retry_later(queue, delivery, verdict.delay)
+        elif verdict.action is Action.DEAD:
+            self._dead_letter(queue, delivery, verdict)
+
+    def _retry_later(self, queue: _Queue, delivery: _Delivery, delay: float) -> None:
+        attempt = delivery.attempt + 1
+        again = replace(
+            delivery, attempt=attempt, headers={**delivery.headers, ATTEMPT_HEADER: attempt}
+        )
+        timer = asyncio.create_task(_put_later(queue.pending, again, delay))
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    def _dead_letter(self, queue: _Queue, delivery: _Delivery, verdict: Verdict) -> None:
+        error = verdict.error.to_info() if verdict.error else None
+        self.dead_letters.append(
+            DeadLetter(
+                queue.sub.queue, delivery.body, error, delivery.attempt, delivery.routing_key
+            )
+        )
+
+
+def _routes_to(queue: _Queue, routing_key: str) -> bool:
+    return any(topic_matches(pattern, routing_key) for pattern in queue.sub.routing_keys)
+
+
+async def _put_later(pending: asyncio.Queue[_Delivery], delivery: _Delivery, delay: float) -> None:
+    await asyncio.sleep(delay)
+    pending.put_nowait(delivery)
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

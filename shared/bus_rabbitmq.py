@@ -1,0 +1,391 @@
+"""``EventBus`` on RabbitMQ with aio-pika (``connect_robust``).
+
+Topology (docs/EVENTS.md has the full contract):
+
+* ``autoscorer.events`` — durable topic exchange; routing key = ``event.routing_key``.
+* per subscribed queue ``Q``: a durable quorum queue bound to its routing keys, dead-lettering
+  to the direct exchange ``autoscorer.dlx`` with routing key ``Q``; ``Q.dlq`` bound there;
+  ``Q.retry.<ms>`` quorum queues (one per retry delay) whose messages expire back into ``Q``
+  through the default exchange. ``x-delivery-limit`` dead-letters a message that keeps
+  crashing its consumer (redelivered without being settled).
+
+Messages are JSON, persistent, published with confirms and ``mandatory`` (unroutable ->
+``BUS_ERROR``), and carry ``message_id`` = event_id, ``correlation_id`` = job_id, ``type`` and
+W3C ``traceparent``/``tracestate`` headers. Consumers settle every message inside
+``message.process(requeue=True)``: retries and dead letters are re-published (confirmed) before
+the original is acknowledged; if that fails the original is requeued, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+from opentelemetry.trace import Tracer
+
+from shared.bus import (
+    ATTEMPT_HEADER,
+    ERROR_HEADER,
+    QUEUE_HEADER,
+    ROUTING_KEY_HEADER,
+    DeadLetter,
+    Handler,
+    RetryPolicy,
+    Subscription,
+    bus_error,
+    unroutable_error,
+)
+from shared.bus_dispatch import (
+    Action,
+    Verdict,
+    default_tracer,
+    dispatch,
+    publish_span,
+    trace_headers,
+)
+from shared.errors import AutoscorerError, ErrorInfo
+from shared.events import BaseEvent, encode_event
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "rabbitmq"
+_REPUBLISH_PAUSE = 0.5
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitBusConfig:
+    """Connection and topology settings; build it from the service settings in ``main()``."""
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    exchange: str = "autoscorer.events"
+    dead_letter_exchange: str = "autoscorer.dlx"
+    publish_timeout: float = 30.0  # how long publish waits (reconnects included) for a confirm
+    connect_timeout: float = 10.0
+    reconnect_interval: float = 1.0
+    delivery_limit: int = 20  # quorum redeliveries (crashes, consumer timeouts) before the DLQ
+    drain_timeout: float = 30.0  # how long close() lets in-flight handlers finish
+
+
+@dataclass(slots=True)
+class _Consumer:
+    sub: Subscription
+    queue: AbstractQueue | None = None
+    tag: str | None = None
+
+
+@dataclass(slots=True)
+class _Links:
+    connection: AbstractRobustConnection
+    channel: AbstractChannel
+    exchange: AbstractExchange
+    dlx: AbstractExchange
+    consumer_channels: list[AbstractChannel] = field(default_factory=list)
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def retry_queue(queue: str, delay: float) -> str:
+    return f"{queue}.retry.{_millis(delay)}"
+
+
+class RabbitBus:
+    """The production ``EventBus``. One instance per process; safe to share between tasks."""
+
+    def __init__(self, config: RabbitBusConfig, *, tracer: Tracer | None = None) -> None:
+        self._config = config
+        self._tracer = tracer or default_tracer()
+        self._consumers: dict[str, _Consumer] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._links: _Links | None = None
+
+    async def start(self) -> None:
+        if self._links is not None:
+            return
+        self._links = await self._connect()
+        for consumer in self._consumers.values():
+            await self._consume(consumer)
+
+    async def close(self) -> None:
+        links = self._links
+        if links is None:
+            return
+        await self._cancel_consumers()
+        if self._inflight:  # they still settle (retry / dead-letter) through the open links
+            await asyncio.wait(self._inflight, timeout=self._config.drain_timeout)
+        self._links = None
+        await links.connection.close()
+
+    async def publish(self, event: BaseEvent) -> None:
+        links = self._require_links()
+        with publish_span(self._tracer, SYSTEM, self._config.exchange, event) as span:
+            message = _event_message(event, trace_headers(span))
+            await self._send(links.exchange, message, event.routing_key)
+
+    async def subscribe(
+        self,
+        queue: str,
+        routing_keys: Sequence[str],
+        handler: Handler,
+        *,
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        handler_timeout: float = 20 * 60.0,
+    ) -> None:
+        if queue in self._consumers:
+            raise ValueError(f"queue {queue!r} already has a handler on this bus")
+        sub = Subscription(
+            queue,
+            tuple(routing_keys),
+            handler,
+            concurrency,
+            retry or RetryPolicy(),
+            handler_timeout,
+        )
+        self._consumers[queue] = consumer = _Consumer(sub)
+        if self._links is not None:
+            await self._consume(consumer)
+
+    # -- connection and topology -------------------------------------------------------------
+
+    async def _connect(self) -> _Links:
+        config = self._config
+        try:
+            connection = await aio_pika.connect_robust(
+                config.url,
+                timeout=config.connect_timeout,
+                reconnect_interval=config.reconnect_interval,
+            )
+        except CONNECTION_EXCEPTIONS as exc:
+            raise bus_error(f"cannot connect to RabbitMQ: {exc}", reason="unavailable") from exc
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.declare_exchange(
+            config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        dlx = await channel.declare_exchange(
+            config.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        return _Links(connection, channel, exchange, dlx)
+
+    async def _consume(self, consumer: _Consumer) -> None:
+        links = self._require_links()
+        sub = consumer.sub
+        channel = await links.connection.channel()
+        links.consumer_channels.append(channel)
+        await channel.set_qos(prefetch_count=sub.concurrency)
+        queue = await self._declare_queues(channel, sub)
+        consumer.queue = queue
+        consumer.tag = await queue.consume(partial(self._on_message, sub))
+
+    async def _declare_queues(self, channel: AbstractChannel, sub: Subscription) -> AbstractQueue:
+        config = self._config
+        dlq = await channel.declare_queue(
+            dead_letter_queue(sub.queue), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(config.dead_letter_exchange, routing_key=sub.queue)
+        for delay in sorted(set(sub.retry.delays)):
+            await channel.declare_queue(
+                retry_queue(sub.queue, delay), durable=True, arguments=_retry_args(sub.queue, delay)
+            )
+        queue = await channel.declare_queue(
+            sub.queue, durable=True, arguments=_main_args(sub.queue, config)
+        )
+        for routing_key in sub.routing_keys:
+            await queue.bind(config.exchange, routing_key=routing_key)
+        return queue
+
+    async def _cancel_consumers(self) -> None:
+        for consumer in self._consumers.values():
+            if consumer.queue is None or consumer.tag is None:
+                continue
+            queue, tag = consumer.queue, consumer.tag
+            consumer.queue = consumer.tag = None
+            try:
+                await queue.cancel(tag)
+            except CONNECTION_EXCEPTIONS as exc:  # broker gone: it requeues unsettled messages
+                log.warning("could not cancel consumer on %s: %s", queue.name, exc)
+
+    def _require_links(self) -> _Links:
+        if self._links is None:
+            raise bus_error("the bus is not started", reason="not_started")
+        return self._links
+
+    # -- consuming -----------------------------------------------------------------------------
+
+    async def _on_message(self, sub: Subscription, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        try:
+            async with message.process(requeue=True):
+                await self._settle(sub, message)
+        except AutoscorerError as exc:
+            log.warning("requeued a message on %s, could not settle it: %s", sub.queue, exc)
+
+    async def _settle(self, sub: Subscription, message: AbstractIncomingMessage) -> None:
+        headers = dict(message.headers)
+        attempt = _attempt(headers)
+        verdict = await dispatch(
+            sub, message.body, headers, attempt, tracer=self._tracer, system=SYSTEM
+        )
+        links = self._require_links()
+        if verdict.action is Action.RETRY:
+            again = _copy(
+                message, {**_retry_headers(headers, message), ATTEMPT_HEADER: attempt + 1}
+            )
+            await self._send(
+                links.channel.default_exchange, again, retry_queue(sub.queue, verdict.delay)
+            )
+        elif verdict.action is Action.DEAD:
+            dead = _copy(message, {**headers, **_dead_headers(sub, message, verdict, attempt)})
+            await self._send(links.dlx, dead, sub.queue)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    async def _send(
+        self, exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
+    ) -> None:
+        timeout = self._config.publish_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await _publish_until_confirmed(exchange, message, routing_key)
+        except TimeoutError as exc:
+            raise bus_error(
+                f"RabbitMQ did not confirm the publish within {timeout:g} s",
+                reason="unavailable",
+                routing_key=routing_key,
+            ) from exc
+
+
+async def _publish_until_confirmed(
+    exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
+) -> None:
+    """Publish, waiting out reconnects; a lost confirm may duplicate (handlers dedupe)."""
+    while True:
+        try:
+            await exchange.publish(message, routing_key, mandatory=True)
+        except PublishError as exc:
+            raise unroutable_error(routing_key) from exc
+        except DeliveryError as exc:
+            raise bus_error(
+                f"RabbitMQ refused the message: {exc}", reason="nacked", routing_key=routing_key
+            ) from exc
+        except CONNECTION_EXCEPTIONS as exc:
+            log.info("publish to %r failed (%s); retrying after reconnect", routing_key, exc)
+            await asyncio.sleep(_REPUBLISH_PAUSE)
+        else:
+            return
+
+
+def _event_message(event: BaseEvent, headers: Mapping[str, Any]) -> aio_pika.Message:
+    return aio_pika.Message(
+        encode_event(event),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(event.event_id),
+        correlation_id=event.job_id,
+        type=event.type,
+        timestamp=event.occurred_at,
+        headers={**headers, ATTEMPT_HEADER: 1},
+    )
+
+
+def _copy(message: AbstractIncomingMessage, headers: Mapping[str, Any]) -> aio_pika.Message:
+    kept = {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADERS)}
+    return aio_pika.Message(
+        message.body,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        headers=kept,
+    )
+
+
+def _dead_headers(
+    sub: Subscription, message: AbstractIncomingMessage, verdict: Verdict, attempt: int
+) -> dict[str, Any]:
+    error = verdict.error.to_info().model_dump_json() if verdict.error else ""
+    return {
+        ERROR_HEADER: error,
+        ATTEMPT_HEADER: attempt,
+        QUEUE_HEADER: sub.queue,
+        ROUTING_KEY_HEADER: _routing_key(message),
+    }
+
+
+def _retry_headers(headers: Mapping[str, Any], message: AbstractIncomingMessage) -> dict[str, Any]:
+    """Remember the original routing key: it is lost when the retry queue dead-letters back."""
+    return {**headers, ROUTING_KEY_HEADER: _routing_key(message)}
+
+
+def _routing_key(message: AbstractIncomingMessage) -> str:
+    return _text(message.headers.get(ROUTING_KEY_HEADER)) or message.routing_key or ""
+
+
+def dead_letter_from(message: AbstractIncomingMessage) -> DeadLetter:
+    """Read a message taken from a ``*.dlq`` queue (for operators and tests)."""
+    headers = message.headers
+    raw_error = _text(headers.get(ERROR_HEADER))
+    queue = _text(headers.get(QUEUE_HEADER)) or (message.routing_key or "")
+    return DeadLetter(
+        queue=queue,
+        body=message.body,
+        error=ErrorInfo.model_validate_json(raw_error) if raw_error else None,
+        attempt=_attempt(headers),
+        routing_key=_text(headers.get(ROUTING_KEY_HEADER)),
+    )
+
+
+def _attempt(headers: Mapping[str, Any]) -> int:
+    value = headers.get(ATTEMPT_HEADER, 1)
+    try:
+        return max(1, int(_text(value) or 1))
+    except ValueError:
+        return 1
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return None if value is None else str(value)
+
+
+def _main_args(queue: str, config: RabbitBusConfig) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": config.dead_letter_exchange,
+        "x-dead-letter-routing-key": queue,
+        "x-delivery-limit": config.delivery_limit,
+    }
+
+
+def _retry_args(queue: str, delay: float) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-message-ttl": _millis(delay),
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+    }
+
+
+def _millis(seconds: float) -> int:
+    return round(seconds * 1000)

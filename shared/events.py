@@ -1,0 +1,266 @@
+"""Event contracts: one frozen pydantic model per event the services exchange.
+
+Every event carries ``event_id`` (dedupe key), ``type`` (its routing key, except ``RunRequested``
+which appends the backend alias), ``schema_version``, ``occurred_at`` and ``job_id``. Contracts
+change only by adding optional fields; consumers ignore fields they do not know, so a newer
+producer never breaks an older consumer. ``docs/events/`` holds the generated JSON Schemas and
+AsyncAPI document (``scripts/gen_event_docs.py``); a snapshot test keeps them in step.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
+from shared.models import JobSpec, Result, RunOutcome, utcnow
+
+SCHEMA_VERSION = 1
+
+JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+BackendAlias = Annotated[
+    str,
+    Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="executor backend alias (no dots)"),
+]
+Url = Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)]
+
+
+class BaseEvent(BaseModel):
+    """Fields every event has. Unknown fields are ignored so contracts can grow."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: str
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="unique; dedupe key")
+    schema_version: int = Field(SCHEMA_VERSION, ge=1)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    job_id: JobId
+
+    @property
+    def routing_key(self) -> str:
+        """The AMQP routing key this event is published with; by default its ``type``."""
+        return self.type
+
+
+class JobSubmitted(BaseEvent):
+    """A participant submission was accepted and stored; the scheduler takes it from here."""
+
+    type: Literal["job.submitted"] = "job.submitted"
+    spec: JobSpec
+    workspace: str = Field(min_length=1, description="workspace location (path or URI)")
+    submitter: str = Field(min_length=1)
+    priority: int = Field(5, ge=0, le=9, description="0 lowest, 9 highest")
+    idempotency_key: str | None = Field(None, max_length=256)
+    callback_url: Url | None = None
+
+    @model_validator(mode="after")
+    def _same_job(self) -> Self:
+        if self.spec.job_id != self.job_id:
+            raise ValueError("job_id must equal spec.job_id")
+        return self
+
+
+class RunRequested(BaseEvent):
+    """Run the participant program on one executor backend.
+
+    Routing key ``run.requested.<backend>`` so each backend binds only to its own runs.
+    """
+
+    type: Literal["run.requested"] = "run.requested"
+    backend: BackendAlias
+    attempt: int = Field(1, ge=1)
+    spec: JobSpec
+    workspace: str = Field(min_length=1)
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.type}.{self.backend}"
+
+    @model_validator(mode="after")
+    def _same_job(self) -> Self:
+        if self.spec.job_id != self.job_id:
+            raise ValueError("job_id must equal spec.job_id")
+        return self
+
+
+class RunCompleted(BaseEvent):
+    """A run finished (in any status). Platforms that ran inference themselves publish it too."""
+
+    type: Literal["run.completed"] = "run.completed"
+    outcome: RunOutcome
+    attempt: int = Field(1, ge=1)
+    workspace: str | None = Field(None, description="where the run's output/ now lives")
+
+    @model_validator(mode="after")
+    def _same_job(self) -> Self:
+        if self.outcome.job_id != self.job_id:
+            raise ValueError("job_id must equal outcome.job_id")
+        return self
+
+
+class ScoreRequested(BaseEvent):
+    """Score a workspace whose output/ is complete."""
+
+    type: Literal["score.requested"] = "score.requested"
+    spec: JobSpec
+    workspace: str = Field(min_length=1)
+    attempt: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _same_job(self) -> Self:
+        if self.spec.job_id != self.job_id:
+            raise ValueError("job_id must equal spec.job_id")
+        return self
+
+
+class ScoreCompleted(BaseEvent):
+    """Scoring finished; ``result.error`` is set when the submission could not be scored."""
+
+    type: Literal["score.completed"] = "score.completed"
+    result: Result
+    scorer: str = Field(min_length=1)
+    scorer_version: str = Field(min_length=1)
+
+
+class JobFailed(BaseEvent):
+    """The job ended without a score, for the reason in ``error``."""
+
+    type: Literal["job.failed"] = "job.failed"
+    error: ErrorInfo
+    attempt: int | None = Field(None, ge=1)
+
+
+class CancelRequested(BaseEvent):
+    """Someone asked to cancel the job; whoever holds it stops it and emits ``JobCancelled``."""
+
+    type: Literal["cancel.requested"] = "cancel.requested"
+    requested_by: str = Field(min_length=1)
+    reason: str | None = Field(None, max_length=1024)
+
+
+class JobCancelled(BaseEvent):
+    """The job was stopped and will not produce a score."""
+
+    type: Literal["job.cancelled"] = "job.cancelled"
+    reason: str | None = Field(None, max_length=1024)
+    stage: Stage | None = Field(None, description="the stage the job was in when it stopped")
+
+
+class ScorersChanged(BaseEvent):
+    """A scorer was loaded, reloaded or removed on one replica; every replica applies it.
+
+    Carries the scorer's source (``source``, at most 1 MB) or a reference to it (``source_ref``,
+    e.g. a path on shared storage) plus ``sha256`` so replicas can skip what they already have.
+    Not about one job: ``job_id`` is optional here.
+    """
+
+    type: Literal["scorers.changed"] = "scorers.changed"
+    job_id: JobId | None = None  # type: ignore[assignment]
+    action: Literal["loaded", "reloaded", "removed"]
+    scorer: str = Field(min_length=1)
+    scorer_version: str = Field(min_length=1)
+    source: str | None = Field(None, max_length=1_000_000)
+    source_ref: str | None = Field(None, max_length=2048)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    origin: str = Field(min_length=1, description="replica that made the change")
+
+    @model_validator(mode="after")
+    def _has_source(self) -> Self:
+        if self.action != "removed" and self.source is None and self.source_ref is None:
+            raise ValueError("a loaded or reloaded scorer needs source or source_ref")
+        return self
+
+
+EVENT_TYPES: tuple[type[BaseEvent], ...] = (
+    JobSubmitted,
+    RunRequested,
+    RunCompleted,
+    ScoreRequested,
+    ScoreCompleted,
+    JobFailed,
+    CancelRequested,
+    JobCancelled,
+    ScorersChanged,
+)
+
+Event = Annotated[
+    JobSubmitted
+    | RunRequested
+    | RunCompleted
+    | ScoreRequested
+    | ScoreCompleted
+    | JobFailed
+    | CancelRequested
+    | JobCancelled
+    | ScorersChanged,
+    Field(discriminator="type"),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+KNOWN_TYPES: frozenset[str] = frozenset(
+    str(cls.model_fields["type"].default) for cls in EVENT_TYPES
+)
+
+
+def encode_event(event: BaseEvent) -> bytes:
+    """The JSON body an event is published with."""
+    return event.model_dump_json().encode()
+
+
+def parse_event(body: bytes | str) -> Event:
+    """Decode one event; junk raises ``AutoscorerError`` (PARSE_ERROR or BAD_FORMAT)."""
+    data = _load_json(body)
+    event_type = data.get("type")
+    if event_type not in KNOWN_TYPES:
+        raise AutoscorerError(
+            ErrorCode.BAD_FORMAT,
+            f"unknown event type {event_type!r}",
+            stage=Stage.PLATFORM,
+            details={"event_type": event_type, "known": sorted(KNOWN_TYPES)},
+        )
+    try:
+        return EVENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise AutoscorerError(
+            ErrorCode.BAD_FORMAT,
+            f"invalid {event_type} event: {exc.error_count()} error(s)",
+            stage=Stage.PLATFORM,
+            details={"event_type": event_type, "errors": _error_list(exc)},
+        ) from exc
+
+
+def _load_json(body: bytes | str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AutoscorerError(
+            ErrorCode.PARSE_ERROR,
+            f"event body is not JSON: {exc}",
+            stage=Stage.PLATFORM,
+            details={"size": len(body)},
+        ) from exc
+    if not isinstance(data, dict):
+        raise AutoscorerError(
+            ErrorCode.BAD_FORMAT,
+            f"event body must be a JSON object, not {type(data).__name__}",
+            stage=Stage.PLATFORM,
+        )
+    return data
+
+
+def _error_list(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"loc": ".".join(str(part) for part in err["loc"]), "msg": err["msg"]}
+        for err in exc.errors(include_url=False)[:20]
+    ]

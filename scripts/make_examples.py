@@ -24,7 +24,9 @@ def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
         writer.writerows(rows)
 
 
-def _blobs(rng: np.random.Generator, centres: np.ndarray, n: int, spread: float) -> tuple[np.ndarray, np.ndarray]:
+def _blobs(
+    rng: np.random.Generator, centres: np.ndarray, n: int, spread: float
+) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.integers(0, len(centres), size=n)
     points = centres[labels] + rng.normal(0, spread, size=(n, centres.shape[1]))
     return points, labels
@@ -36,13 +38,17 @@ def classification(name: str, classes: list[str], dims: int, spread: float, seed
     train_x, train_y = _blobs(rng, centres, 600, spread)
     model = {
         "classes": classes,
-        "centroids": [train_x[train_y == k].mean(axis=0).round(6).tolist() for k in range(len(classes))],
+        "centroids": [
+            train_x[train_y == k].mean(axis=0).round(6).tolist() for k in range(len(classes))
+        ],
     }
     test_x, test_y = _blobs(rng, centres, 120, spread)
     ids = [f"s{i:04d}" for i in rng.permutation(len(test_x))]
     ws = ROOT / name
     features = [[ids[i], *np.round(test_x[i], 5).tolist()] for i in range(len(ids))]
-    _write_csv(ws / "input" / "data" / "features.csv", ["id"] + [f"x{j}" for j in range(dims)], features)
+    _write_csv(
+        ws / "input" / "data" / "features.csv", ["id"] + [f"x{j}" for j in range(dims)], features
+    )
     gt = [[ids[i], classes[test_y[i]]] for i in range(len(ids))]
     gt.sort(key=lambda r: str(r[0]))
     _write_csv(ws / "input" / "gt.csv", ["id", "label"], gt)
@@ -61,9 +67,16 @@ def regression(seed: int) -> None:
     test_y = test_x @ weights + bias + rng.normal(0, 0.3, 100)
     ws = ROOT / "regression"
     ids = [f"r{i:03d}" for i in range(100)]
-    _write_csv(ws / "input" / "data" / "features.csv", ["id", "x0", "x1", "x2"],
-               [[ids[i], *np.round(test_x[i], 5).tolist()] for i in range(100)])
-    _write_csv(ws / "input" / "gt.csv", ["id", "value"], [[ids[i], round(float(test_y[i]), 5)] for i in range(100)])
+    _write_csv(
+        ws / "input" / "data" / "features.csv",
+        ["id", "x0", "x1", "x2"],
+        [[ids[i], *np.round(test_x[i], 5).tolist()] for i in range(100)],
+    )
+    _write_csv(
+        ws / "input" / "gt.csv",
+        ["id", "value"],
+        [[ids[i], round(float(test_y[i]), 5)] for i in range(100)],
+    )
     (ws / "submission").mkdir(parents=True, exist_ok=True)
     model = {"weights": fitted[:3].round(6).tolist(), "bias": round(float(fitted[3]), 6)}
     (ws / "submission" / "model.json").write_text(json.dumps(model, indent=1) + "\n")
@@ -75,7 +88,8 @@ def detection(seed: int) -> None:
     ws = ROOT / "detection"
     categories = [{"id": 1, "name": "box"}, {"id": 2, "name": "plate"}]
     levels = {1: 120, 2: 220}
-    images, annotations = [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     (ws / "input" / "data").mkdir(parents=True, exist_ok=True)
     for index in range(12):
         image = rng.integers(0, 40, size=(64, 64)).astype(np.uint8)
@@ -83,16 +97,28 @@ def detection(seed: int) -> None:
         for _ in range(int(rng.integers(1, 4))):
             w, h = int(rng.integers(5, 24)), int(rng.integers(5, 24))
             x, y = int(rng.integers(0, 64 - w)), int(rng.integers(0, 64 - h))
-            if any(x < px + pw + 1 and px < x + w + 1 and y < py + ph + 1 and py < y + h + 1
-                   for px, py, pw, ph in placed):
+            if any(
+                x < px + pw + 1 and px < x + w + 1 and y < py + ph + 1 and py < y + h + 1
+                for px, py, pw, ph in placed
+            ):
                 continue
             placed.append((x, y, w, h))
             category = int(rng.integers(1, 3))
-            image[y:y + h, x:x + w] = levels[category] + rng.integers(-10, 10, size=(h, w))
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": category,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            image[y : y + h, x : x + w] = levels[category] + rng.integers(-10, 10, size=(h, w))
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": category,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         np.save(ws / "input" / "data" / f"img_{index + 1:03d}.npy", image)
-        images.append({"id": index + 1, "file_name": f"img_{index + 1:03d}.npy", "width": 64, "height": 64})
+        images.append(
+            {"id": index + 1, "file_name": f"img_{index + 1:03d}.npy", "width": 64, "height": 64}
+        )
     (ws / "input" / "data" / "images.json").write_text(json.dumps(images, indent=1) + "\n")
     gt = {"images": images, "annotations": annotations, "categories": categories}
     (ws / "input" / "gt.json").write_text(json.dumps(gt, indent=1) + "\n")

@@ -17,7 +17,9 @@ from shared.workspace import Workspace
 PY = sys.executable
 
 
-def _job(tmp_path, code: str, *, time_limit: int = 30, expected=("pred.csv",)) -> tuple[JobSpec, Workspace]:
+def _job(
+    tmp_path, code: str, *, time_limit: int = 30, expected=("pred.csv",)
+) -> tuple[JobSpec, Workspace]:
     (tmp_path / "input" / "data").mkdir(parents=True)
     (tmp_path / "input" / "gt.csv").write_text("id,label\n1,secret\n")
     (tmp_path / "input" / "data" / "x.csv").write_text("id,x\n1,0.5\n")
@@ -94,7 +96,9 @@ def _dead(pid: int) -> bool:
 
 
 async def test_nonzero_exit_reports_log_tail(tmp_path):
-    spec, ws = _job(tmp_path, "import sys\nprint('loading model')\nraise SystemExit('model file corrupt')")
+    spec, ws = _job(
+        tmp_path, "import sys\nprint('loading model')\nraise SystemExit('model file corrupt')"
+    )
     outcome = await _run(spec, ws)
     assert outcome.error is not None
     assert outcome.error.code is ErrorCode.CONTAINER_EXIT_NONZERO
@@ -104,7 +108,11 @@ async def test_nonzero_exit_reports_log_tail(tmp_path):
 
 
 async def test_log_flood_is_capped_with_a_marker(tmp_path):
-    code = "import sys\nfor _ in range(20000): sys.stdout.write('x' * 99 + '\\n')\nopen('output/pred.csv','w')"
+    code = (
+        "import sys\n"
+        "for _ in range(20000): sys.stdout.write('x' * 99 + '\\n')\n"
+        "open('output/pred.csv','w')"
+    )
     spec, ws = _job(tmp_path, code)
     outcome = await _run(spec, ws, log_cap_bytes=10_000)
     assert outcome.error is None
@@ -122,7 +130,9 @@ async def test_output_cap_and_missing_output(tmp_path):
 
 async def test_missing_command_is_a_clear_error(tmp_path):
     spec, ws = _job(tmp_path, "pass")
-    spec = spec.model_copy(update={"container": spec.container.model_copy(update={"cmd": ["/no/such/prog"]})})
+    spec = spec.model_copy(
+        update={"container": spec.container.model_copy(update={"cmd": ["/no/such/prog"]})}
+    )
     with pytest.raises(AutoscorerError) as err:
         await _run(spec, ws)
     assert err.value.code is ErrorCode.CONTAINER_CREATE_FAILED

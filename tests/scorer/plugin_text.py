@@ -1,6 +1,6 @@
 """Source text of small scorer plugins written to files by the registry and watch tests."""
 
-TEMPLATE = '''
+TEMPLATE = """
 from pydantic import BaseModel
 
 from shared.models import Result
@@ -15,7 +15,7 @@ class Params(BaseModel):
           expected_files=(), primary_metric="value", params=Params)
 def scorer(ws, params):
     return Result(summary={{"value": {value} * params.factor}})
-'''
+"""
 
 
 def plugin(name: str = "demo", version: str = "1.0.0", value: float = 1.0) -> str:

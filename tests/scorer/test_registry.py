@@ -14,7 +14,12 @@ def registry():
 def test_builtins_are_registered_with_metadata():
     registry = ScorerRegistry.with_builtins()
     names = registry.names()
-    for name in ("classification_f1", "classification_accuracy", "regression_rmse", "detection_map"):
+    for name in (
+        "classification_f1",
+        "classification_accuracy",
+        "regression_rmse",
+        "detection_map",
+    ):
         assert name in names
         info = registry.get(name).info
         assert info.version and info.task_type and info.description and info.expected_files
@@ -77,8 +82,15 @@ def test_reload_swaps_versions_and_drops_removed_scorers(tmp_path, registry):
     assert "other" not in registry.names()
 
 
-@pytest.mark.parametrize("broken", ["def oops(:\n", "raise RuntimeError('boom')\n",
-                                    "import does_not_exist_anywhere\n", "import sys\nsys.exit(3)\n"])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "def oops(:\n",
+        "raise RuntimeError('boom')\n",
+        "import does_not_exist_anywhere\n",
+        "import sys\nsys.exit(3)\n",
+    ],
+)
 def test_broken_edit_keeps_last_good_version_and_records_error(tmp_path, registry, broken):
     file = tmp_path / "demo.py"
     file.write_text(plugin(version="1.0.0"))
@@ -88,7 +100,7 @@ def test_broken_edit_keeps_last_good_version_and_records_error(tmp_path, registr
         registry.load_path(file)
     assert err.value.code is ErrorCode.SCORER_LOAD_ERROR
     assert registry.get("demo").info.version == "1.0.0"
-    assert list(registry.errors.values())[0].code is ErrorCode.SCORER_LOAD_ERROR
+    assert next(iter(registry.errors.values())).code is ErrorCode.SCORER_LOAD_ERROR
     file.write_text(plugin(version="3.0.0"))
     registry.load_path(file)
     assert registry.get("demo").info.version == "3.0.0"

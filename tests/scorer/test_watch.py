@@ -57,7 +57,9 @@ async def test_watching_a_folder_picks_up_new_files(tmp_path):
     events: asyncio.Queue = asyncio.Queue()
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
-        watch_scorers(registry, [tmp_path], events.put_nowait, stop=stop, ready=ready, debounce_ms=50)
+        watch_scorers(
+            registry, [tmp_path], events.put_nowait, stop=stop, ready=ready, debounce_ms=50
+        )
     )
     await ready.wait()
     await asyncio.sleep(0.3)

@@ -22,7 +22,9 @@ def test_defaults_are_the_embedded_mode():
 
 def test_environment_overrides_yaml_and_false_means_false(tmp_path, monkeypatch):
     config = tmp_path / "c.yaml"
-    config.write_text("scorer:\n  watch: true\n  time_limit: 5\nexecutor:\n  default_backend: docker\n")
+    config.write_text(
+        "scorer:\n  watch: true\n  time_limit: 5\nexecutor:\n  default_backend: docker\n"
+    )
     monkeypatch.setenv("AUTOSCORER__SCORER__WATCH", "false")
     settings = load_settings(config)
     assert settings.scorer.watch is False
@@ -38,8 +40,10 @@ def test_secrets_are_redacted(tmp_path):
     assert "hunter2" not in str(settings.redacted())
 
 
-@pytest.mark.parametrize("text", ["scorer: [1, 2", "- a\n- b\n", "scorer:\n  nope: 1\n",
-                                  "executor:\n  backends:\n    x: {}\n"])
+@pytest.mark.parametrize(
+    "text",
+    ["scorer: [1, 2", "- a\n- b\n", "scorer:\n  nope: 1\n", "executor:\n  backends:\n    x: {}\n"],
+)
 def test_bad_files_are_config_validation_errors(tmp_path, text):
     config = tmp_path / "c.yaml"
     config.write_text(text)
@@ -58,4 +62,7 @@ def test_bad_env_value_is_reported(monkeypatch):
     monkeypatch.setenv("AUTOSCORER__SCORER__TIME_LIMIT", "soon")
     with pytest.raises(AutoscorerError) as err:
         load_settings()
-    assert err.value.details["errors"][0]["loc"] in (("scorer", "time_limit"), ["scorer", "time_limit"])
+    assert err.value.details["errors"][0]["loc"] in (
+        ("scorer", "time_limit"),
+        ["scorer", "time_limit"],
+    )

@@ -17,16 +17,19 @@ def _ws(tmp_path, files):
 
 
 def test_view_hides_every_ground_truth_file_and_keeps_the_rest(tmp_path):
-    ws = _ws(tmp_path, {
-        "meta.json": json.dumps({"scorer": "s"}),
-        "input/gt.csv": "id,label\n1,a\n",
-        "input/GT.JSON": "{}",
-        "input/gt/labels.txt": "secret",
-        "input/ground_truth_v2.parquet": "secret",
-        "input/data/features.csv": "id,x\n1,0.5\n",
-        "input/data/gt.csv": "nested secret",
-        "input/readme.txt": "hello",
-    })
+    ws = _ws(
+        tmp_path,
+        {
+            "meta.json": json.dumps({"scorer": "s"}),
+            "input/gt.csv": "id,label\n1,a\n",
+            "input/GT.JSON": "{}",
+            "input/gt/labels.txt": "secret",
+            "input/ground_truth_v2.parquet": "secret",
+            "input/data/features.csv": "id,x\n1,0.5\n",
+            "input/data/gt.csv": "nested secret",
+            "input/readme.txt": "hello",
+        },
+    )
     view = prepare_participant_view(ws, ws.load_spec())
     seen = sorted(p.relative_to(view).as_posix() for p in view.rglob("*") if p.is_file())
     assert seen == ["input/data/features.csv", "input/readme.txt", "meta.json"]
@@ -55,10 +58,18 @@ def test_custom_ground_truth_globs(tmp_path):
     assert sorted(p.name for p in (view / "input").iterdir()) == ["x.csv"]
 
 
-@pytest.mark.parametrize(("rel", "hidden"), [
-    ("gt.csv", True), ("sub/gt.json", True), ("gt/x", True), ("Gt.Csv", True),
-    ("gtx.csv", False), ("data/pgt.csv", False), ("ground_truth.csv", True),
-])
+@pytest.mark.parametrize(
+    ("rel", "hidden"),
+    [
+        ("gt.csv", True),
+        ("sub/gt.json", True),
+        ("gt/x", True),
+        ("Gt.Csv", True),
+        ("gtx.csv", False),
+        ("data/pgt.csv", False),
+        ("ground_truth.csv", True),
+    ],
+)
 def test_is_ground_truth(rel, hidden):
     assert is_ground_truth(rel, ["gt.*", "gt/", "ground_truth*"]) is hidden
 
@@ -76,8 +87,9 @@ def test_load_spec_errors_have_codes(tmp_path):
     with pytest.raises(AutoscorerError) as invalid:
         ws.load_spec()
     assert invalid.value.code is ErrorCode.CONFIG_VALIDATION_ERROR
-    assert invalid.value.details["errors"][0]["loc"] == ["time_limit"] or \
-        tuple(invalid.value.details["errors"][0]["loc"]) == ("time_limit",)
+    assert invalid.value.details["errors"][0]["loc"] == ["time_limit"] or tuple(
+        invalid.value.details["errors"][0]["loc"]
+    ) == ("time_limit",)
 
 
 def test_workspace_must_be_a_directory(tmp_path):

@@ -41,8 +41,14 @@ def detect(image: np.ndarray, image_id: int) -> list[dict[str, object]]:
         brightness = float(np.mean([image[p] for p in pixels]))
         category = min(CATEGORY_LEVELS, key=lambda c: abs(CATEGORY_LEVELS[c] - brightness))
         score = max(0.05, 1.0 - abs(CATEGORY_LEVELS[category] - brightness) / 100.0)
-        results.append({"image_id": image_id, "category_id": category,
-                        "bbox": [x, y, w, h], "score": round(score, 4)})
+        results.append(
+            {
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": [x, y, w, h],
+                "score": round(score, 4),
+            }
+        )
     return results
 
 

@@ -36,10 +36,20 @@ BackendAlias = Annotated[
 Url = Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)]
 
 
+# Defaulted in Python for convenience, but required on the wire: without its own event_id a
+# redelivered message could not be recognised as a duplicate.
+WIRE_REQUIRED = ("type", "event_id", "occurred_at")
+
+
+def _wire_required(schema: dict[str, Any]) -> None:
+    required = schema.setdefault("required", [])
+    required[:0] = [name for name in WIRE_REQUIRED if name not in required]
+
+
 class BaseEvent(BaseModel):
     """Fields every event has. Unknown fields are ignored so contracts can grow."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", json_schema_extra=_wire_required)
 
     type: str
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="unique; dedupe key")
@@ -222,6 +232,14 @@ def parse_event(body: bytes | str) -> Event:
     """Decode one event; junk raises ``AutoscorerError`` (PARSE_ERROR or BAD_FORMAT)."""
     data = _load_json(body)
     event_type = data.get("type")
+    missing = [name for name in WIRE_REQUIRED if name not in data]
+    if missing:
+        raise AutoscorerError(
+            ErrorCode.BAD_FORMAT,
+            f"event lacks required field(s) {', '.join(missing)}",
+            stage=Stage.PLATFORM,
+            details={"event_type": event_type, "missing": missing},
+        )
     if event_type not in KNOWN_TYPES:
         raise AutoscorerError(
             ErrorCode.BAD_FORMAT,

@@ -1,0 +1,85 @@
+"""Follow a container's output into ``logs/container.log`` while it runs, up to a byte cap.
+
+Past the cap one visible marker line is written and the stream is closed; the engine keeps
+discarding further output into its own size-capped json-file log, so a flood cannot fill a disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import aiodocker
+from aiodocker.containers import DockerContainer
+
+TRUNCATION_MARKER = "[autoscorer] log truncated at {limit} bytes; further output discarded"
+# json-file options for the engine's own copy, sized so the follower can always keep up with the cap
+ENGINE_LOG_FILES = 2
+
+
+def engine_log_config(limit: int) -> dict[str, object]:
+    return {
+        "Type": "json-file",
+        "Config": {"max-size": str(max(limit, 1 << 20)), "max-file": str(ENGINE_LOG_FILES)},
+    }
+
+
+class LogFollower:
+    """Streams one container's stdout and stderr into a file; ``truncated`` once the cap was hit."""
+
+    def __init__(self, container: DockerContainer, path: Path, limit: int) -> None:
+        self._container = container
+        self._path = path
+        self._limit = limit
+        self.written = 0
+        self.truncated = False
+
+    async def run(self) -> None:
+        handle = await asyncio.to_thread(self._path.open, "wb")
+        try:
+            await self._follow(handle)
+        except aiodocker.DockerError:
+            pass  # the container went away mid-stream: what was written is what there is
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    async def _follow(self, handle: BinaryIO) -> None:
+        stream = cast(
+            AsyncGenerator[str, None], self._container.log(stdout=True, stderr=True, follow=True)
+        )
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                data = chunk.encode("utf-8", errors="replace")
+                room = self._limit - self.written
+                if len(data) > room:
+                    self._write(handle, data[:room])
+                    self._write_marker(handle)
+                    return
+                self._write(handle, data)
+
+    def _write(self, handle: BinaryIO, data: bytes) -> None:
+        # engine frames are at most 16 KiB: a small write, fine on the loop
+        handle.write(data)
+        handle.flush()
+        self.written += len(data)
+
+    def _write_marker(self, handle: BinaryIO) -> None:
+        prefix = b"" if self.written == 0 else b"\n"
+        handle.write(prefix + TRUNCATION_MARKER.format(limit=self._limit).encode() + b"\n")
+        handle.flush()
+        self.truncated = True
+
+
+def tail(path: Path, lines: int = 20, max_bytes: int = 16 * 1024) -> str:
+    """The last ``lines`` lines of a log file (reads at most ``max_bytes`` from its end)."""
+    if not path.is_file():
+        return ""
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - max_bytes))
+        text = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(deque(text.splitlines(), maxlen=lines))

@@ -1,0 +1,80 @@
+"""Build a kubernetes-asyncio ``ApiClient`` from the configured auth, and classify its errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config import ConfigException
+
+from services.executor.k8s_config import InClusterAuth, KubeconfigAuth, KubernetesConfig, TokenAuth
+from shared.errors import AutoscorerError, ErrorCode, execution_error
+
+
+def token_configuration(auth: TokenAuth) -> Any:
+    configuration = k8s.Configuration(host=auth.host.rstrip("/"))
+    configuration.api_key = {"BearerToken": auth.token.get_secret_value()}
+    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    configuration.verify_ssl = not auth.insecure
+    configuration.ssl_ca_cert = auth.ca_file
+    return configuration
+
+
+async def load_configuration(config: KubernetesConfig) -> Any:
+    auth = config.auth
+    if isinstance(auth, TokenAuth):
+        return token_configuration(auth)
+    configuration = k8s.Configuration()
+    if isinstance(auth, KubeconfigAuth):
+        await k8s_config.load_kube_config(
+            config_file=auth.path, context=auth.context, client_configuration=configuration,
+            persist_config=False)
+    elif isinstance(auth, InClusterAuth):
+        # reads the mounted token and CA files: small, but still disk I/O
+        await asyncio.to_thread(k8s_config.load_incluster_config,
+                                client_configuration=configuration)
+    return configuration
+
+
+async def build_api_client(config: KubernetesConfig) -> Any:
+    """An ``ApiClient``; its aiohttp session must be created inside the running loop."""
+    try:
+        configuration = await load_configuration(config)
+    except (ConfigException, OSError) as exc:
+        raise execution_error(
+            ErrorCode.BACKEND_UNAVAILABLE, f"cannot load Kubernetes credentials: {exc}",
+            auth=config.auth.mode) from exc
+    return k8s.ApiClient(configuration)
+
+
+def is_status(exc: BaseException, *codes: int) -> bool:
+    return isinstance(exc, ApiException) and exc.status in codes
+
+
+def unavailable(exc: BaseException, action: str) -> AutoscorerError:
+    status = getattr(exc, "status", None)
+    return execution_error(
+        ErrorCode.BACKEND_UNAVAILABLE, f"Kubernetes API failed to {action}: {type(exc).__name__} "
+        f"{status or ''} {getattr(exc, 'reason', '') or exc}".strip(), action=action, status=status)
+
+
+@contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Transport failures, timeouts, auth refusals and 5xx become BACKEND_UNAVAILABLE.
+
+    Other API statuses (404, 409, 422 ...) propagate as ``ApiException`` for the caller to judge.
+    """
+    try:
+        yield
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise unavailable(exc, action) from exc
+    except ApiException as exc:
+        if exc.status in (None, 0, 401, 403) or exc.status >= 500:
+            raise unavailable(exc, action) from exc
+        raise

@@ -1,0 +1,371 @@
+"""The Kubernetes executor end to end, against an HTTP-level fake of the Kubernetes API.
+
+No Kubernetes API server runs here. tests/executor/k8s_fake.py is an aiohttp app that serves
+only the endpoints the executor calls, with scripted pod lives; the executor reaches it through
+the REAL kubernetes-asyncio client (token auth). What a real cluster would add — scheduling,
+kubelet behaviour, admission of the restricted profile — is not verified by these tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.executor.k8s_names import job_name
+from services.executor.registry import create_executor
+from shared.errors import AutoscorerError, ErrorCode
+from shared.models import JobSpec, RunOutcome
+from shared.workspace import Workspace
+from tests.executor import k8s_fake
+from tests.executor.k8s_fake import FakeCluster, serve
+
+JOB_ID = "job-k8s-1"
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+@pytest.fixture
+async def api_url(cluster: FakeCluster) -> AsyncIterator[str]:
+    async with serve(cluster) as url:
+        yield url
+
+
+def settings(url: str, root: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "kubernetes",
+        "namespace": "autoscorer",
+        "auth": {"mode": "token", "host": url, "token": "test-token", "insecure": True},
+        "pvc_name": "autoscorer-workspaces",
+        "workspace_root": str(root),
+        "pvc_sub_path": "ws",
+        "image_pull_secrets": ["registry-secret"],
+        "ttl_seconds_after_finished": 300,
+        "watch_timeout_s": 5,
+        "request_timeout_s": 5,
+        "deadline_grace_s": 10,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def pvc_root(tmp_path: Path) -> Path:
+    return tmp_path / "pvc"
+
+
+@pytest.fixture
+async def executor(api_url: str, pvc_root: Path) -> AsyncIterator[Any]:
+    executor = create_executor(settings(api_url, pvc_root))
+    yield executor
+    await executor.close()
+
+
+def make_spec(**overrides: Any) -> JobSpec:
+    body: dict[str, Any] = {
+        "job_id": JOB_ID, "scorer": "classification_f1", "time_limit": 120,
+        "resources": {"cpu": 1.5, "memory": "512Mi"},
+        "container": {"image": "ghcr.io/team/model", "cmd": ["python", "run.py"],
+                      "env": {"SEED": "1"}},
+    }
+    body.update(overrides)
+    return JobSpec.model_validate(body)
+
+
+@pytest.fixture
+def workspace(pvc_root: Path) -> Workspace:
+    root = pvc_root / JOB_ID
+    (root / "input").mkdir(parents=True)
+    (root / "input" / "test.csv").write_text("id\n1\n")
+    (root / "input" / "gt.csv").write_text("id,label\n1,a\n")
+    (root / "meta.json").write_text(make_spec().model_dump_json())
+    return Workspace.at(root)
+
+
+def run_info(ws: Workspace) -> RunOutcome:
+    return RunOutcome.model_validate_json((ws.logs_dir / "run_info.json").read_text())
+
+
+async def test_success_runs_a_job_and_saves_log_and_run_info(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.status == "succeeded"
+    assert outcome.exit_code == 0
+    assert outcome.error is None
+    assert outcome.image == "ghcr.io/team/model:latest"
+    assert outcome.image_id is not None
+    assert outcome.duration_s == 5.0
+    assert outcome.extra["job_name"] == job_name(JOB_ID)
+    assert (workspace.logs_dir / "container.log").read_bytes() == b"hello from the participant\n"
+    assert run_info(workspace) == outcome
+    # the participant view was built: no ground truth, a copy of meta.json
+    view = workspace.participant_dir
+    assert sorted(p.name for p in (view / "input").iterdir()) == ["test.csv"]
+    assert (view / "meta.json").is_file()
+
+
+async def test_job_is_deleted_after_the_run_with_the_configured_propagation(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    await executor.run(make_spec(), workspace)
+    assert cluster.deleted == [(job_name(JOB_ID), "Background")]
+    assert cluster.jobs == {}
+
+
+async def test_pods_are_found_by_the_job_id_label(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    await executor.run(make_spec(), workspace)
+    selector = cluster.pod_lists()[0]["labelSelector"]
+    assert f"autoscorer.job_id={JOB_ID}" in selector.split(",")
+
+
+async def test_image_pull_backoff_is_image_pull_failed(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.image_pull_backoff(
+        'failed to pull "ghcr.io/team/model:latest": dial tcp: i/o timeout')
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.status == "failed"
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.IMAGE_PULL_FAILED
+    assert outcome.error.retryable
+    assert cluster.deleted  # no Job is left to back off forever
+
+
+async def test_missing_image_is_image_not_found(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.image_pull_backoff(
+        'rpc error: code = NotFound desc = failed to pull: "ghcr.io/team/model:latest": not found')
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.IMAGE_NOT_FOUND
+
+
+async def test_oom_killed_is_container_oom(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.oom_killed()
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.CONTAINER_OOM
+    assert outcome.oom_killed
+    assert outcome.exit_code == 137
+
+
+async def test_nonzero_exit_carries_the_termination_message_as_log_tail(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.exit_nonzero(3)
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.CONTAINER_EXIT_NONZERO
+    assert outcome.exit_code == 3
+    assert outcome.error.logs == "Traceback: boom\n"
+    assert run_info(workspace).error == outcome.error
+
+
+async def test_nonzero_exit_without_message_falls_back_to_the_saved_log(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.exit_nonzero(1, log=b"line 1\nfatal\n", message=None)
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.error is not None
+    assert outcome.error.logs == "line 1\nfatal\n"
+
+
+async def test_deadline_kill_is_a_timeout_not_an_exit_code(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.deadline_killed()
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.TIMEOUT_ERROR
+    assert outcome.timed_out
+    assert outcome.exit_code == 137
+
+
+async def test_deadline_that_deletes_the_pod_is_a_timeout(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.deadline_deleted()
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.TIMEOUT_ERROR
+    assert b"no log" in (workspace.logs_dir / "container.log").read_bytes()
+
+
+async def test_a_pod_that_never_starts_is_a_resource_error_after_the_deadline(
+        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.never_scheduled()
+    executor = create_executor(settings(api_url, pvc_root, deadline_grace_s=0))
+    try:
+        outcome = await executor.run(make_spec(time_limit=1), workspace)
+    finally:
+        await executor.close()
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.RESOURCE_ERROR
+    assert cluster.deleted
+
+
+@pytest.mark.parametrize("as_status", [False, True], ids=["error-event", "http-410"])
+async def test_watch_survives_410_gone_by_listing_again(
+        executor: Any, cluster: FakeCluster, workspace: Workspace, as_status: bool) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.gone_mid_watch(as_status=as_status)
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.status == "succeeded"
+    assert (workspace.logs_dir / "container.log").read_bytes() == b"survived a 410\n"
+    lists, watches = cluster.pod_lists(), cluster.watches()
+    assert len(lists) == 2  # the initial list and the re-list after 410
+    assert len(watches) >= 2
+    # the watch after the 410 starts from a version at or past the compaction point
+    assert int(watches[-1]["resourceVersion"]) >= cluster.compacted_below
+    assert int(watches[0]["resourceVersion"]) < cluster.compacted_below
+
+
+async def test_log_is_capped_with_a_truncation_marker(
+        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.success(log=b"x" * 5000)
+    executor = create_executor(settings(api_url, pvc_root, log_cap_bytes=1024))
+    try:
+        outcome = await executor.run(make_spec(), workspace)
+    finally:
+        await executor.close()
+    saved = (workspace.logs_dir / "container.log").read_bytes()
+    assert saved.startswith(b"x" * 1024)
+    assert saved[1024:] == b"\n[autoscorer: log truncated at 1024 bytes]\n"
+    assert outcome.log_truncated
+    assert cluster.calls("GET", "/log")[0]["limitBytes"] == "1025"
+
+
+async def test_cancel_deletes_the_job_and_reports_cancelled(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.never_finishes()
+    run = asyncio.create_task(executor.run(make_spec(), workspace))
+    while not cluster.watches():
+        await asyncio.sleep(0.01)
+    assert await executor.cancel(JOB_ID) is True
+    outcome = await asyncio.wait_for(run, 10)
+    assert outcome.status == "cancelled"
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.CANCELLED
+    assert cluster.deleted[0] == (job_name(JOB_ID), "Background")
+    assert run_info(workspace).status == "cancelled"
+
+
+async def test_cancel_of_an_unknown_job_is_false(executor: Any) -> None:
+    assert await executor.cancel("job-nobody") is False
+
+
+async def test_a_redelivered_run_adopts_the_existing_job(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    await cluster.create_job(make_manifest_like(JOB_ID))
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.status == "succeeded"
+    assert len(cluster.created) == 1  # one POST, answered 409, then adopted
+
+
+def make_manifest_like(job_id: str) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/managed-by": "autoscorer",
+              "app.kubernetes.io/component": "participant-run", "autoscorer.job_id": job_id}
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": job_name(job_id), "labels": labels,
+                         "annotations": {"autoscorer/job-id": job_id}},
+            "spec": {"template": {"metadata": {"labels": labels}, "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "participant", "image": "other:1"}]}}}}
+
+
+async def test_cleanup_leftovers_deletes_only_jobs_no_live_job_owns(
+        executor: Any, cluster: FakeCluster) -> None:
+    for job_id in ("job-live", "job-dead-1", "job-dead-2"):
+        await cluster.create_job(make_manifest_like(job_id))
+    assert await executor.cleanup_leftovers({"job-live"}) == 2
+    assert list(cluster.jobs) == [job_name("job-live")]
+    assert {name for name, _ in cluster.deleted} == {job_name("job-dead-1"),
+                                                     job_name("job-dead-2")}
+
+
+async def test_gpu_job_is_refused_when_the_config_forbids_gpus(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    # a platform fault (retryable elsewhere), so it is raised, not returned
+    with pytest.raises(AutoscorerError) as caught:
+        await executor.run(make_spec(resources={"gpus": 1}), workspace)
+    assert caught.value.code is ErrorCode.RESOURCE_ERROR
+    assert caught.value.retryable
+    assert cluster.created == []
+    assert run_info(workspace).status == "failed"
+
+
+async def test_spec_without_container_fails_without_a_job(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    outcome = await executor.run(make_spec(container=None), workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.CONFIG_VALIDATION_ERROR
+    assert cluster.created == []
+    assert run_info(workspace).status == "failed"
+
+
+async def test_workspace_outside_the_pvc_mount_is_invalid(
+        executor: Any, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outcome = await executor.run(make_spec(), Workspace.at(elsewhere))
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.WORKSPACE_INVALID
+
+
+async def test_wrong_token_is_backend_unavailable(
+        api_url: str, pvc_root: Path, workspace: Workspace) -> None:
+    body = settings(api_url, pvc_root)
+    body["auth"]["token"] = "wrong"
+    executor = create_executor(body)
+    try:
+        with pytest.raises(AutoscorerError) as caught:
+            await executor.run(make_spec(), workspace)
+    finally:
+        await executor.close()
+    assert caught.value.code is ErrorCode.BACKEND_UNAVAILABLE
+    assert run_info(workspace).error is not None
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_unreachable_api_is_backend_unavailable_and_still_writes_run_info(
+        pvc_root: Path, workspace: Workspace) -> None:
+    executor = create_executor(settings(f"http://127.0.0.1:{closed_port()}", pvc_root))
+    try:
+        with pytest.raises(AutoscorerError) as caught:
+            await executor.run(make_spec(), workspace)
+    finally:
+        await executor.close()
+    assert caught.value.code is ErrorCode.BACKEND_UNAVAILABLE
+    assert caught.value.retryable
+    info = json.loads((workspace.logs_dir / "run_info.json").read_text())
+    assert info["error"]["code"] == "BACKEND_UNAVAILABLE"
+
+
+async def test_a_second_run_of_a_running_job_is_refused(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.never_finishes()
+    first = asyncio.create_task(executor.run(make_spec(), workspace))
+    while not cluster.watches():
+        await asyncio.sleep(0.01)
+    with pytest.raises(AutoscorerError) as caught:
+        await executor.run(make_spec(), workspace)
+    assert caught.value.code is ErrorCode.EXEC_ERROR
+    assert len(cluster.created) == 1
+    await executor.cancel(JOB_ID)
+    assert (await asyncio.wait_for(first, 10)).status == "cancelled"
+
+
+async def test_a_spec_without_meta_json_still_gets_one_mounted(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    workspace.meta_path.unlink()
+    await executor.run(make_spec(), workspace)
+    mounted = workspace.participant_dir / "meta.json"
+    assert JobSpec.model_validate_json(mounted.read_text()).job_id == JOB_ID

@@ -136,6 +136,24 @@ def bus_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+@dataclass(frozen=True)
+class RabbitTools:
+    """Helpers for RabbitMQ-only tests (conftest itself is not importable)."""
+
+    url: str = RABBIT_URL
+
+    def config(self, prefix: str, **overrides: Any) -> RabbitBusConfig:
+        return rabbit_config(prefix, **overrides)
+
+    async def delete_topology(self, prefix: str, queues: Sequence[tuple[str, RetryPolicy]]) -> None:
+        await delete_topology(prefix, queues)
+
+
+@pytest.fixture
+def rabbit_tools() -> RabbitTools:
+    return RabbitTools()
+
+
 def rabbit_config(prefix: str, **overrides: Any) -> RabbitBusConfig:
     return RabbitBusConfig(
         url=RABBIT_URL,

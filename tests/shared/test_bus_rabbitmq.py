@@ -1,0 +1,161 @@
+"""What only the RabbitMQ bus promises: wire format, topology, surviving a broker restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from opentelemetry.trace import Tracer
+
+from shared.bus import ATTEMPT_HEADER, Handler, RetryPolicy
+from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig, dead_letter_queue, retry_queue
+from shared.errors import AutoscorerError, ErrorCode
+from shared.events import Event, JobSubmitted, parse_event
+from shared.models import JobSpec
+
+if TYPE_CHECKING:  # fixture types, for readers; conftest is not importable at run time
+    from conftest import BusHarness, RabbitTools
+
+pytestmark = pytest.mark.rabbitmq
+only_rabbitmq = pytest.mark.parametrize("bus_kind", ["rabbitmq"])
+
+
+def submitted(job_id: str = "job-1") -> JobSubmitted:
+    spec = JobSpec(job_id=job_id, scorer="classification")
+    return JobSubmitted(job_id=job_id, spec=spec, workspace="/ws", submitter="alice")
+
+
+def into(sink: asyncio.Queue[Event]) -> Handler:
+    async def handler(event: Event) -> None:
+        await sink.put(event)
+
+    return handler
+
+
+@pytest.fixture
+async def channel(rabbit_tools: RabbitTools) -> AsyncIterator[AbstractChannel]:
+    """A plain aio-pika channel, as a platform backend would have."""
+    connection = await aio_pika.connect(rabbit_tools.url)
+    async with connection:
+        yield await connection.channel()
+
+
+@only_rabbitmq
+async def test_messages_carry_the_documented_properties(
+    harness: BusHarness, channel: AbstractChannel
+) -> None:
+    tap = await channel.declare_queue(exclusive=True)
+    await tap.bind(f"{harness.prefix}.events", routing_key="#")
+    event = submitted()
+
+    await harness.bus.publish(event)
+
+    message = await _get(tap)
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id == str(event.event_id)
+    assert message.correlation_id == event.job_id
+    assert message.type == "job.submitted"
+    assert message.routing_key == "job.submitted"
+    assert message.headers[ATTEMPT_HEADER] == 1
+    assert str(message.headers["traceparent"]).startswith("00-")
+    assert parse_event(message.body) == event
+
+
+@only_rabbitmq
+async def test_a_backend_can_publish_with_plain_aio_pika(
+    harness: BusHarness, channel: AbstractChannel
+) -> None:
+    seen: asyncio.Queue[Event] = asyncio.Queue()
+    await harness.subscribe("scheduler", ["job.submitted"], into(seen))
+    event = submitted()
+
+    exchange = await channel.get_exchange(f"{harness.prefix}.events")
+    body = event.model_dump_json().encode()
+    await exchange.publish(
+        aio_pika.Message(body, message_id=str(event.event_id)), routing_key=event.routing_key
+    )
+
+    assert await asyncio.wait_for(seen.get(), 10) == event
+
+
+@only_rabbitmq
+async def test_queues_are_quorum_queues_with_dlq_and_retry_queues(harness: BusHarness) -> None:
+    retry = RetryPolicy(delays=(1.0, 5.0))
+    queue = await harness.subscribe("typed", ["job.failed"], into(asyncio.Queue()), retry=retry)
+
+    listing = await _rabbitmqctl("list_queues", "-q", "name", "type", "arguments")
+
+    rows = {line.split("\t")[0]: line for line in listing.splitlines()}
+    assert "quorum" in rows[queue]
+    assert f"{harness.prefix}.dlx" in rows[queue]
+    assert "x-delivery-limit" in rows[queue]
+    assert "quorum" in rows[dead_letter_queue(queue)]
+    assert "5000" in rows[retry_queue(queue, 5.0)]
+    assert "x-message-ttl" in rows[retry_queue(queue, 1.0)]
+
+
+async def test_connecting_to_a_missing_broker_fails_clearly(no_leaked_tasks: None) -> None:
+    bus = RabbitBus(RabbitBusConfig(url="amqp://guest:guest@127.0.0.1:1/", connect_timeout=2))
+
+    with pytest.raises(AutoscorerError) as caught:
+        await bus.start()
+
+    assert caught.value.code is ErrorCode.BUS_ERROR
+    assert caught.value.details["reason"] == "unavailable"
+
+
+@pytest.mark.slow
+async def test_publish_waits_out_a_broker_restart_and_consumption_resumes(
+    bus_prefix: str, tracer: Tracer, rabbit_tools: RabbitTools, no_leaked_tasks: None
+) -> None:
+    patient = RabbitBus(rabbit_tools.config(bus_prefix, publish_timeout=60, reconnect_interval=0.5))
+    hasty = RabbitBus(rabbit_tools.config(bus_prefix, publish_timeout=1, reconnect_interval=0.5))
+    queue, retry = f"{bus_prefix}.survivor", RetryPolicy(delays=(1.0,))
+    seen: asyncio.Queue[Event] = asyncio.Queue()
+    await patient.subscribe(queue, ["job.submitted"], into(seen), retry=retry)
+    try:
+        await patient.start()
+        await hasty.start()
+        await patient.publish(submitted("job-before"))
+        assert (await asyncio.wait_for(seen.get(), 10)).job_id == "job-before"
+
+        await _rabbitmqctl("stop_app")
+        try:
+            waiting = asyncio.create_task(patient.publish(submitted("job-during")))
+            with pytest.raises(AutoscorerError) as caught:
+                await hasty.publish(submitted("job-hasty"))
+            assert caught.value.details["reason"] == "unavailable"
+            assert not waiting.done()
+        finally:
+            await _rabbitmqctl("start_app")
+            await _rabbitmqctl("await_startup")
+
+        await asyncio.wait_for(waiting, 60)
+        assert (await asyncio.wait_for(seen.get(), 30)).job_id == "job-during"
+    finally:
+        await hasty.close()
+        await patient.close()
+        await rabbit_tools.delete_topology(bus_prefix, [(queue, retry)])
+
+
+async def _get(queue: AbstractQueue) -> AbstractIncomingMessage:
+    async with asyncio.timeout(10):
+        while True:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is not None:
+                return message
+            await asyncio.sleep(0.05)
+
+
+async def _rabbitmqctl(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {err.decode()}"
+    return out.decode()

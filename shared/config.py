@@ -8,7 +8,7 @@ nests: ``AUTOSCORER__EXECUTOR__DEFAULT_BACKEND=docker``), the YAML file named by
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -74,6 +74,38 @@ class StoreSettings(_Section):
     sqlite_path: Path = Path(".autoscorer/jobs.sqlite3")
 
 
+class ApiKey(_Section):
+    key: SecretStr = Field(description="the bearer token (send as 'Authorization: Bearer KEY')")
+    subject: str = Field(min_length=1, description="who this key belongs to; owns its jobs")
+    role: Literal["submitter", "admin"] = "submitter"
+
+
+class WebhookSettings(_Section):
+    allow_private_targets: list[str] = Field(
+        default_factory=list,
+        description="hosts or CIDRs a webhook may reach although they are not global addresses",
+    )
+    timeout_s: float = Field(10.0, gt=0, description="per-attempt timeout")
+    retry_delays_s: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0],
+        description="delay before each retry (plus up to 20% jitter); attempts = len + 1",
+    )
+
+
+class GatewaySettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_root: Path = Field(Path("data"), description="workspaces named by submissions live here")
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    insecure_no_auth: bool = Field(
+        False, description="accept requests without a key, as an admin; development only"
+    )
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    max_unpacked_bytes: int = Field(2 * 1024 * 1024 * 1024, gt=0)
+    max_upload_files: int = Field(10_000, gt=0)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+
+
 class OtelSettings(_Section):
     enabled: bool = False
     service_name: str = "autoscorer"
@@ -89,6 +121,7 @@ class Settings(BaseSettings):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
 
     @classmethod

@@ -69,6 +69,12 @@ class ErrorCode(StrEnum):
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
     BACKEND_NOT_FOUND = "BACKEND_NOT_FOUND"
     CANCELLED = "CANCELLED"
+    # API
+    AUTH_REQUIRED = "AUTH_REQUIRED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    UPLOAD_REJECTED = "UPLOAD_REJECTED"
+    INVALID_STATE = "INVALID_STATE"
     # Platform
     BUS_ERROR = "BUS_ERROR"
     STORE_ERROR = "STORE_ERROR"
@@ -112,6 +118,11 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ErrorCode.BACKEND_UNAVAILABLE: CodeInfo(_X, True, "the executor backend cannot be reached"),
     ErrorCode.BACKEND_NOT_FOUND: CodeInfo(_O, False, "no executor backend has that name"),
     ErrorCode.CANCELLED: CodeInfo(_P, False, "the job was cancelled"),
+    ErrorCode.AUTH_REQUIRED: CodeInfo(_P, False, "no valid API key was given"),
+    ErrorCode.FORBIDDEN: CodeInfo(_P, False, "the API key's role does not allow this"),
+    ErrorCode.NOT_FOUND: CodeInfo(_P, False, "no such job, result or resource"),
+    ErrorCode.UPLOAD_REJECTED: CodeInfo(_P, False, "an uploaded archive breaks the upload rules"),
+    ErrorCode.INVALID_STATE: CodeInfo(_P, False, "the job's state does not allow this action"),
     ErrorCode.BUS_ERROR: CodeInfo(_X, True, "the event bus failed"),
     ErrorCode.STORE_ERROR: CodeInfo(_X, True, "the job store failed"),
     ErrorCode.INTERNAL_ERROR: CodeInfo(_X, False, "an unexpected platform bug"),

@@ -416,6 +416,24 @@ def make_app(cluster: FakeCluster) -> web.Application:
     return app
 
 
+def executor_settings(url: str, workspace_root: str, **overrides: Any) -> Json:
+    """``{"type": "kubernetes", ...}`` pointing the executor at the fake with token auth."""
+    return {
+        "type": "kubernetes",
+        "namespace": "autoscorer",
+        "auth": {"mode": "token", "host": url, "token": "test-token", "insecure": True},
+        "pvc_name": "autoscorer-workspaces",
+        "workspace_root": workspace_root,
+        "pvc_sub_path": "ws",
+        "image_pull_secrets": ["registry-secret"],
+        "ttl_seconds_after_finished": 300,
+        "watch_timeout_s": 5,
+        "request_timeout_s": 5,
+        "deadline_grace_s": 10,
+        **overrides,
+    }
+
+
 @asynccontextmanager
 async def serve(cluster: FakeCluster) -> AsyncIterator[str]:
     """Run the fake on 127.0.0.1 with an ephemeral port; yields its base URL."""

@@ -23,7 +23,7 @@ from shared.errors import AutoscorerError, ErrorCode
 from shared.models import JobSpec, RunOutcome
 from shared.workspace import Workspace
 from tests.executor import k8s_fake
-from tests.executor.k8s_fake import FakeCluster, serve
+from tests.executor.k8s_fake import FakeCluster, executor_settings, serve
 
 JOB_ID = "job-k8s-1"
 
@@ -40,20 +40,7 @@ async def api_url(cluster: FakeCluster) -> AsyncIterator[str]:
 
 
 def settings(url: str, root: Path, **overrides: Any) -> dict[str, Any]:
-    return {
-        "type": "kubernetes",
-        "namespace": "autoscorer",
-        "auth": {"mode": "token", "host": url, "token": "test-token", "insecure": True},
-        "pvc_name": "autoscorer-workspaces",
-        "workspace_root": str(root),
-        "pvc_sub_path": "ws",
-        "image_pull_secrets": ["registry-secret"],
-        "ttl_seconds_after_finished": 300,
-        "watch_timeout_s": 5,
-        "request_timeout_s": 5,
-        "deadline_grace_s": 10,
-        **overrides,
-    }
+    return executor_settings(url, str(root), **overrides)
 
 
 @pytest.fixture

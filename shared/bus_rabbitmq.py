@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM = "rabbitmq"
 _REPUBLISH_PAUSE = 0.5
+CONSUMER_TIMEOUT_MARGIN = 60.0  # seconds the broker waits beyond a handler's own budget
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
 
 
@@ -190,7 +191,9 @@ class RabbitBus:
         await channel.set_qos(prefetch_count=sub.concurrency)
         queue = await self._declare_queues(channel, sub)
         consumer.queue = queue
-        consumer.tag = await queue.consume(partial(self._on_message, sub))
+        consumer.tag = await queue.consume(
+            partial(self._on_message, sub), arguments=_consumer_args(sub)
+        )
 
     async def _declare_queues(self, channel: AbstractChannel, sub: Subscription) -> AbstractQueue:
         config = self._config
@@ -376,6 +379,11 @@ def _main_args(queue: str, config: RabbitBusConfig) -> dict[str, Any]:
         "x-dead-letter-routing-key": queue,
         "x-delivery-limit": config.delivery_limit,
     }
+
+
+def _consumer_args(sub: Subscription) -> dict[str, Any]:
+    """Let the broker's ack timeout follow the handler budget (RabbitMQ 3.12+; older ignore it)."""
+    return {"x-consumer-timeout": _millis(sub.handler_timeout + CONSUMER_TIMEOUT_MARGIN)}
 
 
 def _retry_args(queue: str, delay: float) -> dict[str, Any]:

@@ -104,6 +104,54 @@ class RunRequested(BaseEvent):
         return self
 
 
+class RunStarted(BaseEvent):
+    """An executor instance started the run; it holds the job until ``RunCompleted``."""
+
+    type: Literal["run.started"] = "run.started"
+    backend: BackendAlias
+    attempt: int = Field(1, ge=1)
+    instance: str = Field(min_length=1, description="executor instance holding the run")
+
+
+class RunHeartbeat(BaseEvent):
+    """The run is still going; sent periodically so the scheduler can renew the lease."""
+
+    type: Literal["run.heartbeat"] = "run.heartbeat"
+    backend: BackendAlias
+    attempt: int = Field(1, ge=1)
+    instance: str = Field(min_length=1)
+    elapsed_s: float | None = Field(None, ge=0)
+
+
+ExecutorId = Annotated[
+    str, Field(min_length=1, max_length=256, description="the executor instance holding the run")
+]
+LeaseTtl = Annotated[
+    float,
+    Field(gt=0, le=24 * 3600, description="seconds the lease should last without a heartbeat"),
+]
+
+
+class RunStarted(BaseEvent):
+    """An executor instance started one attempt of a run; the scheduler leases the job to it."""
+
+    type: Literal["run.started"] = "run.started"
+    backend: BackendAlias
+    attempt: int = Field(1, ge=1)
+    executor_id: ExecutorId
+    lease_ttl_s: LeaseTtl | None = Field(None, description="default: the scheduler's lease_ttl_s")
+
+
+class RunHeartbeat(BaseEvent):
+    """The executor instance still runs the attempt; the scheduler renews its lease."""
+
+    type: Literal["run.heartbeat"] = "run.heartbeat"
+    backend: BackendAlias
+    attempt: int = Field(1, ge=1)
+    executor_id: ExecutorId
+    lease_ttl_s: LeaseTtl | None = Field(None, description="default: the scheduler's lease_ttl_s")
+
+
 class RunCompleted(BaseEvent):
     """A run finished (in any status). Platforms that ran inference themselves publish it too."""
 
@@ -159,6 +207,14 @@ class CancelRequested(BaseEvent):
     reason: str | None = Field(None, max_length=1024)
 
 
+class RescoreRequested(BaseEvent):
+    """Score a finished job again (e.g. after a scorer fix); the scheduler moves it to scoring."""
+
+    type: Literal["rescore.requested"] = "rescore.requested"
+    requested_by: str = Field(min_length=1)
+    reason: str | None = Field(None, max_length=1024)
+
+
 class JobCancelled(BaseEvent):
     """The job was stopped and will not produce a score."""
 
@@ -195,6 +251,8 @@ class ScorersChanged(BaseEvent):
 EVENT_TYPES: tuple[type[BaseEvent], ...] = (
     JobSubmitted,
     RunRequested,
+    RunStarted,
+    RunHeartbeat,
     RunCompleted,
     ScoreRequested,
     ScoreCompleted,
@@ -207,13 +265,18 @@ EVENT_TYPES: tuple[type[BaseEvent], ...] = (
 Event = Annotated[
     JobSubmitted
     | RunRequested
+    | RunStarted
+    | RunHeartbeat
     | RunCompleted
     | ScoreRequested
     | ScoreCompleted
     | JobFailed
     | CancelRequested
     | JobCancelled
-    | ScorersChanged,
+    | ScorersChanged
+    | RunStarted
+    | RunHeartbeat
+    | RescoreRequested,
     Field(discriminator="type"),
 ]
 

@@ -18,7 +18,9 @@ from shared.events import (
     JobFailed,
     JobSubmitted,
     RunCompleted,
+    RunHeartbeat,
     RunRequested,
+    RunStarted,
     ScoreCompleted,
     ScoreRequested,
     ScorersChanged,
@@ -41,6 +43,10 @@ SAMPLES: list[BaseEvent] = [
         callback_url="https://example.org/hook",
     ),
     RunRequested(job_id="job-42", spec=SPEC, workspace="/ws/job-42", backend="docker", attempt=2),
+    RunStarted(job_id="job-42", backend="docker", attempt=2, instance="executor-1"),
+    RunHeartbeat(
+        job_id="job-42", backend="docker", attempt=2, instance="executor-1", elapsed_s=3.5
+    ),
     RunCompleted(
         job_id="job-42",
         outcome=RunOutcome(job_id="job-42", backend="docker", status="failed", error=ERROR),
@@ -63,6 +69,9 @@ SAMPLES: list[BaseEvent] = [
         sha256="0" * 64,
         origin="scorer-1",
     ),
+    RunStarted(job_id="job-42", backend="docker", attempt=2, executor_id="exec-1", lease_ttl_s=30),
+    RunHeartbeat(job_id="job-42", backend="docker", attempt=2, executor_id="exec-1"),
+    RescoreRequested(job_id="job-42", requested_by="organiser", reason="scorer fixed"),
 ]
 
 
@@ -101,10 +110,10 @@ def test_events_are_frozen() -> None:
 
 
 def test_unknown_fields_from_newer_producers_are_ignored() -> None:
-    data = json.loads(encode_event(SAMPLES[5]))
+    data = json.loads(encode_event(SAMPLES[7]))
     data["added_in_v2"] = {"anything": True}
 
-    assert parse_event(json.dumps(data)) == SAMPLES[5]
+    assert parse_event(json.dumps(data)) == SAMPLES[7]
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,9 @@ class RunStarted(BaseEvent):
     backend: BackendAlias
     attempt: int = Field(1, ge=1)
     instance: str = Field(min_length=1, description="executor instance holding the run")
+    lease_ttl_s: float | None = Field(
+        None, gt=0, le=24 * 3600, description="lease length wanted; default: the scheduler's"
+    )
 
 
 class RunHeartbeat(BaseEvent):
@@ -121,35 +124,9 @@ class RunHeartbeat(BaseEvent):
     attempt: int = Field(1, ge=1)
     instance: str = Field(min_length=1)
     elapsed_s: float | None = Field(None, ge=0)
-
-
-ExecutorId = Annotated[
-    str, Field(min_length=1, max_length=256, description="the executor instance holding the run")
-]
-LeaseTtl = Annotated[
-    float,
-    Field(gt=0, le=24 * 3600, description="seconds the lease should last without a heartbeat"),
-]
-
-
-class RunStarted(BaseEvent):
-    """An executor instance started one attempt of a run; the scheduler leases the job to it."""
-
-    type: Literal["run.started"] = "run.started"
-    backend: BackendAlias
-    attempt: int = Field(1, ge=1)
-    executor_id: ExecutorId
-    lease_ttl_s: LeaseTtl | None = Field(None, description="default: the scheduler's lease_ttl_s")
-
-
-class RunHeartbeat(BaseEvent):
-    """The executor instance still runs the attempt; the scheduler renews its lease."""
-
-    type: Literal["run.heartbeat"] = "run.heartbeat"
-    backend: BackendAlias
-    attempt: int = Field(1, ge=1)
-    executor_id: ExecutorId
-    lease_ttl_s: LeaseTtl | None = Field(None, description="default: the scheduler's lease_ttl_s")
+    lease_ttl_s: float | None = Field(
+        None, gt=0, le=24 * 3600, description="lease length wanted; default: the scheduler's"
+    )
 
 
 class RunCompleted(BaseEvent):
@@ -260,6 +237,7 @@ EVENT_TYPES: tuple[type[BaseEvent], ...] = (
     CancelRequested,
     JobCancelled,
     ScorersChanged,
+    RescoreRequested,
 )
 
 Event = Annotated[
@@ -274,8 +252,6 @@ Event = Annotated[
     | CancelRequested
     | JobCancelled
     | ScorersChanged
-    | RunStarted
-    | RunHeartbeat
     | RescoreRequested,
     Field(discriminator="type"),
 ]

@@ -17,6 +17,7 @@ from shared.events import (
     JobCancelled,
     JobFailed,
     JobSubmitted,
+    RescoreRequested,
     RunCompleted,
     RunHeartbeat,
     RunRequested,
@@ -43,7 +44,7 @@ SAMPLES: list[BaseEvent] = [
         callback_url="https://example.org/hook",
     ),
     RunRequested(job_id="job-42", spec=SPEC, workspace="/ws/job-42", backend="docker", attempt=2),
-    RunStarted(job_id="job-42", backend="docker", attempt=2, instance="executor-1"),
+    RunStarted(job_id="job-42", backend="docker", attempt=2, instance="executor-1", lease_ttl_s=30),
     RunHeartbeat(
         job_id="job-42", backend="docker", attempt=2, instance="executor-1", elapsed_s=3.5
     ),
@@ -69,8 +70,6 @@ SAMPLES: list[BaseEvent] = [
         sha256="0" * 64,
         origin="scorer-1",
     ),
-    RunStarted(job_id="job-42", backend="docker", attempt=2, executor_id="exec-1", lease_ttl_s=30),
-    RunHeartbeat(job_id="job-42", backend="docker", attempt=2, executor_id="exec-1"),
     RescoreRequested(job_id="job-42", requested_by="organiser", reason="scorer fixed"),
 ]
 

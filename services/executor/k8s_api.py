@@ -14,6 +14,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch as k8s_watch
 
 from services.executor.k8s_client import api_errors, is_status
+from shared.errors import ErrorCode
 
 Json = dict[str, Any]
 
@@ -47,7 +48,7 @@ class KubeApi:
 
     async def create_job(self, body: Json) -> Json | None:
         """The created Job, or None when a Job of that name already exists (a redelivery)."""
-        with api_errors("create a Job"):
+        with api_errors("create a Job", rejected=ErrorCode.CONTAINER_CREATE_FAILED):
             try:
                 created = await self._batch.create_namespaced_job(
                     self._ns, body, _request_timeout=self._timeout)
@@ -99,7 +100,7 @@ class KubeApi:
         An expired resourceVersion (410 Gone, as an ERROR event or a status) raises
         ``ApiException(status=410)``: with ``timeout_seconds`` set the client does not retry it.
         """
-        with api_errors("watch Pods"):
+        with api_errors("watch Pods", passthrough=(410,)):
             async with k8s_watch.Watch() as watch:
                 stream = watch.stream(
                     self._core.list_namespaced_pod, self._ns, label_selector=selector,
@@ -109,13 +110,16 @@ class KubeApi:
                     yield event["type"], event["raw_object"]
 
     async def read_log(self, pod: str, container: str, cap_bytes: int) -> LogRead | None:
-        """The first ``cap_bytes`` of the container's log, or None when the pod is gone."""
+        """The first ``cap_bytes`` of the container's log, or None when there is none.
+
+        The API answers 404 when the pod is gone and 400 when its container never started.
+        """
         with api_errors("read a Pod log"):
             response = await self._core.read_namespaced_pod_log(
                 pod, self._ns, container=container, limit_bytes=cap_bytes + 1,
                 _preload_content=False, _request_timeout=self._timeout)
             try:
-                if response.status == 404:
+                if response.status in {400, 404}:
                     return None
                 if response.status >= 300:
                     raise k8s.ApiException(status=response.status, reason=response.reason)

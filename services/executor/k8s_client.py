@@ -57,24 +57,33 @@ def is_status(exc: BaseException, *codes: int) -> bool:
     return isinstance(exc, ApiException) and exc.status in codes
 
 
-def unavailable(exc: BaseException, action: str) -> AutoscorerError:
+def api_failure(code: ErrorCode, exc: BaseException, action: str) -> AutoscorerError:
     status = getattr(exc, "status", None)
     return execution_error(
-        ErrorCode.BACKEND_UNAVAILABLE, f"Kubernetes API failed to {action}: {type(exc).__name__} "
+        code, f"Kubernetes API failed to {action}: {type(exc).__name__} "
         f"{status or ''} {getattr(exc, 'reason', '') or exc}".strip(), action=action, status=status)
 
 
-@contextmanager
-def api_errors(action: str) -> Iterator[None]:
-    """Transport failures, timeouts, auth refusals and 5xx become BACKEND_UNAVAILABLE.
+def is_unavailable(exc: ApiException) -> bool:
+    return exc.status in (None, 0, 401, 403) or exc.status >= 500
 
-    Other API statuses (404, 409, 422 ...) propagate as ``ApiException`` for the caller to judge.
+
+@contextmanager
+def api_errors(action: str, *, rejected: ErrorCode = ErrorCode.EXEC_ERROR,
+               passthrough: tuple[int, ...] = ()) -> Iterator[None]:
+    """Classify what a block of API calls raises, at the one boundary every call goes through.
+
+    Transport failures, timeouts, auth refusals and 5xx become BACKEND_UNAVAILABLE; statuses in
+    ``passthrough`` stay ``ApiException`` for the caller; any other refusal (400, 422 ...)
+    becomes ``rejected``.
     """
     try:
         yield
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise unavailable(exc, action) from exc
+        raise api_failure(ErrorCode.BACKEND_UNAVAILABLE, exc, action) from exc
     except ApiException as exc:
-        if exc.status in (None, 0, 401, 403) or exc.status >= 500:
-            raise unavailable(exc, action) from exc
-        raise
+        if is_unavailable(exc):
+            raise api_failure(ErrorCode.BACKEND_UNAVAILABLE, exc, action) from exc
+        if exc.status in passthrough:
+            raise
+        raise api_failure(rejected, exc, action) from exc

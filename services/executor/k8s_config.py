@@ -79,7 +79,11 @@ class KubernetesConfig(BaseModel):
     run_as_user: int = Field(65534, ge=1)
     run_as_group: int = Field(65534, ge=1)
     tmp_size: str = "256Mi"
-    ttl_seconds_after_finished: int = Field(600, ge=0)
+    ttl_seconds_after_finished: int = Field(
+        600, ge=60, description="reaps Jobs a dead worker left; must outlast reading the log")
+    fs_group: int | None = Field(
+        None, ge=1, description="pod fsGroup; unset by default: on a shared PVC the kubelet may "
+        "chown the whole volume (output/ is made world-writable instead)")
     allow_gpus: bool = False
     gpu_resource: str = "nvidia.com/gpu"
     node_selector: dict[str, str] = Field(default_factory=dict)

@@ -65,13 +65,15 @@ def container_security_context() -> dict[str, Any]:
 
 
 def pod_security_context(config: KubernetesConfig) -> dict[str, Any]:
-    return {
+    context: dict[str, Any] = {
         "runAsNonRoot": True,
         "runAsUser": config.run_as_user,
         "runAsGroup": config.run_as_group,
-        "fsGroup": config.run_as_group,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    if config.fs_group is not None:
+        context.update(fsGroup=config.fs_group, fsGroupChangePolicy="OnRootMismatch")
+    return context
 
 
 def volume_mounts(sub_path: str, container: ContainerSpec) -> list[dict[str, Any]]:

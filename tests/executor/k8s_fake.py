@@ -144,6 +144,7 @@ class FakeCluster:
         self.token = token
         self.namespace = namespace
         self.default = success()
+        self.reject_create = False  # answer POST jobs with 422 Invalid
         self.scenarios: dict[str, Scenario] = {}
         self.jobs: dict[str, Json] = {}
         self.pods: dict[str, Json] = {}
@@ -290,6 +291,9 @@ async def auth_and_record(request: web.Request, handler: Any) -> web.StreamRespo
 async def create_job(request: web.Request) -> web.Response:
     cluster, body = cluster_of(request), await request.json()
     cluster.created.append(copy.deepcopy(body))
+    if cluster.reject_create:
+        message = "Job.batch is invalid: spec.template.spec.containers[0].image: Required value"
+        return web.json_response(status_body(422, "Invalid", message), status=422)
     if body["metadata"]["name"] in cluster.jobs:
         return web.json_response(status_body(409, "AlreadyExists", "job exists"), status=409)
     return web.json_response(await cluster.create_job(body), status=201)
@@ -397,6 +401,10 @@ async def pod_log(request: web.Request) -> web.Response:
     cluster, name = cluster_of(request), request.match_info["name"]
     if name not in cluster.pods:
         return web.json_response(status_body(404, "NotFound", "no such pod"), status=404)
+    state = cluster.pods[name]["status"]["containerStatuses"][0]["state"]
+    if "waiting" in state:  # as the real API answers for a container that never started
+        message = f'container "participant" in pod "{name}" is waiting to start'
+        return web.json_response(status_body(400, "BadRequest", message), status=400)
     data = cluster.log_of(name)
     if "limitBytes" in request.query:
         data = data[: int(request.query["limitBytes"])]

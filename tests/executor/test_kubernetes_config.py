@@ -45,6 +45,7 @@ def test_registry_builds_the_kubernetes_backend_without_touching_a_cluster() -> 
     {"pvc_sub_path": "../escape"},
     {"tmp_size": "lots"},
     {"delete_propagation": "Orphan"},
+    {"ttl_seconds_after_finished": 0},  # the Job would vanish before its log is read
 ])
 def test_invalid_settings_are_config_errors(body: dict[str, Any]) -> None:
     with pytest.raises(AutoscorerError) as caught:

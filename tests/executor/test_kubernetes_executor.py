@@ -122,6 +122,8 @@ async def test_image_pull_backoff_is_image_pull_failed(
     assert outcome.error.code is ErrorCode.IMAGE_PULL_FAILED
     assert outcome.error.retryable
     assert cluster.deleted  # no Job is left to back off forever
+    # the API refuses the log of a container that never started (400): a marker, not a crash
+    assert b"no log" in (workspace.logs_dir / "container.log").read_bytes()
 
 
 async def test_missing_image_is_image_not_found(
@@ -356,3 +358,13 @@ async def test_a_spec_without_meta_json_still_gets_one_mounted(
     await executor.run(make_spec(), workspace)
     mounted = workspace.participant_dir / "meta.json"
     assert JobSpec.model_validate_json(mounted.read_text()).job_id == JOB_ID
+
+
+async def test_a_manifest_the_api_rejects_is_container_create_failed(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.reject_create = True
+    with pytest.raises(AutoscorerError) as caught:
+        await executor.run(make_spec(), workspace)
+    assert caught.value.code is ErrorCode.CONTAINER_CREATE_FAILED
+    assert caught.value.details["status"] == 422
+    assert run_info(workspace).error is not None

@@ -95,6 +95,15 @@ def test_pod_security_is_the_restricted_profile(job: dict[str, Any]) -> None:
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "hostNetwork" not in pod
     assert "hostPID" not in pod
+    assert "fsGroup" not in pod["securityContext"]  # no recursive chown of the shared PVC
+
+
+def test_fs_group_when_configured_changes_ownership_only_on_mismatch() -> None:
+    spec = make_spec()
+    job = build_job(spec, spec.container, KubernetesConfig(fs_group=2000), "ws/x")  # type: ignore[arg-type]
+    context = pod_of(job)["securityContext"]
+    assert context["fsGroup"] == 2000
+    assert context["fsGroupChangePolicy"] == "OnRootMismatch"
 
 
 def test_container_security_context(job: dict[str, Any]) -> None:

@@ -83,6 +83,9 @@ class EventBus(Protocol):
     async def close(self) -> None:
         """Stop consuming, let in-flight handlers finish (bounded), then disconnect."""
 
+    def ready(self) -> bool:
+        """True while the bus can publish and consume (for readiness probes)."""
+
     async def publish(self, event: BaseEvent) -> None:
         """Deliver ``event`` under ``event.routing_key``; durable once this returns.
 

@@ -80,6 +80,9 @@ class MemoryBus:
             await asyncio.wait(self._inflight, timeout=self._drain_timeout)
         await _cancel_all([*self._inflight, *self._timers])
 
+    def ready(self) -> bool:
+        return self._started
+
     async def publish(self, event: BaseEvent) -> None:
         if not self._started:
             raise bus_error("the bus is not started", reason="not_started")

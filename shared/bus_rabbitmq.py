@@ -118,9 +118,22 @@ class RabbitBus:
     async def start(self) -> None:
         if self._links is not None:
             return
-        self._links = await self._connect()
+        connection = await self._connect()
+        try:
+            await self._declare(connection)
+        except AutoscorerError:
+            self._links = None
+            await connection.close()
+            raise
+
+    async def _declare(self, connection: AbstractRobustConnection) -> _Links:
+        try:
+            self._links = await _open_links(connection, self._config)
+        except CONNECTION_EXCEPTIONS as exc:
+            raise _topology_error(exc) from exc
         for consumer in self._consumers.values():
             await self._consume(consumer)
+        return self._links
 
     async def close(self) -> None:
         links = self._links
@@ -131,6 +144,10 @@ class RabbitBus:
             await asyncio.wait(self._inflight, timeout=self._config.drain_timeout)
         self._links = None
         await links.connection.close()
+
+    def ready(self) -> bool:
+        """Started and connected (a robust connection that is reconnecting is not ready)."""
+        return self._links is not None and not self._links.connection.is_closed
 
     async def publish(self, event: BaseEvent) -> None:
         links = self._require_links()
@@ -164,26 +181,24 @@ class RabbitBus:
 
     # -- connection and topology -------------------------------------------------------------
 
-    async def _connect(self) -> _Links:
+    async def _connect(self) -> AbstractRobustConnection:
         config = self._config
         try:
-            connection = await aio_pika.connect_robust(
+            return await aio_pika.connect_robust(
                 config.url,
                 timeout=config.connect_timeout,
                 reconnect_interval=config.reconnect_interval,
             )
         except CONNECTION_EXCEPTIONS as exc:
             raise bus_error(f"cannot connect to RabbitMQ: {exc}", reason="unavailable") from exc
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.declare_exchange(
-            config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        dlx = await channel.declare_exchange(
-            config.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        return _Links(connection, channel, exchange, dlx)
 
     async def _consume(self, consumer: _Consumer) -> None:
+        try:
+            await self._start_consumer(consumer)
+        except CONNECTION_EXCEPTIONS as exc:
+            raise _topology_error(exc) from exc
+
+    async def _start_consumer(self, consumer: _Consumer) -> None:
         links = self._require_links()
         sub = consumer.sub
         channel = await links.connection.channel()
@@ -240,6 +255,8 @@ class RabbitBus:
                 await self._settle(sub, message)
         except AutoscorerError as exc:
             log.warning("requeued a message on %s, could not settle it: %s", sub.queue, exc)
+        except CONNECTION_EXCEPTIONS as exc:  # the channel died under us: the broker redelivers
+            log.warning("lost the channel of a message on %s: %s", sub.queue, exc)
 
     async def _settle(self, sub: Subscription, message: AbstractIncomingMessage) -> None:
         headers = dict(message.headers)
@@ -274,6 +291,21 @@ class RabbitBus:
                 reason="unavailable",
                 routing_key=routing_key,
             ) from exc
+
+
+async def _open_links(connection: AbstractRobustConnection, config: RabbitBusConfig) -> _Links:
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    exchange = await channel.declare_exchange(
+        config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dlx = await channel.declare_exchange(
+        config.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    return _Links(connection, channel, exchange, dlx)
+
+
+def _topology_error(exc: BaseException) -> AutoscorerError:
+    return bus_error(f"cannot set up the RabbitMQ topology: {exc}", reason="topology")
 
 
 async def _publish_until_confirmed(

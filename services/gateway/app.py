@@ -1,0 +1,40 @@
+"""The gateway's app factory: ``create_app(settings, store, bus, registry)``."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from services.gateway import health, jobs_api, openapi, scorers_api
+from services.gateway.auth import KeyRing, auth_middleware
+from services.gateway.context import GATEWAY, Gateway
+from services.gateway.http import error_middleware
+from services.scorer.registry import ScorerRegistry
+from shared.bus import EventBus
+from shared.config import GatewaySettings
+from shared.store import JobStore
+
+MAX_JSON_BODY = 2 * 1024 * 1024
+
+
+def create_app(
+    settings: GatewaySettings,
+    store: JobStore,
+    bus: EventBus,
+    registry: ScorerRegistry,
+    *,
+    instance_id: str | None = None,
+) -> web.Application:
+    """Routes, middlewares and shared state; opening the store and bus is the caller's job."""
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(KeyRing(settings))],
+        client_max_size=settings.max_upload_bytes + MAX_JSON_BODY,
+    )
+    app[GATEWAY] = Gateway(
+        settings, store, bus, registry, instance_id or f"gateway-{uuid.uuid4().hex[:8]}"
+    )
+    app.cleanup_ctx.append(scorers_api.watches_ctx)
+    for module in (health, jobs_api, scorers_api, openapi):
+        app.add_routes(module.routes())
+    return app

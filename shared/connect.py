@@ -1,0 +1,32 @@
+"""Build the bus and the store named by the settings (called from each service's ``main()``).
+
+Imports are local to each branch so the embedded mode never imports aio-pika or pymongo.
+"""
+
+from __future__ import annotations
+
+from shared.bus import EventBus
+from shared.config import BusSettings, StoreSettings
+from shared.store import JobStore
+
+
+def make_bus(settings: BusSettings) -> EventBus:
+    if settings.kind == "rabbitmq":
+        from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig
+
+        config = RabbitBusConfig(url=settings.url.get_secret_value(), exchange=settings.exchange)
+        return RabbitBus(config)
+    from shared.bus_memory import MemoryBus
+
+    return MemoryBus()
+
+
+def make_store(settings: StoreSettings) -> JobStore:
+    if settings.kind == "mongo":
+        from shared.store_mongo import MongoJobStore
+
+        return MongoJobStore.from_url(settings.url.get_secret_value(), settings.database)
+    from shared.store_sqlite import SqliteJobStore
+
+    settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteJobStore(settings.sqlite_path)

@@ -97,6 +97,8 @@ class KubernetesConfig(BaseModel):
         120.0, ge=0, description="how long past time_limit to wait for the Job's own deadline"
     )
     log_cap_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    output_cap_bytes: int = Field(
+        1024**3, gt=0, description="checked after the run: output/ lives on the PVC, unbounded")
 
     @field_validator("tmp_size")
     @classmethod

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from services.executor.base import write_run_info
@@ -28,8 +29,8 @@ from services.executor.k8s_names import (
     normalise_image,
     workspace_sub_path,
 )
-from services.executor.k8s_status import Verdict
 from services.executor.k8s_verdict import Watched, await_verdict
+from services.executor.outputs import check_outputs, clear_output
 from services.executor.registry import BackendType
 from shared.errors import AutoscorerError, ErrorCode, Fault, execution_error, validation_error
 from shared.models import ContainerSpec, JobSpec, RunOutcome
@@ -59,6 +60,7 @@ def require_container(spec: JobSpec, config: KubernetesConfig) -> ContainerSpec:
 def prepare_workspace(ws: Workspace, spec: JobSpec) -> None:
     """Blocking: the participant view, and an ``output/`` the non-root participant can write."""
     ws.ensure_dirs()
+    clear_output(ws)
     view = prepare_participant_view(ws, spec)
     meta = view / "meta.json"
     if not meta.is_file():  # the spec came from elsewhere: the mount needs a file to bind
@@ -157,24 +159,36 @@ class KubernetesExecutor:
         container = require_container(spec, self._config)
         sub_path = workspace_sub_path(str(ws.root), self._config.workspace_root,
                                       self._config.pvc_sub_path)
-        await asyncio.to_thread(prepare_workspace, ws, spec)
         api = await self._kube()
         name = job_name(spec.job_id)
         try:
-            await self._create(api, build_job(spec, container, self._config, sub_path), spec.job_id)
+            await self._start(api, spec, ws, build_job(spec, container, self._config, sub_path))
             return await self._follow(api, spec, ws, name, cancelled)
         finally:
             await self._delete_quietly(api, name)
 
-    async def _create(self, api: KubeApi, manifest: Json, job_id: str) -> None:
-        if await api.create_job(manifest) is not None:
-            return
+    async def _start(self, api: KubeApi, spec: JobSpec, ws: Workspace, manifest: Json) -> None:
+        """Create the Job, or adopt the one an earlier delivery of this job already started.
+
+        An adopted Job keeps its workspace as it is: its program may have written output already.
+        """
         name = manifest["metadata"]["name"]
+        if await self._adopt(api, name, spec.job_id):
+            return
+        await asyncio.to_thread(prepare_workspace, ws, spec)
+        if await api.create_job(manifest) is None and not await self._adopt(api, name, spec.job_id):
+            raise execution_error(ErrorCode.CONTAINER_CREATE_FAILED,
+                                  f"Job {name} existed at create but is gone", job_name=name)
+
+    async def _adopt(self, api: KubeApi, name: str, job_id: str) -> bool:
         existing = await api.read_job(name)
-        if existing is None or not owned_by(existing, job_id):
+        if existing is None:
+            return False
+        if not owned_by(existing, job_id):
             raise execution_error(ErrorCode.CONTAINER_CREATE_FAILED,
                                   f"Job {name} exists but is not this job's", job_name=name)
-        log.info("adopting the existing Job for %s (a redelivered run)", job_id)
+        log.info("adopting the existing Job %s for %s (a redelivered run)", name, job_id)
+        return True
 
     async def _follow(self, api: KubeApi, spec: JobSpec, ws: Workspace, name: str,
                       cancelled: asyncio.Event) -> RunOutcome:
@@ -186,10 +200,21 @@ class KubernetesExecutor:
         if watched is None:
             error = execution_error(ErrorCode.CANCELLED, "the job was cancelled", job_name=name)
             return failed_outcome(spec, error, cancelled=True)
+        if watched.verdict.error is None:
+            watched = await self._check_outputs(spec, ws, watched)
         saved = await save_container_log(api, ws, watched.pod_name, config.log_cap_bytes)
         image = normalise_image(spec.container.image) if spec.container else ""
         extra = {"namespace": config.namespace, "job_name": name}
         return build_outcome(spec, image, watched, saved, extra)
+
+    async def _check_outputs(self, spec: JobSpec, ws: Workspace, watched: Watched) -> Watched:
+        """A clean exit still fails when output/ is over the cap or lacks an expected file."""
+        try:
+            await asyncio.to_thread(check_outputs, ws, spec.expected_outputs or [],
+                                    self._config.output_cap_bytes)
+        except AutoscorerError as exc:
+            return Watched(replace(watched.verdict, error=exc), watched.pod)
+        return watched
 
     async def _delete_quietly(self, api: KubeApi, name: str) -> None:
         """Delete the Job; a failure here must not hide the run's outcome (the TTL reaps it)."""
@@ -227,4 +252,4 @@ class KubernetesExecutor:
 
 BACKEND = BackendType(KubernetesConfig, KubernetesExecutor)
 
-__all__ = ["BACKEND", "KubernetesConfig", "KubernetesExecutor", "Verdict"]
+__all__ = ["BACKEND", "KubernetesConfig", "KubernetesExecutor"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +50,7 @@ class Scenario:
     gone_after: int | None = None
     gone_as_status: bool = False
     step_delay: float = 0.02
+    on_finish: Callable[[], None] | None = None  # e.g. the program writing to output/ on the PVC
 
 
 def running() -> Step:
@@ -227,8 +228,10 @@ class FakeCluster:
 
     async def play(self, job_name: str, pod_name: str, scenario: Scenario) -> None:
         await self.watched[pod_name].wait()
-        for step in scenario.steps:
+        for index, step in enumerate(scenario.steps, start=1):
             await asyncio.sleep(scenario.step_delay)
+            if index == len(scenario.steps) and scenario.on_finish is not None:
+                scenario.on_finish()
             await self.apply(job_name, pod_name, step)
 
     async def create_job(self, body: Json) -> Json:

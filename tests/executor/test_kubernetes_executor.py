@@ -245,12 +245,25 @@ async def test_cancel_of_an_unknown_job_is_false(executor: Any) -> None:
     assert await executor.cancel("job-nobody") is False
 
 
-async def test_a_redelivered_run_adopts_the_existing_job(
+async def test_a_redelivered_run_adopts_the_existing_job_and_keeps_its_output(
         executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
     await cluster.create_job(make_manifest_like(JOB_ID))
-    outcome = await executor.run(make_spec(), workspace)
+    workspace.output_dir.mkdir()
+    (workspace.output_dir / "pred.csv").write_text("id,label\n1,a\n")  # written by that Job
+    outcome = await executor.run(make_spec(expected_outputs=["pred.csv"]), workspace)
     assert outcome.status == "succeeded"
-    assert len(cluster.created) == 1  # one POST, answered 409, then adopted
+    assert cluster.created == []  # no second Job was POSTed
+    assert (workspace.output_dir / "pred.csv").is_file()
+
+
+async def test_a_job_of_another_id_under_the_same_name_is_not_adopted(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    manifest = make_manifest_like(JOB_ID)
+    manifest["metadata"]["annotations"]["autoscorer/job-id"] = "someone-else"
+    await cluster.create_job(manifest)
+    with pytest.raises(AutoscorerError) as caught:
+        await executor.run(make_spec(), workspace)
+    assert caught.value.code is ErrorCode.CONTAINER_CREATE_FAILED
 
 
 def make_manifest_like(job_id: str) -> dict[str, Any]:
@@ -368,3 +381,38 @@ async def test_a_manifest_the_api_rejects_is_container_create_failed(
     assert caught.value.code is ErrorCode.CONTAINER_CREATE_FAILED
     assert caught.value.details["status"] == 422
     assert run_info(workspace).error is not None
+
+
+async def test_stale_output_is_cleared_and_a_missing_expected_file_fails_the_run(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    workspace.output_dir.mkdir()
+    (workspace.output_dir / "pred.csv").write_text("stale\n")
+    outcome = await executor.run(make_spec(expected_outputs=["pred.csv"]), workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.OUTPUT_MISSING
+    assert outcome.exit_code == 0
+    assert not (workspace.output_dir / "pred.csv").exists()
+
+
+async def test_output_written_by_the_pod_passes_the_check(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    scenario = k8s_fake.success()
+    scenario.on_finish = lambda: (workspace.output_dir / "pred.csv").write_text("id,label\n")
+    cluster.scenarios[JOB_ID] = scenario
+    outcome = await executor.run(make_spec(expected_outputs=["pred.csv"]), workspace)
+    assert outcome.status == "succeeded"
+    assert workspace.output_dir.stat().st_mode & 0o777 == 0o777  # writable by uid 65534
+
+
+async def test_output_over_the_cap_is_output_too_large(
+        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    scenario = k8s_fake.success()
+    scenario.on_finish = lambda: (workspace.output_dir / "big.bin").write_bytes(b"0" * 2048)
+    cluster.scenarios[JOB_ID] = scenario
+    executor = create_executor(settings(api_url, pvc_root, output_cap_bytes=1024))
+    try:
+        outcome = await executor.run(make_spec(), workspace)
+    finally:
+        await executor.close()
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.OUTPUT_TOO_LARGE

@@ -109,6 +109,25 @@ async def test_connecting_to_a_missing_broker_fails_clearly(no_leaked_tasks: Non
     assert caught.value.details["reason"] == "unavailable"
 
 
+async def test_a_conflicting_queue_fails_start_clearly(
+    bus_prefix: str, rabbit_tools: RabbitTools, channel: AbstractChannel, no_leaked_tasks: None
+) -> None:
+    queue, retry = f"{bus_prefix}.clash", RetryPolicy(delays=(1.0,))
+    await channel.declare_queue(queue, durable=True)  # a classic queue already holds the name
+    bus = RabbitBus(rabbit_tools.config(bus_prefix))
+    await bus.subscribe(queue, ["job.submitted"], into(asyncio.Queue()), retry=retry)
+    try:
+        with pytest.raises(AutoscorerError) as caught:
+            await bus.start()
+    finally:
+        await bus.close()
+        await rabbit_tools.delete_topology(bus_prefix, [(queue, retry)])
+
+    assert caught.value.code is ErrorCode.BUS_ERROR
+    assert caught.value.details["reason"] == "topology"
+    assert "PRECONDITION_FAILED" in caught.value.message
+
+
 @pytest.mark.slow
 async def test_publish_waits_out_a_broker_restart_and_consumption_resumes(
     bus_prefix: str, tracer: Tracer, rabbit_tools: RabbitTools, no_leaked_tasks: None

@@ -32,7 +32,7 @@ def http_status(error: AutoscorerError) -> int:
         return _STATUS[error.code]
     if error.fault is Fault.PLATFORM:
         return 503 if error.retryable else 500
-    return 400 if error.fault is Fault.PARTICIPANT else 422
+    return 400  # the request (or what it names) is wrong, whoever's fault the content is
 
 
 def _meta() -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """The gateway's HTTP API on the in-memory bus and the SQLite store (the embedded mode)."""
 
 import io
-import json
 import shutil
 import tarfile
 import zipfile
@@ -211,7 +210,7 @@ async def test_hostile_archives_are_refused_and_leave_nothing(gw, members, fragm
     assert body["error"]["code"] == "UPLOAD_REJECTED"
     assert fragment in body["error"]["message"]
     leftovers = (
-        [p for p in (gw.root / "uploads").rglob("*")] if (gw.root / "uploads").exists() else []
+        list((gw.root / "uploads").rglob("*")) if (gw.root / "uploads").exists() else []
     )
     assert leftovers == []
 

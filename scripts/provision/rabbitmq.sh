@@ -40,13 +40,24 @@ start_server() {
         log "broker already answering on ${HOST}:${PORT}"
         return
     fi
-    log "starting rabbitmq-server -detached"
     export PATH="/usr/sbin:/usr/lib/rabbitmq/bin:${PATH}"
+    if rabbitmqctl -q ping >/dev/null 2>&1; then
+        # The Erlang node runs but the app is stopped (e.g. an interrupted restart test).
+        log "node is up with the app stopped: rabbitmqctl start_app"
+        rabbitmqctl start_app >/dev/null || true  # a node still booting refuses; await below
+        return
+    fi
+    log "starting rabbitmq-server -detached"
     rabbitmq-server -detached
 }
 
 await_startup() {
     export PATH="/usr/sbin:/usr/lib/rabbitmq/bin:${PATH}"
+    # `rabbitmq-server -detached` returns before the node registers: wait until it answers pings.
+    for _ in $(seq 1 60); do
+        rabbitmqctl -q ping >/dev/null 2>&1 && break
+        sleep 1
+    done
     log "rabbitmqctl await_startup"
     rabbitmqctl await_startup --timeout 120 >/dev/null
     for _ in $(seq 1 60); do

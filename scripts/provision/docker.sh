@@ -55,26 +55,39 @@ start_engine() {
   done
 }
 
-image_present() { docker image inspect "$1" >/dev/null 2>&1; }
+# An image is current when it exists with the recipe version this script builds (bump to rebuild).
+image_current() {
+  [ "$(docker image inspect -f '{{index .Config.Labels "autoscorer.recipe"}}' "$1" 2>/dev/null)" = "$2" ]
+}
+
+# After a rebuild, drop the superseded image (if nothing else uses it) so rebuilds leave no debris.
+drop_old() { [ -z "$1" ] || docker image rm "$1" >/dev/null 2>&1 || true; }
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
 
 build_busybox() {
-  local ref=autoscorer-test/busybox:1
-  image_present "$ref" && return 0
-  local dir
+  local ref=autoscorer-test/busybox:1 recipe=2
+  image_current "$ref" "$recipe" && return 0
+  local old dir
+  old="$(image_id "$ref")"
   dir="$(mktemp -d)"
   mkdir -p "$dir/bin" "$dir/tmp" "$dir/workspace"
+  chmod 1777 "$dir/tmp"  # as in every distribution image; Docker copies it up to the /tmp tmpfs
   cp /bin/busybox "$dir/bin/busybox"
   local applet
   for applet in $("$dir/bin/busybox" --list); do
     [ "$applet" = busybox ] || ln -sf busybox "$dir/bin/$applet"
   done
-  tar -C "$dir" -c . | quiet docker import -c 'ENV PATH=/bin' - "$ref"
+  tar -C "$dir" -c . |
+    quiet docker import -c 'ENV PATH=/bin' -c "LABEL autoscorer.recipe=$recipe" - "$ref"
   rm -rf "$dir"
+  drop_old "$old"
 }
 
 build_python() {
-  local ref=autoscorer-test/python:3.11
-  image_present "$ref" && return 0
+  local ref=autoscorer-test/python:3.11 recipe=1
+  image_current "$ref" "$recipe" && return 0
+  local old
+  old="$(image_id "$ref")"
   local tarball="$CACHE/python-3.11-numpy-bookworm.tar"
   mkdir -p "$CACHE"
   if [ ! -s "$tarball" ]; then
@@ -83,7 +96,8 @@ build_python() {
     mv "$CACHE/partial-python.tar" "$tarball"
   fi
   quiet docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    "$tarball" "$ref"
+    -c "LABEL autoscorer.recipe=$recipe" "$tarball" "$ref"
+  drop_old "$old"
 }
 
 main() {

@@ -54,7 +54,7 @@ from shared.workspace import Workspace, prepare_participant_view
 
 OUTPUT_MOUNT_DIR = "docker-output"
 _START_HINTS = ("executable file not found", "no such file", "permission denied")
-_LOG_DRAIN_S = 10.0  # how long the log follower may lag behind the container's exit
+_LOG_DRAIN_S = 10.0  # how long the log stream may lag behind the container's exit
 
 
 @dataclass(slots=True)
@@ -217,7 +217,7 @@ class DockerExecutor:
 
     async def _start_and_wait(self, at: _Attempt, container: DockerContainer) -> None:
         at.log = LogFollower(container, at.log_path, parse_memory(self._config.log_limit))
-        at.stats = StatsSampler(container)
+        at.stats = StatsSampler(self._client(), container)
         if at.job.cancelled:
             return
         at.started_at, clock = utcnow(), time.monotonic()
@@ -231,7 +231,7 @@ class DockerExecutor:
         try:
             at.timed_out = not await _wait(container, _time_limit(at.spec, self._config))
             at.finished_at, at.duration_s = utcnow(), round(time.monotonic() - clock, 3)
-            await asyncio.wait(tasks[:1], timeout=_LOG_DRAIN_S)
+            await asyncio.wait(tasks[:1], timeout=_LOG_DRAIN_S)  # it ends with the container
         finally:
             for task in tasks:
                 task.cancel()

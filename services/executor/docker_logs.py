@@ -1,7 +1,8 @@
 """Follow a container's output into ``logs/container.log`` while it runs, up to a byte cap.
 
-Past the cap one visible marker line is written and the stream is closed; the engine keeps
-discarding further output into its own size-capped json-file log, so a flood cannot fill a disk.
+Past the cap one visible marker line is written and the rest of the stream is read and dropped
+until the container ends (closing a follow stream early would leak its connection in aiodocker);
+the engine's own json-file copy is size-capped and rotated, so a flood cannot fill a disk.
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ class LogFollower:
         async with contextlib.aclosing(stream):
             async for chunk in stream:
                 data = chunk.encode("utf-8", errors="replace")
+                if self.truncated:
+                    continue
                 room = self._limit - self.written
                 if len(data) > room:
                     self._write(handle, data[:room])
                     self._write_marker(handle)
-                    return
-                self._write(handle, data)
+                else:
+                    self._write(handle, data)
 
     def _write(self, handle: BinaryIO, data: bytes) -> None:
         # engine frames are at most 16 KiB: a small write, fine on the loop

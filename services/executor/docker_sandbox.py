@@ -93,7 +93,7 @@ def host_config(spec: JobSpec, config: DockerConfig, paths: SandboxPaths) -> dic
         "MemorySwap": memory,
         "NanoCpus": int(spec.resources.cpu * 1e9),
         "ShmSize": parse_memory(shm),
-        "Tmpfs": {CONTAINER_TMP: f"rw,nosuid,nodev,size={parse_memory(config.tmp_size)}"},
+        "Tmpfs": {CONTAINER_TMP: f"rw,nosuid,nodev,mode=1777,size={parse_memory(config.tmp_size)}"},
         "Mounts": _mounts(config, paths),
         "LogConfig": engine_log_config(parse_memory(config.log_limit)),
         "AutoRemove": False,  # we remove it ourselves, after reading its state

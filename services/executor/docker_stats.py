@@ -8,26 +8,39 @@ peak is ``memory_stats.max_usage``; on cgroup v2 (no peak reported) the highest 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
-from typing import Any, cast
+import json
+from typing import Any
 
 import aiodocker
+import aiohttp
 from aiodocker.containers import DockerContainer
 
 
 class StatsSampler:
-    def __init__(self, container: DockerContainer) -> None:
+    """Reads ``GET /containers/{id}/stats`` (newline-delimited JSON) until cancelled.
+
+    The engine keeps the stream open after the container stops, so the caller cancels the
+    sampler; it reads the response itself (aiodocker's ``stats()`` would leave the response
+    unreleased when its generator is abandoned) and closes it on the way out.
+    """
+
+    def __init__(self, docker: aiodocker.Docker, container: DockerContainer) -> None:
+        self._docker = docker
         self._container = container
         self.peak_memory_bytes: int | None = None
         self.cpu_seconds: float | None = None
         self.pids_peak: int | None = None
 
     async def run(self) -> None:
-        stream = cast(AsyncGenerator[dict[str, Any], None], self._container.stats(stream=True))
-        with contextlib.suppress(aiodocker.DockerError):
-            async with contextlib.aclosing(stream):
-                async for sample in stream:
-                    self._record(sample)
+        path = f"containers/{self._container.id}/stats"
+        query = self._docker._query(path, params={"stream": "1"}, timeout=aiohttp.ClientTimeout())
+        with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError):
+            async with query as response:
+                try:
+                    async for line in response.content:
+                        self._record(json.loads(line))
+                finally:
+                    response.close()
 
     def _record(self, sample: dict[str, Any]) -> None:
         memory = sample.get("memory_stats") or {}

@@ -77,7 +77,7 @@ class Pair:
     order: IntArray | None
 
     def __len__(self) -> int:
-        return len(self.gt.ids)
+        return len(self.gt.values)
 
     def aligned(self, pred_values: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Prediction values (already converted to numpy) put in ground-truth row order."""

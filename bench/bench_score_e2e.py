@@ -1,0 +1,154 @@
+"""End-to-end: score a 10M-row classification CSV pair in a fresh process, next to a plain read.
+
+Run ``python -m bench.bench_score_e2e`` (10M rows, ~1,000 classes) or ``--rows 1000000``. The data
+is seeded and written once into ``bench/.data/`` (gitignored): ``gt.csv`` and two predictions,
+one listing the ids in the ground truth's order (``same``: no id hashing needed) and one shuffled
+(``shuffled``: ids matched through a hash lookup). Each case runs
+
+* ``autoscorer score <ws> --scorer classification_f1`` as a subprocess (``--mode python`` calls the
+  scorer in a ``python -c`` subprocess instead, e.g. when the CLI is not installed), and
+* a subprocess that merely reads both files with the same reader (``pyarrow.csv``, all columns
+  strings),
+
+measuring wall seconds and the peak RSS of each child (``os.wait4``), and prints the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+DATA = Path(__file__).resolve().parent / ".data"
+CLI = Path(sys.executable).with_name("autoscorer")
+
+READ_ONLY = """
+import sys, pyarrow as pa, pyarrow.csv as c
+for path in sys.argv[1:]:
+    t = c.read_csv(path, read_options=c.ReadOptions(use_threads=True),
+                   convert_options=c.ConvertOptions(
+                       column_types={"id": pa.string(), "label": pa.string()},
+                       strings_can_be_null=False, quoted_strings_can_be_null=False))
+    print(path, t.num_rows)
+"""
+
+SCORE_IN_PYTHON = """
+import sys
+from services.scorer.builtin.classification import classification_f1
+from shared.workspace import Workspace
+print(classification_f1.score(Workspace.at(sys.argv[1]), {}).summary)
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    peak_rss_mib: float
+
+
+def write_csv(path: Path, ids: pa.Array, labels: pa.Array) -> None:
+    with path.open("wb") as handle:
+        handle.write(b"id,label\n")
+        table = pa.table({"id": ids, "label": labels})
+        pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False))
+
+
+def make_data(rows: int, classes: int, seed: int) -> Path:
+    """Write gt.csv and the two predictions once; return the folder holding both workspaces."""
+    root = DATA / f"e2e-{rows}-{classes}-{seed}"
+    done = root / "done"
+    if done.is_file():
+        return root
+    rng = np.random.default_rng(seed)
+    ids = pc.binary_join_element_wise("id", pa.array(np.arange(rows)).cast(pa.string()), "")
+    names = pa.array([f"class_{i:04d}" for i in range(classes)])
+    y_true = rng.integers(0, classes, rows)
+    y_pred = np.where(rng.random(rows) < 0.7, y_true, rng.integers(0, classes, rows))
+    labels_true = pa.DictionaryArray.from_arrays(pa.array(y_true), names).cast(pa.string())
+    labels_pred = pa.DictionaryArray.from_arrays(pa.array(y_pred), names).cast(pa.string())
+    for case in ("same", "shuffled"):
+        (root / case / "input").mkdir(parents=True, exist_ok=True)
+        (root / case / "output").mkdir(parents=True, exist_ok=True)
+    write_csv(root / "same" / "input" / "gt.csv", ids, labels_true)
+    os.link(root / "same" / "input" / "gt.csv", root / "shuffled" / "input" / "gt.csv")
+    write_csv(root / "same" / "output" / "pred.csv", ids, labels_pred)
+    order = pa.array(rng.permutation(rows))
+    write_csv(root / "shuffled" / "output" / "pred.csv", ids.take(order), labels_pred.take(order))
+    done.write_text("ok\n")
+    return root
+
+
+def measure(command: list[str]) -> Run:
+    """Wall time and peak RSS of one child process; fails loudly if it fails."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = child.stdout.read() if child.stdout else b""
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"{command[0]} failed ({child.returncode}):\n{output.decode()[-2000:]}")
+    return Run(wall, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
+
+
+def score_command(mode: str, workspace: Path) -> list[str]:
+    if mode == "cli":
+        return [str(CLI), "score", str(workspace), "--scorer", "classification_f1"]
+    return [sys.executable, "-c", SCORE_IN_PYTHON, str(workspace)]
+
+
+def scorer_timing(workspace: Path) -> str:
+    result = workspace / "output" / "result.json"
+    if not result.is_file():
+        return ""
+    timing = json.loads(result.read_text()).get("timing", {})
+    return ", ".join(f"{key}={value:.2f}" for key, value in timing.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", choices=("cli", "python"), default="cli")
+    parser.add_argument("--cases", nargs="+", choices=("same", "shuffled"),
+                        default=["same", "shuffled"])
+    args = parser.parse_args()
+    mode = args.mode
+    if mode == "cli" and not CLI.is_file():
+        print(f"{CLI} not found: scoring in a python -c subprocess instead")
+        mode = "python"
+
+    started = time.perf_counter()
+    root = make_data(args.rows, args.classes, args.seed)
+    print(f"data in {root} ({time.perf_counter() - started:.1f}s to prepare)")
+    header = (f"{'case':<9} {'rows':>11} {'score s':>8} {'score MiB':>10} {'read s':>7} "
+              f"{'read MiB':>9} {'time ratio':>10}")
+    lines = []
+    for case in args.cases:
+        workspace = root / case
+        files = [str(workspace / "input" / "gt.csv"), str(workspace / "output" / "pred.csv")]
+        (workspace / "output" / "result.json").unlink(missing_ok=True)
+        score = measure(score_command(mode, workspace))
+        read = measure([sys.executable, "-c", READ_ONLY, *files])
+        lines.append(f"{case:<9} {args.rows:>11,} {score.wall_s:>8.2f} {score.peak_rss_mib:>10.0f} "
+                     f"{read.wall_s:>7.2f} {read.peak_rss_mib:>9.0f} "
+                     f"{score.wall_s / read.wall_s:>10.2f}")
+        print(f"  {case}: scorer's own timing: {scorer_timing(workspace) or 'n/a'}")
+    print(f"\nmode={mode}; wall seconds and peak RSS per child process, the same machine\n")
+    print(header)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -308,3 +308,11 @@ async def test_publish_on_a_closed_bus_fails_clearly(harness: BusHarness) -> Non
 
     assert caught.value.code is ErrorCode.BUS_ERROR
     assert caught.value.details["reason"] == "not_started"
+
+
+async def test_ready_follows_the_bus_lifecycle(harness: BusHarness) -> None:
+    assert harness.bus.ready()
+
+    await harness.bus.close()
+
+    assert not harness.bus.ready()

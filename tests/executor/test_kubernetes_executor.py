@@ -416,3 +416,36 @@ async def test_output_over_the_cap_is_output_too_large(
         await executor.close()
     assert outcome.error is not None
     assert outcome.error.code is ErrorCode.OUTPUT_TOO_LARGE
+
+
+async def test_a_watch_the_server_ends_is_resumed_without_listing_again(
+        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    scenario = k8s_fake.success()
+    scenario.step_delay = 0.7  # the pod finishes after the first 1 s watch has ended
+    cluster.scenarios[JOB_ID] = scenario
+    executor = create_executor(settings(api_url, pvc_root, watch_timeout_s=1))
+    try:
+        outcome = await executor.run(make_spec(), workspace)
+    finally:
+        await executor.close()
+    assert outcome.status == "succeeded"
+    assert len(cluster.watches()) >= 2
+    assert len(cluster.pod_lists()) == 1
+    assert all(w["timeoutSeconds"] == "1" for w in cluster.watches())
+
+
+async def test_foreground_propagation_when_configured(
+        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor = create_executor(settings(api_url, pvc_root, delete_propagation="Foreground"))
+    try:
+        await executor.run(make_spec(), workspace)
+    finally:
+        await executor.close()
+    assert cluster.deleted == [(job_name(JOB_ID), "Foreground")]
+
+
+async def test_cancel_deletes_a_job_another_worker_started(
+        executor: Any, cluster: FakeCluster) -> None:
+    await cluster.create_job(make_manifest_like("job-elsewhere"))
+    assert await executor.cancel("job-elsewhere") is True
+    assert cluster.jobs == {}

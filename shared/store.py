@@ -1,0 +1,275 @@
+"""The ``JobStore`` seam: where jobs live, and the rules every implementation keeps.
+
+Two implementations keep the same contract (``tests/shared/test_store_contract.py`` runs against
+both): MongoDB or FerretDB through PyMongo's ``AsyncMongoClient`` (:mod:`shared.store_mongo`), and
+an embedded SQLite file (:mod:`shared.store_sqlite`). Every write touches one document atomically;
+see ``docs/STORE.md`` for the rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
+from shared.jobs import (
+    PROCESSED_EVENTS_KEPT,
+    AttemptRecord,
+    Attempts,
+    Job,
+    JobStatus,
+    Lease,
+    OutboxEntry,
+    StatusChange,
+)
+from shared.models import Result, RunOutcome
+
+MAX_PAGE = 500
+
+
+class JobNotFoundError(AutoscorerError):
+    """An operation that needs an existing job named one the store does not hold."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            ErrorCode.INTERNAL_ERROR,
+            f"no job {job_id!r} in the store",
+            stage=Stage.PLATFORM,
+            details={"job_id": job_id},
+        )
+
+
+def store_error(exc: BaseException, operation: str) -> AutoscorerError:
+    """The one error a store raises when its database fails (retryable, platform's fault)."""
+    return AutoscorerError(
+        ErrorCode.STORE_ERROR,
+        f"job store {operation} failed: {type(exc).__name__}: {exc}",
+        stage=Stage.PLATFORM,
+        details={"operation": operation, "exception": type(exc).__name__},
+    )
+
+
+class TransitionOutcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE_EVENT = "duplicate_event"  # the event id was already processed: nothing changed
+    STATE_MISMATCH = "state_mismatch"  # the job was not in any of from_states: nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    outcome: TransitionOutcome
+    job: Job  # after the change when applied, else as it is now
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome is TransitionOutcome.APPLIED
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    job: Job
+    created: bool  # False: a job with this idempotency key (or job id) already existed
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None  # pass back as ListQuery.cursor; None on the last page
+
+
+class JobUpdate(BaseModel):
+    """Fields a transition writes besides the status. Only the fields given are written, so
+    ``JobUpdate(lease=None)`` clears the lease while ``JobUpdate()`` changes nothing.
+
+    ``attempt`` stores the record under its number (a new number appends, a known one replaces)
+    and raises ``attempts.count`` to it; a number that skips ahead makes the transition a
+    ``STATE_MISMATCH``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_outcome: RunOutcome | None = None
+    result: Result | None = None
+    error: ErrorInfo | None = None
+    lease: Lease | None = None
+    trace_context: dict[str, str] = Field(default_factory=dict)
+    priority: int = 0
+    attempt: AttemptRecord | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The plain fields given (all but ``attempt``), by name."""
+        return {name: getattr(self, name) for name in self.model_fields_set if name != "attempt"}
+
+
+class ListQuery(BaseModel):
+    """Filters for ``JobStore.list_jobs``; newest first, ordered by (created_at, job_id)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: frozenset[JobStatus] | None = None
+    submitter: str | None = None
+    scorer: str | None = None
+    created_from: datetime | None = Field(None, description="inclusive")
+    created_to: datetime | None = Field(None, description="exclusive")
+    cursor: str | None = None
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+    def position(self) -> tuple[datetime, str] | None:
+        return decode_cursor(self.cursor) if self.cursor else None
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        at = datetime.fromisoformat(created)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValueError(f"not a job list cursor: {cursor!r}") from exc
+    if at.tzinfo is None or not isinstance(job_id, str):
+        raise ValueError(f"not a job list cursor: {cursor!r}")
+    return at, job_id
+
+
+def page_of(jobs: list[Job], limit: int) -> JobPage:
+    """A page from up to ``limit + 1`` jobs: the extra one only says another page exists."""
+    if len(jobs) <= limit:
+        return JobPage(jobs, None)
+    return JobPage(jobs[:limit], encode_cursor(jobs[limit - 1]))
+
+
+def state_set(states: JobStatus | Iterable[JobStatus]) -> frozenset[JobStatus]:
+    if isinstance(states, JobStatus):
+        return frozenset({states})
+    return frozenset(states)
+
+
+def lease_is_free(job: Job, owner: str, now: datetime) -> bool:
+    return job.lease is None or job.lease.owner == owner or job.lease.expires_at <= now
+
+
+def attempt_fits(job: Job, update: JobUpdate | None) -> bool:
+    """An attempt record may replace a known attempt or add the next one, never skip ahead."""
+    if update is None or update.attempt is None:
+        return True
+    return update.attempt.number <= job.attempts.count + 1
+
+
+def apply_transition(
+    job: Job,
+    to_state: JobStatus,
+    update: JobUpdate | None,
+    *,
+    change: StatusChange,
+    outbox: Sequence[OutboxEntry],
+) -> Job:
+    """The job after a transition: what the Mongo update operators do, written as Python.
+
+    The caller has already checked the precondition (state, event id, attempt number).
+    """
+    changes = update.fields() if update else {}
+    changes["status"] = to_state
+    changes["updated_at"] = change.at
+    changes["history"] = [*job.history, change]
+    changes["outbox"] = [*job.outbox, *outbox]
+    if change.event_id is not None:
+        kept = [*job.processed_event_ids, change.event_id]
+        changes["processed_event_ids"] = kept[-PROCESSED_EVENTS_KEPT:]
+    if update is not None and update.attempt is not None:
+        changes["attempts"] = with_attempt(job.attempts, update.attempt)
+    return job.model_copy(update=changes)
+
+
+def with_attempt(attempts: Attempts, record: AttemptRecord) -> Attempts:
+    """``attempts`` with ``record`` stored under its number (appended or replacing)."""
+    records = list(attempts.records)
+    if record.number <= len(records):
+        records[record.number - 1] = record
+    else:
+        records.append(record)
+    return Attempts(count=max(attempts.count, record.number), records=records)
+
+
+class JobStore(Protocol):
+    """Where jobs live. Every method is one atomic single-document operation (``list_jobs`` and
+    the ``find_*`` queries read many) and is safe to repeat."""
+
+    async def init(self) -> None:
+        """Create tables/indexes; idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def create(self, job: Job) -> Created:
+        """Insert ``job``; if its idempotency key (or job id) is taken, return that job instead."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list_jobs(self, query: ListQuery) -> JobPage: ...
+
+    async def transition(
+        self,
+        job_id: str,
+        from_states: JobStatus | Iterable[JobStatus],
+        to_state: JobStatus,
+        update: JobUpdate | None = None,
+        *,
+        event_id: str | None = None,
+        reason: str | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> Transition:
+        """Compare-and-set: move to ``to_state`` only if the job is in one of ``from_states`` and
+        has not processed ``event_id``; write ``update``, a history entry and ``outbox`` with it.
+
+        Raises :class:`~shared.jobs.IllegalTransitionError` before touching the store if the state
+        machine forbids any of the moves, :class:`JobNotFoundError` if there is no such job.
+        """
+
+    async def acquire_lease(
+        self, job_id: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> Job | None:
+        """Take the lease of an active job if it is free, expired or already ``owner``'s;
+        ``None`` if another owner holds it or the job is finished."""
+
+    async def renew_lease(
+        self, job_id: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> Job | None:
+        """Extend ``owner``'s lease; ``None`` if ``owner`` no longer holds it."""
+
+    async def release_lease(self, job_id: str, owner: str) -> bool:
+        """Drop ``owner``'s lease; False if ``owner`` did not hold it."""
+
+    async def find_expired_leases(
+        self, *, now: datetime | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Active jobs whose lease has expired, oldest expiry first."""
+
+    async def find_active_by_workspace(self, workspace: str) -> Job | None:
+        """The active job (submitted..scoring) using ``workspace``, if any."""
+
+    async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
+        """Add entries whose event id is not already pending."""
+
+    async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
+        """Remove published entries; unknown ids are ignored."""
+
+    async def find_pending_outbox(self, *, limit: int = 100) -> list[Job]:
+        """Jobs with unpublished outbox entries, least recently updated first."""

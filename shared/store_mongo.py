@@ -1,0 +1,391 @@
+"""``JobStore`` on MongoDB or FerretDB, through PyMongo's native ``AsyncMongoClient``.
+
+Each job is one document (``_id`` = job id). Every write is a single ``find_one_and_update`` /
+``update_one`` whose filter carries the precondition (state, event id, lease owner), so MongoDB
+applies it atomically or not at all: no transactions, no change streams.
+
+FerretDB 1.24 does not apply those updates atomically (it reads, then writes back by ``_id``), so
+there the store also holds a per-job lock around each write (:mod:`shared.store_mongo_lock`).
+Only what FerretDB handles correctly is used: it ignores ``$push``'s ``$slice``, matches a
+``$pull`` condition as a whole element, reads ``{"$exists": 1}`` wrongly (``True`` works) and
+drops the connection on a multi-index ``createIndexes`` naming existing indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson.codec_options import CodecOptions
+from pydantic import BaseModel
+from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from shared.jobs import (
+    ACTIVE_STATES,
+    PROCESSED_EVENTS_KEPT,
+    Job,
+    JobStatus,
+    Lease,
+    OutboxEntry,
+    StatusChange,
+    check_transition,
+    now_ms,
+)
+from shared.store import (
+    Created,
+    JobNotFoundError,
+    JobPage,
+    JobUpdate,
+    ListQuery,
+    Transition,
+    TransitionOutcome,
+    page_of,
+    state_set,
+    store_error,
+)
+from shared.store_mongo_lock import JobLocks
+
+Document = dict[str, Any]
+
+_NEWEST_FIRST = [("created_at", -1), ("_id", -1)]
+
+INDEXES = [
+    IndexModel([("idempotency_key", 1)], name="idempotency_key", unique=True, sparse=True),
+    IndexModel(_NEWEST_FIRST, name="created"),
+    IndexModel([("status", 1), *_NEWEST_FIRST], name="status_created"),
+    IndexModel([("submitter", 1), *_NEWEST_FIRST], name="submitter_created"),
+    IndexModel([("spec.scorer", 1), *_NEWEST_FIRST], name="scorer_created"),
+    IndexModel([("workspace", 1), ("status", 1)], name="workspace_status"),
+    IndexModel([("lease.expires_at", 1)], name="lease_expiry"),
+    IndexModel([("updated_at", 1)], name="updated"),
+]
+_ACTIVE = sorted(state.value for state in ACTIVE_STATES)
+_BEYOND_KEPT = f"processed_event_ids.{PROCESSED_EVENTS_KEPT}"
+
+
+@asynccontextmanager
+async def _guard(operation: str) -> AsyncIterator[None]:
+    """Turn a driver failure into the store's one error; everything else passes through."""
+    try:
+        yield
+    except PyMongoError as exc:
+        raise store_error(exc, operation) from exc
+
+
+def lease_document(lease: Lease) -> Document:
+    return {"owner": lease.owner, "expires_at": lease.expires_at}
+
+
+def to_document(job: Job) -> Document:
+    """JSON-safe fields, with real BSON dates where queries compare times."""
+    doc: Document = {"_id": job.job_id, **job.model_dump(mode="json", exclude={"job_id"})}
+    doc["created_at"] = job.created_at
+    doc["updated_at"] = job.updated_at
+    if job.lease is not None:
+        doc["lease"] = lease_document(job.lease)
+    if job.idempotency_key is None:
+        del doc["idempotency_key"]  # absent, not null: the unique index is sparse
+    return doc
+
+
+def from_document(doc: Document) -> Job:
+    data = dict(doc)
+    data["job_id"] = data.pop("_id")
+    return Job.model_validate(data)
+
+
+def _bson_value(value: Any) -> Any:
+    if isinstance(value, Lease):
+        return lease_document(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+def transition_operators(
+    to_state: JobStatus,
+    update: JobUpdate | None,
+    change: StatusChange,
+    outbox: Sequence[OutboxEntry],
+) -> Document:
+    """The update document of a transition: the Mongo form of ``store.apply_transition``."""
+    sets: Document = {
+        name: _bson_value(v) for name, v in (update.fields() if update else {}).items()
+    }
+    sets["status"] = to_state.value
+    sets["updated_at"] = change.at
+    pushes: Document = {"history": change.model_dump(mode="json")}
+    if outbox:
+        pushes["outbox"] = {"$each": [entry.model_dump(mode="json") for entry in outbox]}
+    if change.event_id is not None:
+        pushes["processed_event_ids"] = change.event_id
+    operators: Document = {"$set": sets, "$push": pushes}
+    if update is not None and update.attempt is not None:
+        number = update.attempt.number
+        sets[f"attempts.records.{number - 1}"] = update.attempt.model_dump(mode="json")
+        operators["$max"] = {"attempts.count": number}
+    return operators
+
+
+def transition_filter(
+    job_id: str, states: frozenset[JobStatus], event_id: str | None, update: JobUpdate | None
+) -> Document:
+    query: Document = {"_id": job_id, "status": {"$in": sorted(s.value for s in states)}}
+    if event_id is not None:
+        query["processed_event_ids"] = {"$ne": event_id}
+    if update is not None and update.attempt is not None:
+        query["attempts.count"] = {"$gte": update.attempt.number - 1}
+    return query
+
+
+def list_filter(query: ListQuery) -> Document:
+    found: Document = {}
+    if query.status:
+        found["status"] = {"$in": sorted(s.value for s in query.status)}
+    if query.submitter is not None:
+        found["submitter"] = query.submitter
+    if query.scorer is not None:
+        found["spec.scorer"] = query.scorer
+    created: Document = {}
+    if query.created_from is not None:
+        created["$gte"] = query.created_from
+    if query.created_to is not None:
+        created["$lt"] = query.created_to
+    if created:
+        found["created_at"] = created
+    position = query.position()
+    if position is not None:
+        at, job_id = position
+        found["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": job_id}}]
+    return found
+
+
+class MongoJobStore:
+    """Jobs in one collection of a MongoDB (or FerretDB) database."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        *,
+        collection: str = "jobs",
+        owns_client: bool = False,
+        serialize_writes: bool | None = None,
+    ) -> None:
+        """``serialize_writes``: take a per-job lock around every write (see
+        :mod:`shared.store_mongo_lock`); ``None`` asks the server once and does so on FerretDB."""
+        options: CodecOptions[Document] = CodecOptions(tz_aware=True, tzinfo=UTC)
+        db = client[database]
+        self._client = client
+        self._owns_client = owns_client
+        self._jobs: AsyncCollection[Document] = db.get_collection(collection, codec_options=options)
+        self._locks = JobLocks(db.get_collection(f"{collection}_locks", codec_options=options))
+        self._serialize = serialize_writes
+        self._locks_ready = False
+
+    @classmethod
+    def from_url(cls, url: str, database: str, **client_options: Any) -> MongoJobStore:
+        """A store owning its client; the client connects lazily, on first use."""
+        client: AsyncMongoClient[Document] = AsyncMongoClient(url, **client_options)
+        return cls(client, database, owns_client=True)
+
+    async def init(self) -> None:
+        async with _guard("init"):
+            await self._needs_locks()
+            existing = await self._jobs.index_information()
+            for index in INDEXES:
+                if index.document["name"] not in existing:
+                    # one per call: FerretDB 1.24 drops the connection when a multi-index
+                    # createIndexes names indexes that already exist
+                    await self._jobs.create_indexes([index])
+
+    async def _needs_locks(self) -> bool:
+        if self._serialize is None:
+            info = await self._jobs.database.command("buildInfo")
+            self._serialize = "ferretdbVersion" in info
+        if self._serialize and not self._locks_ready:
+            await self._locks.ensure_index()
+            self._locks_ready = True
+        return self._serialize
+
+    @asynccontextmanager
+    async def _exclusive(self, job_id: str) -> AsyncIterator[None]:
+        """Hold the job's write lock where the server needs one; a no-op on MongoDB."""
+        if await self._needs_locks():
+            async with self._locks.hold(job_id):
+                yield
+        else:
+            yield
+
+    @property
+    def serializes_writes(self) -> bool | None:
+        return self._serialize
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.close()
+
+    async def create(self, job: Job) -> Created:
+        async with _guard("create"):
+            try:
+                await self._jobs.insert_one(to_document(job))
+            except DuplicateKeyError as exc:
+                return Created(await self._existing(job, exc), created=False)
+        return Created(job, created=True)
+
+    async def _existing(self, job: Job, exc: DuplicateKeyError) -> Job:
+        doc = None
+        if job.idempotency_key is not None:
+            doc = await self._jobs.find_one({"idempotency_key": job.idempotency_key})
+        if doc is None:
+            doc = await self._jobs.find_one({"_id": job.job_id})
+        if doc is None:  # the clashing job was deleted in between
+            raise store_error(exc, "create")
+        return from_document(doc)
+
+    async def get(self, job_id: str) -> Job | None:
+        async with _guard("get"):
+            doc = await self._jobs.find_one({"_id": job_id})
+        return None if doc is None else from_document(doc)
+
+    async def list_jobs(self, query: ListQuery) -> JobPage:
+        async with _guard("list"):
+            cursor = self._jobs.find(list_filter(query)).sort(_NEWEST_FIRST)
+            docs = await cursor.limit(query.limit + 1).to_list()
+        return page_of([from_document(doc) for doc in docs], query.limit)
+
+    async def transition(
+        self,
+        job_id: str,
+        from_states: JobStatus | Iterable[JobStatus],
+        to_state: JobStatus,
+        update: JobUpdate | None = None,
+        *,
+        event_id: str | None = None,
+        reason: str | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> Transition:
+        states = state_set(from_states)
+        check_transition(states, to_state)
+        change = StatusChange(status=to_state, at=now_ms(), reason=reason, event_id=event_id)
+        async with _guard("transition"), self._exclusive(job_id):
+            doc = await self._jobs.find_one_and_update(
+                transition_filter(job_id, states, event_id, update),
+                transition_operators(to_state, update, change, outbox),
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                return await self._not_applied(job_id, event_id)
+            job = await self._trim_processed(from_document(doc))
+        return Transition(TransitionOutcome.APPLIED, job)
+
+    async def _not_applied(self, job_id: str, event_id: str | None) -> Transition:
+        job = await self._must_get(job_id)
+        if event_id is not None and event_id in job.processed_event_ids:
+            return Transition(TransitionOutcome.DUPLICATE_EVENT, job)
+        return Transition(TransitionOutcome.STATE_MISMATCH, job)
+
+    async def _trim_processed(self, job: Job) -> Job:
+        """Forget the oldest processed event ids beyond the bound, one ``$pop`` each."""
+        excess = len(job.processed_event_ids) - PROCESSED_EVENTS_KEPT
+        for _ in range(excess):
+            await self._jobs.update_one(
+                {
+                    "_id": job.job_id,
+                    f"processed_event_ids.{PROCESSED_EVENTS_KEPT}": {"$exists": True},
+                },
+                {"$pop": {"processed_event_ids": -1}},
+            )
+        if excess <= 0:
+            return job
+        return job.model_copy(update={"processed_event_ids": job.processed_event_ids[excess:]})
+
+    async def _must_get(self, job_id: str) -> Job:
+        doc = await self._jobs.find_one({"_id": job_id})
+        if doc is None:
+            raise JobNotFoundError(job_id)
+        return from_document(doc)
+
+    async def acquire_lease(
+        self, job_id: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> Job | None:
+        at = now or now_ms()
+        free = [{"lease": None}, {"lease.owner": owner}, {"lease.expires_at": {"$lte": at}}]
+        query = {"_id": job_id, "status": {"$in": _ACTIVE}, "$or": free}
+        return await self._set_lease(query, Lease(owner=owner, expires_at=at + ttl), "acquire")
+
+    async def renew_lease(
+        self, job_id: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> Job | None:
+        at = now or now_ms()
+        query = {"_id": job_id, "lease.owner": owner}
+        return await self._set_lease(query, Lease(owner=owner, expires_at=at + ttl), "renew")
+
+    async def _set_lease(self, query: Document, lease: Lease, operation: str) -> Job | None:
+        async with _guard(f"{operation} lease"), self._exclusive(query["_id"]):
+            doc = await self._jobs.find_one_and_update(
+                query,
+                {"$set": {"lease": lease_document(lease), "updated_at": now_ms()}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                await self._must_get(query["_id"])
+                return None
+        return from_document(doc)
+
+    async def release_lease(self, job_id: str, owner: str) -> bool:
+        async with _guard("release lease"), self._exclusive(job_id):
+            done = await self._jobs.update_one(
+                {"_id": job_id, "lease.owner": owner},
+                {"$set": {"lease": None, "updated_at": now_ms()}},
+            )
+        return done.modified_count == 1
+
+    async def find_expired_leases(
+        self, *, now: datetime | None = None, limit: int = 100
+    ) -> list[Job]:
+        query = {"status": {"$in": _ACTIVE}, "lease.expires_at": {"$lte": now or now_ms()}}
+        async with _guard("find expired leases"):
+            docs = await self._jobs.find(query).sort("lease.expires_at", 1).limit(limit).to_list()
+        return [from_document(doc) for doc in docs]
+
+    async def find_active_by_workspace(self, workspace: str) -> Job | None:
+        query = {"workspace": workspace, "status": {"$in": _ACTIVE}}
+        async with _guard("find by workspace"):
+            docs = await self._jobs.find(query).sort(_NEWEST_FIRST).limit(1).to_list()
+        return from_document(docs[0]) if docs else None
+
+    async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
+        async with _guard("append outbox"), self._exclusive(job_id):
+            for entry in entries:
+                await self._jobs.update_one(
+                    {"_id": job_id, "outbox.event_id": {"$ne": entry.event_id}},
+                    {
+                        "$push": {"outbox": entry.model_dump(mode="json")},
+                        "$set": {"updated_at": now_ms()},
+                    },
+                )
+            return await self._must_get(job_id)
+
+    async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
+        done = set(event_ids)
+        async with _guard("pop outbox"), self._exclusive(job_id):
+            doc = await self._jobs.find_one({"_id": job_id}, {"outbox": 1})
+            if doc is None:
+                raise JobNotFoundError(job_id)
+            # $pullAll of the stored elements themselves: FerretDB's $pull only matches whole
+            # elements, never a condition such as {"event_id": ...}
+            sent = [entry for entry in doc.get("outbox", []) if entry["event_id"] in done]
+            if sent:
+                await self._jobs.update_one({"_id": job_id}, {"$pullAll": {"outbox": sent}})
+            return await self._must_get(job_id)
+
+    async def find_pending_outbox(self, *, limit: int = 100) -> list[Job]:
+        async with _guard("find pending outbox"):
+            cursor = self._jobs.find({"outbox.0": {"$exists": True}}).sort("updated_at", 1)
+            docs = await cursor.limit(limit).to_list()
+        return [from_document(doc) for doc in docs]

@@ -1,0 +1,397 @@
+"""``JobStore`` in an embedded SQLite file, for the single-process (embedded) mode.
+
+A row per job: the whole document as JSON in ``doc``, plus the columns queries filter and sort on,
+always rewritten from the document so they cannot disagree. All SQLite work happens on one worker
+thread that owns the connection, so the event loop never blocks and calls never interleave. A
+compare-and-set reads the row and writes it back inside one ``BEGIN IMMEDIATE`` transaction (which
+also holds off other processes using the same file), and the ``UPDATE`` repeats the state
+precondition in its ``WHERE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from shared.jobs import (
+    ACTIVE_STATES,
+    Job,
+    JobStatus,
+    Lease,
+    OutboxEntry,
+    StatusChange,
+    check_transition,
+    now_ms,
+)
+from shared.store import (
+    Created,
+    JobNotFoundError,
+    JobPage,
+    JobUpdate,
+    ListQuery,
+    Transition,
+    TransitionOutcome,
+    apply_transition,
+    attempt_fits,
+    lease_is_free,
+    page_of,
+    state_set,
+    store_error,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id           TEXT PRIMARY KEY,
+    status           TEXT NOT NULL,
+    submitter        TEXT NOT NULL,
+    scorer           TEXT NOT NULL,
+    workspace        TEXT NOT NULL,
+    idempotency_key  TEXT UNIQUE,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    lease_expires_at TEXT,
+    outbox_size      INTEGER NOT NULL,
+    doc              TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, job_id DESC);
+CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs (status, created_at DESC, job_id DESC);
+CREATE INDEX IF NOT EXISTS jobs_submitter_created ON jobs (submitter, created_at DESC, job_id DESC);
+CREATE INDEX IF NOT EXISTS jobs_scorer_created ON jobs (scorer, created_at DESC, job_id DESC);
+CREATE INDEX IF NOT EXISTS jobs_workspace_status ON jobs (workspace, status);
+CREATE INDEX IF NOT EXISTS jobs_lease_expiry ON jobs (lease_expires_at)
+    WHERE lease_expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_outbox_pending ON jobs (updated_at) WHERE outbox_size > 0;
+"""
+
+_COLUMNS = (
+    "job_id, status, submitter, scorer, workspace, idempotency_key, created_at, updated_at, "
+    "lease_expires_at, outbox_size, doc"
+)
+_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_UPDATE = (
+    "UPDATE jobs SET status = ?, submitter = ?, scorer = ?, workspace = ?, idempotency_key = ?, "
+    "created_at = ?, updated_at = ?, lease_expires_at = ?, outbox_size = ?, doc = ? "
+    "WHERE job_id = ?"
+)
+_ACTIVE = sorted(state.value for state in ACTIVE_STATES)
+
+
+def timestamp(at: datetime) -> str:
+    """Fixed-width UTC text, so that text order is time order."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def row_of(job: Job) -> tuple[Any, ...]:
+    """The job's column values, in ``_COLUMNS`` order."""
+    expiry = timestamp(job.lease.expires_at) if job.lease else None
+    return (
+        job.job_id,
+        job.status.value,
+        job.submitter,
+        job.scorer,
+        job.workspace,
+        job.idempotency_key,
+        timestamp(job.created_at),
+        timestamp(job.updated_at),
+        expiry,
+        len(job.outbox),
+        job.model_dump_json(),
+    )
+
+
+def list_where(query: ListQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.status:
+        states = sorted(s.value for s in query.status)
+        clauses.append(f"status IN ({_marks(states)})")
+        params += states
+    for column, value in (("submitter", query.submitter), ("scorer", query.scorer)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.created_from is not None:
+        clauses.append("created_at >= ?")
+        params.append(timestamp(query.created_from))
+    if query.created_to is not None:
+        clauses.append("created_at < ?")
+        params.append(timestamp(query.created_to))
+    position = query.position()
+    if position is not None:
+        clauses.append("(created_at < ? OR (created_at = ? AND job_id < ?))")
+        params += [timestamp(position[0]), timestamp(position[0]), position[1]]
+    return " AND ".join(clauses) or "1", params
+
+
+class JobsDb:
+    """The synchronous store; every method runs on the one thread that opened it."""
+
+    def __init__(self, path: str) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.execute("PRAGMA busy_timeout = 10000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction, taking the file's write lock up front."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _one(self, sql: str, params: Sequence[Any]) -> Job | None:
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None else Job.model_validate_json(row[0])
+
+    def _many(self, sql: str, params: Sequence[Any]) -> list[Job]:
+        return [Job.model_validate_json(row[0]) for row in self._conn.execute(sql, params)]
+
+    def get(self, job_id: str) -> Job | None:
+        return self._one("SELECT doc FROM jobs WHERE job_id = ?", (job_id,))
+
+    def _must_get(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
+
+    def _save(self, job: Job) -> None:
+        job_id, *rest = row_of(job)
+        self._conn.execute(_UPDATE, (*rest, job_id))
+
+    def create(self, job: Job) -> Created:
+        try:
+            self._conn.execute(_INSERT, row_of(job))
+        except sqlite3.IntegrityError:
+            existing = None
+            if job.idempotency_key is not None:
+                sql = "SELECT doc FROM jobs WHERE idempotency_key = ?"
+                existing = self._one(sql, (job.idempotency_key,))
+            return Created(existing or self._must_get(job.job_id), created=False)
+        return Created(job, created=True)
+
+    def list_jobs(self, query: ListQuery) -> JobPage:
+        where, params = list_where(query)
+        sql = f"SELECT doc FROM jobs WHERE {where} ORDER BY created_at DESC, job_id DESC LIMIT ?"  # noqa: S608
+        return page_of(self._many(sql, [*params, query.limit + 1]), query.limit)
+
+    def transition(
+        self,
+        job_id: str,
+        states: frozenset[JobStatus],
+        to_state: JobStatus,
+        *,
+        update: JobUpdate | None,
+        change: StatusChange,
+        outbox: Sequence[OutboxEntry],
+    ) -> Transition:
+        with self._write():
+            job = self._must_get(job_id)
+            if change.event_id is not None and change.event_id in job.processed_event_ids:
+                return Transition(TransitionOutcome.DUPLICATE_EVENT, job)
+            if job.status not in states or not attempt_fits(job, update):
+                return Transition(TransitionOutcome.STATE_MISMATCH, job)
+            new = apply_transition(job, to_state, update, change=change, outbox=outbox)
+            values = [s.value for s in states]
+            job_id_, *rest = row_of(new)
+            sql = f"{_UPDATE} AND status IN ({_marks(values)})"
+            self._conn.execute(sql, (*rest, job_id_, *values))
+        return Transition(TransitionOutcome.APPLIED, new)
+
+    def set_lease(
+        self, job_id: str, owner: str, now: datetime, ttl: timedelta, *, acquire: bool
+    ) -> Job | None:
+        with self._write():
+            job = self._must_get(job_id)
+            if acquire:
+                allowed = job.active and lease_is_free(job, owner, now)
+            else:
+                allowed = job.lease is not None and job.lease.owner == owner
+            if not allowed:
+                return None
+            lease = Lease(owner=owner, expires_at=now + ttl)
+            new = job.model_copy(update={"lease": lease, "updated_at": now_ms()})
+            self._save(new)
+        return new
+
+    def release_lease(self, job_id: str, owner: str) -> bool:
+        with self._write():
+            job = self._must_get(job_id)
+            if job.lease is None or job.lease.owner != owner:
+                return False
+            self._save(job.model_copy(update={"lease": None, "updated_at": now_ms()}))
+        return True
+
+    def find_expired_leases(self, now: datetime, limit: int) -> list[Job]:
+        sql = (
+            f"SELECT doc FROM jobs WHERE status IN ({_marks(_ACTIVE)}) "  # noqa: S608
+            "AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"
+        )
+        return self._many(sql, [*_ACTIVE, timestamp(now), limit])
+
+    def find_active_by_workspace(self, workspace: str) -> Job | None:
+        sql = (
+            f"SELECT doc FROM jobs WHERE workspace = ? AND status IN ({_marks(_ACTIVE)}) "  # noqa: S608
+            "ORDER BY created_at DESC, job_id DESC LIMIT 1"
+        )
+        return self._one(sql, [workspace, *_ACTIVE])
+
+    def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
+        with self._write():
+            job = self._must_get(job_id)
+            pending = {entry.event_id for entry in job.outbox}
+            added = [e for e in entries if e.event_id not in pending]
+            if not added:
+                return job
+            job = job.model_copy(update={"outbox": [*job.outbox, *added], "updated_at": now_ms()})
+            self._save(job)
+        return job
+
+    def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
+        with self._write():
+            job = self._must_get(job_id)
+            done = set(event_ids)
+            kept = [entry for entry in job.outbox if entry.event_id not in done]
+            if len(kept) == len(job.outbox):
+                return job
+            job = job.model_copy(update={"outbox": kept})
+            self._save(job)
+        return job
+
+    def find_pending_outbox(self, limit: int) -> list[Job]:
+        sql = "SELECT doc FROM jobs WHERE outbox_size > 0 ORDER BY updated_at LIMIT ?"
+        return self._many(sql, [limit])
+
+
+class SqliteJobStore:
+    """The embedded ``JobStore``: a SQLite file driven from one worker thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = str(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: JobsDb | None = None
+
+    async def init(self) -> None:
+        """Open (creating if needed) the file and its schema; idempotent."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="autoscorer-sqlite")
+        if self._db is None:
+            self._db = await self._run("init", JobsDb, self._path)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run("close", self._db.close)
+            self._db = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def _run(self, operation: str, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
+        if self._executor is None:
+            raise RuntimeError("SqliteJobStore used before init() or after close()")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kw))
+        except sqlite3.Error as exc:
+            raise store_error(exc, operation) from exc
+
+    @property
+    def db(self) -> JobsDb:
+        if self._db is None:
+            raise RuntimeError("SqliteJobStore used before init() or after close()")
+        return self._db
+
+    async def create(self, job: Job) -> Created:
+        return await self._run("create", self.db.create, job)
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._run("get", self.db.get, job_id)
+
+    async def list_jobs(self, query: ListQuery) -> JobPage:
+        return await self._run("list", self.db.list_jobs, query)
+
+    async def transition(
+        self,
+        job_id: str,
+        from_states: JobStatus | Iterable[JobStatus],
+        to_state: JobStatus,
+        update: JobUpdate | None = None,
+        *,
+        event_id: str | None = None,
+        reason: str | None = None,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> Transition:
+        states = state_set(from_states)
+        check_transition(states, to_state)
+        change = StatusChange(status=to_state, at=now_ms(), reason=reason, event_id=event_id)
+        transition = self.db.transition
+        return await self._run(
+            "transition",
+            transition,
+            job_id,
+            states,
+            to_state,
+            update=update,
+            change=change,
+            outbox=outbox,
+        )
+
+    async def acquire_lease(
+        self, job_id: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> Job | None:
+        at = now or now_ms()
+        return await self._run(
+            "acquire lease", self.db.set_lease, job_id, owner, at, ttl, acquire=True
+        )
+
+    async def renew_lease(
+        self, job_id: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> Job | None:
+        at = now or now_ms()
+        return await self._run(
+            "renew lease", self.db.set_lease, job_id, owner, at, ttl, acquire=False
+        )
+
+    async def release_lease(self, job_id: str, owner: str) -> bool:
+        return await self._run("release lease", self.db.release_lease, job_id, owner)
+
+    async def find_expired_leases(
+        self, *, now: datetime | None = None, limit: int = 100
+    ) -> list[Job]:
+        at = now or now_ms()
+        return await self._run("find expired leases", self.db.find_expired_leases, at, limit)
+
+    async def find_active_by_workspace(self, workspace: str) -> Job | None:
+        find = self.db.find_active_by_workspace
+        return await self._run("find by workspace", find, workspace)
+
+    async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
+        return await self._run("append outbox", self.db.append_outbox, job_id, list(entries))
+
+    async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
+        return await self._run("pop outbox", self.db.pop_outbox, job_id, list(event_ids))
+
+    async def find_pending_outbox(self, *, limit: int = 100) -> list[Job]:
+        return await self._run("find pending outbox", self.db.find_pending_outbox, limit)

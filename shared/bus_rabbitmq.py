@@ -147,7 +147,7 @@ class RabbitBus:
 
     def ready(self) -> bool:
         """Started and connected (a robust connection that is reconnecting is not ready)."""
-        return self._links is not None and not self._links.connection.is_closed
+        return self._links is not None and self._links.connection.connected.is_set()
 
     async def publish(self, event: BaseEvent) -> None:
         links = self._require_links()

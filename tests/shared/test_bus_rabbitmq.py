@@ -150,12 +150,14 @@ async def test_publish_waits_out_a_broker_restart_and_consumption_resumes(
                 await hasty.publish(submitted("job-hasty"))
             assert caught.value.details["reason"] == "unavailable"
             assert not waiting.done()
+            assert not patient.ready()
         finally:
             await _rabbitmqctl("start_app")
             await _rabbitmqctl("await_startup")
 
         await asyncio.wait_for(waiting, 60)
         assert (await asyncio.wait_for(seen.get(), 30)).job_id == "job-during"
+        assert patient.ready()
     finally:
         await hasty.close()
         await patient.close()

@@ -146,6 +146,7 @@ class FakeCluster:
         self.namespace = namespace
         self.default = success()
         self.reject_create = False  # answer POST jobs with 422 Invalid
+        self.break_logs = False  # answer log reads with 500
         self.scenarios: dict[str, Scenario] = {}
         self.jobs: dict[str, Json] = {}
         self.pods: dict[str, Json] = {}
@@ -402,6 +403,8 @@ async def stream_events(cluster: FakeCluster, response: web.StreamResponse, sele
 
 async def pod_log(request: web.Request) -> web.Response:
     cluster, name = cluster_of(request), request.match_info["name"]
+    if cluster.break_logs:
+        return web.json_response(status_body(500, "InternalError", "etcd timeout"), status=500)
     if name not in cluster.pods:
         return web.json_response(status_body(404, "NotFound", "no such pod"), status=404)
     state = cluster.pods[name]["status"]["containerStatuses"][0]["state"]

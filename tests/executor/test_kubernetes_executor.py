@@ -449,3 +449,14 @@ async def test_cancel_deletes_a_job_another_worker_started(
     await cluster.create_job(make_manifest_like("job-elsewhere"))
     assert await executor.cancel("job-elsewhere") is True
     assert cluster.jobs == {}
+
+
+async def test_a_log_the_api_fails_to_give_does_not_lose_the_verdict(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    cluster.scenarios[JOB_ID] = k8s_fake.oom_killed()
+    cluster.break_logs = True
+    outcome = await executor.run(make_spec(), workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.CONTAINER_OOM
+    note = (workspace.logs_dir / "container.log").read_text()
+    assert note.startswith("[autoscorer: no log: the API failed")

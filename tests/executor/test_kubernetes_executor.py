@@ -460,3 +460,12 @@ async def test_a_log_the_api_fails_to_give_does_not_lose_the_verdict(
     assert outcome.error.code is ErrorCode.CONTAINER_OOM
     note = (workspace.logs_dir / "container.log").read_text()
     assert note.startswith("[autoscorer: no log: the API failed")
+
+
+async def test_a_network_request_is_refused_rather_than_silently_dropped(
+        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    spec = make_spec(container={"image": "m", "network_policy": "bridge"})
+    outcome = await executor.run(spec, workspace)
+    assert outcome.error is not None
+    assert outcome.error.code is ErrorCode.CONFIG_VALIDATION_ERROR
+    assert cluster.created == []

@@ -155,12 +155,12 @@ def rabbit_tools() -> RabbitTools:
 
 
 def rabbit_config(prefix: str, **overrides: Any) -> RabbitBusConfig:
+    settings: dict[str, Any] = {"drain_timeout": 5.0, **overrides}
     return RabbitBusConfig(
         url=RABBIT_URL,
         exchange=f"{prefix}.events",
         dead_letter_exchange=f"{prefix}.dlx",
-        drain_timeout=5.0,
-        **overrides,
+        **settings,
     )
 
 

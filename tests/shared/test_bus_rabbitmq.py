@@ -128,6 +128,35 @@ async def test_a_conflicting_queue_fails_start_clearly(
     assert "PRECONDITION_FAILED" in caught.value.message
 
 
+async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered(
+    bus_prefix: str, rabbit_tools: RabbitTools, channel: AbstractChannel, no_leaked_tasks: None
+) -> None:
+    queue, retry = f"{bus_prefix}.poison", RetryPolicy(delays=(1.0,))
+    started: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def hang(event: Event) -> None:
+        await started.put(event)
+        await asyncio.Event().wait()  # never settles: the consumer "dies" around it
+
+    config = rabbit_tools.config(bus_prefix, delivery_limit=1, drain_timeout=0.1)
+    try:
+        for life in range(2):
+            bus = RabbitBus(config)
+            await bus.subscribe(queue, ["job.submitted"], hang, retry=retry)
+            await bus.start()
+            if life == 0:
+                await bus.publish(submitted())
+            await asyncio.wait_for(started.get(), 10)
+            await bus.close()  # unsettled: the broker takes the delivery back
+        dead = await _get(await channel.get_queue(dead_letter_queue(queue)))
+    finally:
+        await rabbit_tools.delete_topology(bus_prefix, [(queue, retry)])
+
+    assert parse_event(dead.body).job_id == "job-1"
+    death = dead.headers["x-death"][0]  # type: ignore[index]
+    assert death["reason"] == "delivery_limit"  # type: ignore[index]
+
+
 @pytest.mark.slow
 async def test_publish_waits_out_a_broker_restart_and_consumption_resumes(
     bus_prefix: str, tracer: Tracer, rabbit_tools: RabbitTools, no_leaked_tasks: None

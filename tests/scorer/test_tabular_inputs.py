@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.scorer.builtin.classification import classification_accuracy, classification_f1
 from services.scorer.builtin.regression import regression_rmse
@@ -244,3 +247,37 @@ def test_regression_wrong_header(tmp_path: Path) -> None:
     error = _error(tmp_path, b"id,value\n1,1\n", b"id,score\n1,1\n", regression_rmse)
     assert error.code is ErrorCode.BAD_FORMAT
     assert error.details["expected"] == [["id", "value"], ["id", "label"]]
+
+
+ID_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    ids=st.lists(st.text(ID_CHARS, min_size=1, max_size=5), min_size=1, max_size=30, unique=True),
+    data=st.data(),
+)
+def test_random_ids_align_or_report_exact_counts(ids: list[str], data: st.DataObject) -> None:
+    """Unicode ids with commas and quotes: any order aligns; dropped or foreign ids are counted."""
+    labels = [str(i % 3) for i in range(len(ids))]
+    dropped = data.draw(st.sets(st.sampled_from(range(len(ids))), max_size=3))
+    foreign = data.draw(st.sets(st.text(ID_CHARS, min_size=1, max_size=5), max_size=3))
+    foreign -= set(ids)
+    kept = [i for i in range(len(ids)) if i not in dropped]
+    order = data.draw(st.permutations(kept))
+    pred_rows = [(ids[i], labels[i]) for i in order] + [(x, "0") for x in sorted(foreign)]
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = _ws(Path(tmp), _rows(list(zip(ids, labels, strict=True))), _rows(pred_rows))
+        if not dropped and not foreign:
+            assert classification_accuracy.score(ws, {}).metrics["accuracy"] == 1.0
+            return
+        with pytest.raises(AutoscorerError) as caught:
+            classification_accuracy.score(ws, {})
+    details = caught.value.details
+    if not pred_rows:  # a prediction file with a header only
+        assert caught.value.code is ErrorCode.BAD_FORMAT
+        return
+    assert caught.value.code is ErrorCode.MISMATCH
+    assert (details["missing_count"], details["extra_count"]) == (len(dropped), len(foreign))
+    assert set(details["missing"]) == {ids[i] for i in dropped}
+    assert set(details["extra"]) == foreign

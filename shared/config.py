@@ -34,6 +34,16 @@ class ScorerSettings(_Section):
     )
     watch: bool = Field(False, description="reload plugin_paths when they change")
     time_limit: float = Field(600.0, gt=0, description="seconds one scoring may take")
+    pool_size: int = Field(2, ge=1, le=64, description="scoring worker processes per replica")
+    grace_s: float = Field(30.0, ge=0, description="on close: how long scoring may finish")
+    plugin_dir: Path = Field(
+        Path(".autoscorer/scorers"),
+        description="where scorers loaded at run time (here or on another replica) are written",
+    )
+    replica_id: str | None = Field(
+        None, description="this replica's name (stable: it names a queue); default host-pid"
+    )
+    queue_prefix: str = Field("", description="prepended to the service's queue names")
 
 
 def _default_backends() -> dict[str, dict[str, Any]]:
@@ -58,6 +68,29 @@ class ExecutorSettings(_Section):
             if "type" not in config:
                 raise ValueError(f"backend {alias!r} has no 'type'")
         return value
+
+
+class ExecutorServiceSettings(_Section):
+    """One executor service replica: which backend it serves and how it holds its runs."""
+
+    backend: str = Field("local", description="the executor.backends alias this replica serves")
+    concurrency: int = Field(2, ge=1, le=256, description="runs at once on this replica")
+    heartbeat_s: float = Field(10.0, gt=0, description="RunHeartbeat period while a run goes")
+    max_time_limit_s: int = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="longest job time_limit accepted; the broker's consumer_timeout must "
+        "exceed it plus run_margin_s",
+    )
+    run_margin_s: float = Field(
+        600.0, gt=0, description="time a run may take beyond its time_limit (pull, start, stop)"
+    )
+    grace_s: float = Field(30.0, ge=0, description="on close: how long in-flight runs may finish")
+    memo_size: int = Field(1024, ge=1, description="completed attempts remembered for dedupe")
+    replica_id: str | None = Field(
+        None, description="this replica's name (stable: it names a queue); default host-pid"
+    )
+    queue_prefix: str = Field("", description="prepended to the service's queue names")
 
 
 class BusSettings(_Section):
@@ -119,6 +152,7 @@ class Settings(BaseSettings):
 
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    executor_service: ExecutorServiceSettings = Field(default_factory=ExecutorServiceSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

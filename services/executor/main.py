@@ -1,0 +1,107 @@
+"""Composition root of the executor service: settings -> backend -> bus -> service.
+
+``create_executor_service`` wires given parts (tests and ``autoscorer serve`` use it);
+``run(settings)`` builds them from the settings and serves until SIGTERM/SIGINT.
+
+Expected outputs: the run must produce the ``output/`` files its scorer expects. The scheduler
+may name them in ``spec.expected_outputs``; otherwise the executor asks its own registry (the
+built-ins plus ``scorer.plugin_paths``, loaded once). A scorer it does not know (loaded at run time
+on the scorer replicas) leaves the list empty: the run is not checked and the scorer reports
+``MISSING_FILE`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from services.cli.jobs import backend_config, with_expected_outputs
+from services.executor.base import Executor
+from services.executor.registry import create_executor
+from services.executor.service import ExecutorService, ExecutorServiceConfig, Prepare
+from services.scorer.plugins import registry_from_settings
+from services.scorer.registry import ScorerRegistry
+from shared.bus import EventBus
+from shared.config import Settings
+from shared.connect import make_bus
+from shared.errors import AutoscorerError
+from shared.models import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+def default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def expected_outputs_from(registry: ScorerRegistry) -> Prepare:
+    """Default ``spec.expected_outputs`` from the scorer, when this process knows it."""
+
+    def prepare(spec: JobSpec) -> JobSpec:
+        try:
+            scorer = registry.get(spec.scorer)
+        except AutoscorerError:
+            return spec
+        return with_expected_outputs(spec, scorer)
+
+    return prepare
+
+
+def service_config(settings: Settings, instance: str | None = None) -> ExecutorServiceConfig:
+    section = settings.executor_service
+    return ExecutorServiceConfig(
+        backend=section.backend,
+        instance=instance or section.replica_id or default_instance(),
+        concurrency=section.concurrency,
+        heartbeat_s=section.heartbeat_s,
+        max_time_limit_s=section.max_time_limit_s,
+        run_margin_s=section.run_margin_s,
+        grace_s=section.grace_s,
+        memo_size=section.memo_size,
+        queue_prefix=section.queue_prefix,
+    )
+
+
+def create_executor_service(
+    settings: Settings,
+    bus: EventBus,
+    executor: Executor,
+    *,
+    scorers: ScorerRegistry | None = None,
+    instance: str | None = None,
+) -> ExecutorService:
+    """The service for ``settings.executor_service.backend``; ``start()`` it, then the bus."""
+    config = service_config(settings, instance)
+    if scorers is None:
+        return ExecutorService(config, bus, executor)
+    return ExecutorService(config, bus, executor, prepare=expected_outputs_from(scorers))
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then hand back what does not finish within the grace."""
+    backend = backend_config(settings, settings.executor_service.backend)
+    scorers = await asyncio.to_thread(registry_from_settings, settings.scorer)
+    bus = make_bus(settings.bus)
+    executor = create_executor(backend)
+    service = create_executor_service(settings, bus, executor, scorers=scorers)
+    stop = _stop_on_signals()
+    try:
+        await service.start()
+        await bus.start()
+        log.info("executor %s serving %s", service.config.instance, service.config.queue)
+        await stop.wait()
+    finally:
+        await service.close()
+        await bus.close()
+        await executor.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -70,6 +70,27 @@ class ExecutorSettings(_Section):
         return value
 
 
+class SchedulerSettings(_Section):
+    """The scheduler: where runs go, how long leases last, how often platform failures retry."""
+
+    queue: str = Field("scheduler.jobs", min_length=1, description="the scheduler's bus queue")
+    concurrency: int = Field(16, ge=1, description="events handled at once")
+    backend_order: list[str] = Field(
+        default_factory=lambda: ["kubernetes", "docker", "local"],
+        description="executor backends by preference; a job goes to the first one enabled",
+    )
+    enabled_backends: list[str] = Field(
+        default_factory=lambda: ["local"],
+        min_length=1,
+        description="backends with an executor service running (embedded mode: local)",
+    )
+    max_attempts: int = Field(3, ge=1, le=20, description="runs per job, platform retries included")
+    lease_ttl_s: float = Field(60.0, gt=0, description="lease length when RunStarted gives none")
+    lease_check_interval_s: float = Field(5.0, gt=0, description="how often expiries are checked")
+    relay_interval_s: float = Field(2.0, gt=0, description="how often the outbox is swept")
+    relay_batch: int = Field(100, ge=1, le=500, description="jobs the relay reads per sweep")
+
+
 class ExecutorServiceSettings(_Section):
     """One executor service replica: which backend it serves and how it holds its runs."""
 
@@ -153,6 +174,7 @@ class Settings(BaseSettings):
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     executor_service: ExecutorServiceSettings = Field(default_factory=ExecutorServiceSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

@@ -1,0 +1,77 @@
+"""What every scheduler step needs, and the one way steps change a job.
+
+:meth:`Context.move` is a compare-and-set on the job that writes the events it causes into the
+job's outbox in the same update, then hands them to the relay. A delivery seen twice finds its
+event id already processed (``DUPLICATE_EVENT``) or the job in another state
+(``STATE_MISMATCH``) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from services.scheduler.outbox import entry_for
+from services.scheduler.relay import OutboxRelay
+from services.scheduler.routing import Router
+from shared.config import SchedulerSettings
+from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.events import BaseEvent
+from shared.jobs import Job, JobStatus
+from shared.store import JobStore, JobUpdate, Transition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    settings: SchedulerSettings
+    store: JobStore
+    relay: OutboxRelay
+    router: Router
+
+    async def move(
+        self,
+        job_id: str,
+        from_states: JobStatus | Iterable[JobStatus],
+        to_state: JobStatus,
+        *,
+        update: JobUpdate | None = None,
+        event_id: str | None = None,
+        reason: str | None = None,
+        emit: Sequence[BaseEvent] = (),
+    ) -> Transition:
+        done = await self.store.transition(
+            job_id,
+            from_states,
+            to_state,
+            update,
+            event_id=event_id,
+            reason=reason,
+            outbox=[entry_for(event) for event in emit],
+        )
+        if done.applied:
+            log.info("job %s -> %s (%s)", job_id, to_state.value, reason or "")
+            if emit:
+                await self.relay.flush(done.job)
+        else:
+            log.debug("job %s not moved to %s: %s", job_id, to_state.value, done.outcome.value)
+        return done
+
+    async def known_job(self, job_id: str) -> Job:
+        """The job, or a retryable error: its ``JobSubmitted`` may not have been handled yet."""
+        job = await self.store.get(job_id)
+        if job is None:
+            raise not_ready(job_id, "the store holds no such job yet")
+        return job
+
+
+def not_ready(job_id: str, why: str) -> AutoscorerError:
+    """Retryable: an event overtook the one that prepares the job for it; the bus retries."""
+    return AutoscorerError(
+        ErrorCode.STORE_ERROR,
+        f"job {job_id} is not ready for this event: {why}",
+        stage=Stage.PLATFORM,
+        details={"job_id": job_id, "reason": "not_ready"},
+    )

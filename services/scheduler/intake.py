@@ -1,0 +1,53 @@
+"""``JobSubmitted``: record the job (idempotently) and queue it on a backend."""
+
+from __future__ import annotations
+
+from services.scheduler.context import Context
+from shared.events import JobSubmitted, RunRequested
+from shared.jobs import Job, JobStatus, new_job
+from shared.store import Transition
+
+
+async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
+    """The gateway may have created the job already; a platform backend may not have."""
+    job = new_job(
+        event.spec,
+        workspace=event.workspace,
+        submitter=event.submitter,
+        priority=event.priority,
+        idempotency_key=event.idempotency_key,
+    )
+    stored = (await ctx.store.create(job)).job
+    if stored.status is JobStatus.SUBMITTED:
+        await queue_job(ctx, stored, event_id=str(event.event_id))
+
+
+async def queue_job(ctx: Context, job: Job, *, event_id: str) -> Transition:
+    """``submitted -> queued`` with the first ``RunRequested`` in the outbox.
+
+    A score-only job (no container) waits in ``queued`` for a platform's ``RunCompleted``.
+    """
+    if job.spec.container is None:
+        reason = "score-only: waiting for the platform's RunCompleted"
+        return await ctx.move(
+            job.job_id, JobStatus.SUBMITTED, JobStatus.QUEUED, event_id=event_id, reason=reason
+        )
+    request = run_request(ctx, job, attempt=job.attempts.count + 1)
+    return await ctx.move(
+        job.job_id,
+        JobStatus.SUBMITTED,
+        JobStatus.QUEUED,
+        event_id=event_id,
+        reason=f"attempt {request.attempt} routed to {request.backend}",
+        emit=[request],
+    )
+
+
+def run_request(ctx: Context, job: Job, *, attempt: int) -> RunRequested:
+    return RunRequested(
+        job_id=job.job_id,
+        backend=ctx.router.route(job.spec),
+        attempt=attempt,
+        spec=job.spec,
+        workspace=job.workspace,
+    )

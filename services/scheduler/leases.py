@@ -1,0 +1,44 @@
+"""The lease monitor: a ``running`` job whose executor stopped heartbeating is re-queued.
+
+The executor instance is presumed lost (a platform failure, never the participant's): the job
+goes back to ``queued`` with the next ``RunRequested``, or fails with ``EXEC_ERROR`` once
+``max_attempts`` runs were made. The event id of the move names the job and attempt, so two
+scheduler replicas expiring the same lease move the job once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.scheduler.context import Context
+from services.scheduler.retries import retry_or_fail
+from shared.errors import ErrorCode, execution_error
+from shared.jobs import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+async def expire_leases(ctx: Context, *, limit: int = 100) -> int:
+    """Handle every expired lease the store reports now; returns how many jobs moved."""
+    moved = 0
+    for job in await ctx.store.find_expired_leases(limit=limit):
+        if job.status is JobStatus.RUNNING:
+            moved += await _expire(ctx, job)
+        elif job.lease is not None:  # a stale lease on a job past running: just let it go
+            await ctx.store.release_lease(job.job_id, job.lease.owner)
+    return moved
+
+
+async def _expire(ctx: Context, job: Job) -> int:
+    lease = job.lease
+    owner = lease.owner if lease else "?"
+    error = execution_error(
+        ErrorCode.EXEC_ERROR,
+        f"executor {owner} stopped heartbeating; its lease expired",
+        executor=owner,
+        expired_at=lease.expires_at.isoformat() if lease else None,
+    ).to_info()
+    log.warning("job %s attempt %d: %s", job.job_id, job.attempts.count, error.message)
+    event_id = f"lease-expired:{job.job_id}:{job.attempts.count}"
+    done = await retry_or_fail(ctx, job, error, event_id=event_id)
+    return int(done.applied)

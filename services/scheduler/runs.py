@@ -1,0 +1,157 @@
+"""Run events: ``RunStarted`` leases the job to an executor instance, ``RunHeartbeat`` renews
+the lease, ``RunCompleted`` moves the job on to scoring, back to the queue, or to ``failed``.
+
+Events of one job may arrive in any order (one queue, many consumers, retries), so
+``RunCompleted`` also accepts a ``queued`` job whose ``RunStarted`` it overtook, and a score-only
+job whose inference a platform ran: it first moves it ``queued -> running`` under a derived
+event id, then ``running -> ...`` under its own, so a redelivery after a crash in between
+finishes the second step only. Events of an attempt that is no longer current are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from services.scheduler.context import Context, not_ready
+from services.scheduler.retries import closed_attempt, retry_or_fail
+from shared.errors import ErrorCode, ErrorInfo, execution_error
+from shared.events import JobFailed, RunCompleted, RunHeartbeat, RunStarted, ScoreRequested
+from shared.jobs import AttemptRecord, Job, JobStatus, Lease, now_ms
+from shared.store import JobNotFoundError, JobUpdate
+
+log = logging.getLogger(__name__)
+
+
+def _lease(ctx: Context, owner: str, ttl_s: float | None) -> tuple[Lease, timedelta]:
+    ttl = timedelta(seconds=ttl_s or ctx.settings.lease_ttl_s)
+    return Lease(owner=owner, expires_at=now_ms() + ttl), ttl
+
+
+def _next_attempt(job: Job) -> int:
+    return job.attempts.count + 1
+
+
+async def on_run_started(ctx: Context, event: RunStarted) -> None:
+    """``queued -> running`` for the attempt being dispatched, leased to ``event.instance``."""
+    job = await ctx.known_job(event.job_id)
+    if job.status is JobStatus.SUBMITTED:
+        raise not_ready(job.job_id, "it is not queued yet")
+    if job.status is not JobStatus.QUEUED or event.attempt != _next_attempt(job):
+        log.info("ignoring %s of job %s attempt %d", event.type, job.job_id, event.attempt)
+        return
+    lease, _ = _lease(ctx, event.instance, event.lease_ttl_s)
+    record = AttemptRecord(number=event.attempt, backend=event.backend, started_at=now_ms())
+    await ctx.move(
+        job.job_id,
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        update=JobUpdate(lease=lease, attempt=record),
+        event_id=str(event.event_id),
+        reason=f"attempt {event.attempt} started on {event.instance}",
+    )
+
+
+async def on_run_heartbeat(ctx: Context, event: RunHeartbeat) -> None:
+    """Renew the lease if ``event.instance`` still holds it; otherwise nothing to do.
+
+    Heartbeats are not recorded as processed events: renewing twice is harmless, and they would
+    crowd the ids that matter out of ``processed_event_ids``.
+    """
+    _, ttl = _lease(ctx, event.instance, event.lease_ttl_s)
+    try:
+        renewed = await ctx.store.renew_lease(event.job_id, event.instance, ttl)
+    except JobNotFoundError:
+        renewed = None
+    if renewed is None:
+        log.info("heartbeat of job %s from %s renews nothing", event.job_id, event.instance)
+
+
+async def on_run_completed(ctx: Context, event: RunCompleted) -> None:
+    job = await ctx.known_job(event.job_id)
+    if job.status is JobStatus.SUBMITTED:
+        raise not_ready(job.job_id, "it is not queued yet")
+    if job.status is JobStatus.QUEUED and event.attempt == _next_attempt(job):
+        job = await _start_late(ctx, job, event)
+    if job.status is not JobStatus.RUNNING or job.attempts.count != event.attempt:
+        log.info("ignoring %s of job %s attempt %d", event.type, job.job_id, event.attempt)
+        return
+    await _finish(ctx, job, event)
+
+
+async def _start_late(ctx: Context, job: Job, event: RunCompleted) -> Job:
+    """Step one for a run the scheduler has not seen start; the job as it is now (a
+    ``RunStarted`` handled meanwhile has done the same step)."""
+    outcome = event.outcome
+    record = AttemptRecord(
+        number=event.attempt, backend=outcome.backend, started_at=outcome.started_at or now_ms()
+    )
+    why = "score-only: the platform ran it" if job.spec.container is None else "no RunStarted seen"
+    done = await ctx.move(
+        job.job_id,
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        update=JobUpdate(attempt=record),
+        event_id=f"{event.event_id}:start",
+        reason=f"attempt {event.attempt} completed ({why})",
+    )
+    return done.job
+
+
+async def _finish(ctx: Context, job: Job, event: RunCompleted) -> None:
+    outcome = event.outcome
+    event_id = str(event.event_id)
+    if outcome.status == "succeeded" and outcome.error is None:
+        await _to_scoring(ctx, job, event)
+        return
+    error = run_error(event)
+    if error.retryable:
+        await retry_or_fail(ctx, job, error, event_id=event_id, outcome=outcome)
+        return
+    await ctx.move(
+        job.job_id,
+        JobStatus.RUNNING,
+        JobStatus.FAILED,
+        update=JobUpdate(
+            run_outcome=outcome,
+            error=error,
+            lease=None,
+            attempt=closed_attempt(job, error.code.value),
+        ),
+        event_id=event_id,
+        reason=f"run failed: {error.code.value}",
+        emit=[JobFailed(job_id=job.job_id, error=error, attempt=event.attempt)],
+    )
+
+
+async def _to_scoring(ctx: Context, job: Job, event: RunCompleted) -> None:
+    request = ScoreRequested(
+        job_id=job.job_id,
+        spec=job.spec,
+        workspace=event.workspace or job.workspace,
+        attempt=event.attempt,
+    )
+    await ctx.move(
+        job.job_id,
+        JobStatus.RUNNING,
+        JobStatus.SCORING,
+        update=JobUpdate(
+            run_outcome=event.outcome, lease=None, attempt=closed_attempt(job, "succeeded")
+        ),
+        event_id=str(event.event_id),
+        reason=f"attempt {event.attempt} succeeded",
+        emit=[request],
+    )
+
+
+def run_error(event: RunCompleted) -> ErrorInfo:
+    """Why the run did not succeed. A run the backend stopped on its own (no cancel asked: a
+    cancelled job no longer reaches this point) or that failed without saying why is blamed on
+    the platform, so it is retried."""
+    outcome = event.outcome
+    if outcome.error is not None:
+        return outcome.error
+    what = "stopped by the backend" if outcome.status == "cancelled" else "failed without an error"
+    return execution_error(
+        ErrorCode.EXEC_ERROR, f"the run was {what}", backend=outcome.backend
+    ).to_info()

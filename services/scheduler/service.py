@@ -1,0 +1,115 @@
+"""The scheduler: consumes job and run events from one queue, owns the job's state machine.
+
+Every handler is idempotent (docs/SERVICES.md, "Exactly-once effects"). Failures are not caught
+here: the bus is the boundary that retries retryable ``AutoscorerError`` s (store down, an event
+that overtook the one it depends on) and dead-letters the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+
+from services.scheduler.cancel import on_cancel_requested
+from services.scheduler.context import Context
+from services.scheduler.intake import on_job_submitted
+from services.scheduler.leases import expire_leases
+from services.scheduler.loops import every
+from services.scheduler.runs import on_run_completed, on_run_heartbeat, on_run_started
+from services.scheduler.scoring import on_score_completed, rescore
+from shared.bus import EventBus
+from shared.config import SchedulerSettings
+from shared.events import (
+    CancelRequested,
+    Event,
+    JobSubmitted,
+    RescoreRequested,
+    RunCompleted,
+    RunHeartbeat,
+    RunStarted,
+    ScoreCompleted,
+)
+from shared.store import Transition
+
+log = logging.getLogger(__name__)
+
+ROUTING_KEYS = (
+    "job.submitted",
+    "run.started",
+    "run.heartbeat",
+    "run.completed",
+    "score.completed",
+    "cancel.requested",
+    "rescore.requested",
+)
+
+
+class Scheduler:
+    def __init__(self, ctx: Context, bus: EventBus) -> None:
+        self._ctx = ctx
+        self._bus = bus
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def settings(self) -> SchedulerSettings:
+        return self._ctx.settings
+
+    async def start(self) -> None:
+        """Subscribe to ``scheduler.jobs`` and start the relay and lease loops.
+
+        The relay's first sweep republishes everything a previous process left in outboxes.
+        """
+        s = self.settings
+        await self._bus.subscribe(s.queue, ROUTING_KEYS, self.handle, concurrency=s.concurrency)
+        relay = self._ctx.relay
+        self._loops = [
+            asyncio.create_task(
+                every(
+                    s.relay_interval_s,
+                    relay.sweep,
+                    name="outbox relay",
+                    first=lambda: relay.sweep(everything=True),
+                ),
+                name="scheduler-relay",
+            ),
+            asyncio.create_task(
+                every(s.lease_check_interval_s, self.expire_leases, name="lease monitor"),
+                name="scheduler-leases",
+            ),
+        ]
+
+    async def close(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with suppress(asyncio.CancelledError):
+                await task
+        self._loops = []
+
+    async def handle(self, event: Event) -> None:
+        ctx = self._ctx
+        match event:
+            case JobSubmitted():
+                await on_job_submitted(ctx, event)
+            case RunStarted():
+                await on_run_started(ctx, event)
+            case RunHeartbeat():
+                await on_run_heartbeat(ctx, event)
+            case RunCompleted():
+                await on_run_completed(ctx, event)
+            case ScoreCompleted():
+                await on_score_completed(ctx, event)
+            case CancelRequested():
+                await on_cancel_requested(ctx, event)
+            case RescoreRequested():
+                await rescore(ctx, event.job_id, event_id=str(event.event_id), reason=event.reason)
+            case _:
+                log.debug("scheduler ignores %s", event.type)
+
+    async def request_rescore(self, job_id: str, *, reason: str | None = None) -> Transition:
+        """Re-score a finished job (embedded mode; the gateway publishes ``RescoreRequested``)."""
+        return await rescore(self._ctx, job_id, reason=reason)
+
+    async def expire_leases(self) -> int:
+        return await expire_leases(self._ctx)

@@ -1,0 +1,77 @@
+"""Composition root of the scorer service: settings -> registry -> pool -> bus -> service.
+
+``create_scorer_service`` wires given parts (tests and ``autoscorer serve`` use it);
+``run(settings)`` builds them from the settings and serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from services.scorer.plugins import registry_from_settings
+from services.scorer.pool import ScoringPool
+from services.scorer.registry import ScorerRegistry
+from services.scorer.service import ScorerService, ScorerServiceConfig
+from shared.bus import EventBus
+from shared.config import Settings
+from shared.connect import make_bus
+
+log = logging.getLogger(__name__)
+
+
+def default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def service_config(settings: Settings, instance: str | None = None) -> ScorerServiceConfig:
+    section = settings.scorer
+    return ScorerServiceConfig(
+        instance=instance or section.replica_id or default_instance(),
+        plugin_dir=section.plugin_dir,
+        concurrency=section.pool_size,
+        watch_paths=tuple(section.plugin_paths) if section.watch else (),
+        grace_s=section.grace_s,
+        queue_prefix=section.queue_prefix,
+    )
+
+
+def create_scorer_service(
+    settings: Settings,
+    bus: EventBus,
+    registry: ScorerRegistry,
+    *,
+    pool: ScoringPool | None = None,
+    instance: str | None = None,
+) -> ScorerService:
+    """The service; call ``start()`` (starts the workers, subscribes) then start the bus."""
+    section = settings.scorer
+    pool = pool or ScoringPool(section.pool_size, section.time_limit)
+    return ScorerService(service_config(settings, instance), bus, registry, pool)
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then hand back what does not finish within the grace."""
+    registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
+    bus = make_bus(settings.bus)
+    service = create_scorer_service(settings, bus, registry)
+    stop = _stop_on_signals()
+    try:
+        await service.start()
+        await bus.start()
+        log.info("scorer %s serving %s", service.config.instance, service.config.requests_queue)
+        await stop.wait()
+    finally:
+        await service.close()
+        await bus.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -1,0 +1,268 @@
+"""The scorer service: scores in a process pool, shares scorers between its replicas.
+
+* ``score.requested`` (queue ``scorer.requests``, shared by the replicas): the workspace is
+  scored in a pool worker with a time limit (``services.scorer.pool``), ``output/result.json`` is
+  written and ``ScoreCompleted`` published. A scorer's failure, time-out or crash is a
+  ``result.error`` (SCORE_ERROR / SCORE_TIMEOUT / ...), never a lost job; only a replica that is
+  shutting down hands a request back (retryable ``RESOURCE_ERROR``: the bus delivers it again).
+* ``scorers.changed`` (queue ``scorer.changes.<replica>``, one per replica): ``load_scorer``
+  installs a scorer here and publishes its source; every other replica writes the same file into
+  its ``plugin_dir`` and loads it, skipping its own events and sources it already has (sha256).
+  Pool workers pick the change up with their next job (the plugin manifest travels with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.scorer.plugins import (
+    Installed,
+    Manifest,
+    file_sha256,
+    install_source,
+    plugin_manifest,
+    remove_plugin,
+    sha256_text,
+)
+from services.scorer.pool import ScoreTask, ScoringPool
+from services.scorer.registry import ScorerRegistry
+from services.scorer.watch import ReloadEvent, watch_scorers
+from shared.bus import EventBus
+from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.events import Event, ScoreCompleted, ScoreRequested, ScorersChanged
+from shared.models import Result
+
+log = logging.getLogger(__name__)
+
+HANDLER_MARGIN_S = 120.0
+"""Beyond the scoring time limit: waiting for a slot, replacing a killed worker."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerServiceConfig:
+    instance: str
+    plugin_dir: Path
+    concurrency: int = 2
+    watch_paths: tuple[Path, ...] = ()
+    grace_s: float = 30.0
+    queue_prefix: str = ""
+
+    @property
+    def requests_queue(self) -> str:
+        return f"{self.queue_prefix}scorer.requests"
+
+    @property
+    def changes_queue(self) -> str:
+        return f"{self.queue_prefix}scorer.changes.{self.instance}"
+
+
+class ScorerService:
+    def __init__(
+        self,
+        config: ScorerServiceConfig,
+        bus: EventBus,
+        registry: ScorerRegistry,
+        pool: ScoringPool,
+    ) -> None:
+        self._config = config
+        self._bus = bus
+        self._registry = registry
+        self._pool = pool
+        self._manifest: Manifest = ()
+        self._changing = asyncio.Lock()
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._stop_watch = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> ScorerServiceConfig:
+        return self._config
+
+    @property
+    def registry(self) -> ScorerRegistry:
+        return self._registry
+
+    async def start(self) -> None:
+        """Start the workers and the watcher, then subscribe (the caller starts the bus)."""
+        await self._pool.start()
+        self._manifest = await asyncio.to_thread(plugin_manifest, self._registry)
+        if self._config.watch_paths:
+            await self._start_watcher()
+        await self._bus.subscribe(
+            self._config.requests_queue,
+            ["score.requested"],
+            self._on_score_requested,
+            concurrency=self._config.concurrency,
+            handler_timeout=self._pool.time_limit + HANDLER_MARGIN_S,
+        )
+        await self._bus.subscribe(
+            self._config.changes_queue, ["scorers.changed"], self._on_scorers_changed
+        )
+
+    async def close(self) -> None:
+        """Stop taking work; let scoring finish within ``grace_s``; hand back the rest."""
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_watch.set()
+        if self._watcher is not None:
+            await self._watcher
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._config.grace_s):
+                await self._idle.wait()
+        await self._pool.close()
+        self._closed.set()
+
+    async def load_scorer(self, source: Path | str) -> Installed:
+        """Install a scorer (a file, or its source text) here, then on every replica."""
+        text = await asyncio.to_thread(_read_source, source) if isinstance(source, Path) else source
+        installed = await self._install(text)
+        await self._bus.publish(
+            ScorersChanged(
+                action=installed.action,
+                scorer=installed.scorers[0],
+                scorer_version=installed.version,
+                source=text,
+                sha256=installed.sha256,
+                origin=self._config.instance,
+            )
+        )
+        return installed
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def _on_score_requested(self, event: Event) -> None:
+        if not isinstance(event, ScoreRequested):
+            return
+        if self._closing:
+            await self._closed.wait()
+            raise _handed_back()
+        self._busy += 1
+        self._idle.clear()
+        try:
+            result = await self._pool.score(self._task(event))
+        finally:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.set()
+        await self._bus.publish(
+            ScoreCompleted(
+                job_id=event.job_id,
+                result=result,
+                scorer=event.spec.scorer,
+                scorer_version=self._version(event.spec.scorer, result),
+            )
+        )
+
+    async def _on_scorers_changed(self, event: Event) -> None:
+        if not isinstance(event, ScorersChanged) or event.origin == self._config.instance:
+            return
+        if event.action == "removed":
+            async with self._changing:
+                await asyncio.to_thread(
+                    remove_plugin, self._registry, self._config.plugin_dir, event.scorer
+                )
+                await self._refresh()
+            return
+        source = await asyncio.to_thread(_event_source, event)
+        target = self._config.plugin_dir / f"{event.scorer}.py"
+        if await asyncio.to_thread(file_sha256, target) == sha256_text(source):
+            log.info("scorer %s from %s is already here", event.scorer, event.origin)
+            return
+        installed = await self._install(source)
+        log.info("installed %s from %s", ", ".join(installed.scorers), event.origin)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _task(self, event: ScoreRequested) -> ScoreTask:
+        spec = event.spec
+        return ScoreTask(event.workspace, spec.scorer, dict(spec.params), self._manifest)
+
+    def _version(self, scorer: str, result: Result) -> str:
+        version = result.versioning.get("version")
+        if version:
+            return version
+        with contextlib.suppress(AutoscorerError):
+            return self._registry.get(scorer).info.version
+        return "unknown"
+
+    async def _install(self, source: str) -> Installed:
+        async with self._changing:
+            installed = await asyncio.to_thread(
+                install_source, self._registry, self._config.plugin_dir, source
+            )
+            await self._refresh()
+        return installed
+
+    async def _refresh(self) -> None:
+        self._manifest = await asyncio.to_thread(plugin_manifest, self._registry)
+
+    async def _start_watcher(self) -> None:
+        ready = asyncio.Event()
+        self._watcher = asyncio.create_task(
+            watch_scorers(
+                self._registry,
+                list(self._config.watch_paths),
+                self._on_reload,
+                stop=self._stop_watch,
+                ready=ready,
+            ),
+            name=f"scorer-watch:{self._config.instance}",
+        )
+        await ready.wait()
+
+    def _on_reload(self, event: ReloadEvent) -> None:
+        if event.error is not None:
+            log.error(
+                "reloading %s failed, keeping the last good version: %s",
+                event.file,
+                event.error.message,
+            )
+            return
+        log.info("%s %s: %s", event.change, event.file, ", ".join(event.scorers))
+        self._manifest = plugin_manifest(self._registry)
+
+
+def _read_source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AutoscorerError(
+            ErrorCode.SCORER_LOAD_ERROR,
+            f"cannot read scorer file {path}: {exc}",
+            stage=Stage.CONFIG,
+            details={"path": str(path)},
+        ) from exc
+
+
+def _event_source(event: ScorersChanged) -> str:
+    """The scorer source an event carries (or points to), checked against its sha256."""
+    source = event.source
+    if source is None:
+        assert event.source_ref is not None  # the event's validator guarantees one of them
+        source = _read_source(Path(event.source_ref))
+    if event.sha256 is not None and sha256_text(source) != event.sha256:
+        raise AutoscorerError(
+            ErrorCode.BAD_FORMAT,
+            f"scorer {event.scorer} source does not match its sha256",
+            stage=Stage.CONFIG,
+            details={"scorer": event.scorer, "origin": event.origin},
+        )
+    return source
+
+
+def _handed_back() -> AutoscorerError:
+    return AutoscorerError(
+        ErrorCode.RESOURCE_ERROR,
+        "scorer replica is shutting down; the request is handed back",
+        stage=Stage.SCORING,
+        details={"reason": "handed_back"},
+    )

@@ -1,0 +1,245 @@
+"""The scorer service on the in-memory bus: a real workspace, time-outs, crashes, plugins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.executor.local import LocalConfig, LocalExecutor
+from services.scorer.engine import score_workspace
+from services.scorer.main import create_scorer_service
+from services.scorer.plugins import sha256_text
+from services.scorer.registry import ScorerRegistry
+from services.scorer.service import ScorerService
+from shared.bus_memory import MemoryBus
+from shared.config import Settings
+from shared.errors import AutoscorerError, ErrorCode
+from shared.events import Event, ScoreCompleted, ScoreRequested
+from shared.models import JobSpec
+from shared.workspace import Workspace
+from tests.scorer.plugin_text import plugin
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "classification"
+TIME_LIMIT = 3.0
+
+SLEEPY = """
+import time
+
+from shared.models import Result
+from shared.scoring import register
+
+
+@register("sleepy", version="1.0.0", task_type="demo", description="never finishes",
+          expected_files=(), primary_metric="value")
+def sleepy(ws, params):
+    time.sleep(600)
+    return Result(summary={"value": 1.0})
+"""
+
+CRASHING = """
+import os
+
+from shared.models import Result
+from shared.scoring import register
+
+
+@register("crashing", version="1.0.0", task_type="demo", description="raises",
+          expected_files=(), primary_metric="value")
+def crashing(ws, params):
+    raise RuntimeError("division by zero in the organiser's code")
+
+
+@register("vanishing", version="1.0.0", task_type="demo", description="kills its interpreter",
+          expected_files=(), primary_metric="value")
+def vanishing(ws, params):
+    os._exit(3)
+"""
+
+
+@pytest.fixture
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    before = asyncio.all_tasks()
+    yield
+    for _ in range(100):
+        leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
+        if not leaked:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"leaked tasks: {sorted(t.get_name() for t in leaked)}")
+
+
+@pytest.fixture
+async def predicted(tmp_path: Path) -> tuple[JobSpec, Path]:
+    """The classification example in tmp, with output/pred.csv made by running its program."""
+    root = tmp_path / "classification"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("pred.csv", "result.json"))
+    ws = Workspace.at(root)
+    spec = ws.load_spec()
+    assert spec.container is not None
+    container = spec.container.model_copy(update={"cmd": [sys.executable, "submission/predict.py"]})
+    spec = spec.model_copy(update={"container": container, "expected_outputs": ["pred.csv"]})
+    outcome = await LocalExecutor(LocalConfig()).run(spec, ws)
+    assert outcome.error is None, outcome.error
+    return spec, root
+
+
+@dataclass
+class Rig:
+    bus: MemoryBus
+    services: list[ScorerService]
+    completed: list[ScoreCompleted]
+
+    async def score(self, spec: JobSpec, root: Path, count: int = 1) -> list[ScoreCompleted]:
+        await self.bus.publish(ScoreRequested(job_id=spec.job_id, spec=spec, workspace=str(root)))
+        async with asyncio.timeout(60):
+            while len(self.of(spec.job_id)) < count:
+                await asyncio.sleep(0.02)
+        return self.of(spec.job_id)
+
+    def of(self, job_id: str) -> list[ScoreCompleted]:
+        return [e for e in self.completed if e.job_id == job_id]
+
+
+def _service(bus: MemoryBus, tmp_path: Path, name: str) -> ScorerService:
+    settings = Settings(
+        scorer={
+            "pool_size": 1,
+            "time_limit": TIME_LIMIT,
+            "grace_s": 2.0,
+            "plugin_dir": tmp_path / f"plugins-{name}",
+            "queue_prefix": f"{name}.",
+        }
+    )
+    return create_scorer_service(settings, bus, ScorerRegistry.with_builtins(), instance=name)
+
+
+async def _rig(tmp_path: Path, names: list[str]) -> Rig:
+    bus = MemoryBus(drain_timeout=2.0)
+    completed: list[ScoreCompleted] = []
+
+    async def observe(event: Event) -> None:
+        assert isinstance(event, ScoreCompleted)
+        completed.append(event)
+
+    await bus.subscribe("observer", ["score.completed"], observe)
+    services = [_service(bus, tmp_path, name) for name in names]
+    for service in services:
+        await service.start()
+    await bus.start()
+    return Rig(bus, services, completed)
+
+
+async def _close(rig: Rig) -> None:
+    for service in rig.services:
+        await service.close()
+    await rig.bus.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, no_leaked_tasks: None) -> AsyncIterator[Rig]:
+    rig = await _rig(tmp_path, ["solo"])
+    try:
+        yield rig
+    finally:
+        await _close(rig)
+
+
+def _job(spec: JobSpec, job_id: str, scorer: str) -> JobSpec:
+    return spec.model_copy(update={"job_id": job_id, "scorer": scorer})
+
+
+async def test_scores_the_example_workspace_like_the_engine(rig, predicted):
+    spec, root = predicted
+    [done] = await rig.score(spec, root)
+    expected = score_workspace(ScorerRegistry.with_builtins(), Workspace.at(root), write=False)
+    assert done.result.error is None, done.result.error
+    assert done.result.metrics == expected.metrics
+    assert done.result.summary == expected.summary
+    assert (done.scorer, done.scorer_version) == (
+        "classification_f1",
+        expected.versioning["version"],
+    )
+    written = json.loads((root / "output" / "result.json").read_text())
+    assert written["metrics"] == json.loads(done.result.model_dump_json())["metrics"]
+
+
+async def test_a_scorer_past_its_time_limit_is_killed_and_the_pool_scores_on(rig, predicted):
+    spec, root = predicted
+    await rig.services[0].load_scorer(SLEEPY)  # at run time: the worker must pick it up
+    started = time.monotonic()
+    [late] = await rig.score(_job(spec, "job-sleepy", "sleepy"), root)
+    assert late.result.error is not None
+    assert late.result.error.code is ErrorCode.SCORE_TIMEOUT
+    assert time.monotonic() - started < TIME_LIMIT + 30
+    on_disk = json.loads((root / "output" / "result.json").read_text())
+    assert on_disk["error"]["code"] == "SCORE_TIMEOUT"
+    [next_one] = await rig.score(spec, root)  # the one worker slot was replaced
+    assert next_one.result.error is None, next_one.result.error
+    assert next_one.result.metrics
+
+
+async def test_a_crashing_scorer_is_a_score_error_not_a_lost_job(rig, predicted):
+    spec, root = predicted
+    await rig.services[0].load_scorer(CRASHING)
+    [raised] = await rig.score(_job(spec, "job-crash", "crashing"), root)
+    assert raised.result.error.code is ErrorCode.SCORE_ERROR
+    assert "division by zero" in raised.result.error.message
+    [died] = await rig.score(_job(spec, "job-exit", "vanishing"), root)
+    assert died.result.error.code is ErrorCode.SCORE_ERROR
+    assert "died" in died.result.error.message
+    [fine] = await rig.score(spec, root)
+    assert fine.result.error is None, fine.result.error
+    assert not rig.bus.dead_letters
+
+
+async def test_a_broken_scorer_is_refused_before_it_reaches_any_replica(rig, tmp_path):
+    service = rig.services[0]
+    with pytest.raises(AutoscorerError) as caught:
+        await service.load_scorer("raise ImportError('nope')\n")
+    assert caught.value.code is ErrorCode.SCORER_LOAD_ERROR
+    assert list((tmp_path / "plugins-solo").glob("*.py")) == []
+
+
+async def test_a_scorer_loaded_on_one_replica_reaches_the_other(tmp_path, predicted, caplog):
+    spec, root = predicted
+    rig = await _rig(tmp_path, ["alpha", "beta"])
+    alpha, beta = rig.services
+    try:
+        await alpha.load_scorer(plugin("shared_demo", "1.0.0", value=2.0))
+        await _until(lambda: _version(beta, "shared_demo") == "1.0.0")
+        source_file = tmp_path / "shared_demo_v2.py"
+        source_file.write_text(plugin("shared_demo", "2.0.0", value=7.0))
+        installed = await alpha.load_scorer(source_file)
+        assert installed.action == "reloaded"
+        await _until(lambda: _version(beta, "shared_demo") == "2.0.0")
+        copy = tmp_path / "plugins-beta" / "shared_demo.py"
+        assert sha256_text(copy.read_text()) == installed.sha256
+        done = await rig.score(_job(spec, "job-shared", "shared_demo"), root, count=2)
+        assert [e.result.summary["value"] for e in done] == [7.0, 7.0]  # both replicas' workers
+        assert {e.scorer_version for e in done} == {"2.0.0"}
+        caplog.set_level("INFO", logger="services.scorer.service")
+        await beta.load_scorer(source_file)  # same bytes: alpha keeps what it has
+        await _until(lambda: "already here" in caplog.text)
+    finally:
+        await _close(rig)
+
+
+def _version(service: ScorerService, name: str) -> str | None:
+    try:
+        return service.registry.get(name).info.version
+    except AutoscorerError:
+        return None
+
+
+async def _until(check, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)

@@ -147,6 +147,7 @@ class Job(BaseModel):
         default_factory=dict, description="W3C trace context headers (traceparent, tracestate)"
     )
     idempotency_key: str | None = None
+    callback_url: str | None = Field(None, description="told the final event of this job")
     lease: Lease | None = None
     created_at: datetime = Field(default_factory=now_ms)
     updated_at: datetime = Field(default_factory=now_ms)

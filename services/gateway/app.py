@@ -1,4 +1,4 @@
-"""The gateway's app factory: ``create_app(settings, store, bus, registry)``."""
+"""The gateway's app factory: ``create_app(settings, store, bus, registry, hooks)``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from services.gateway import health, jobs_api, openapi, scorers_api
 from services.gateway.auth import KeyRing, auth_middleware
 from services.gateway.context import GATEWAY, Gateway
 from services.gateway.http import error_middleware
+from services.gateway.webhooks import api as webhooks_api
+from services.gateway.webhooks.store import WebhookStore
 from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import GatewaySettings
@@ -23,6 +25,7 @@ def create_app(
     store: JobStore,
     bus: EventBus,
     registry: ScorerRegistry,
+    hooks: WebhookStore,
     *,
     instance_id: str | None = None,
 ) -> web.Application:
@@ -32,9 +35,9 @@ def create_app(
         client_max_size=settings.max_upload_bytes + MAX_JSON_BODY,
     )
     app[GATEWAY] = Gateway(
-        settings, store, bus, registry, instance_id or f"gateway-{uuid.uuid4().hex[:8]}"
+        settings, store, bus, registry, hooks, instance_id or f"gateway-{uuid.uuid4().hex[:8]}"
     )
     app.cleanup_ctx.append(scorers_api.watches_ctx)
-    for module in (health, jobs_api, scorers_api, openapi):
+    for module in (health, jobs_api, scorers_api, webhooks_api, openapi):
         app.add_routes(module.routes())
     return app

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from services.gateway.webhooks.store import WebhookStore
 from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import GatewaySettings
@@ -20,6 +21,7 @@ class Gateway:
     store: JobStore
     bus: EventBus
     registry: ScorerRegistry
+    hooks: WebhookStore
     instance_id: str
 
     async def publish_outbox(self, job: Job) -> None:

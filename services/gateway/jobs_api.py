@@ -116,7 +116,7 @@ async def _submit(
         priority=body.priority,
         idempotency_key=scoped_key,
         outbox=[outbox_entry(event)],
-    )
+    ).model_copy(update={"callback_url": body.callback_url})
     created = await gw.store.create(job)
     if not created.created:
         return ok(

@@ -35,6 +35,15 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/scorers/watch"): "Admin: watched scorer files.",
     ("POST", "/v1/scorers/watch"): "Admin: reload a loaded scorer file whenever it changes.",
     ("DELETE", "/v1/scorers/watch"): "Admin: stop watching (?filename=).",
+    ("POST", "/v1/webhooks"): "Subscribe a URL to event types; the answer holds the signing "
+    "secret (shown once).",
+    ("GET", "/v1/webhooks"): "Your webhook subscriptions (admins: all).",
+    ("GET", "/v1/webhooks/{sub_id}"): "One subscription.",
+    ("DELETE", "/v1/webhooks/{sub_id}"): "Remove a subscription.",
+    (
+        "GET",
+        "/v1/webhooks/{sub_id}/deliveries",
+    ): "The delivery log: attempts, status codes, errors.",
     ("GET", "/healthz"): "The process answers.",
     ("GET", "/readyz"): "The bus and the store answer.",
     ("GET", "/openapi.json"): "This document.",

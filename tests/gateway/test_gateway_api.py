@@ -11,6 +11,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import create_app
+from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
 from services.scorer.registry import ScorerRegistry
 from shared.bus_memory import MemoryBus
 from shared.config import ApiKey, GatewaySettings
@@ -60,7 +61,11 @@ async def gw(tmp_path):
     await bus.subscribe("test.capture", ["#"], capture)
     await bus.start()
     await store.init()
-    app = create_app(settings, store, bus, ScorerRegistry.with_builtins(), instance_id="gw-test")
+    hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
+    await hooks.init()
+    app = create_app(
+        settings, store, bus, ScorerRegistry.with_builtins(), hooks, instance_id="gw-test"
+    )
     async with TestClient(TestServer(app)) as client:
         yield Harness(client, bus, store, root, seen)
     await bus.close()
@@ -209,9 +214,7 @@ async def test_hostile_archives_are_refused_and_leave_nothing(gw, members, fragm
     assert status == 400
     assert body["error"]["code"] == "UPLOAD_REJECTED"
     assert fragment in body["error"]["message"]
-    leftovers = (
-        list((gw.root / "uploads").rglob("*")) if (gw.root / "uploads").exists() else []
-    )
+    leftovers = list((gw.root / "uploads").rglob("*")) if (gw.root / "uploads").exists() else []
     assert leftovers == []
 
 

@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions per event type, signed deliveries with retries, a delivery log."""

@@ -1,0 +1,91 @@
+"""/v1/webhooks: subscribe per event type, list, delete, and read the delivery log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.gateway.auth import PRINCIPAL, Principal
+from services.gateway.context import GATEWAY
+from services.gateway.http import api_error, ok
+from services.gateway.webhooks.models import WEBHOOK_EVENT_TYPES, WebhookSubscription
+from shared.errors import ErrorCode
+
+
+class SubscribeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s/]+\S*$", max_length=2048)
+    event_types: list[str] = Field(min_length=1)
+
+    @field_validator("event_types")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(WEBHOOK_EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; known: {list(WEBHOOK_EVENT_TYPES)}")
+        return sorted(set(value))
+
+
+def public(sub: WebhookSubscription, *, with_secret: bool = False) -> dict[str, Any]:
+    return sub.model_dump(mode="json", exclude=None if with_secret else {"secret"})
+
+
+async def _owned(request: web.Request) -> WebhookSubscription:
+    principal: Principal = request[PRINCIPAL]
+    sub_id = request.match_info["sub_id"]
+    sub = await request.app[GATEWAY].hooks.get_subscription(sub_id)
+    if sub is None or not (principal.is_admin or sub.owner == principal.subject):
+        raise api_error(ErrorCode.NOT_FOUND, f"no webhook {sub_id!r}")
+    return sub
+
+
+async def subscribe(request: web.Request) -> web.Response:
+    principal: Principal = request[PRINCIPAL]
+    try:
+        body = SubscribeRequest.model_validate(await request.json())
+    except (ValidationError, ValueError) as exc:
+        raise api_error(ErrorCode.CONFIG_VALIDATION_ERROR, f"invalid webhook: {exc}") from exc
+    sub = WebhookSubscription(
+        owner=principal.subject,
+        owner_is_admin=principal.is_admin,
+        url=body.url,
+        event_types=body.event_types,
+    )
+    await request.app[GATEWAY].hooks.add_subscription(sub)
+    return ok(public(sub, with_secret=True), status=201)  # the only time the secret is shown
+
+
+async def list_webhooks(request: web.Request) -> web.Response:
+    principal: Principal = request[PRINCIPAL]
+    owner = None if principal.is_admin else principal.subject
+    subs = await request.app[GATEWAY].hooks.list_subscriptions(owner)
+    return ok({"webhooks": [public(s) for s in subs]})
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    return ok(public(await _owned(request)))
+
+
+async def delete_webhook(request: web.Request) -> web.Response:
+    sub = await _owned(request)
+    await request.app[GATEWAY].hooks.delete_subscription(sub.id)
+    return ok({"deleted": sub.id})
+
+
+async def deliveries(request: web.Request) -> web.Response:
+    sub = await _owned(request)
+    found = await request.app[GATEWAY].hooks.list_deliveries(sub.id)
+    return ok({"deliveries": [d.model_dump(mode="json", exclude={"body"}) for d in found]})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/v1/webhooks", subscribe),
+        web.get("/v1/webhooks", list_webhooks),
+        web.get("/v1/webhooks/{sub_id}", get_webhook),
+        web.delete("/v1/webhooks/{sub_id}", delete_webhook),
+        web.get("/v1/webhooks/{sub_id}/deliveries", deliveries),
+    ]

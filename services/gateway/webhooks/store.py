@@ -1,0 +1,55 @@
+"""Where subscriptions and deliveries live: a protocol, SQLite (embedded) and MongoDB.
+
+Deliveries are the durable queue: a delivery stays ``pending`` with a ``next_attempt_at`` until it
+is delivered or its schedule runs out, so a gateway restart loses none. A dispatcher claims due
+deliveries with a short claim (one atomic update each), so two gateway replicas never send the
+same attempt twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from services.gateway.webhooks.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    WebhookSubscription,
+)
+
+
+class WebhookStore(Protocol):
+    async def init(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def add_subscription(self, sub: WebhookSubscription) -> None: ...
+
+    async def get_subscription(self, sub_id: str) -> WebhookSubscription | None: ...
+
+    async def list_subscriptions(self, owner: str | None = None) -> list[WebhookSubscription]:
+        """All subscriptions, or one owner's."""
+        ...
+
+    async def delete_subscription(self, sub_id: str) -> bool: ...
+
+    async def add_delivery(self, delivery: Delivery) -> bool:
+        """False when a delivery with this id exists already (a redelivered event)."""
+        ...
+
+    async def claim_due(self, now: datetime, claim: timedelta, limit: int) -> list[Delivery]:
+        """Pending deliveries due by ``now`` and not claimed, each claimed until ``now + claim``."""
+        ...
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+        next_attempt_at: datetime,
+    ) -> None: ...
+
+    async def list_deliveries(self, subscription_id: str, limit: int = 100) -> list[Delivery]:
+        """Newest first."""
+        ...

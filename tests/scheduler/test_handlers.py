@@ -1,0 +1,177 @@
+"""Handlers called directly, without a bus pump: repeats, stale attempts, early events, junk."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from services.scheduler.main import create_scheduler
+from services.scheduler.service import Scheduler
+from shared.bus_memory import MemoryBus
+from shared.config import Settings
+from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.events import (
+    CancelRequested,
+    Event,
+    RunCompleted,
+    RunHeartbeat,
+    RunStarted,
+    ScoreCompleted,
+)
+from shared.jobs import Job, JobStatus
+from shared.models import Result, RunOutcome
+from shared.store_sqlite import SqliteJobStore
+from tests.scheduler.fakes import eventually
+from tests.scheduler.rig import submitted
+
+S = JobStatus
+
+
+@pytest.fixture
+async def scheduler(
+    bus: MemoryBus, store: SqliteJobStore, settings: Settings
+) -> AsyncIterator[Scheduler]:
+    """A scheduler whose handlers the test calls; its queue is served, but nothing publishes
+    to it. Run requests and notifications land in a sink so they are routable."""
+    await bus.subscribe("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    made = create_scheduler(settings, bus, store)
+    await made.start()
+    yield made
+    await made.close()
+
+
+async def _drop(event: Event) -> None:
+    del event
+
+
+def started(job_id: str, attempt: int = 1) -> RunStarted:
+    return RunStarted(job_id=job_id, backend="local", attempt=attempt, instance="exec-1")
+
+
+def completed(job_id: str, attempt: int = 1, *, ok: bool = True) -> RunCompleted:
+    error = AutoscorerError(ErrorCode.TIMEOUT_ERROR, "too slow", stage=Stage.EXECUTION)
+    outcome = RunOutcome(
+        job_id=job_id,
+        backend="local",
+        status="succeeded" if ok else "failed",
+        error=None if ok else error.to_info(),
+    )
+    return RunCompleted(job_id=job_id, outcome=outcome, attempt=attempt)
+
+
+async def get(store: SqliteJobStore, job_id: str) -> Job:
+    job = await store.get(job_id)
+    assert job is not None
+    return job
+
+
+async def test_each_event_handled_twice_changes_the_job_once(
+    scheduler: Scheduler, store: SqliteJobStore
+) -> None:
+    events = [
+        submitted("job-twice"),
+        started("job-twice"),
+        completed("job-twice"),
+        ScoreCompleted(
+            job_id="job-twice", result=Result(summary={"f1": 1.0}), scorer="f1", scorer_version="1"
+        ),
+    ]
+    for event in events:
+        await scheduler.handle(event)
+        before = await get(store, "job-twice")
+        await scheduler.handle(event)
+        after = await get(store, "job-twice")
+        assert after.history == before.history
+        assert after.updated_at == before.updated_at
+
+    assert (await get(store, "job-twice")).status is S.SUCCEEDED
+
+
+async def test_a_cancel_handled_twice_cancels_once(
+    scheduler: Scheduler, store: SqliteJobStore
+) -> None:
+    await scheduler.handle(submitted("job-c2"))
+    cancel = CancelRequested(job_id="job-c2", requested_by="alice")
+
+    await scheduler.handle(cancel)
+    await scheduler.handle(cancel)
+
+    job = await get(store, "job-c2")
+    assert [h.status for h in job.history] == [S.SUBMITTED, S.QUEUED, S.CANCELLED]
+
+
+async def test_events_of_a_superseded_attempt_are_ignored(
+    scheduler: Scheduler, store: SqliteJobStore
+) -> None:
+    await scheduler.handle(submitted("job-stale"))
+    await scheduler.handle(started("job-stale", attempt=1))
+    await scheduler.handle(completed("job-stale", attempt=2))  # from the future: ignored
+    assert (await get(store, "job-stale")).status is S.RUNNING
+
+    await scheduler.handle(started("job-stale", attempt=1))  # a second start, new event id
+    await scheduler.handle(completed("job-stale", attempt=1, ok=False))
+
+    job = await get(store, "job-stale")
+    assert job.status is S.FAILED
+    assert job.error is not None and job.error.code is ErrorCode.TIMEOUT_ERROR
+    assert job.attempts.count == 1
+
+
+async def test_a_run_completed_for_an_unknown_job_is_a_retryable_error(
+    scheduler: Scheduler,
+) -> None:
+    with pytest.raises(AutoscorerError) as raised:
+        await scheduler.handle(completed("job-nobody"))
+
+    assert raised.value.retryable
+    assert raised.value.details["reason"] == "not_ready"
+
+
+async def test_a_run_started_overtaking_its_job_submitted_is_retryable(
+    scheduler: Scheduler, store: SqliteJobStore
+) -> None:
+    from shared.jobs import new_job
+
+    event = submitted("job-gwonly")
+    await store.create(new_job(event.spec, workspace=event.workspace))  # gateway did this
+
+    with pytest.raises(AutoscorerError) as raised:
+        await scheduler.handle(started("job-gwonly"))
+
+    assert raised.value.retryable
+
+
+async def test_a_heartbeat_renews_only_its_own_lease(
+    scheduler: Scheduler, store: SqliteJobStore
+) -> None:
+    await scheduler.handle(submitted("job-hb"))
+    await scheduler.handle(started("job-hb"))
+    lease = (await get(store, "job-hb")).lease
+    assert lease is not None and lease.owner == "exec-1"
+
+    beat = RunHeartbeat(
+        job_id="job-hb", backend="local", attempt=1, instance="exec-1", lease_ttl_s=600
+    )
+    await scheduler.handle(beat)
+    renewed = (await get(store, "job-hb")).lease
+    assert renewed is not None and renewed.expires_at > lease.expires_at
+
+    other = RunHeartbeat(
+        job_id="job-hb", backend="local", attempt=1, instance="exec-2", lease_ttl_s=6000
+    )
+    await scheduler.handle(other)
+    await scheduler.handle(RunHeartbeat(job_id="job-x", backend="local", instance="exec-1"))
+    assert (await get(store, "job-hb")).lease == renewed
+
+
+async def test_junk_on_the_scheduler_queue_is_dead_lettered(
+    scheduler: Scheduler, bus: MemoryBus
+) -> None:
+    await bus.publish_raw("job.submitted", b"{not json")
+
+    queue = scheduler.settings.queue
+    await eventually(lambda: [d for d in bus.dead_letters if d.queue == queue])
+
+    letter = next(d for d in bus.dead_letters if d.queue == queue)
+    assert letter.error is not None and letter.error.code is ErrorCode.PARSE_ERROR

@@ -1,0 +1,122 @@
+"""The outbox relay: leftovers after a crash, priority order, what an unroutable entry does."""
+
+from __future__ import annotations
+
+from services.scheduler.main import create_scheduler
+from services.scheduler.outbox import entry_for
+from services.scheduler.relay import OutboxRelay
+from shared.bus_memory import MemoryBus
+from shared.config import Settings
+from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.events import Event, JobFailed, RunRequested
+from shared.jobs import JobStatus, new_job
+from shared.store_sqlite import SqliteJobStore
+from tests.scheduler.fakes import FakeExecutor, FakeScorer, Observer, eventually
+from tests.scheduler.rig import eventually_async, submitted
+
+S = JobStatus
+
+
+async def queued_with_pending_request(store: SqliteJobStore, job_id: str, priority: int) -> None:
+    """What a scheduler that crashed right after its compare-and-set leaves behind."""
+    event = submitted(job_id, priority=priority)
+    job = new_job(event.spec, workspace=event.workspace, priority=priority)
+    await store.create(job)
+    request = RunRequested(
+        job_id=job_id, backend="local", attempt=1, spec=event.spec, workspace=event.workspace
+    )
+    await store.transition(job_id, S.SUBMITTED, S.QUEUED, outbox=[entry_for(request)])
+
+
+async def test_a_restarted_scheduler_republishes_what_a_crash_left_in_the_outbox(
+    bus: MemoryBus, store: SqliteJobStore, settings: Settings
+) -> None:
+    await queued_with_pending_request(store, "job-crash", priority=5)
+    executor, scorer, observer = FakeExecutor(bus), FakeScorer(bus), Observer(bus)
+    await executor.subscribe("executor.local")
+    await scorer.subscribe("scorer.requests")
+    await observer.subscribe("observer")
+
+    scheduler = create_scheduler(settings, bus, store)
+    await scheduler.start()
+    try:
+        await eventually(lambda: executor.requests)
+
+        async def done() -> bool:
+            job = await store.get("job-crash")
+            return job is not None and job.status is S.SUCCEEDED
+
+        await eventually_async(done)
+    finally:
+        await scheduler.close()
+    job = await store.get("job-crash")
+    assert job is not None and job.outbox == []
+    assert [r.attempt for r in executor.requests] == [1]
+
+
+async def test_a_backlog_is_dispatched_highest_priority_first(
+    bus: MemoryBus, store: SqliteJobStore
+) -> None:
+    for job_id, priority in [("job-low", 1), ("job-high", 9), ("job-mid", 5)]:
+        await queued_with_pending_request(store, job_id, priority)
+    order: list[str] = []
+
+    async def record(event: Event) -> None:
+        order.append(event.job_id or "")
+
+    await bus.subscribe("executor.local", ["run.requested.local"], record, concurrency=1)
+
+    published = await OutboxRelay(bus, store).sweep(everything=True)
+
+    assert published == 3
+    await eventually(lambda: len(order) == 3)
+    assert order == ["job-high", "job-mid", "job-low"]
+
+
+async def test_an_unroutable_run_request_waits_for_its_executor(
+    bus: MemoryBus, store: SqliteJobStore
+) -> None:
+    await queued_with_pending_request(store, "job-wait", priority=5)
+    relay = OutboxRelay(bus, store)
+
+    assert await relay.sweep(everything=True) == 0
+    job = await store.get("job-wait")
+    assert job is not None and len(job.outbox) == 1
+
+    seen: list[Event] = []
+
+    async def collect(event: Event) -> None:
+        seen.append(event)
+
+    await bus.subscribe("executor.local", ["run.requested.local"], collect)
+    assert await relay.sweep(everything=True) == 1
+    await eventually(lambda: seen)
+    job = await store.get("job-wait")
+    assert job is not None and job.outbox == []
+
+
+async def test_an_unroutable_notification_is_dropped(bus: MemoryBus, store: SqliteJobStore) -> None:
+    event = submitted("job-note")
+    await store.create(new_job(event.spec, workspace=event.workspace))
+    error = AutoscorerError(ErrorCode.CONTAINER_OOM, "oom", stage=Stage.EXECUTION).to_info()
+    await store.append_outbox("job-note", [entry_for(JobFailed(job_id="job-note", error=error))])
+
+    published = await OutboxRelay(bus, store).sweep(everything=True)
+
+    assert published == 1
+    job = await store.get("job-note")
+    assert job is not None and job.outbox == []
+
+
+async def test_young_entries_are_left_to_the_handler_that_wrote_them(
+    bus: MemoryBus, store: SqliteJobStore
+) -> None:
+    await queued_with_pending_request(store, "job-young", priority=5)
+    await bus.subscribe("executor.local", ["run.requested.local"], _ignore)
+
+    assert await OutboxRelay(bus, store, settle=60.0).sweep() == 0
+    assert await OutboxRelay(bus, store, settle=0.0).sweep() == 1
+
+
+async def _ignore(event: Event) -> None:
+    del event

@@ -53,6 +53,7 @@ class Subscription:
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     handler_timeout: float = 20 * 60.0
+    expires: float | None = None
 
     def __post_init__(self) -> None:
         if not self.queue or not self.routing_keys:
@@ -61,6 +62,8 @@ class Subscription:
             raise ValueError("concurrency must be at least 1")
         if self.handler_timeout <= 0:
             raise ValueError("handler_timeout must be positive")
+        if self.expires is not None and self.expires <= 0:
+            raise ValueError("expires must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +105,14 @@ class EventBus(Protocol):
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         handler_timeout: float = 20 * 60.0,
+        expires: float | None = None,
     ) -> None:
         """Bind ``queue`` to ``routing_keys`` (``*``/``#`` wildcards) and serve it with ``handler``.
 
         At most ``concurrency`` events of this queue are handled at once. Allowed before or
-        after ``start()``.
+        after ``start()``. ``expires``: delete the queue (and its backlog and dead letters) once
+        it has had no consumer for that many seconds, for per-replica queues such as the
+        ``scorers.changed`` broadcast; ``None`` keeps it forever.
         """
 
 

@@ -2,7 +2,8 @@
 
 Topic routing with ``*``/``#``, one FIFO per queue served with bounded concurrency, the same
 retry/dead-letter decisions as the RabbitMQ bus (``shared.bus_dispatch``), unroutable publishes
-refused. Nothing is durable: messages still queued when the bus closes are lost.
+refused. Nothing is durable: messages still queued when the bus closes are lost, and
+``expires`` has nothing to do (queues end with the process).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class MemoryBus:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         handler_timeout: float = 20 * 60.0,
+        expires: float | None = None,
     ) -> None:
         if queue in self._queues:
             raise ValueError(f"queue {queue!r} already has a handler on this bus")
@@ -124,6 +126,7 @@ class MemoryBus:
             concurrency,
             retry or RetryPolicy(),
             handler_timeout,
+            expires,
         )
         self._queues[queue] = entry = _Queue(sub)
         if self._started:

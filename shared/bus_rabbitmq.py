@@ -164,6 +164,7 @@ class RabbitBus:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         handler_timeout: float = 20 * 60.0,
+        expires: float | None = None,
     ) -> None:
         if queue in self._consumers:
             raise ValueError(f"queue {queue!r} already has a handler on this bus")
@@ -174,6 +175,7 @@ class RabbitBus:
             concurrency,
             retry or RetryPolicy(),
             handler_timeout,
+            expires,
         )
         self._consumers[queue] = consumer = _Consumer(sub)
         if self._links is not None:
@@ -212,20 +214,29 @@ class RabbitBus:
 
     async def _declare_queues(self, channel: AbstractChannel, sub: Subscription) -> AbstractQueue:
         config = self._config
-        dlq = await channel.declare_queue(
-            dead_letter_queue(sub.queue), durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dlq.bind(config.dead_letter_exchange, routing_key=sub.queue)
-        for delay in sorted(set(sub.retry.delays)):
-            await channel.declare_queue(
-                retry_queue(sub.queue, delay), durable=True, arguments=_retry_args(sub.queue, delay)
-            )
+        for name, arguments in _side_queues(sub):
+            side = await channel.declare_queue(name, durable=True, arguments=arguments)
+            if name == dead_letter_queue(sub.queue):
+                await side.bind(config.dead_letter_exchange, routing_key=sub.queue)
         queue = await channel.declare_queue(
-            sub.queue, durable=True, arguments=_main_args(sub.queue, config)
+            sub.queue, durable=True, arguments=_main_args(sub, config)
         )
         for routing_key in sub.routing_keys:
             await queue.bind(config.exchange, routing_key=routing_key)
         return queue
+
+    async def _renew_side_queues(self, sub: Subscription) -> None:
+        """Re-declare an expiring subscription's DLQ and retry queues before publishing to them.
+
+        Publishing does not count as use for ``x-expires``, so they may have gone; declaring
+        renews them. Uses the plain channel: the robust one would remember every declaration.
+        """
+        channel = await self._require_links().channel.get_underlay_channel()
+        for name, arguments in _side_queues(sub):
+            await channel.queue_declare(name, durable=True, arguments=arguments)
+        await channel.queue_bind(
+            dead_letter_queue(sub.queue), self._config.dead_letter_exchange, routing_key=sub.queue
+        )
 
     async def _cancel_consumers(self) -> None:
         for consumer in self._consumers.values():
@@ -265,6 +276,8 @@ class RabbitBus:
             sub, message.body, headers, attempt, tracer=self._tracer, system=SYSTEM
         )
         links = self._require_links()
+        if verdict.action is not Action.ACK and sub.expires is not None:
+            await self._renew_side_queues(sub)
         if verdict.action is Action.RETRY:
             again = _copy(
                 message, {**_retry_headers(headers, message), ATTEMPT_HEADER: attempt + 1}
@@ -404,13 +417,27 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _main_args(queue: str, config: RabbitBusConfig) -> dict[str, Any]:
-    return {
+def _main_args(sub: Subscription, config: RabbitBusConfig) -> dict[str, Any]:
+    arguments = {
         "x-queue-type": "quorum",
         "x-dead-letter-exchange": config.dead_letter_exchange,
-        "x-dead-letter-routing-key": queue,
+        "x-dead-letter-routing-key": sub.queue,
         "x-delivery-limit": config.delivery_limit,
     }
+    return _with_expiry(arguments, sub)
+
+
+def _side_queues(sub: Subscription) -> list[tuple[str, dict[str, Any]]]:
+    """The DLQ and the retry queues of ``sub``, with their arguments."""
+    side = [(dead_letter_queue(sub.queue), {"x-queue-type": "quorum"})]
+    side += [(retry_queue(sub.queue, d), _retry_args(sub.queue, d)) for d in set(sub.retry.delays)]
+    return [(name, _with_expiry(arguments, sub)) for name, arguments in sorted(side)]
+
+
+def _with_expiry(arguments: dict[str, Any], sub: Subscription) -> dict[str, Any]:
+    if sub.expires is None:
+        return arguments
+    return {**arguments, "x-expires": _millis(sub.expires)}
 
 
 def _consumer_args(sub: Subscription) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from shared.bus import RetryPolicy
 from shared.errors import AutoscorerError, ErrorCode, Stage
-from shared.events import Event, JobFailed, JobSubmitted, RunRequested
+from shared.events import Event, JobFailed, JobSubmitted, RunRequested, ScorersChanged
 from shared.models import JobSpec
 
 if TYPE_CHECKING:  # the fixture's type, for readers; conftest is not importable at run time
@@ -316,3 +316,13 @@ async def test_ready_follows_the_bus_lifecycle(harness: BusHarness) -> None:
     await harness.bus.close()
 
     assert not harness.bus.ready()
+
+
+async def test_an_expiring_subscription_delivers_like_any_other(harness: BusHarness) -> None:
+    seen = Recorder()
+    await harness.subscribe("replica-1", ["scorers.changed"], seen, expires=60.0)
+    change = ScorersChanged(action="removed", scorer="f2", scorer_version="1", origin="replica-2")
+
+    await harness.bus.publish(change)
+
+    assert await seen.wait() == [change]

@@ -72,7 +72,14 @@ def test_permanent_errors_are_dead_at_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [{"queue": ""}, {"routing_keys": ()}, {"concurrency": 0}, {"handler_timeout": 0}]
+    "options",
+    [
+        {"queue": ""},
+        {"routing_keys": ()},
+        {"concurrency": 0},
+        {"handler_timeout": 0},
+        {"expires": 0.0},
+    ],
 )
 def test_subscription_refuses_nonsense(options: dict[str, object]) -> None:
     fields: dict[str, object] = {"queue": "q", "routing_keys": ("a",), "handler": _noop}

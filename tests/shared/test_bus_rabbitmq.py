@@ -13,7 +13,7 @@ from opentelemetry.trace import Tracer
 
 from shared.bus import ATTEMPT_HEADER, Handler, RetryPolicy
 from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig, dead_letter_queue, retry_queue
-from shared.errors import AutoscorerError, ErrorCode
+from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import Event, JobSubmitted, parse_event
 from shared.models import JobSpec
 
@@ -88,15 +88,52 @@ async def test_queues_are_quorum_queues_with_dlq_and_retry_queues(harness: BusHa
     retry = RetryPolicy(delays=(1.0, 5.0))
     queue = await harness.subscribe("typed", ["job.failed"], into(asyncio.Queue()), retry=retry)
 
-    listing = await _rabbitmqctl("list_queues", "-q", "name", "type", "arguments")
+    rows = await _queue_rows()
 
-    rows = {line.split("\t")[0]: line for line in listing.splitlines()}
     assert "quorum" in rows[queue]
     assert f"{harness.prefix}.dlx" in rows[queue]
     assert "x-delivery-limit" in rows[queue]
     assert "quorum" in rows[dead_letter_queue(queue)]
     assert "5000" in rows[retry_queue(queue, 5.0)]
     assert "x-message-ttl" in rows[retry_queue(queue, 1.0)]
+
+
+@pytest.mark.slow
+@only_rabbitmq
+async def test_an_expiring_subscription_vanishes_after_its_consumer(harness: BusHarness) -> None:
+    retry = RetryPolicy(delays=(1.0,))
+    queue = await harness.subscribe(
+        "replica-x", ["scorers.changed"], into(asyncio.Queue()), retry=retry, expires=1.0
+    )
+    names = {queue, dead_letter_queue(queue), retry_queue(queue, 1.0)}
+    rows = await _queue_rows()
+    assert all("x-expires" in rows[name] for name in names)
+
+    await harness.bus.close()
+
+    async with asyncio.timeout(20):
+        while names & set(await _queue_rows()):
+            await asyncio.sleep(0.5)
+
+
+@pytest.mark.slow
+@only_rabbitmq
+async def test_an_expiring_subscription_renews_its_dlq_before_dead_lettering(
+    harness: BusHarness,
+) -> None:
+    async def refuse(event: Event) -> None:
+        raise AutoscorerError(ErrorCode.BAD_PARAMS, "no", stage=Stage.SCORING)
+
+    queue = await harness.subscribe("replica-y", ["job.submitted"], refuse, expires=1.0)
+    async with asyncio.timeout(20):  # the DLQ has no consumer, so it expires while we run
+        while dead_letter_queue(queue) in await _queue_rows():
+            await asyncio.sleep(0.5)
+
+    await harness.bus.publish(submitted())
+
+    [dead] = await harness.dead_letters(queue, 1)
+    assert dead.error is not None
+    assert dead.error.code is ErrorCode.BAD_PARAMS
 
 
 async def test_connecting_to_a_missing_broker_fails_clearly(no_leaked_tasks: None) -> None:
@@ -200,6 +237,11 @@ async def _get(queue: AbstractQueue) -> AbstractIncomingMessage:
             if message is not None:
                 return message
             await asyncio.sleep(0.05)
+
+
+async def _queue_rows() -> dict[str, str]:
+    listing = await _rabbitmqctl("list_queues", "-q", "name", "type", "arguments")
+    return {line.split("\t")[0]: line for line in listing.splitlines()}
 
 
 async def _rabbitmqctl(*args: str) -> str:

@@ -144,6 +144,9 @@ class WebhookSettings(_Section):
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0],
         description="delay before each retry (plus up to 20% jitter); attempts = len + 1",
     )
+    callback_secret: SecretStr | None = Field(
+        None, description="signs deliveries to per-job callback_url (unsigned when unset)"
+    )
 
 
 class GatewaySettings(_Section):

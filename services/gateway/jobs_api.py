@@ -18,8 +18,8 @@ from services.gateway.context import GATEWAY, Gateway
 from services.gateway.http import api_error, ok
 from services.gateway.uploads import Limits, extract_workspace
 from shared.errors import AutoscorerError, ErrorCode
-from shared.events import CancelRequested, JobSubmitted
-from shared.jobs import Job, new_job
+from shared.events import CancelRequested, JobSubmitted, RescoreRequested
+from shared.jobs import Job, JobStatus, new_job
 from shared.models import JobSpec, new_job_id
 from shared.outbox import outbox_entry
 from shared.store import ListQuery
@@ -309,6 +309,21 @@ async def cancel_job(request: web.Request) -> web.Response:
     return ok({"job_id": job.job_id, "cancel_requested": True}, status=202)
 
 
+async def rescore_job(request: web.Request) -> web.Response:
+    job = await _job(request)
+    if job.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        raise api_error(
+            ErrorCode.INVALID_STATE,
+            f"job {job.job_id} is {job.status.value}; only finished jobs can be re-scored",
+            status=job.status.value,
+        )
+    principal = request[PRINCIPAL]
+    reason = request.query.get("reason")
+    event = RescoreRequested(job_id=job.job_id, requested_by=principal.subject, reason=reason)
+    await request.app[GATEWAY].bus.publish(event)
+    return ok({"job_id": job.job_id, "rescore_requested": True}, status=202)
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/v1/jobs", submit_job),
@@ -317,4 +332,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/jobs/{job_id}/result", get_result),
         web.get("/v1/jobs/{job_id}/logs", get_logs),
         web.post("/v1/jobs/{job_id}/cancel", cancel_job),
+        web.post("/v1/jobs/{job_id}/rescore", rescore_job),
     ]

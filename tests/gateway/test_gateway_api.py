@@ -350,3 +350,24 @@ async def test_readyz_reports_a_closed_bus(gw):
 async def test_unknown_route_is_an_envelope(gw):
     resp = await gw.client.get("/v1/nope", headers=_auth(ALICE))
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "NOT_FOUND"
+
+
+async def test_rescore_only_finished_jobs(gw):
+    _, body = await gw.submit()
+    job_id = body["data"]["job_id"]
+    resp = await gw.client.post(f"/v1/jobs/{job_id}/rescore", headers=_auth(ALICE))
+    assert resp.status == 409
+    for a, b in (
+        (JobStatus.SUBMITTED, JobStatus.QUEUED),
+        (JobStatus.QUEUED, JobStatus.RUNNING),
+        (JobStatus.RUNNING, JobStatus.SCORING),
+        (JobStatus.SCORING, JobStatus.FAILED),
+    ):
+        await gw.store.transition(job_id, a, b)
+    resp = await gw.client.post(
+        f"/v1/jobs/{job_id}/rescore?reason=scorer+fix", headers=_auth(ALICE)
+    )
+    assert resp.status == 202
+    await _settle(gw.bus)
+    [event] = [e for e in gw.seen if e.type == "rescore.requested"]
+    assert (event.job_id, event.requested_by, event.reason) == (job_id, "alice", "scorer fix")

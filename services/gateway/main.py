@@ -1,0 +1,112 @@
+"""The gateway's composition root: settings -> store, webhook store, bus -> app + dispatcher.
+
+python -m services.gateway.main        # settings from AUTOSCORER__* / AUTOSCORER_CONFIG
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from services.gateway.app import create_app
+from services.gateway.webhooks.dispatcher import SUBSCRIBED_EVENTS, WebhookDispatcher
+from services.gateway.webhooks.store import WebhookStore
+from services.gateway.webhooks.store_mongo import MongoWebhookStore
+from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
+from services.scorer.plugins import registry_from_settings
+from shared.bus import EventBus
+from shared.config import Settings, StoreSettings, load_settings
+from shared.connect import make_bus, make_store
+from shared.store import JobStore
+
+log = logging.getLogger(__name__)
+WEBHOOK_QUEUE = "gateway.webhooks"
+
+
+def make_webhook_store(settings: StoreSettings) -> WebhookStore:
+    if settings.kind == "mongo":
+        return MongoWebhookStore.from_url(settings.url.get_secret_value(), settings.database)
+    return SqliteWebhookStore(settings.sqlite_path.with_name("webhooks.sqlite3"))
+
+
+@dataclass
+class GatewayService:
+    app: web.Application
+    dispatcher: WebhookDispatcher
+
+
+async def create_gateway(
+    settings: Settings, store: JobStore, bus: EventBus, hooks: WebhookStore
+) -> GatewayService:
+    """The app and the webhook dispatcher; subscribes the dispatcher before the bus starts."""
+    registry = registry_from_settings(settings.scorer)
+    app = create_app(settings.gateway, store, bus, registry, hooks)
+    secret = settings.gateway.webhooks.callback_secret
+    dispatcher = WebhookDispatcher(
+        hooks,
+        store,
+        settings.gateway.webhooks,
+        callback_secret=secret.get_secret_value() if secret else None,
+    )
+    await bus.subscribe(WEBHOOK_QUEUE, SUBSCRIBED_EVENTS, dispatcher.on_event)
+    return GatewayService(app, dispatcher)
+
+
+async def serve_app(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("gateway listening on http://%s:%d", host, port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    async with AsyncExitStack() as stack:
+        store, hooks, bus = (
+            make_store(settings.store),
+            make_webhook_store(settings.store),
+            make_bus(settings.bus),
+        )
+        for part in (store, hooks):
+            await part.init()
+            stack.push_async_callback(part.close)
+        service = await create_gateway(settings, store, bus, hooks)
+        await bus.start()
+        stack.push_async_callback(bus.close)
+        delivering = asyncio.create_task(service.dispatcher.run(stop))
+        try:
+            await serve_app(service.app, settings.gateway.host, settings.gateway.port, stop)
+        finally:
+            stop.set()
+            await delivering
+
+
+def main() -> None:
+    config = os.environ.get("AUTOSCORER_CONFIG")
+    settings = load_settings(Path(config) if config else None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -137,6 +137,27 @@ class ScorerService:
         )
         return installed
 
+    async def remove_scorer(self, name: str) -> list[str]:
+        """Remove a scorer installed at run time, here and then on every replica."""
+        version = self._version(name, Result())
+        removed = await self._remove(name)
+        if not removed:
+            raise AutoscorerError(
+                ErrorCode.SCORER_NOT_FOUND,
+                f"no scorer named {name!r} was installed at run time",
+                stage=Stage.CONFIG,
+                details={"scorer": name},
+            )
+        await self._bus.publish(
+            ScorersChanged(
+                action="removed",
+                scorer=name,
+                scorer_version=version,
+                origin=self._config.instance,
+            )
+        )
+        return removed
+
     # -- handlers ------------------------------------------------------------------------------
 
     async def _on_score_requested(self, event: Event) -> None:
@@ -166,11 +187,7 @@ class ScorerService:
         if not isinstance(event, ScorersChanged) or event.origin == self._config.instance:
             return
         if event.action == "removed":
-            async with self._changing:
-                await asyncio.to_thread(
-                    remove_plugin, self._registry, self._config.plugin_dir, event.scorer
-                )
-                await self._refresh()
+            await self._remove(event.scorer)
             return
         source = await asyncio.to_thread(_event_source, event)
         target = self._config.plugin_dir / f"{event.scorer}.py"
@@ -202,6 +219,14 @@ class ScorerService:
             await self._refresh()
         return installed
 
+    async def _remove(self, name: str) -> list[str]:
+        async with self._changing:
+            removed = await asyncio.to_thread(
+                remove_plugin, self._registry, self._config.plugin_dir, name
+            )
+            await self._refresh()
+        return removed
+
     async def _refresh(self) -> None:
         self._manifest = await asyncio.to_thread(plugin_manifest, self._registry)
 
@@ -220,6 +245,7 @@ class ScorerService:
         await ready.wait()
 
     def _on_reload(self, event: ReloadEvent) -> None:
+        """Called by the watcher, on the loop (as its reload is): hashes a few small files."""
         if event.error is not None:
             log.error(
                 "reloading %s failed, keeping the last good version: %s",

@@ -16,7 +16,7 @@ import pytest
 from services.executor.local import LocalConfig, LocalExecutor
 from services.scorer.engine import score_workspace
 from services.scorer.main import create_scorer_service
-from services.scorer.plugins import sha256_text
+from services.scorer.plugins import registry_from_settings, sha256_text
 from services.scorer.registry import ScorerRegistry
 from services.scorer.service import ScorerService
 from shared.bus_memory import MemoryBus
@@ -108,7 +108,7 @@ class Rig:
         return [e for e in self.completed if e.job_id == job_id]
 
 
-def _service(bus: MemoryBus, tmp_path: Path, name: str) -> ScorerService:
+def _service(bus: MemoryBus, tmp_path: Path, name: str, **extra: object) -> ScorerService:
     settings = Settings(
         scorer={
             "pool_size": 1,
@@ -116,12 +116,14 @@ def _service(bus: MemoryBus, tmp_path: Path, name: str) -> ScorerService:
             "grace_s": 2.0,
             "plugin_dir": tmp_path / f"plugins-{name}",
             "queue_prefix": f"{name}.",
+            **extra,
         }
     )
-    return create_scorer_service(settings, bus, ScorerRegistry.with_builtins(), instance=name)
+    registry = registry_from_settings(settings.scorer)
+    return create_scorer_service(settings, bus, registry, instance=name)
 
 
-async def _rig(tmp_path: Path, names: list[str]) -> Rig:
+async def _rig(tmp_path: Path, names: list[str], **extra: object) -> Rig:
     bus = MemoryBus(drain_timeout=2.0)
     completed: list[ScoreCompleted] = []
 
@@ -130,7 +132,7 @@ async def _rig(tmp_path: Path, names: list[str]) -> Rig:
         completed.append(event)
 
     await bus.subscribe("observer", ["score.completed"], observe)
-    services = [_service(bus, tmp_path, name) for name in names]
+    services = [_service(bus, tmp_path, name, **extra) for name in names]
     for service in services:
         await service.start()
     await bus.start()
@@ -228,8 +230,30 @@ async def test_a_scorer_loaded_on_one_replica_reaches_the_other(tmp_path, predic
         caplog.set_level("INFO", logger="services.scorer.service")
         await beta.load_scorer(source_file)  # same bytes: alpha keeps what it has
         await _until(lambda: "already here" in caplog.text)
+        assert await alpha.remove_scorer("shared_demo") == ["shared_demo"]
+        await _until(lambda: _version(beta, "shared_demo") is None)
+        assert not copy.exists()
     finally:
         await _close(rig)
+
+
+async def test_hot_reload_reaches_the_workers(tmp_path, predicted, no_leaked_tasks):
+    spec, root = predicted
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    rig = await _rig(tmp_path, ["hot"], plugin_paths=[watched], watch=True)
+    [service] = rig.services
+    try:
+        (watched / "hot.py").write_text(plugin("hot_demo", "1.0.0", value=3.0))
+        await _until(lambda: _version(service, "hot_demo") == "1.0.0")
+        [first] = await rig.score(_job(spec, "job-hot-1", "hot_demo"), root)
+        (watched / "hot.py").write_text(plugin("hot_demo", "1.1.0", value=4.0))
+        await _until(lambda: _version(service, "hot_demo") == "1.1.0")
+        [second] = await rig.score(_job(spec, "job-hot-2", "hot_demo"), root)
+    finally:
+        await _close(rig)
+    assert (first.result.summary["value"], first.scorer_version) == (3.0, "1.0.0")
+    assert (second.result.summary["value"], second.scorer_version) == (4.0, "1.1.0")
 
 
 def _version(service: ScorerService, name: str) -> str | None:

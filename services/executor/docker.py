@@ -37,13 +37,13 @@ from services.executor.docker_outcome import (
 from services.executor.docker_output import collect, mount_output, unmount_output, usage
 from services.executor.docker_sandbox import (
     EXECUTOR_NAME,
-    LABEL_EXECUTOR,
     LABEL_JOB,
     LABEL_OUTPUT_MOUNT,
     SandboxPaths,
     check_policy,
     container_name,
     create_body,
+    own_labels,
 )
 from services.executor.docker_stats import StatsSampler
 from services.executor.registry import BackendType
@@ -127,7 +127,7 @@ class DockerExecutor:
 
     async def cleanup_leftovers(self, live_job_ids: Collection[str]) -> int:
         docker = self._client()
-        filters = {"label": [f"{LABEL_EXECUTOR}={EXECUTOR_NAME}"]}
+        filters = {"label": [f"{k}={v}" for k, v in own_labels(self._config).items()]}
         removed = 0
         for item in await docker.containers.list(all=True, filters=filters):
             labels: dict[str, str] = item["Labels"] or {}
@@ -218,7 +218,8 @@ class DockerExecutor:
     async def _start_and_wait(self, at: _Attempt, container: DockerContainer) -> None:
         at.log = LogFollower(container, at.log_path, parse_memory(self._config.log_limit))
         at.stats = StatsSampler(self._client(), container)
-        if at.job.cancelled:
+        if at.job.cancelled:  # cancelled before it started: nothing ran, nothing to log
+            await asyncio.to_thread(at.log_path.write_bytes, b"")
             return
         at.started_at, clock = utcnow(), time.monotonic()
         try:

@@ -59,6 +59,9 @@ class DockerConfig(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="added to every container")
     extra_mounts: list[ExtraMount] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict, description="added to every container")
+    instance: str | None = Field(
+        None, description="executors sharing one engine: cleanup_leftovers touches only its own"
+    )
     max_time_limit_s: int | None = Field(None, gt=0, description="caps the job's own time_limit")
     api_timeout_s: float = Field(60.0, gt=0, description="per Docker API call (not waits or pulls)")
     pull_timeout_s: float = Field(900.0, gt=0, description="per pull or archive load")

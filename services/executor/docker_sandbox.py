@@ -22,6 +22,7 @@ WORKDIR = "/workspace"
 LABEL_JOB = "autoscorer.job_id"
 LABEL_EXECUTOR = "autoscorer.executor"
 LABEL_OUTPUT_MOUNT = "autoscorer.output_mount"
+LABEL_INSTANCE = "autoscorer.instance"
 EXECUTOR_NAME = "docker"
 CONTAINER_TMP = "/tmp"  # noqa: S108 - the container's own size-capped tmpfs, not the host's
 
@@ -35,6 +36,14 @@ class SandboxPaths:
 
 def container_name(job_id: str) -> str:
     return f"autoscorer-{job_id}"
+
+
+def own_labels(config: DockerConfig) -> dict[str, str]:
+    """The labels that mark a container as this executor's (what cleanup_leftovers looks for)."""
+    labels = {LABEL_EXECUTOR: EXECUTOR_NAME}
+    if config.instance is not None:
+        labels[LABEL_INSTANCE] = config.instance
+    return labels
 
 
 def requested_gpus(spec: JobSpec) -> int:
@@ -64,7 +73,7 @@ def create_body(
     spec: JobSpec, config: DockerConfig, image_id: str, paths: SandboxPaths
 ) -> dict[str, Any]:
     container = spec.container
-    labels = {**config.labels, LABEL_JOB: spec.job_id, LABEL_EXECUTOR: EXECUTOR_NAME,
+    labels = {**config.labels, **own_labels(config), LABEL_JOB: spec.job_id,
               LABEL_OUTPUT_MOUNT: str(paths.output_dir)}
     body: dict[str, Any] = {
         "Image": image_id,

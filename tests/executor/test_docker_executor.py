@@ -132,6 +132,17 @@ async def test_cancel_kills_and_removes_the_container(make_executor, make_job, d
     assert await executor.cancel(spec.job_id) is False
 
 
+async def test_cancel_before_the_container_starts(make_executor, make_job):
+    spec, ws = make_job(["sh", "-c", "echo started; sleep 120"])
+    executor = make_executor()
+    task = asyncio.create_task(executor.run(spec, ws))
+    await asyncio.sleep(0)  # the run has registered the job but created nothing yet
+    assert await executor.cancel(spec.job_id) is True
+    outcome = await asyncio.wait_for(task, 30)
+    assert outcome.status == "cancelled" and outcome.exit_code is None
+    assert "started" not in (ws.logs_dir / "container.log").read_text()
+
+
 async def test_cancelled_run_task_still_removes_its_container(make_executor, make_job, docker):
     spec, ws = make_job(["sleep", "120"])
     task = asyncio.create_task(make_executor().run(spec, ws))
@@ -160,6 +171,20 @@ async def test_cleanup_leftovers_removes_only_containers_of_dead_jobs(make_execu
     finally:
         await docker.containers.container(ids[1]).delete(force=True)
     assert await executor.cleanup_leftovers(set()) == 0
+
+
+async def test_cleanup_leftovers_of_an_instance_spares_other_instances(make_executor, docker):
+    ids = {}
+    for instance in ("a", "b"):
+        body = {"Image": BUSYBOX, "Cmd": ["true"], "HostConfig": {"NetworkMode": "none"},
+                "Labels": {LABEL_EXECUTOR: "docker", LABEL_JOB: f"job-{instance}",
+                           "autoscorer.instance": instance}}
+        ids[instance] = (await docker.containers.create(body)).id
+    try:
+        assert await make_executor(instance="a").cleanup_leftovers(()) == 1
+        assert [c["Id"] for c in await labelled_containers(docker)] == [ids["b"]]
+    finally:
+        await docker.containers.container(ids["b"]).delete(force=True)
 
 
 async def test_unreachable_engine_is_a_retryable_platform_error(make_executor, make_job):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -38,10 +38,6 @@ from opentelemetry.trace import Tracer
 
 from shared.bus import (
     ATTEMPT_HEADER,
-    ERROR_HEADER,
-    QUEUE_HEADER,
-    ROUTING_KEY_HEADER,
-    DeadLetter,
     Handler,
     RetryPolicy,
     Subscription,
@@ -50,21 +46,33 @@ from shared.bus import (
 )
 from shared.bus_dispatch import (
     Action,
-    Verdict,
     default_tracer,
     dispatch,
     publish_span,
     trace_headers,
 )
-from shared.errors import AutoscorerError, ErrorInfo
-from shared.events import BaseEvent, encode_event
+from shared.bus_rabbitmq_wire import (
+    attempt_of,
+    consumer_args,
+    copy_message,
+    dead_headers,
+    dead_letter_from,
+    dead_letter_queue,
+    event_message,
+    main_args,
+    retry_headers,
+    retry_queue,
+    side_queues,
+)
+from shared.errors import AutoscorerError
+from shared.events import BaseEvent
+
+__all__ = ["RabbitBus", "RabbitBusConfig", "dead_letter_from", "dead_letter_queue", "retry_queue"]
 
 log = logging.getLogger(__name__)
 
 SYSTEM = "rabbitmq"
 _REPUBLISH_PAUSE = 0.5
-CONSUMER_TIMEOUT_MARGIN = 60.0  # seconds the broker waits beyond a handler's own budget
-_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +103,6 @@ class _Links:
     exchange: AbstractExchange
     dlx: AbstractExchange
     consumer_channels: list[AbstractChannel] = field(default_factory=list)
-
-
-def dead_letter_queue(queue: str) -> str:
-    return f"{queue}.dlq"
-
-
-def retry_queue(queue: str, delay: float) -> str:
-    return f"{queue}.retry.{_millis(delay)}"
 
 
 class RabbitBus:
@@ -152,7 +152,7 @@ class RabbitBus:
     async def publish(self, event: BaseEvent) -> None:
         links = self._require_links()
         with publish_span(self._tracer, SYSTEM, self._config.exchange, event) as span:
-            message = _event_message(event, trace_headers(span))
+            message = event_message(event, trace_headers(span))
             await self._send(links.exchange, message, event.routing_key)
 
     async def subscribe(
@@ -209,30 +209,32 @@ class RabbitBus:
         queue = await self._declare_queues(channel, sub)
         consumer.queue = queue
         consumer.tag = await queue.consume(
-            partial(self._on_message, sub), arguments=_consumer_args(sub)
+            partial(self._on_message, sub), arguments=consumer_args(sub)
         )
 
     async def _declare_queues(self, channel: AbstractChannel, sub: Subscription) -> AbstractQueue:
         config = self._config
-        for name, arguments in _side_queues(sub):
+        for name, arguments in side_queues(sub):
             side = await channel.declare_queue(name, durable=True, arguments=arguments)
             if name == dead_letter_queue(sub.queue):
                 await side.bind(config.dead_letter_exchange, routing_key=sub.queue)
         queue = await channel.declare_queue(
-            sub.queue, durable=True, arguments=_main_args(sub, config)
+            sub.queue,
+            durable=True,
+            arguments=main_args(sub, config.dead_letter_exchange, config.delivery_limit),
         )
         for routing_key in sub.routing_keys:
             await queue.bind(config.exchange, routing_key=routing_key)
         return queue
 
-    async def _renew_side_queues(self, sub: Subscription) -> None:
+    async def _renewside_queues(self, sub: Subscription) -> None:
         """Re-declare an expiring subscription's DLQ and retry queues before publishing to them.
 
         Publishing does not count as use for ``x-expires``, so they may have gone; declaring
         renews them. Uses the plain channel: the robust one would remember every declaration.
         """
         channel = await self._require_links().channel.get_underlay_channel()
-        for name, arguments in _side_queues(sub):
+        for name, arguments in side_queues(sub):
             await channel.queue_declare(name, durable=True, arguments=arguments)
         await channel.queue_bind(
             dead_letter_queue(sub.queue), self._config.dead_letter_exchange, routing_key=sub.queue
@@ -271,22 +273,24 @@ class RabbitBus:
 
     async def _settle(self, sub: Subscription, message: AbstractIncomingMessage) -> None:
         headers = dict(message.headers)
-        attempt = _attempt(headers)
+        attempt = attempt_of(headers)
         verdict = await dispatch(
             sub, message.body, headers, attempt, tracer=self._tracer, system=SYSTEM
         )
         links = self._require_links()
         if verdict.action is not Action.ACK and sub.expires is not None:
-            await self._renew_side_queues(sub)
+            await self._renewside_queues(sub)
         if verdict.action is Action.RETRY:
-            again = _copy(
-                message, {**_retry_headers(headers, message), ATTEMPT_HEADER: attempt + 1}
+            again = copy_message(
+                message, {**retry_headers(headers, message), ATTEMPT_HEADER: attempt + 1}
             )
             await self._send(
                 links.channel.default_exchange, again, retry_queue(sub.queue, verdict.delay)
             )
         elif verdict.action is Action.DEAD:
-            dead = _copy(message, {**headers, **_dead_headers(sub, message, verdict, attempt)})
+            dead = copy_message(
+                message, {**headers, **dead_headers(sub, message, verdict, attempt)}
+            )
             await self._send(links.dlx, dead, sub.queue)
 
     # -- publishing ----------------------------------------------------------------------------
@@ -339,120 +343,3 @@ async def _publish_until_confirmed(
             await asyncio.sleep(_REPUBLISH_PAUSE)
         else:
             return
-
-
-def _event_message(event: BaseEvent, headers: Mapping[str, Any]) -> aio_pika.Message:
-    return aio_pika.Message(
-        encode_event(event),
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=str(event.event_id),
-        correlation_id=event.job_id,
-        type=event.type,
-        timestamp=event.occurred_at,
-        headers={**headers, ATTEMPT_HEADER: 1},
-    )
-
-
-def _copy(message: AbstractIncomingMessage, headers: Mapping[str, Any]) -> aio_pika.Message:
-    kept = {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADERS)}
-    return aio_pika.Message(
-        message.body,
-        content_type=message.content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        type=message.type,
-        timestamp=message.timestamp,
-        headers=kept,
-    )
-
-
-def _dead_headers(
-    sub: Subscription, message: AbstractIncomingMessage, verdict: Verdict, attempt: int
-) -> dict[str, Any]:
-    error = verdict.error.to_info().model_dump_json() if verdict.error else ""
-    return {
-        ERROR_HEADER: error,
-        ATTEMPT_HEADER: attempt,
-        QUEUE_HEADER: sub.queue,
-        ROUTING_KEY_HEADER: _routing_key(message),
-    }
-
-
-def _retry_headers(headers: Mapping[str, Any], message: AbstractIncomingMessage) -> dict[str, Any]:
-    """Remember the original routing key: it is lost when the retry queue dead-letters back."""
-    return {**headers, ROUTING_KEY_HEADER: _routing_key(message)}
-
-
-def _routing_key(message: AbstractIncomingMessage) -> str:
-    return _text(message.headers.get(ROUTING_KEY_HEADER)) or message.routing_key or ""
-
-
-def dead_letter_from(message: AbstractIncomingMessage) -> DeadLetter:
-    """Read a message taken from a ``*.dlq`` queue (for operators and tests)."""
-    headers = message.headers
-    raw_error = _text(headers.get(ERROR_HEADER))
-    queue = _text(headers.get(QUEUE_HEADER)) or (message.routing_key or "")
-    return DeadLetter(
-        queue=queue,
-        body=message.body,
-        error=ErrorInfo.model_validate_json(raw_error) if raw_error else None,
-        attempt=_attempt(headers),
-        routing_key=_text(headers.get(ROUTING_KEY_HEADER)),
-    )
-
-
-def _attempt(headers: Mapping[str, Any]) -> int:
-    value = headers.get(ATTEMPT_HEADER, 1)
-    try:
-        return max(1, int(_text(value) or 1))
-    except ValueError:
-        return 1
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode()
-    return None if value is None else str(value)
-
-
-def _main_args(sub: Subscription, config: RabbitBusConfig) -> dict[str, Any]:
-    arguments = {
-        "x-queue-type": "quorum",
-        "x-dead-letter-exchange": config.dead_letter_exchange,
-        "x-dead-letter-routing-key": sub.queue,
-        "x-delivery-limit": config.delivery_limit,
-    }
-    return _with_expiry(arguments, sub)
-
-
-def _side_queues(sub: Subscription) -> list[tuple[str, dict[str, Any]]]:
-    """The DLQ and the retry queues of ``sub``, with their arguments."""
-    side = [(dead_letter_queue(sub.queue), {"x-queue-type": "quorum"})]
-    side += [(retry_queue(sub.queue, d), _retry_args(sub.queue, d)) for d in set(sub.retry.delays)]
-    return [(name, _with_expiry(arguments, sub)) for name, arguments in sorted(side)]
-
-
-def _with_expiry(arguments: dict[str, Any], sub: Subscription) -> dict[str, Any]:
-    if sub.expires is None:
-        return arguments
-    return {**arguments, "x-expires": _millis(sub.expires)}
-
-
-def _consumer_args(sub: Subscription) -> dict[str, Any]:
-    """Let the broker's ack timeout follow the handler budget (RabbitMQ 3.12+; older ignore it)."""
-    return {"x-consumer-timeout": _millis(sub.handler_timeout + CONSUMER_TIMEOUT_MARGIN)}
-
-
-def _retry_args(queue: str, delay: float) -> dict[str, Any]:
-    return {
-        "x-queue-type": "quorum",
-        "x-message-ttl": _millis(delay),
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": queue,
-    }
-
-
-def _millis(seconds: float) -> int:
-    return round(seconds * 1000)

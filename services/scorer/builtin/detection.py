@@ -100,7 +100,8 @@ def read_json(path: Path, relative: str) -> Any:
 
 
 def _check_categories(params: DetectionParams, known: tuple[int | str, ...]) -> None:
-    unknown = [c for c in params.category_ids or () if c not in set(known)]
+    known_ids = set(known)
+    unknown = [c for c in params.category_ids or () if c not in known_ids]
     if unknown:
         raise validation_error(
             ErrorCode.BAD_PARAMS,

@@ -33,7 +33,7 @@ def accumulate(
     recall_thresholds: FloatArray,
 ) -> tuple[FloatArray, FloatArray]:
     """``precision`` (T, R, K, A, M) and ``recall`` (T, K, A, M); -1 where a setting has no gt."""
-    n_thr, n_cat, n_area = matched.shape[2], npig.shape[0], npig.shape[1]
+    n_thr, n_cat, n_area = matched.shape[1], npig.shape[0], npig.shape[1]
     shape = (n_thr, len(recall_thresholds), n_cat, n_area, len(max_dets))
     precision, recall = -np.ones(shape), -np.ones((n_thr, n_cat, n_area, len(max_dets)))
     needed = _min_true_positives(npig, recall_thresholds)
@@ -45,7 +45,8 @@ def accumulate(
         counts = np.bincount(dets.category[chosen], minlength=n_cat)
         outside = _outside(dets.area[chosen], area_bounds)
         for a in range(n_area):
-            tp, fp = _tp_fp(matched[chosen, a, :].T, ignore[:, a], zero_id, outside[:, a])
+            hits = np.take(matched[a], chosen, axis=1)  # C order: rows are IoU thresholds
+            tp, fp = _tp_fp(hits, ignore[:, a], zero_id, outside[:, a])
             p, r = _curves(tp, fp, counts, npig[:, a], needed[:, a])
             has_gt = npig[:, a] > 0
             precision[:, :, :, a, m] = np.where(has_gt, p, -1.0)
@@ -81,10 +82,12 @@ def _min_true_positives(npig: IntArray, recall_thresholds: FloatArray) -> IntArr
 
 
 def _segment_cumsum(x: BoolArray, starts: IntArray, counts: IntArray) -> IntArray:
-    total = np.cumsum(x, axis=1, dtype=np.int64)
-    prefix = np.concatenate([np.zeros((x.shape[0], 1), dtype=np.int64), total], axis=1)
-    within: IntArray = total - np.repeat(prefix[:, starts], counts, axis=1)
-    return within
+    """Cumulative sums along each row that restart at every category segment."""
+    total = x.astype(np.int64)  # a cast first, then an in-place cumsum, is ~2x faster
+    np.cumsum(total, axis=1, out=total)
+    before = np.where(starts > 0, total[:, np.maximum(starts - 1, 0)], 0) if x.shape[1] else 0
+    total -= np.repeat(np.broadcast_to(before, (x.shape[0], len(starts))), counts, axis=1)
+    return total
 
 
 def _curves(
@@ -98,7 +101,7 @@ def _curves(
     tp_sum = _segment_cumsum(tp, starts, counts)
     tp_f = tp_sum.astype(np.float64)
     pr = tp_f / (_segment_cumsum(fp, starts, counts).astype(np.float64) + tp_f + np.spacing(1))
-    last = np.concatenate([np.zeros((n_thr, 1), dtype=np.int64), tp_sum], axis=1)[:, ends]
+    last = tp_sum[:, np.maximum(ends - 1, 0)] if n else np.zeros((n_thr, n_cat), dtype=np.int64)
     recall = np.where(counts > 0, last, 0) / np.maximum(npig, 1)
 
     segment = np.arange(n_thr)[:, None] * n_cat + np.arange(n_cat)[None, :]  # (T, K)

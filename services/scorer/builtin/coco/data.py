@@ -39,16 +39,12 @@ class GroundTruth:
 
 @dataclass(frozen=True, slots=True)
 class Detections:
-    """Detections in file order; ``area`` is ``w * h`` as pycocotools' ``loadRes`` sets it."""
+    """Detections in file order (their area is ``w * h``, as pycocotools' ``loadRes`` sets it)."""
 
     image: IntArray
     category: IntArray
     boxes: FloatArray  # (D, 4)
     score: FloatArray
-
-    @property
-    def area(self) -> FloatArray:
-        return self.boxes[:, 2] * self.boxes[:, 3]
 
     def __len__(self) -> int:
         return len(self.image)

@@ -28,13 +28,13 @@ def greedy_match(
     gt_crowd: BoolArray,
     thresholds: FloatArray,
 ) -> IntArray:
-    """The ground truth each detection matches, ``(D, A, T)``, -1 for none.
+    """The ground truth each detection matches, ``(A, T, D)``, -1 for none.
 
     ``gt_ignore`` is ``(G, A)``: crowd or outside area range ``a``. Pairs must be ordered by
     detection rank, then as :class:`Pairs` describes.
     """
     n_det, n_area, n_thr = len(det_rank), gt_ignore.shape[1], len(thresholds)
-    matched = np.full((n_det, n_area, n_thr), -1, dtype=np.int64)
+    matched = np.full((n_area, n_thr, n_det), -1, dtype=np.int64)
     taken = np.zeros((len(gt_ignore), n_area, n_thr), dtype=np.bool_)
     effective = np.minimum(thresholds, 1 - 1e-10)
     pair_rank = det_rank[pairs.det]
@@ -68,6 +68,6 @@ def _step(
     best = np.minimum.reduceat(np.where(eligible, priority[:, :, None], _NONE), starts, axis=0)
     hit = best < _NONE
     chosen = np.where(hit, gts[np.where(hit, starts[:, None, None] + best % _PRIORITY, 0)], -1)
-    matched[dets[starts]] = chosen
+    matched[:, :, dets[starts]] = chosen.transpose(1, 2, 0)
     seg, area, thr = np.nonzero(hit)
     taken[chosen[seg, area, thr], area, thr] = True

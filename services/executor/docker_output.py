@@ -64,8 +64,11 @@ def collect(source: Path, target: Path) -> list[str]:
         for name in sorted(dirnames):
             if (base / name).is_symlink():
                 skipped.append(f"{rel / name}: symlink")
-            else:
-                (target / rel / name).mkdir(exist_ok=True)
+                continue
+            destination = target / rel / name
+            if destination.is_symlink():  # never write through a link left in output/
+                destination.unlink()
+            destination.mkdir(exist_ok=True)
         for name in filenames:
             item = base / name
             mode = item.lstat().st_mode

@@ -65,6 +65,16 @@ async def test_non_zero_exit_carries_the_last_log_lines(make_executor, make_job)
     assert inspect["HostConfig"]["ReadonlyRootfs"] is True
 
 
+async def test_concurrent_jobs_run_side_by_side(make_executor, make_job):
+    executor = make_executor()
+    jobs = [make_job(["sh", "-c", f"sleep 2; echo {i} > output/pred.csv"]) for i in range(3)]
+    start = asyncio.get_running_loop().time()
+    outcomes = await asyncio.gather(*(executor.run(spec, ws) for spec, ws in jobs))
+    assert asyncio.get_running_loop().time() - start < 5.5  # one after another takes >= 6 s
+    assert [o.status for o in outcomes] == ["succeeded"] * 3
+    assert [(ws.output_dir / "pred.csv").read_text() for _, ws in jobs] == ["0\n", "1\n", "2\n"]
+
+
 async def test_symlinks_in_output_are_not_followed(make_executor, make_job):
     script = "ln -s /etc/passwd output/pred.csv; ln -s / output/root; echo ok > output/real.txt"
     spec, ws = make_job(["sh", "-c", script])

@@ -108,6 +108,11 @@ class ExecutorServiceSettings(_Section):
     )
     grace_s: float = Field(30.0, ge=0, description="on close: how long in-flight runs may finish")
     memo_size: int = Field(1024, ge=1, description="completed attempts remembered for dedupe")
+    cleanup_on_start: bool = Field(
+        True,
+        description="remove the backend's leftover runs at start; turn off when replicas share "
+        "an engine or cluster the backend cannot split by instance (kubernetes)",
+    )
     replica_id: str | None = Field(
         None, description="this replica's name (stable: it names a queue); default host-pid"
     )

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+from typing import Any
 
 from services.cli.jobs import backend_config, with_expected_outputs
 from services.executor.base import Executor
@@ -62,6 +63,7 @@ def service_config(settings: Settings, instance: str | None = None) -> ExecutorS
         grace_s=section.grace_s,
         memo_size=section.memo_size,
         queue_prefix=section.queue_prefix,
+        cleanup_on_start=section.cleanup_on_start,
     )
 
 
@@ -80,13 +82,22 @@ def create_executor_service(
     return ExecutorService(config, bus, executor, prepare=expected_outputs_from(scorers))
 
 
+def backend_for(settings: Settings, instance: str) -> dict[str, Any]:
+    """The backend's config; a docker engine shared by replicas is split by ``instance`` so that
+    ``cleanup_leftovers`` at start removes only this replica's containers."""
+    config = dict(backend_config(settings, settings.executor_service.backend))
+    if config["type"] == "docker":
+        config.setdefault("instance", instance)
+    return config
+
+
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then hand back what does not finish within the grace."""
-    backend = backend_config(settings, settings.executor_service.backend)
+    instance = settings.executor_service.replica_id or default_instance()
     scorers = await asyncio.to_thread(registry_from_settings, settings.scorer)
     bus = make_bus(settings.bus)
-    executor = create_executor(backend)
-    service = create_executor_service(settings, bus, executor, scorers=scorers)
+    executor = create_executor(backend_for(settings, instance))
+    service = create_executor_service(settings, bus, executor, scorers=scorers, instance=instance)
     stop = _stop_on_signals()
     try:
         await service.start()

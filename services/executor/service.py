@@ -61,6 +61,7 @@ class ExecutorServiceConfig:
     grace_s: float = 30.0
     memo_size: int = 1024
     queue_prefix: str = ""
+    cleanup_on_start: bool = True
     retry: RetryPolicy = HANDBACK_RETRY
 
     @property
@@ -119,8 +120,8 @@ class ExecutorService:
 
     async def start(self) -> None:
         """Remove what a previous life of this backend left behind, then subscribe."""
-        removed = await self._executor.cleanup_leftovers(())
-        if removed:
+        if self._config.cleanup_on_start:
+            removed = await self._executor.cleanup_leftovers(())
             log.info("removed %d leftover run(s) of backend %s", removed, self._config.backend)
         await self._bus.subscribe(
             self._config.queue,

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import os
+import sys
 import uuid
 
 import aiodocker
@@ -206,3 +207,30 @@ async def test_unreachable_engine_is_a_retryable_platform_error(make_executor, m
     info = json.loads((ws.logs_dir / "run_info.json").read_text())
     assert info["error"]["code"] == "BACKEND_UNAVAILABLE"
 
+
+
+CRASHING_EXECUTOR = """
+import asyncio, sys
+from services.executor.docker import DockerExecutor
+from services.executor.docker_config import DockerConfig
+from shared.workspace import Workspace
+ws = Workspace.at(sys.argv[1])
+asyncio.run(DockerExecutor(DockerConfig(pull_policy="never")).run(ws.load_spec(), ws))
+"""
+
+
+async def test_cleanup_leftovers_after_an_executor_crash(make_executor, make_job, docker):
+    spec, ws = make_job(["sleep", "120"])
+    argv = [sys.executable, "-c", CRASHING_EXECUTOR, str(ws.root)]
+    proc = await asyncio.create_subprocess_exec(*argv)
+    try:
+        await asyncio.wait_for(_container_of(docker, spec.job_id), 60)
+    finally:
+        proc.kill()  # SIGKILL: no finally block of the executor runs
+        await proc.wait()
+    mount = ws.private_dir / "docker-output"
+    assert [c["Labels"][LABEL_JOB] for c in await labelled_containers(docker)] == [spec.job_id]
+    assert os.path.ismount(mount)
+    assert await make_executor().cleanup_leftovers({"some-other-live-job"}) == 1
+    assert await labelled_containers(docker) == []
+    assert not os.path.ismount(mount)

@@ -165,6 +165,8 @@ async def test_non_existent_image_with_policy_never(make_executor, make_job):
     outcome = await make_executor(pull_policy="never").run(spec, ws)
     assert outcome.error is not None and outcome.error.code is ErrorCode.IMAGE_NOT_PRESENT
     assert outcome.error.details["image"] == "autoscorer-test/does-not-exist:latest"
+    info = (ws.logs_dir / "run_info.json").read_text()
+    assert "IMAGE_NOT_PRESENT" in info
 
 
 def _tree_bytes(root) -> int:

@@ -74,8 +74,6 @@ class _Attempt:
     job: _Job
     expected: list[str]
     base: RunOutcome
-    paths: SandboxPaths | None = None
-    image: ResolvedImage | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     duration_s: float | None = None
@@ -176,15 +174,15 @@ class DockerExecutor:
             message = "the job has no container section"
             raise execution_error(ErrorCode.CONFIG_VALIDATION_ERROR, message)
         check_policy(at.spec, self._config)
-        at.image = await ensure_image(self._client(), container.image, self._config, at.ws.root)
+        image = await ensure_image(self._client(), container.image, self._config, at.ws.root)
         view = await asyncio.to_thread(_participant_view, at.ws, at.spec)
         output = at.ws.private_dir / OUTPUT_MOUNT_DIR
-        at.paths = SandboxPaths(view / "input", view / "meta.json", output)
+        paths = SandboxPaths(view / "input", view / "meta.json", output)
         uid, gid = self._config.uid_gid
         await mount_output(output, limit=self._output_limit, uid=uid, gid=gid,
                            max_files=self._config.output_max_files)
         try:
-            return await self._contain(at, at.image, at.paths)
+            return await self._contain(at, image, paths)
         finally:
             await unmount_output(output)
 
@@ -226,6 +224,9 @@ class DockerExecutor:
             await container.start()
         except aiodocker.DockerError as exc:
             raise _start_error(exc) from exc
+        if at.job.cancelled:  # cancel() came while start was in flight: its kill found nothing
+            with contextlib.suppress(aiodocker.DockerError):
+                await container.kill()
         tasks = [asyncio.create_task(at.log.run(), name=f"logs-{at.spec.job_id}")]
         if self._config.collect_stats:
             tasks.append(asyncio.create_task(at.stats.run(), name=f"stats-{at.spec.job_id}"))

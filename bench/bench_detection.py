@@ -67,7 +67,7 @@ def make_detections(
     n_true = min(int(n_dets * 0.8), int(1.5 * len(anns)))
     source = rng.integers(0, len(anns), n_true)
     gt_boxes = np.array([anns[i]["bbox"] for i in source]).reshape(-1, 4)
-    jitter = rng.normal(0.0, 0.12, (n_true, 4)) * gt_boxes[:, [2, 3, 2, 3]]
+    jitter = rng.normal(0.0, 0.06, (n_true, 4)) * gt_boxes[:, [2, 3, 2, 3]]
     true_boxes = gt_boxes + jitter
     true_boxes[:, 2:] = np.abs(true_boxes[:, 2:])
     true_image = np.array([anns[i]["image_id"] for i in source])

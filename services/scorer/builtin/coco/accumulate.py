@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.scorer.builtin.coco.data import BoolArray, FloatArray, IntArray
+from services.scorer.builtin.coco.data import BoolArray, FloatArray, IntArray, MatchArray
 from services.scorer.builtin.coco.ranked import RankedDetections
 
 
 def accumulate(
     dets: RankedDetections,
-    matched: IntArray,
+    matched: MatchArray,
     *,
     gt_ignore: BoolArray,
     gt_zero_id: BoolArray,
@@ -59,7 +59,7 @@ def _outside(area: FloatArray, bounds: FloatArray) -> BoolArray:
 
 
 def _tp_fp(
-    matched: IntArray, ignore: BoolArray, zero_id: BoolArray, outside: BoolArray
+    matched: MatchArray, ignore: BoolArray, zero_id: BoolArray, outside: BoolArray
 ) -> tuple[BoolArray, BoolArray]:
     """(T, N) true/false positives; ignored detections are neither.
 

@@ -11,6 +11,7 @@ ImageId = int | str
 CategoryId = int | str
 
 IntArray = NDArray[np.int64]
+MatchArray = NDArray[np.int32]  # ground-truth indices per detection; int32 halves the table
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 

@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from services.scorer.builtin.coco.data import BoolArray, FloatArray, IntArray
+from services.scorer.builtin.coco.data import BoolArray, FloatArray, IntArray, MatchArray
 from services.scorer.builtin.coco.pairs import Pairs
 
 _PRIORITY = np.int64(1) << 32  # priority = ignored * _PRIORITY + position in the pair order
@@ -27,14 +27,14 @@ def greedy_match(
     gt_ignore: BoolArray,
     gt_crowd: BoolArray,
     thresholds: FloatArray,
-) -> IntArray:
+) -> MatchArray:
     """The ground truth each detection matches, ``(A, T, D)``, -1 for none.
 
     ``gt_ignore`` is ``(G, A)``: crowd or outside area range ``a``. Pairs must be ordered by
     detection rank, then as :class:`Pairs` describes.
     """
     n_det, n_area, n_thr = len(det_rank), gt_ignore.shape[1], len(thresholds)
-    matched = np.full((n_area, n_thr, n_det), -1, dtype=np.int64)
+    matched = np.full((n_area, n_thr, n_det), -1, dtype=np.int32)
     taken = np.zeros((len(gt_ignore), n_area, n_thr), dtype=np.bool_)
     effective = np.minimum(thresholds, 1 - 1e-10)
     pair_rank = det_rank[pairs.det]
@@ -55,7 +55,7 @@ def _step(
     gt_crowd: BoolArray,
     effective: FloatArray,
     taken: BoolArray,
-    matched: IntArray,
+    matched: MatchArray,
 ) -> None:
     """Match one detection per image and category (the pairs in ``part``), updating ``taken``."""
     dets, gts = pairs.det[part], pairs.gt[part]

@@ -267,7 +267,7 @@ class DockerExecutor:
             missing = await asyncio.to_thread(missing_outputs, at.ws.output_dir, at.expected)
             error = output_missing_error(missing) if missing else None
         if error is not None:
-            text = json.dumps(at.inspect, indent=2)
+            text = json.dumps(_redacted(at.inspect, self._config.env), indent=2)
             await asyncio.to_thread(atomic_write_text, at.ws.logs_dir / "inspect.json", text)
         status = "succeeded" if error is None else ("cancelled" if at.job.cancelled else "failed")
         state = at.inspect.get("State") or {}
@@ -297,6 +297,17 @@ def _participant_view(ws: Workspace, spec: JobSpec) -> Path:
     if not meta.is_file():  # the spec came from elsewhere: show the participant what it is running
         meta.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
     return view
+
+
+def _redacted(inspect: dict[str, Any], operator_env: dict[str, str]) -> dict[str, Any]:
+    """The inspect document with the operator's env values masked (participants may read logs/)."""
+    config = dict(inspect.get("Config") or {})
+    masked = []
+    for entry in config.get("Env") or []:
+        key = str(entry).split("=", 1)[0]
+        masked.append(f"{key}=***" if key in operator_env else entry)
+    config["Env"] = masked
+    return {**inspect, "Config": config}
 
 
 def _time_limit(spec: JobSpec, config: DockerConfig) -> int:

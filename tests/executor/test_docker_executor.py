@@ -56,7 +56,7 @@ async def test_missing_expected_output_is_reported(make_executor, make_job):
 async def test_non_zero_exit_carries_the_last_log_lines(make_executor, make_job):
     script = "for i in 1 2 3 4 5; do echo line-$i; done; echo boom >&2; exit 3"
     spec, ws = make_job(["sh", "-c", script])
-    outcome = await make_executor().run(spec, ws)
+    outcome = await make_executor(env={"API_TOKEN": "s3cret"}).run(spec, ws)
     assert outcome.error is not None and outcome.error.code is ErrorCode.CONTAINER_EXIT_NONZERO
     assert outcome.exit_code == 3
     tail = outcome.error.details["log_tail"].splitlines()  # stdout and stderr interleave freely
@@ -64,6 +64,8 @@ async def test_non_zero_exit_carries_the_last_log_lines(make_executor, make_job)
     inspect = json.loads((ws.logs_dir / "inspect.json").read_text())
     assert inspect["State"]["ExitCode"] == 3
     assert inspect["HostConfig"]["ReadonlyRootfs"] is True
+    assert "API_TOKEN=***" in inspect["Config"]["Env"]  # operator secrets never reach logs/
+    assert "s3cret" not in (ws.logs_dir / "inspect.json").read_text()
 
 
 async def test_concurrent_jobs_run_side_by_side(make_executor, make_job):

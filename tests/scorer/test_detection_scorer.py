@@ -108,3 +108,26 @@ def test_category_filter_limits_per_category(tmp_path: Path) -> None:
     assert only_a.metrics["AP_per_category"] == {"a": pytest.approx(1.0)}
     assert everything.summary["mAP"] == pytest.approx(0.5)
     assert only_a.summary["mAP"] == pytest.approx(1.0)
+
+
+def test_params_reach_the_evaluation(tmp_path: Path) -> None:
+    pred = [
+        {"image_id": "img_001", "bbox": [12, 10, 50, 60], "category_id": 1, "score": 0.9},
+        {"image_id": "img_002", "bbox": [30, 0, 200, 150], "category_id": 1, "score": 0.7},
+    ]
+    ws = workspace(tmp_path, README_GT, pred)
+    default = detection_map.score(ws, {})
+    only_half = detection_map.score(ws, {"iou_thresholds": [0.5], "max_dets": [1, 5, 100]})
+    assert only_half.metrics["AP"] == only_half.metrics["AP50"]  # a single threshold: the same
+    assert only_half.metrics["AP75"] == -1.0  # 0.75 is not a threshold any more
+    assert default.metrics["AP"] < only_half.metrics["AP"]
+    no_hundred = detection_map.score(ws, {"max_dets": [1, 10, 50]})
+    assert no_hundred.summary["mAP"] == -1.0  # pycocotools reads AP at maxDets=100 only
+    assert no_hundred.metrics["AR100"] == default.metrics["AR100"]  # AR100 reads max_dets[2]
+
+
+def test_an_ignore_key_has_no_effect_as_in_pycocotools(tmp_path: Path) -> None:
+    gt = [{"image_id": "a", "bbox": [0, 0, 10, 10], "category_id": 1, "ignore": 1}]
+    pred = [{"image_id": "a", "bbox": [0, 0, 10, 10], "category_id": 1, "score": 1.0}]
+    result = detection_map.score(workspace(tmp_path, gt, pred), {})
+    assert result.summary["mAP"] == pytest.approx(1.0)  # still a normal, matchable box

@@ -66,9 +66,15 @@ def score_in_worker(task: ScoreTask) -> Result:
     return score_workspace(registry, ws, scorer=task.scorer, params=task.params)
 
 
-def _synced_registry(plugins: Manifest) -> ScorerRegistry:
+def warm_up_worker() -> None:
+    """Import the built-ins when the worker starts, so the first job's time limit is its own."""
     if _WORKER.registry is None:
         _WORKER.registry = ScorerRegistry.with_builtins()
+
+
+def _synced_registry(plugins: Manifest) -> ScorerRegistry:
+    warm_up_worker()
+    assert _WORKER.registry is not None
     registry, loaded = _WORKER.registry, _WORKER.loaded
     wanted = dict(plugins)
     for path in set(loaded) - wanted.keys():
@@ -172,7 +178,7 @@ class ScoringPool:
 
 async def _new_slot() -> _Slot:
     context = multiprocessing.get_context("spawn")
-    executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    executor = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=warm_up_worker)
     pid = await asyncio.get_running_loop().run_in_executor(executor, os.getpid)
     return _Slot(executor, pid)
 

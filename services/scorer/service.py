@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.scorer.plugins import (
@@ -31,7 +31,7 @@ from services.scorer.plugins import (
 from services.scorer.pool import ScoreTask, ScoringPool
 from services.scorer.registry import ScorerRegistry
 from services.scorer.watch import ReloadEvent, watch_scorers
-from shared.bus import EventBus
+from shared.bus import EventBus, RetryPolicy
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import Event, ScoreCompleted, ScoreRequested, ScorersChanged
 from shared.models import Result
@@ -50,6 +50,7 @@ class ScorerServiceConfig:
     watch_paths: tuple[Path, ...] = ()
     grace_s: float = 30.0
     queue_prefix: str = ""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
     def requests_queue(self) -> str:
@@ -101,6 +102,7 @@ class ScorerService:
             ["score.requested"],
             self._on_score_requested,
             concurrency=self._config.concurrency,
+            retry=self._config.retry,
             handler_timeout=self._pool.time_limit + HANDLER_MARGIN_S,
         )
         await self._bus.subscribe(
@@ -139,7 +141,7 @@ class ScorerService:
 
     async def remove_scorer(self, name: str) -> list[str]:
         """Remove a scorer installed at run time, here and then on every replica."""
-        version = self._version(name, Result())
+        version = self._registered_version(name)
         removed = await self._remove(name)
         if not removed:
             raise AutoscorerError(
@@ -204,9 +206,9 @@ class ScorerService:
         return ScoreTask(event.workspace, spec.scorer, dict(spec.params), self._manifest)
 
     def _version(self, scorer: str, result: Result) -> str:
-        version = result.versioning.get("version")
-        if version:
-            return version
+        return result.versioning.get("version") or self._registered_version(scorer)
+
+    def _registered_version(self, scorer: str) -> str:
         with contextlib.suppress(AutoscorerError):
             return self._registry.get(scorer).info.version
         return "unknown"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import sys
@@ -17,8 +18,10 @@ from services.executor.local import LocalConfig, LocalExecutor
 from services.scorer.engine import score_workspace
 from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings, sha256_text
+from services.scorer.pool import ScoringPool
 from services.scorer.registry import ScorerRegistry
 from services.scorer.service import ScorerService
+from shared.bus import RetryPolicy
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode
@@ -40,6 +43,7 @@ from shared.scoring import register
 @register("sleepy", version="1.0.0", task_type="demo", description="never finishes",
           expected_files=(), primary_metric="value")
 def sleepy(ws, params):
+    (ws.output_dir / "scoring.started").touch()
     time.sleep(600)
     return Result(summary={"value": 1.0})
 """
@@ -267,3 +271,37 @@ async def _until(check, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.02)
+
+
+async def test_close_hands_back_what_is_still_scoring(tmp_path, predicted, no_leaked_tasks):
+    spec, root = predicted
+    bus = MemoryBus(drain_timeout=2.0)
+    base = _service(bus, tmp_path, "closing", grace_s=0.3)
+    config = dataclasses.replace(base.config, retry=RetryPolicy(max_attempts=2, delays=(0.05,)))
+    service = ScorerService(config, bus, base.registry, ScoringPool(1, 60.0))
+    rig = Rig(bus, [service], [])
+    await bus.subscribe("observer", ["score.completed"], _collect(rig.completed))
+    await service.start()
+    await bus.start()
+    try:
+        await service.load_scorer(SLEEPY)
+        job = _job(spec, "job-closing", "sleepy")
+        await bus.publish(ScoreRequested(job_id=job.job_id, spec=job, workspace=str(root)))
+        await _until((root / "output" / "scoring.started").exists)
+        async with asyncio.timeout(10):
+            await service.close()
+        await _until(lambda: len(bus.dead_letters) == 1)
+    finally:
+        await _close(rig)
+    [dead] = bus.dead_letters
+    assert (dead.attempt, dead.error.code) == (2, ErrorCode.RESOURCE_ERROR)
+    assert dead.error.details["reason"] == "handed_back"
+    assert rig.completed == []
+
+
+def _collect(into: list[ScoreCompleted]):
+    async def collect(event: Event) -> None:
+        assert isinstance(event, ScoreCompleted)
+        into.append(event)
+
+    return collect

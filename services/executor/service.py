@@ -162,6 +162,8 @@ class ExecutorService:
         run = self._active[key] = _Run(event.job_id)
         try:
             completed = await self._attempt(event, run)
+            # a run that beat the hand-back to the finish is answered like any other
+            run.handed_back = run.handed_back and completed.outcome.status == "cancelled"
             if not run.handed_back:
                 self._completed.put(key, completed)
         finally:

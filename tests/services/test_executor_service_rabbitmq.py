@@ -37,6 +37,7 @@ from shared.events import (
 )
 from shared.models import JobSpec
 from shared.workspace import Workspace
+from tests.scorer.plugin_text import plugin
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -213,3 +214,32 @@ async def test_a_closing_replica_hands_its_run_to_another(broker, tmp_path):
     assert [e.instance for e in broker.of(RunStarted)] == ["first", "second"]
     assert done.outcome.status == "succeeded", done.outcome.error
     assert len(broker.of(RunCompleted)) == 1
+
+
+async def test_a_scorer_loaded_on_one_replica_reaches_the_other_over_rabbitmq(broker, tmp_path):
+    buses = [broker.bus(), broker.bus()]
+    services = []
+    for name, bus in zip(["alpha", "beta"], buses, strict=True):
+        settings = broker.settings(scorer={"plugin_dir": str(tmp_path / name)})
+        service = create_scorer_service(
+            settings, bus, ScorerRegistry.with_builtins(), instance=name
+        )
+        broker.queues |= {service.config.requests_queue, service.config.changes_queue}
+        services.append(service)
+    alpha, beta = services
+    try:
+        for service, bus in zip(services, buses, strict=True):
+            await service.start()
+            await bus.start()
+        installed = await alpha.load_scorer(plugin("rabbit_demo", "1.2.3", value=5.0))
+        async with asyncio.timeout(30):
+            while "rabbit_demo" not in beta.registry.names():
+                await asyncio.sleep(0.05)
+    finally:
+        for service in services:
+            await service.close()
+    assert beta.registry.get("rabbit_demo").info.version == "1.2.3"
+    assert (tmp_path / "beta" / "rabbit_demo.py").read_text() == (
+        tmp_path / "alpha" / "rabbit_demo.py"
+    ).read_text()
+    assert installed.action == "loaded"

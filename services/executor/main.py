@@ -1,7 +1,9 @@
 """Composition root of the executor service: settings -> backend -> bus -> service.
 
 ``create_executor_service`` wires given parts (tests and ``autoscorer serve`` use it);
-``run(settings)`` builds them from the settings and serves until SIGTERM/SIGINT.
+``run(settings)`` builds them from the settings and serves until SIGTERM/SIGINT:
+
+    python -m services.executor.main        # settings from AUTOSCORER__* / AUTOSCORER_CONFIG
 
 Expected outputs: the run must produce the ``output/`` files its scorer expects. The scheduler
 may name them in ``spec.expected_outputs``; otherwise the executor asks its own registry (the
@@ -17,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
 from typing import Any
 
 from services.cli.jobs import backend_config, with_expected_outputs
@@ -26,7 +29,7 @@ from services.executor.service import ExecutorService, ExecutorServiceConfig, Pr
 from services.scorer.plugins import registry_from_settings
 from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
-from shared.config import Settings
+from shared.config import Settings, load_settings
 from shared.connect import make_bus
 from shared.errors import AutoscorerError
 from shared.models import JobSpec
@@ -116,3 +119,14 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def main() -> None:
+    config = os.environ.get("AUTOSCORER_CONFIG")
+    settings = load_settings(Path(config) if config else None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

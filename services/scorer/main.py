@@ -1,7 +1,9 @@
 """Composition root of the scorer service: settings -> registry -> pool -> bus -> service.
 
 ``create_scorer_service`` wires given parts (tests and ``autoscorer serve`` use it);
-``run(settings)`` builds them from the settings and serves until SIGTERM/SIGINT.
+``run(settings)`` builds them from the settings and serves until SIGTERM/SIGINT:
+
+    python -m services.scorer.main        # settings from AUTOSCORER__* / AUTOSCORER_CONFIG
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
 
 from services.scorer.plugins import registry_from_settings
 from services.scorer.pool import ScoringPool
 from services.scorer.registry import ScorerRegistry
 from services.scorer.service import ScorerService, ScorerServiceConfig
 from shared.bus import EventBus
-from shared.config import Settings
+from shared.config import Settings, load_settings
 from shared.connect import make_bus
 
 log = logging.getLogger(__name__)
@@ -75,3 +78,14 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def main() -> None:
+    config = os.environ.get("AUTOSCORER_CONFIG")
+    settings = load_settings(Path(config) if config else None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

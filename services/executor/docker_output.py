@@ -13,6 +13,9 @@ limit minus what the program itself uses); past the memory limit the run ends as
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import os
 import shutil
 import stat
@@ -22,6 +25,7 @@ from pathlib import Path
 from shared.errors import ErrorCode, execution_error
 
 MOUNT_SOURCE = "autoscorer-output"
+_MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2  # <sys/mount.h>
 _FULL_SLACK = 64 * 1024  # a write that does not fit the last partial page still counts as "full"
 
 
@@ -33,16 +37,41 @@ class OutputUsage:
 
 
 async def mount_output(path: Path, *, limit: int, max_files: int, uid: int, gid: int) -> None:
-    await unmount_output(path)
-    await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
-    options = f"size={limit},nr_inodes={max_files + 1},uid={uid},gid={gid},mode=0700,nosuid,nodev"
-    await _run("mount", "-t", "tmpfs", "-o", options, MOUNT_SOURCE, str(path))
+    options = f"size={limit},nr_inodes={max_files + 1},uid={uid},gid={gid},mode=0700"
+    await asyncio.to_thread(_mount_tmpfs, path, options)
 
 
 async def unmount_output(path: Path) -> None:
     """Unmount if mounted (lazily, so a busy mount cannot wedge us); idempotent."""
-    if await asyncio.to_thread(os.path.ismount, path):
-        await _run("umount", "-l", str(path))
+    await asyncio.to_thread(_unmount, path)
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    _unmount(path)
+    path.mkdir(parents=True, exist_ok=True)
+    flags = _MS_NOSUID | _MS_NODEV
+    if _libc().mount(MOUNT_SOURCE.encode(), bytes(path), b"tmpfs", flags, options.encode()) != 0:
+        _raise_errno("mount", path)
+
+
+def _unmount(path: Path) -> None:
+    if os.path.ismount(path) and _libc().umount2(bytes(path), _MNT_DETACH) != 0:
+        _raise_errno("umount", path)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _raise_errno(what: str, path: Path) -> None:
+    errno = ctypes.get_errno()
+    raise execution_error(
+        ErrorCode.EXEC_ERROR,
+        f"{what} of the output tmpfs at {path} failed: {os.strerror(errno)}"
+        " (the Docker executor needs CAP_SYS_ADMIN: run it as root next to dockerd)",
+        path=str(path), errno=errno,
+    )
 
 
 def usage(path: Path, limit: int) -> OutputUsage:
@@ -81,15 +110,3 @@ def collect(source: Path, target: Path) -> list[str]:
             shutil.copyfile(item, destination, follow_symlinks=False)
     return skipped
 
-
-async def _run(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise execution_error(
-            ErrorCode.EXEC_ERROR,
-            f"{argv[0]} of the output tmpfs failed: {out.decode(errors='replace').strip()}",
-            argv=list(argv),
-        )

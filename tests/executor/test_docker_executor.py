@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 
 import aiodocker
 import pytest
@@ -233,6 +234,11 @@ async def test_cleanup_leftovers_after_an_executor_crash(make_executor, make_job
     mount = ws.private_dir / "docker-output"
     assert [c["Labels"][LABEL_JOB] for c in await labelled_containers(docker)] == [spec.job_id]
     assert os.path.ismount(mount)
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    line = next(ln for ln in mounts if str(mount) in ln)
+    source, _, fstype, options = line.split()[:4]
+    assert (source, fstype) == ("autoscorer-output", "tmpfs")
+    assert {"nosuid", "nodev", "mode=700", "uid=65534", "size=524288k"} <= set(options.split(","))
     assert await make_executor().cleanup_leftovers({"some-other-live-job"}) == 1
     assert await labelled_containers(docker) == []
     assert not os.path.ismount(mount)

@@ -44,6 +44,9 @@ MAX_LEASE_S = 24 * 3600.0
 STOP_TIMEOUT_S = 30.0
 """How long ``close()`` waits for a cancelled run to stop before leaving it to the bus."""
 
+CANCEL_RETRY_S = 0.25
+"""How soon a cancel the backend could not place yet (the run is still starting) is tried again."""
+
 HANDBACK_RETRY = RetryPolicy(max_attempts=10, delays=(1.0, 5.0, 15.0, 30.0))
 """Bus redelivery of a handed-back or unpublished run: a closing replica must not exhaust it."""
 
@@ -144,8 +147,11 @@ class ExecutorService:
         left = list(self._active.values())
         for run in left:
             run.handed_back = True
-            await self._stop(run.job_id)
-        await _wait_all(left, STOP_TIMEOUT_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                for run in left:
+                    await self._stop(run)
+                await _wait_all(left, STOP_TIMEOUT_S)
         self._closed.set()
 
     # -- handlers ------------------------------------------------------------------------------
@@ -192,9 +198,9 @@ class ExecutorService:
         if event.job_id is None:
             return
         self._cancelled.put(event.job_id, True)
-        if any(run.job_id == event.job_id for run in self._active.values()):
+        for run in [r for r in self._active.values() if r.job_id == event.job_id]:
             log.info("cancelling run %s (%s)", event.job_id, event.type)
-            await self._stop(event.job_id)
+            await self._stop(run)
 
     # -- one attempt -----------------------------------------------------------------------------
 
@@ -270,11 +276,15 @@ class ExecutorService:
             except AutoscorerError as exc:  # a missed beat only shortens the lease
                 log.warning("heartbeat for %s not published: %r", event.job_id, exc)
 
-    async def _stop(self, job_id: str) -> None:
-        try:
-            await self._executor.cancel(job_id)
-        except AutoscorerError as exc:
-            log.warning("could not cancel run %s: %r", job_id, exc)
+    async def _stop(self, run: _Run) -> None:
+        """Cancel until the backend holds the run (it may still be starting) or the run ends."""
+        while not run.done.is_set():
+            try:
+                if await self._executor.cancel(run.job_id):
+                    return
+            except AutoscorerError as exc:
+                log.warning("could not cancel run %s: %r", run.job_id, exc)
+            await _wait_all([run], CANCEL_RETRY_S)
 
     def _failed(
         self,

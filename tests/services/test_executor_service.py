@@ -294,3 +294,53 @@ async def test_a_platform_failure_is_reported_for_the_scheduler_to_retry(tmp_pat
     assert [e.attempt for e in rig.of(RunStarted)] == [1]
     assert backend.cleaned == [()]
     assert service.config.handler_timeout == 120 + 600.0
+
+
+class SlowStartBackend:
+    """Takes a while to start a run, and can only cancel one it has started."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.running: dict[str, asyncio.Event] = {}
+
+    async def run(self, spec: JobSpec, ws: Workspace) -> RunOutcome:
+        await asyncio.sleep(0.5)
+        stop = self.running[spec.job_id] = asyncio.Event()
+        try:
+            async with asyncio.timeout(30):
+                await stop.wait()
+        finally:
+            del self.running[spec.job_id]
+        error = AutoscorerError(ErrorCode.CANCELLED, "cancelled", stage=Stage.EXECUTION)
+        return RunOutcome(
+            job_id=spec.job_id, backend=self.name, status="cancelled", error=error.to_info()
+        )
+
+    async def cancel(self, job_id: str) -> bool:
+        if job_id not in self.running:
+            return False
+        self.running[job_id].set()
+        return True
+
+    async def cleanup_leftovers(self, live_job_ids: Collection[str]) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_cancel_that_arrives_while_the_run_starts_still_stops_it(tmp_path, no_leaked_tasks):
+    bus = MemoryBus(drain_timeout=2.0)
+    service = create_executor_service(_settings(), bus, SlowStartBackend(), instance="x")
+    rig = await _rig(service, bus)
+    spec, root = _workspace(tmp_path)
+    try:
+        await bus.publish(_request(spec, root))
+        await rig.until(RunStarted)
+        await bus.publish(JobCancelled(job_id=spec.job_id))
+        [done] = await rig.until(RunCompleted, timeout=10)
+    finally:
+        await service.close()
+        await bus.close()
+    assert done.outcome.status == "cancelled"

@@ -53,6 +53,7 @@ print(classification_f1.score(Workspace.at(sys.argv[1]), {}).summary)
 @dataclass(frozen=True)
 class Run:
     wall_s: float
+    cpu_s: float  # user + system: steadier than wall time on a shared machine
     peak_rss_mib: float
 
 
@@ -98,7 +99,7 @@ def measure(command: list[str]) -> Run:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"{command[0]} failed ({child.returncode}):\n{output.decode()[-2000:]}")
-    return Run(wall, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)  # maxrss in KiB
 
 
 def score_command(mode: str, workspace: Path) -> list[str]:
@@ -132,8 +133,8 @@ def main() -> None:
     started = time.perf_counter()
     root = make_data(args.rows, args.classes, args.seed)
     print(f"data in {root} ({time.perf_counter() - started:.1f}s to prepare)")
-    header = (f"{'case':<9} {'rows':>11} {'score s':>8} {'score MiB':>10} {'read s':>7} "
-              f"{'read MiB':>9} {'time ratio':>10}")
+    header = (f"{'case':<9} {'rows':>11} {'score s':>8} {'cpu s':>6} {'MiB':>6} "
+              f"{'read s':>7} {'cpu s':>6} {'MiB':>6} {'wall ratio':>10} {'cpu ratio':>9}")
     lines = []
     for case in args.cases:
         workspace = root / case
@@ -141,11 +142,12 @@ def main() -> None:
         (workspace / "output" / "result.json").unlink(missing_ok=True)
         score = measure(score_command(mode, workspace))
         read = measure([sys.executable, "-c", READ_ONLY, *files])
-        lines.append(f"{case:<9} {args.rows:>11,} {score.wall_s:>8.2f} {score.peak_rss_mib:>10.0f} "
-                     f"{read.wall_s:>7.2f} {read.peak_rss_mib:>9.0f} "
-                     f"{score.wall_s / read.wall_s:>10.2f}")
+        lines.append(f"{case:<9} {args.rows:>11,} {score.wall_s:>8.2f} {score.cpu_s:>6.2f} "
+                     f"{score.peak_rss_mib:>6.0f} {read.wall_s:>7.2f} {read.cpu_s:>6.2f} "
+                     f"{read.peak_rss_mib:>6.0f} {score.wall_s / read.wall_s:>10.2f} "
+                     f"{score.cpu_s / read.cpu_s:>9.2f}")
         print(f"  {case}: scorer's own timing: {scorer_timing(workspace) or 'n/a'}")
-    print(f"\nmode={mode}; wall seconds and peak RSS per child process, the same machine\n")
+    print(f"\nmode={mode}; per child process: wall seconds, CPU seconds (user+system), peak RSS\n")
     print(header)
     print("\n".join(lines))
 

@@ -79,6 +79,13 @@ async def test_concurrent_jobs_run_side_by_side(make_executor, make_job):
     assert [(ws.output_dir / "pred.csv").read_text() for _, ws in jobs] == ["0\n", "1\n", "2\n"]
 
 
+async def test_a_program_that_cannot_start_is_the_participants_failure(make_executor, make_job):
+    spec, ws = make_job(["/no/such/program"])
+    outcome = await make_executor().run(spec, ws)
+    assert outcome.error is not None and outcome.error.code is ErrorCode.CONTAINER_FAILED
+    assert outcome.error.fault == "participant"
+
+
 async def test_symlinks_in_output_are_not_followed(make_executor, make_job):
     script = "ln -s /etc/passwd output/pred.csv; ln -s / output/root; echo ok > output/real.txt"
     spec, ws = make_job(["sh", "-c", script])

@@ -30,6 +30,7 @@ from sklearn.metrics import (
 
 from services.scorer.builtin.classification import (
     DENSE_LIMIT,
+    SPARSE_LIMIT,
     classification_accuracy,
     classification_f1,
     count,
@@ -82,7 +83,11 @@ def _expected_f1(y_true: list[str], y_pred: list[str]) -> dict[str, Any]:
         expected |= {f"precision_{average}": p, f"recall_{average}": r, f"f1_{average}": f}
     p, r, f, s = _quiet(precision_recall_fscore_support, yt, yp, average=None)
     for name, values in (("precision", p), ("recall", r), ("f1", f), ("support", s)):
-        expected[f"{name}_per_class"] = dict(zip(labels, map(float, values), strict=True))
+        per_class = dict(zip(labels, map(float, values), strict=True))
+        # listed for ground-truth labels only; pred-only labels are all zeros, and only counted
+        assert all(per_class[label] == 0.0 for label in set(y_pred) - set(y_true))
+        expected[f"{name}_per_class"] = {label: per_class[label] for label in sorted(set(y_true))}
+    expected["n_pred_only_classes"] = float(len(set(y_pred) - set(y_true)))
     return expected
 
 
@@ -91,7 +96,8 @@ def _check_f1(result: Result, y_true: list[str], y_pred: list[str]) -> None:
     for name, value in expected.items():
         assert result.metrics[name] == value, name
     assert result.summary["f1_macro"] == expected["f1_macro"]
-    assert list(result.metrics["f1_per_class"]) == sorted(set(y_true) | set(y_pred))
+    assert list(result.metrics["f1_per_class"]) == sorted(set(y_true))
+    assert result.metrics["n_classes"] == len(set(y_true) | set(y_pred))
 
 
 def _check_confusion(root: Path, result: Result, y_true: list[str], y_pred: list[str]) -> None:
@@ -206,3 +212,16 @@ def test_many_classes_write_a_sparse_confusion_matrix(tmp_path: Path) -> None:
     order = np.argsort(doc["labels"])  # sklearn orders labels the same way; check by name
     assert [doc["labels"][i] for i in order] == sorted(set(y_true))
     assert np.array_equal(dense, confusion_matrix(y_true, y_pred, labels=doc["labels"]))
+
+
+def test_junk_predictions_do_not_bloat_the_result(tmp_path: Path) -> None:
+    """Unique junk labels: per-class dicts stay at the gt labels, no confusion matrix is written."""
+    n = SPARSE_LIMIT + 10
+    y_true = [f"c{i % 3}" for i in range(n)]
+    y_pred = [f"junk{i}" for i in range(n)]
+    result = _score(tmp_path, y_true, y_pred, list(range(n)), classification_f1)
+    assert result.metrics["f1_per_class"] == {"c0": 0.0, "c1": 0.0, "c2": 0.0}
+    assert result.metrics["n_pred_only_classes"] == n
+    assert result.metrics["f1_macro"] == 0.0
+    assert "confusion_matrix" not in result.artifacts
+    assert not (tmp_path / "output" / "artifacts" / "confusion_matrix.json").exists()

@@ -190,7 +190,9 @@ def test_empty_label_can_be_a_class(tmp_path: Path) -> None:
     pred = b'id,label\n1,cat\n2,""\n3,cat\n'
     ws = _ws(tmp_path, GOOD_GT, pred)
     result = classification_f1.score(ws, {"allow_empty_label": True})
-    assert set(result.metrics["f1_per_class"]) == {"", "cat", "dog"}
+    assert set(result.metrics["f1_per_class"]) == {"cat", "dog"}
+    assert (result.metrics["n_classes"], result.metrics["n_pred_only_classes"]) == (3, 1)
+    assert result.metrics["f1_macro"] == 1 / 3  # cat 1, dog 0, and "" a class with F1 0
 
 
 def test_empty_id_is_refused(tmp_path: Path) -> None:

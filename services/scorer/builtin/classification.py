@@ -29,7 +29,8 @@ from shared.workspace import Workspace
 HEADERS = (("id", "label"),)
 EXPECTED_FILES = ("input/gt.csv", "output/pred.csv")
 CONFUSION_PATH = "output/artifacts/confusion_matrix.json"
-DENSE_LIMIT = 1000  # up to this many classes the confusion matrix is written dense
+DENSE_LIMIT = 1000  # up to this many labels the confusion matrix is written dense
+SPARSE_LIMIT = 50_000  # beyond this many labels (junk predictions) it is not written at all
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -101,35 +102,45 @@ def _prf(tp: IntArray, true_sum: IntArray, pred_sum: IntArray) -> tuple[FloatArr
     return precision, recall, f1
 
 
-def _per_class(labels: list[str], values: npt.NDArray[np.generic]) -> dict[str, float]:
-    return dict(zip(labels, values.astype(np.float64).tolist(), strict=True))
+def _per_class(
+    labels: list[str], values: npt.NDArray[np.generic], keep: npt.NDArray[np.bool_]
+) -> dict[str, float]:
+    kept = [label for label, wanted in zip(labels, keep.tolist(), strict=True) if wanted]
+    return dict(zip(kept, values[keep].astype(np.float64).tolist(), strict=True))
 
 
 def f1_metrics(labels: list[str], counts: Counts) -> dict[str, MetricValue]:
+    """Averages over every label, as sklearn; per-class values for ground-truth labels only.
+
+    A label found only in the predictions has precision, recall and F1 of 0 by definition; it is
+    counted (``n_pred_only_classes``) but not listed, so junk predictions cannot bloat the result.
+    """
     precision, recall, f1 = _prf(counts.tp, counts.true_sum, counts.pred_sum)
     totals = [np.reshape(np.sum(c), (1,)) for c in (counts.tp, counts.true_sum, counts.pred_sum)]
     micro = _prf(*totals)
+    in_gt = counts.true_sum > 0
     metrics: dict[str, MetricValue] = {}
     for name, per_class, micro_value in zip(("precision", "recall", "f1"), (precision, recall, f1),
                                             micro, strict=True):
         metrics[f"{name}_macro"] = float(np.nanmean(per_class))
         metrics[f"{name}_micro"] = float(np.nanmean(micro_value))
         metrics[f"{name}_weighted"] = float(np.average(per_class, weights=counts.true_sum))
-        metrics[f"{name}_per_class"] = _per_class(labels, per_class)
-    metrics["support_per_class"] = _per_class(labels, counts.true_sum)
+        metrics[f"{name}_per_class"] = _per_class(labels, per_class, in_gt)
+    metrics["support_per_class"] = _per_class(labels, counts.true_sum, in_gt)
+    metrics["n_pred_only_classes"] = float(np.count_nonzero(~in_gt))
     return metrics
 
 
 def accuracy_metrics(labels: list[str], counts: Counts, n_samples: int) -> dict[str, MetricValue]:
     """Accuracy, balanced accuracy, and per-class accuracy (recall) of every ground-truth class."""
-    present = counts.true_sum > 0
-    recall = counts.tp[present] / counts.true_sum[present]
-    present_labels = [label for label, keep in zip(labels, present.tolist(), strict=True) if keep]
+    in_gt = counts.true_sum > 0
+    recall = counts.tp[in_gt] / counts.true_sum[in_gt]
     return {
         "accuracy": int(np.sum(counts.tp)) / n_samples,
         "balanced_accuracy": float(np.mean(recall)),
-        "accuracy_per_class": _per_class(present_labels, recall),
-        "support_per_class": _per_class(present_labels, counts.true_sum[present]),
+        "accuracy_per_class": _per_class(labels, counts.tp / np.maximum(counts.true_sum, 1), in_gt),
+        "support_per_class": _per_class(labels, counts.true_sum, in_gt),
+        "n_pred_only_classes": float(np.count_nonzero(~in_gt)),
     }
 
 
@@ -175,7 +186,7 @@ def _score(
     metrics["n_classes"] = float(len(encoded.labels))
     metrics_done = time.perf_counter()
     artifacts = {}
-    if params.confusion_matrix:
+    if params.confusion_matrix and len(encoded.labels) <= SPARSE_LIMIT:
         artifacts["confusion_matrix"] = write_confusion(ws, encoded)
     value = metrics[primary]
     assert isinstance(value, float)

@@ -64,14 +64,21 @@ def write_csv(path: Path, ids: pa.Array, labels: pa.Array) -> None:
         pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False))
 
 
-def make_data(rows: int, classes: int, seed: int) -> Path:
-    """Write gt.csv and the two predictions once; return the folder holding both workspaces."""
-    root = DATA / f"e2e-{rows}-{classes}-{seed}"
+def make_data(rows: int, classes: int, seed: int, padded: bool) -> Path:
+    """Write gt.csv and the two predictions once; return the folder holding both workspaces.
+
+    Ids are ``id0``, ``id1``, ... (not in string order), or with ``padded`` ``id00000000``, ...,
+    which sort as strings (so the uniqueness check of the ground truth needs no hashing).
+    """
+    root = DATA / f"e2e-{rows}-{classes}-{seed}{'-padded' if padded else ''}"
     done = root / "done"
     if done.is_file():
         return root
     rng = np.random.default_rng(seed)
-    ids = pc.binary_join_element_wise("id", pa.array(np.arange(rows)).cast(pa.string()), "")
+    numbers = pa.array(np.arange(rows)).cast(pa.string())
+    if padded:
+        numbers = pc.utf8_lpad(numbers, width=len(str(rows)), padding="0")
+    ids = pc.binary_join_element_wise("id", numbers, "")
     names = pa.array([f"class_{i:04d}" for i in range(classes)])
     y_true = rng.integers(0, classes, rows)
     y_pred = np.where(rng.random(rows) < 0.7, y_true, rng.integers(0, classes, rows))
@@ -122,6 +129,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", choices=("cli", "python"), default="cli")
+    parser.add_argument("--padded-ids", action="store_true",
+                        help="zero-padded ids that sort as strings (default: id0, id1, ...)")
     parser.add_argument("--cases", nargs="+", choices=("same", "shuffled"),
                         default=["same", "shuffled"])
     args = parser.parse_args()
@@ -131,7 +140,7 @@ def main() -> None:
         mode = "python"
 
     started = time.perf_counter()
-    root = make_data(args.rows, args.classes, args.seed)
+    root = make_data(args.rows, args.classes, args.seed, args.padded_ids)
     print(f"data in {root} ({time.perf_counter() - started:.1f}s to prepare)")
     header = (f"{'case':<9} {'rows':>11} {'score s':>8} {'cpu s':>6} {'MiB':>6} "
               f"{'read s':>7} {'cpu s':>6} {'MiB':>6} {'wall ratio':>10} {'cpu ratio':>9}")

@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("cli", "python"), default="cli")
     parser.add_argument("--padded-ids", action="store_true",
                         help="zero-padded ids that sort as strings (default: id0, id1, ...)")
+    parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cases", nargs="+", choices=("same", "shuffled"),
                         default=["same", "shuffled"])
     args = parser.parse_args()
@@ -139,8 +140,15 @@ def main() -> None:
         print(f"{CLI} not found: scoring in a python -c subprocess instead")
         mode = "python"
 
+    if args.prepare_only:
+        make_data(args.rows, args.classes, args.seed, args.padded_ids)
+        return
+    # the data is made in a child so that this process stays small: a child's peak RSS can
+    # include what its parent held when it was forked
     started = time.perf_counter()
-    root = make_data(args.rows, args.classes, args.seed, args.padded_ids)
+    subprocess.run([sys.executable, "-m", "bench.bench_score_e2e", "--prepare-only", *sys.argv[1:]],
+                   check=True)
+    root = make_data(args.rows, args.classes, args.seed, args.padded_ids)  # already there
     print(f"data in {root} ({time.perf_counter() - started:.1f}s to prepare)")
     header = (f"{'case':<9} {'rows':>11} {'score s':>8} {'cpu s':>6} {'MiB':>6} "
               f"{'read s':>7} {'cpu s':>6} {'MiB':>6} {'wall ratio':>10} {'cpu ratio':>9}")

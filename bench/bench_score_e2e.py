@@ -3,7 +3,7 @@
 Run ``python -m bench.bench_score_e2e`` (10M rows, ~1,000 classes) or ``--rows 1000000``. The data
 is seeded and written once into ``bench/.data/`` (gitignored): ``gt.csv`` and two predictions,
 one listing the ids in the ground truth's order (``same``: no id hashing needed) and one shuffled
-(``shuffled``: ids matched through a hash lookup). Each case runs
+(``shuffled``: ids matched through a lookup); ``--ids`` picks the kind of ids. Each case runs
 
 * ``autoscorer score <ws> --scorer classification_f1`` as a subprocess (``--mode python`` calls the
   scorer in a ``python -c`` subprocess instead, e.g. when the CLI is not installed), and
@@ -64,21 +64,26 @@ def write_csv(path: Path, ids: pa.Array, labels: pa.Array) -> None:
         pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False))
 
 
-def make_data(rows: int, classes: int, seed: int, padded: bool) -> Path:
-    """Write gt.csv and the two predictions once; return the folder holding both workspaces.
+def make_ids(rows: int, kind: str) -> pa.Array:
+    """``prefixed``: id0, id1, ... (not in string order, so hashed); ``padded``: id00000000, ...
+    (strictly increasing as strings: distinct without hashing); ``int``: 0, 1, ... (aligned with
+    NumPy, no string hashing at all)."""
+    numbers = pa.array(np.arange(rows)).cast(pa.string())
+    if kind == "int":
+        return numbers
+    if kind == "padded":
+        numbers = pc.utf8_lpad(numbers, width=len(str(rows)), padding="0")
+    return pc.binary_join_element_wise("id", numbers, "")
 
-    Ids are ``id0``, ``id1``, ... (not in string order), or with ``padded`` ``id00000000``, ...,
-    which sort as strings (so the uniqueness check of the ground truth needs no hashing).
-    """
-    root = DATA / f"e2e-{rows}-{classes}-{seed}{'-padded' if padded else ''}"
+
+def make_data(rows: int, classes: int, seed: int, id_kind: str) -> Path:
+    """Write gt.csv and the two predictions once; return the folder holding both workspaces."""
+    root = DATA / f"e2e-{rows}-{classes}-{seed}{'' if id_kind == 'prefixed' else '-' + id_kind}"
     done = root / "done"
     if done.is_file():
         return root
     rng = np.random.default_rng(seed)
-    numbers = pa.array(np.arange(rows)).cast(pa.string())
-    if padded:
-        numbers = pc.utf8_lpad(numbers, width=len(str(rows)), padding="0")
-    ids = pc.binary_join_element_wise("id", numbers, "")
+    ids = make_ids(rows, id_kind)
     names = pa.array([f"class_{i:04d}" for i in range(classes)])
     y_true = rng.integers(0, classes, rows)
     y_pred = np.where(rng.random(rows) < 0.7, y_true, rng.integers(0, classes, rows))
@@ -129,8 +134,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", choices=("cli", "python"), default="cli")
-    parser.add_argument("--padded-ids", action="store_true",
-                        help="zero-padded ids that sort as strings (default: id0, id1, ...)")
+    parser.add_argument("--ids", choices=("prefixed", "padded", "int"), default="prefixed",
+                        help="id0, id1, ... / id00000000, ... / 0, 1, ... (see make_ids)")
     parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cases", nargs="+", choices=("same", "shuffled"),
                         default=["same", "shuffled"])
@@ -141,14 +146,14 @@ def main() -> None:
         mode = "python"
 
     if args.prepare_only:
-        make_data(args.rows, args.classes, args.seed, args.padded_ids)
+        make_data(args.rows, args.classes, args.seed, args.ids)
         return
     # the data is made in a child so that this process stays small: a child's peak RSS can
     # include what its parent held when it was forked
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bench.bench_score_e2e", "--prepare-only", *sys.argv[1:]],
                    check=True)
-    root = make_data(args.rows, args.classes, args.seed, args.padded_ids)  # already there
+    root = make_data(args.rows, args.classes, args.seed, args.ids)  # already there
     print(f"data in {root} ({time.perf_counter() - started:.1f}s to prepare)")
     header = (f"{'case':<9} {'rows':>11} {'score s':>8} {'cpu s':>6} {'MiB':>6} "
               f"{'read s':>7} {'cpu s':>6} {'MiB':>6} {'wall ratio':>10} {'cpu ratio':>9}")

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from services.scorer.builtin import tabular_ints
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.workspace import Workspace
 
@@ -216,16 +217,20 @@ def align(gt_ids: pa.ChunkedArray, pred_ids: pa.ChunkedArray) -> IntArray | None
     """For every gt row, the pred row with the same id; ``None`` if the id columns are identical.
 
     Raises BAD_FORMAT for duplicate ids in either file and MISMATCH for ids in one file only.
-    One hash pass in the common case: if every gt row is hit by exactly one pred row and no pred
-    id is unknown, neither file can hold a duplicate (a repeated gt id's later rows are never hit).
-    (A NumPy open-addressing table was tried instead of pyarrow's hashing: no faster in CPU time.)
+    One lookup in the common case: if every gt row is hit by exactly one pred row and no pred id
+    is unknown, neither file can hold a duplicate (a repeated gt id's later rows are never hit).
+    Integer ids are looked up with NumPy (``tabular_ints``), other ids with pyarrow's hashing
+    (a NumPy hash table over the id bytes was tried too: no faster in CPU time).
     """
     if gt_ids.equals(pred_ids):
-        _refuse_duplicates(gt_ids, GT)
+        if not tabular_ints.all_distinct(gt_ids):
+            _refuse_duplicates(gt_ids, GT)
         return None
     n_gt = len(gt_ids)
-    position = pc.index_in(pred_ids, value_set=gt_ids)  # gt row of each pred row, null if extra
-    found = np.asarray(pc.fill_null(position, -1).to_numpy(), dtype=np.int64)
+    found = tabular_ints.positions(gt_ids, pred_ids)
+    if found is None:
+        position = pc.index_in(pred_ids, value_set=gt_ids)  # gt row of each pred row, or null
+        found = np.asarray(pc.fill_null(position, -1).to_numpy(), dtype=np.int64)
     extra = int(np.count_nonzero(found < 0))
     hits = np.bincount(found[found >= 0], minlength=n_gt)
     if not extra and bool(np.all(hits == 1)):

@@ -68,7 +68,7 @@ _BEYOND_KEPT = f"processed_event_ids.{PROCESSED_EVENTS_KEPT}"
 
 
 @asynccontextmanager
-async def _guard(operation: str) -> AsyncIterator[None]:
+async def driver_errors(operation: str) -> AsyncIterator[None]:
     """Turn a driver failure into the store's one error; everything else passes through."""
     try:
         yield
@@ -194,7 +194,7 @@ class MongoJobStore:
         return cls(client, database, owns_client=True)
 
     async def init(self) -> None:
-        async with _guard("init"):
+        async with driver_errors("init"):
             await self._needs_locks()
             existing = await self._jobs.index_information()
             for index in INDEXES:
@@ -230,7 +230,7 @@ class MongoJobStore:
             await self._client.close()
 
     async def create(self, job: Job) -> Created:
-        async with _guard("create"):
+        async with driver_errors("create"):
             try:
                 await self._jobs.insert_one(to_document(job))
             except DuplicateKeyError as exc:
@@ -248,12 +248,12 @@ class MongoJobStore:
         return from_document(doc)
 
     async def get(self, job_id: str) -> Job | None:
-        async with _guard("get"):
+        async with driver_errors("get"):
             doc = await self._jobs.find_one({"_id": job_id})
         return None if doc is None else from_document(doc)
 
     async def list_jobs(self, query: ListQuery) -> JobPage:
-        async with _guard("list"):
+        async with driver_errors("list"):
             cursor = self._jobs.find(list_filter(query)).sort(_NEWEST_FIRST)
             docs = await cursor.limit(query.limit + 1).to_list()
         return page_of([from_document(doc) for doc in docs], query.limit)
@@ -272,7 +272,7 @@ class MongoJobStore:
         states = state_set(from_states)
         check_transition(states, to_state)
         change = StatusChange(status=to_state, at=now_ms(), reason=reason, event_id=event_id)
-        async with _guard("transition"), self._exclusive(job_id):
+        async with driver_errors("transition"), self._exclusive(job_id):
             doc = await self._jobs.find_one_and_update(
                 transition_filter(job_id, states, event_id, update),
                 transition_operators(to_state, update, change, outbox),
@@ -326,7 +326,7 @@ class MongoJobStore:
         return await self._set_lease(query, Lease(owner=owner, expires_at=at + ttl), "renew")
 
     async def _set_lease(self, query: Document, lease: Lease, operation: str) -> Job | None:
-        async with _guard(f"{operation} lease"), self._exclusive(query["_id"]):
+        async with driver_errors(f"{operation} lease"), self._exclusive(query["_id"]):
             doc = await self._jobs.find_one_and_update(
                 query,
                 {"$set": {"lease": lease_document(lease), "updated_at": now_ms()}},
@@ -338,7 +338,7 @@ class MongoJobStore:
         return from_document(doc)
 
     async def release_lease(self, job_id: str, owner: str) -> bool:
-        async with _guard("release lease"), self._exclusive(job_id):
+        async with driver_errors("release lease"), self._exclusive(job_id):
             done = await self._jobs.update_one(
                 {"_id": job_id, "lease.owner": owner},
                 {"$set": {"lease": None, "updated_at": now_ms()}},
@@ -349,18 +349,18 @@ class MongoJobStore:
         self, *, now: datetime | None = None, limit: int = 100
     ) -> list[Job]:
         query = {"status": {"$in": _ACTIVE}, "lease.expires_at": {"$lte": now or now_ms()}}
-        async with _guard("find expired leases"):
+        async with driver_errors("find expired leases"):
             docs = await self._jobs.find(query).sort("lease.expires_at", 1).limit(limit).to_list()
         return [from_document(doc) for doc in docs]
 
     async def find_active_by_workspace(self, workspace: str) -> Job | None:
         query = {"workspace": workspace, "status": {"$in": _ACTIVE}}
-        async with _guard("find by workspace"):
+        async with driver_errors("find by workspace"):
             docs = await self._jobs.find(query).sort(_NEWEST_FIRST).limit(1).to_list()
         return from_document(docs[0]) if docs else None
 
     async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
-        async with _guard("append outbox"), self._exclusive(job_id):
+        async with driver_errors("append outbox"), self._exclusive(job_id):
             for entry in entries:
                 await self._jobs.update_one(
                     {"_id": job_id, "outbox.event_id": {"$ne": entry.event_id}},
@@ -373,7 +373,7 @@ class MongoJobStore:
 
     async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
         done = set(event_ids)
-        async with _guard("pop outbox"), self._exclusive(job_id):
+        async with driver_errors("pop outbox"), self._exclusive(job_id):
             doc = await self._jobs.find_one({"_id": job_id}, {"outbox": 1})
             if doc is None:
                 raise JobNotFoundError(job_id)
@@ -385,7 +385,7 @@ class MongoJobStore:
             return await self._must_get(job_id)
 
     async def find_pending_outbox(self, *, limit: int = 100) -> list[Job]:
-        async with _guard("find pending outbox"):
+        async with driver_errors("find pending outbox"):
             cursor = self._jobs.find({"outbox.0": {"$exists": True}}).sort("updated_at", 1)
             docs = await cursor.limit(limit).to_list()
         return [from_document(doc) for doc in docs]

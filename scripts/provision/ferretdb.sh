@@ -11,6 +11,9 @@
 #   AUTOSCORER_FERRETDB_ADDR     listen address host:port          (default 127.0.0.1:27017)
 #   AUTOSCORER_FERRETDB_WAIT     seconds to wait for it to answer  (default 60)
 #
+# Needs Go on PATH or in /usr/local/go/bin. FerretDB 1.24.2 asks for Go >= 1.24; an older Go
+# fetches that toolchain from the module proxy by itself (GOTOOLCHAIN=auto, the default).
+#
 # The first build downloads FerretDB's modules from the Go proxy and compiles them: a few minutes
 # on 2 cores. Later runs find the binary and only start the server (about a second).
 set -euo pipefail
@@ -71,7 +74,7 @@ build() {
     cp -R "$src/." "$work"
     chmod -R u+w "$work"
     echo "$VERSION" >"$work/build/version/version.txt"
-    (cd "$work" && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false \
+    (cd "$work" && GOFLAGS=-buildvcs=false \
         "$go_bin" build -trimpath -o "$BIN_DIR/ferretdb.tmp" ./cmd/ferretdb)
     rm -rf "$work"
     mv "$BIN_DIR/ferretdb.tmp" "$BIN_DIR/ferretdb"

@@ -4,6 +4,12 @@
 job's outbox in the same update, then hands them to the relay. A delivery seen twice finds its
 event id already processed (``DUPLICATE_EVENT``) or the job in another state
 (``STATE_MISMATCH``) and changes nothing.
+
+The start and the end of run attempt *n* are recorded under keys naming the job and the attempt
+(:func:`start_key`, :func:`end_key`) instead of the id of the event that caused them: whichever
+event comes first (``RunStarted`` or an early ``RunCompleted``; a ``RunCompleted``, a second one
+from a duplicated run, or the lease monitor) moves the job, and every later one is a duplicate,
+even when it decided on a job it read before that move.
 """
 
 from __future__ import annotations
@@ -65,6 +71,14 @@ class Context:
         if job is None:
             raise not_ready(job_id, "the store holds no such job yet")
         return job
+
+
+def start_key(job_id: str, attempt: int) -> str:
+    return f"{job_id}/attempt-{attempt}/start"
+
+
+def end_key(job_id: str, attempt: int) -> str:
+    return f"{job_id}/attempt-{attempt}/end"
 
 
 def not_ready(job_id: str, why: str) -> AutoscorerError:

@@ -2,8 +2,9 @@
 
 The executor instance is presumed lost (a platform failure, never the participant's): the job
 goes back to ``queued`` with the next ``RunRequested``, or fails with ``EXEC_ERROR`` once
-``max_attempts`` runs were made. The event id of the move names the job and attempt, so two
-scheduler replicas expiring the same lease move the job once.
+``max_attempts`` runs were made. The move is the end of the attempt (``context.end_key``), so two
+scheduler replicas expiring the same lease, or an expiry racing the run's ``RunCompleted``, move
+the job once.
 """
 
 from __future__ import annotations
@@ -39,6 +40,5 @@ async def _expire(ctx: Context, job: Job) -> int:
         expired_at=lease.expires_at.isoformat() if lease else None,
     ).to_info()
     log.warning("job %s attempt %d: %s", job.job_id, job.attempts.count, error.message)
-    event_id = f"lease-expired:{job.job_id}:{job.attempts.count}"
-    done = await retry_or_fail(ctx, job, error, event_id=event_id)
+    done = await retry_or_fail(ctx, job, error)
     return int(done.applied)

@@ -7,7 +7,7 @@ held against the participant. When ``max_attempts`` runs have been made the job 
 
 from __future__ import annotations
 
-from services.scheduler.context import Context
+from services.scheduler.context import Context, end_key
 from services.scheduler.intake import run_request
 from shared.errors import ErrorCode, ErrorInfo, execution_error
 from shared.events import JobFailed
@@ -31,11 +31,11 @@ async def retry_or_fail(
     job: Job,
     error: ErrorInfo,
     *,
-    event_id: str,
     outcome: RunOutcome | None = None,
 ) -> Transition:
     """``running -> queued`` with the next ``RunRequested``, or ``running -> failed``."""
     made = job.attempts.count
+    event_id = end_key(job.job_id, made)
     closed = closed_attempt(job, error.code.value, platform_failure=True)
     if made >= ctx.settings.max_attempts:
         return await _give_up(ctx, job, error, closed, event_id=event_id, outcome=outcome)

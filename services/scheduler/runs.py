@@ -3,9 +3,9 @@ the lease, ``RunCompleted`` moves the job on to scoring, back to the queue, or t
 
 Events of one job may arrive in any order (one queue, many consumers, retries), so
 ``RunCompleted`` also accepts a ``queued`` job whose ``RunStarted`` it overtook, and a score-only
-job whose inference a platform ran: it first moves it ``queued -> running`` under a derived
-event id, then ``running -> ...`` under its own, so a redelivery after a crash in between
-finishes the second step only. Events of an attempt that is no longer current are ignored.
+job whose inference a platform ran: it first moves it ``queued -> running`` (the attempt's start),
+then ``running -> ...`` (its end), so a redelivery after a crash in between finishes the second
+step only. Events of an attempt that is no longer current are ignored.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from services.scheduler.context import Context, not_ready
+from services.scheduler.context import Context, end_key, not_ready, start_key
 from services.scheduler.retries import closed_attempt, retry_or_fail
 from shared.errors import ErrorCode, ErrorInfo, execution_error
 from shared.events import JobFailed, RunCompleted, RunHeartbeat, RunStarted, ScoreRequested
@@ -47,7 +47,7 @@ async def on_run_started(ctx: Context, event: RunStarted) -> None:
         JobStatus.QUEUED,
         JobStatus.RUNNING,
         update=JobUpdate(lease=lease, attempt=record),
-        event_id=str(event.event_id),
+        event_id=start_key(job.job_id, event.attempt),
         reason=f"attempt {event.attempt} started on {event.instance}",
     )
 
@@ -92,7 +92,7 @@ async def _start_late(ctx: Context, job: Job, event: RunCompleted) -> Job:
         JobStatus.QUEUED,
         JobStatus.RUNNING,
         update=JobUpdate(attempt=record),
-        event_id=f"{event.event_id}:start",
+        event_id=start_key(job.job_id, event.attempt),
         reason=f"attempt {event.attempt} completed ({why})",
     )
     return done.job
@@ -100,13 +100,12 @@ async def _start_late(ctx: Context, job: Job, event: RunCompleted) -> Job:
 
 async def _finish(ctx: Context, job: Job, event: RunCompleted) -> None:
     outcome = event.outcome
-    event_id = str(event.event_id)
     if outcome.status == "succeeded" and outcome.error is None:
         await _to_scoring(ctx, job, event)
         return
     error = run_error(event)
     if error.retryable:
-        await retry_or_fail(ctx, job, error, event_id=event_id, outcome=outcome)
+        await retry_or_fail(ctx, job, error, outcome=outcome)
         return
     await ctx.move(
         job.job_id,
@@ -118,7 +117,7 @@ async def _finish(ctx: Context, job: Job, event: RunCompleted) -> None:
             lease=None,
             attempt=closed_attempt(job, error.code.value),
         ),
-        event_id=event_id,
+        event_id=end_key(job.job_id, event.attempt),
         reason=f"run failed: {error.code.value}",
         emit=[JobFailed(job_id=job.job_id, error=error, attempt=event.attempt)],
     )
@@ -138,7 +137,7 @@ async def _to_scoring(ctx: Context, job: Job, event: RunCompleted) -> None:
         update=JobUpdate(
             run_outcome=event.outcome, lease=None, attempt=closed_attempt(job, "succeeded")
         ),
-        event_id=str(event.event_id),
+        event_id=end_key(job.job_id, event.attempt),
         reason=f"attempt {event.attempt} succeeded",
         emit=[request],
     )

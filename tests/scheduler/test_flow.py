@@ -246,3 +246,19 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+async def test_a_run_executed_twice_by_two_replicas_moves_the_job_once(rig: Rig) -> None:
+    from tests.scheduler.fakes import FakeExecutor
+
+    twin = FakeExecutor(rig.bus, plans={1: "platform_error"})
+    rig.executor.plans = {1: "platform_error"}
+    await twin.subscribe("executor.local.twin")
+    await rig.bus.publish(submitted("job-twin"))
+
+    job = await rig.wait_status("job-twin", S.SUCCEEDED)
+
+    assert job.attempts.count == 2
+    assert path_of(job) == [
+        S.SUBMITTED, S.QUEUED, S.RUNNING, S.QUEUED, S.RUNNING, S.SCORING, S.SUCCEEDED,
+    ]  # fmt: skip

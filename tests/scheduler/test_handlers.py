@@ -175,3 +175,30 @@ async def test_junk_on_the_scheduler_queue_is_dead_lettered(
 
     letter = next(d for d in bus.dead_letters if d.queue == queue)
     assert letter.error is not None and letter.error.code is ErrorCode.PARSE_ERROR
+
+
+async def test_a_decision_made_on_a_stale_read_changes_nothing(
+    scheduler: Scheduler, bus: MemoryBus, store: SqliteJobStore, settings: Settings
+) -> None:
+    """A second ``RunCompleted`` (or the lease monitor) that read the job before the first one
+    ended the attempt must not end it again once the next attempt runs."""
+    from services.scheduler.context import Context
+    from services.scheduler.relay import OutboxRelay
+    from services.scheduler.retries import retry_or_fail
+    from services.scheduler.routing import Router
+
+    ctx = Context(
+        settings.scheduler, store, OutboxRelay(bus, store), Router.from_settings(settings.scheduler)
+    )
+    await scheduler.handle(submitted("job-race"))
+    await scheduler.handle(started("job-race", attempt=1))
+    stale = await get(store, "job-race")
+    error = AutoscorerError(ErrorCode.EXEC_ERROR, "lost", stage=Stage.EXECUTION).to_info()
+    assert (await retry_or_fail(ctx, stale, error)).applied
+    await scheduler.handle(started("job-race", attempt=2))
+
+    again = await retry_or_fail(ctx, stale, error)
+
+    assert not again.applied
+    job = await get(store, "job-race")
+    assert job.status is S.RUNNING and job.attempts.count == 2

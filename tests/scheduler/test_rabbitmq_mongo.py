@@ -1,0 +1,164 @@
+"""The same job paths on a real RabbitMQ and a MongoDB-wire server (FerretDB).
+
+The servers come from ``scripts/provision/rabbitmq.sh`` and ``scripts/provision/ferretdb.sh``
+(or ``AUTOSCORER_TEST_RABBITMQ_URL`` / ``AUTOSCORER_TEST_MONGO_URL``); without them these tests
+fail, never skip. Every test has its own exchange, queues and database, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aio_pika
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.scheduler.main import create_scheduler
+from shared.bus import RetryPolicy
+from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig, dead_letter_queue, retry_queue
+from shared.errors import ErrorCode
+from shared.events import JobFailed, RunCompleted, ScoreCompleted
+from shared.jobs import JobStatus
+from shared.models import RunOutcome
+from shared.store_mongo import MongoJobStore
+from tests.scheduler.fakes import FAST_RETRY, FakeExecutor, FakeScorer, Observer, eventually
+from tests.scheduler.rig import Rig, eventually_async, scheduler_settings, submitted
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.mongo]
+
+S = JobStatus
+RABBIT_URL = os.environ.get("AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+MONGO_URL = os.environ.get("AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
+
+
+@dataclass
+class Names:
+    prefix: str
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    @property
+    def database(self) -> str:
+        return f"autoscorer_test_{self.prefix.replace('-', '_')}"
+
+
+@pytest.fixture
+def names() -> Names:
+    return Names(f"sched-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def real_rig(names: Names) -> AsyncIterator[Rig]:
+    bus = RabbitBus(
+        RabbitBusConfig(
+            url=RABBIT_URL,
+            exchange=f"{names.prefix}.events",
+            dead_letter_exchange=f"{names.prefix}.dlx",
+            drain_timeout=5.0,
+        )
+    )
+    store = MongoJobStore.from_url(MONGO_URL, names.database, timeoutMS=10_000)
+    await store.init()
+    await bus.start()
+    executor, scorer, observer = FakeExecutor(bus), FakeScorer(bus), Observer(bus)
+    await executor.subscribe(names.queue("executor.local"))
+    await scorer.subscribe(names.queue("scorer.requests"))
+    await observer.subscribe(names.queue("observer"))
+    settings = scheduler_settings(queue=names.queue("scheduler.jobs"), max_attempts=2)
+    scheduler = create_scheduler(settings, bus, store)
+    await scheduler.start()
+    try:
+        yield Rig(bus, store, scheduler, executor, scorer, observer)
+    finally:
+        await scheduler.close()
+        await bus.close()
+        await store.close()
+        await _drop_database(names.database)
+        await _delete_topology(names)
+
+
+async def test_jobs_take_every_path_on_rabbitmq_and_ferretdb(real_rig: Rig) -> None:
+    rig = real_rig
+    rig.executor.duplicate = rig.scorer.duplicate = True
+    rig.executor.plans = {1: "platform_error"}
+    retried, other = submitted("job-retried"), submitted("job-other")
+    for event in (retried, retried, other):
+        await rig.bus.publish(event)
+
+    job = await rig.wait_status("job-retried", S.SUCCEEDED, timeout=30)
+    assert [h.status for h in job.history] == [
+        S.SUBMITTED, S.QUEUED, S.RUNNING, S.QUEUED, S.RUNNING, S.SCORING, S.SUCCEEDED,
+    ]  # fmt: skip
+    assert [r.platform_failure for r in job.attempts.records] == [True, False]
+    assert job.result is not None and job.result.summary == {"accuracy": 0.75}
+
+    job = await rig.wait_status("job-other", S.SUCCEEDED, timeout=30)
+    assert job.attempts.count == 2
+    await eventually(lambda: len(rig.observer.of_type(ScoreCompleted)) == 4, timeout=30)
+    await eventually_async(lambda: _outbox_empty(rig, "job-retried"))
+    assert len(rig.executor.requests) == 4  # two attempts of each job, each published once
+
+
+async def test_a_lost_executor_fails_the_job_after_max_attempts(real_rig: Rig) -> None:
+    rig = real_rig
+    rig.executor.plans = {1: "vanish", 2: "vanish"}
+    await rig.bus.publish(submitted("job-vanished"))
+
+    job = await rig.wait_status("job-vanished", S.FAILED, timeout=30)
+
+    assert job.error is not None and job.error.code is ErrorCode.EXEC_ERROR
+    assert [r.platform_failure for r in job.attempts.records] == [True, True]
+    assert job.lease is None
+    await eventually(lambda: rig.observer.of_type(JobFailed, "job-vanished"), timeout=30)
+
+
+async def test_a_score_only_job_is_scored_when_the_platform_reports_its_run(
+    real_rig: Rig,
+) -> None:
+    rig = real_rig
+    ran = RunCompleted(
+        job_id="job-platform",
+        outcome=RunOutcome(job_id="job-platform", backend="platform", status="succeeded"),
+    )
+    await rig.bus.publish(ran)  # before the job exists: retried by the bus
+    await rig.bus.publish(submitted("job-platform", container=False))
+
+    job = await rig.wait_status("job-platform", S.SUCCEEDED, timeout=30)
+
+    assert [h.status for h in job.history][-3:] == [S.RUNNING, S.SCORING, S.SUCCEEDED]
+    assert rig.executor.requests == []
+
+
+async def _outbox_empty(rig: Rig, job_id: str) -> bool:
+    return (await rig.job(job_id)).outbox == []
+
+
+async def _drop_database(database: str) -> None:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(MONGO_URL, timeoutMS=10_000)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
+
+
+async def _delete_topology(names: Names) -> None:
+    queues = [
+        (names.queue("scheduler.jobs"), RetryPolicy()),
+        *((names.queue(q), FAST_RETRY) for q in ("executor.local", "scorer.requests", "observer")),
+    ]
+    connection = await aio_pika.connect(RABBIT_URL)
+    async with connection:
+        channel = await connection.channel()
+        for name, retry in queues:
+            for queue in [
+                name,
+                dead_letter_queue(name),
+                *(retry_queue(name, d) for d in retry.delays),
+            ]:
+                await channel.queue_delete(queue)
+        await channel.exchange_delete(f"{names.prefix}.events")
+        await channel.exchange_delete(f"{names.prefix}.dlx")

@@ -49,12 +49,13 @@ def open_store(settings: StoreSettings) -> JobStore:
 
 async def run(settings: Settings) -> None:
     """Serve until cancelled."""
+    Router.from_settings(settings.scheduler)  # refuse a bad configuration before connecting
     store = open_store(settings.store)
     bus = open_bus(settings.bus)
-    await store.init()
-    await bus.start()
     scheduler = create_scheduler(settings, bus, store)
     try:
+        await store.init()
+        await bus.start()
         await scheduler.start()
         await asyncio.Event().wait()
     finally:

@@ -133,19 +133,19 @@ async def test_a_lost_executor_is_replaced_and_the_job_still_succeeds(rig: Rig) 
 
 
 async def test_heartbeats_keep_a_running_job_leased(rig: Rig) -> None:
-    rig.executor.plans = {1: "vanish"}
-    rig.executor.vanish_ttl_s = 0.3
     from shared.events import RunHeartbeat
 
+    rig.executor.plans = {1: "vanish"}
+    rig.executor.vanish_ttl_s = 1.0
     await rig.bus.publish(submitted("job-beat"))
     await rig.wait_status("job-beat", S.RUNNING)
-    for _ in range(6):
+    for _ in range(15):  # 2.25 s: more than twice the lease
         beat = RunHeartbeat(
             job_id="job-beat", backend="local", attempt=1, instance="fake-executor-1",
-            lease_ttl_s=0.3,
+            lease_ttl_s=1.0,
         )  # fmt: skip
         await rig.bus.publish(beat)
-        await _sleep(0.1)
+        await _sleep(0.15)
 
     job = await rig.job("job-beat")
     assert job.status is S.RUNNING and job.attempts.count == 1

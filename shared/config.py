@@ -166,6 +166,7 @@ class GatewaySettings(_Section):
     max_unpacked_bytes: int = Field(2 * 1024 * 1024 * 1024, gt=0)
     max_upload_files: int = Field(10_000, gt=0)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    webhook_queue: str = Field("gateway.webhooks", description="the dispatcher's bus queue")
 
 
 class OtelSettings(_Section):

@@ -19,6 +19,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone who may read output/
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

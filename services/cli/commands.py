@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 from services.cli import jobs
@@ -281,3 +282,71 @@ def config_validate(args: argparse.Namespace) -> Outcome:
 def config_dump(args: argparse.Namespace) -> Outcome:
     dumped = _settings(args).redacted()
     return Outcome(data=dumped, show=lambda: print(yaml.safe_dump(dumped, sort_keys=False), end=""))
+
+
+# --- services -----------------------------------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> Outcome:
+    from services.cli.serve import run_serve
+
+    settings = _settings(args)
+    if args.port is not None:
+        settings.gateway.port = args.port
+    run_serve(settings)
+    return Outcome(data={"stopped": True}, show=lambda: None)
+
+
+def _print_status(job: dict[str, Any]) -> None:
+    print(f"{job['job_id']}: {job['status']}", file=sys.stderr, flush=True)
+
+
+def submit(args: argparse.Namespace) -> Outcome:
+    from services.cli.client import Client, api_key, pack_workspace
+
+    if args.workspace is None and args.remote_workspace is None:
+        raise AutoscorerError(
+            ErrorCode.CONFIG_VALIDATION_ERROR,
+            "name a local workspace or --remote-workspace",
+            stage=Stage.CONFIG,
+        )
+
+    async def go() -> Any:
+        async with aiohttp.ClientSession() as session:
+            client = Client(session, args.url, api_key(args.api_key))
+            if args.remote_workspace:
+                data = await client.submit_path(args.remote_workspace, args.priority)
+            else:
+                archive = await asyncio.to_thread(pack_workspace, Path(args.workspace))
+                data = await client.submit_archive(archive, args.priority)
+            if not args.wait:
+                return data
+            return await client.wait(data["job_id"], args.wait_timeout, _print_status)
+
+    job = asyncio.run(go())
+    return _job_outcome(job)
+
+
+def status(args: argparse.Namespace) -> Outcome:
+    from services.cli.client import Client, api_key
+
+    async def go() -> Any:
+        async with aiohttp.ClientSession() as session:
+            return await Client(session, args.url, api_key(args.api_key)).job(args.job_id)
+
+    return _job_outcome(asyncio.run(go()))
+
+
+def _job_outcome(data: dict[str, Any]) -> Outcome:
+    job = data.get("job", data)
+    error = ErrorInfo.model_validate(job["error"]) if job.get("error") else None
+
+    def show() -> None:
+        print(f"job {job['job_id']}: {job['status']}")
+        result = job.get("result") or {}
+        for key, value in (result.get("summary") or {}).items():
+            print(f"  {key:<24} {value}")
+        if error is not None:
+            print_error(error)
+
+    return Outcome(data=data, error=error, show=show)

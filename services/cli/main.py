@@ -74,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=Path, dest="workspace_flag")
     p.set_defaults(handler=commands.scorers_test)
 
+    p = sub.add_parser("serve", parents=[common], help="run all four services in one process")
+    p.add_argument("--port", type=int, help="gateway port (default: gateway.port)")
+    p.set_defaults(handler=commands.serve)
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--url", default=os.environ.get("AUTOSCORER_URL", "http://127.0.0.1:8080"))
+    client.add_argument("--api-key", help="default: $AUTOSCORER_API_KEY or .autoscorer/api-key")
+    p = sub.add_parser("submit", parents=[common, client], help="submit a workspace to a gateway")
+    p.add_argument("workspace", type=Path, nargs="?", help="local workspace, uploaded as tar.gz")
+    p.add_argument("--remote-workspace", help="a workspace path under the gateway's data root")
+    p.add_argument("--priority", type=int, default=5)
+    p.add_argument("--wait", action="store_true", help="wait for the job to finish")
+    p.add_argument("--wait-timeout", type=float, default=3600.0)
+    p.set_defaults(handler=commands.submit)
+    p = sub.add_parser("status", parents=[common, client], help="show a job")
+    p.add_argument("job_id")
+    p.set_defaults(handler=commands.status)
+
     config = sub.add_parser("config", help="show, validate or dump the settings")
     csub = config.add_subparsers(dest="config_command", required=True)
     for name, handler in (

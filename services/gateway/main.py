@@ -27,7 +27,6 @@ from shared.connect import make_bus, make_store
 from shared.store import JobStore
 
 log = logging.getLogger(__name__)
-WEBHOOK_QUEUE = "gateway.webhooks"
 
 
 def make_webhook_store(settings: StoreSettings) -> WebhookStore:
@@ -55,7 +54,7 @@ async def create_gateway(
         settings.gateway.webhooks,
         callback_secret=secret.get_secret_value() if secret else None,
     )
-    await bus.subscribe(WEBHOOK_QUEUE, SUBSCRIBED_EVENTS, dispatcher.on_event)
+    await bus.subscribe(settings.gateway.webhook_queue, SUBSCRIBED_EVENTS, dispatcher.on_event)
     return GatewayService(app, dispatcher)
 
 

@@ -1,0 +1,88 @@
+"""``autoscorer serve``: the four services in one process (embedded default: in-memory bus,
+SQLite store, local backend), or whatever the settings name."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from services.cli.jobs import backend_config
+from services.executor.main import create_executor_service
+from services.executor.registry import create_executor
+from services.gateway.main import create_gateway, make_webhook_store, serve_app
+from services.scheduler.main import create_scheduler
+from services.scorer.main import create_scorer_service
+from services.scorer.plugins import registry_from_settings
+from shared.config import ApiKey, Settings
+from shared.connect import make_bus, make_store
+
+log = logging.getLogger(__name__)
+KEY_FILE = Path(".autoscorer") / "api-key"
+
+
+def ensure_admin_key(settings: Settings, key_file: Path = KEY_FILE) -> Settings:
+    """With no API keys configured, make an admin key and keep it in ``key_file`` (mode 0600)."""
+    gateway = settings.gateway
+    if gateway.api_keys or gateway.insecure_no_auth:
+        return settings
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    if key_file.is_file():
+        key = key_file.read_text().strip()
+    else:
+        key = secrets.token_urlsafe(24)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+    sys.stderr.write(f"admin API key in {key_file} (autoscorer submit reads it)\n")
+    admin = ApiKey.model_validate({"key": key, "subject": "admin", "role": "admin"})
+    return settings.model_copy(update={"gateway": gateway.model_copy(update={"api_keys": [admin]})})
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    async with AsyncExitStack() as stack:
+        store, hooks, bus = (
+            make_store(settings.store),
+            make_webhook_store(settings.store),
+            make_bus(settings.bus),
+        )
+        for part in (store, hooks):
+            await part.init()
+            stack.push_async_callback(part.close)
+        registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
+        executor = create_executor(backend_config(settings, settings.executor_service.backend))
+        stack.push_async_callback(executor.close)
+        scheduler = create_scheduler(settings, bus, store)
+        runner = create_executor_service(settings, bus, executor, scorers=registry)
+        scorer = create_scorer_service(settings, bus, registry)
+        gateway = await create_gateway(settings, store, bus, hooks)
+        stack.push_async_callback(bus.close)
+        for service in (scheduler, runner, scorer):
+            await service.start()
+            stack.push_async_callback(service.close)
+        await bus.start()
+        delivering = asyncio.create_task(gateway.dispatcher.run(stop))
+        try:
+            await serve_app(gateway.app, settings.gateway.host, settings.gateway.port, stop)
+        finally:
+            stop.set()
+            await delivering
+
+
+def run_serve(settings: Settings) -> None:
+    settings = ensure_admin_key(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())

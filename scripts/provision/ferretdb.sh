@@ -97,6 +97,7 @@ start() {
         --sqlite-url="file:$DATA_DIR/" \
         --listen-addr="$ADDR" \
         --telemetry=disable \
+        --state-dir="$DATA_DIR" \
         >>"$LOG_FILE" 2>&1 </dev/null &
     echo $! >"$DATA_DIR.pid"
     disown || true

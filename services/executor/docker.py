@@ -34,7 +34,13 @@ from services.executor.docker_outcome import (
     missing_outputs,
     output_missing_error,
 )
-from services.executor.docker_output import collect, mount_output, unmount_output, usage
+from services.executor.docker_output import (
+    collect,
+    empty_dir,
+    mount_output,
+    unmount_output,
+    usage,
+)
 from services.executor.docker_sandbox import (
     EXECUTOR_NAME,
     LABEL_JOB,
@@ -176,6 +182,7 @@ class DockerExecutor:
         check_policy(at.spec, self._config)
         image = await ensure_image(self._client(), container.image, self._config, at.ws.root)
         view = await asyncio.to_thread(_participant_view, at.ws, at.spec)
+        await asyncio.to_thread(empty_dir, at.ws.output_dir)  # no stale file passes as output
         output = at.ws.private_dir / OUTPUT_MOUNT_DIR
         paths = SandboxPaths(view / "input", view / "meta.json", output)
         uid, gid = self._config.uid_gid
@@ -324,9 +331,23 @@ async def _wait(container: DockerContainer, limit_s: int) -> bool:
     except TimeoutError:
         with contextlib.suppress(aiodocker.DockerError):
             await container.kill()
-        await container.wait()
+        await _wait_ended(container)
         return False
+    except aiodocker.DockerError as exc:
+        raise _wait_error(exc) from exc
     return True
+
+
+async def _wait_ended(container: DockerContainer) -> None:
+    try:
+        await container.wait()
+    except aiodocker.DockerError as exc:
+        raise _wait_error(exc) from exc
+
+
+def _wait_error(exc: aiodocker.DockerError) -> AutoscorerError:
+    message = f"waiting for the container failed: {exc.message}"
+    return execution_error(ErrorCode.CONTAINER_WAIT_FAILED, message, status=exc.status)
 
 
 async def _remove(container: DockerContainer) -> None:

@@ -7,7 +7,6 @@ the engine's own json-file copy is size-capped and rotated, so a flood cannot fi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator
@@ -40,13 +39,13 @@ class LogFollower:
         self.truncated = False
 
     async def run(self) -> None:
-        handle = await asyncio.to_thread(self._path.open, "wb")
-        try:
+        # opened and closed on the loop (one syscall each): a thread could not be cancelled
+        # cleanly and would leak the handle when the run is cancelled while it opens
+        with (
+            self._path.open("wb") as handle,
+            contextlib.suppress(aiodocker.DockerError),  # the container went away mid-stream
+        ):
             await self._follow(handle)
-        except aiodocker.DockerError:
-            pass  # the container went away mid-stream: what was written is what there is
-        finally:
-            await asyncio.to_thread(handle.close)
 
     async def _follow(self, handle: BinaryIO) -> None:
         stream = cast(

@@ -83,6 +83,16 @@ def usage(path: Path, limit: int) -> OutputUsage:
     return OutputUsage(used, files, full)
 
 
+def empty_dir(path: Path) -> None:
+    """Remove everything inside ``path`` (links themselves, never what they point to)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def collect(source: Path, target: Path) -> list[str]:
     """Copy regular files from ``source`` into ``target``; return what was skipped and why."""
     skipped: list[str] = []

@@ -1,8 +1,9 @@
 """Docker fixtures: the engine and test images come from ``scripts/provision/docker.sh``.
 
 When the engine is absent the Docker tests fail (they never skip): the README's test command
-provisions it. Every executor a test builds is closed afterwards, and each test ends by
-asserting that the engine holds no container labelled by the Docker executor.
+provisions it. Every test gets its own executor ``instance`` label (other suites may run
+executors on the same engine at the same time); every executor a test builds is closed
+afterwards, and each test ends by asserting that the engine holds no container of its instance.
 """
 
 from __future__ import annotations
@@ -17,20 +18,27 @@ import pytest
 
 from services.executor.docker import DockerExecutor
 from services.executor.docker_config import DockerConfig
-from services.executor.docker_sandbox import LABEL_EXECUTOR
+from services.executor.docker_sandbox import LABEL_EXECUTOR, LABEL_INSTANCE
 from shared.models import JobSpec
 from shared.workspace import Workspace
 
 BUSYBOX = "autoscorer-test/busybox:1"
 PYTHON = "autoscorer-test/python:3.11"
-LABELLED = {"label": [LABEL_EXECUTOR]}
 
 MakeExecutor = Callable[..., DockerExecutor]
 MakeJob = Callable[..., tuple[JobSpec, Workspace]]
 
 
-async def labelled_containers(docker: aiodocker.Docker) -> list[dict[str, Any]]:
-    return [c._container for c in await docker.containers.list(all=True, filters=LABELLED)]
+async def labelled_containers(docker: aiodocker.Docker, instance: str) -> list[dict[str, Any]]:
+    """Containers (any state) of the Docker executor labelled with this ``instance``."""
+    filters = {"label": [f"{LABEL_EXECUTOR}=docker", f"{LABEL_INSTANCE}={instance}"]}
+    return [c._container for c in await docker.containers.list(all=True, filters=filters)]
+
+
+@pytest.fixture
+def instance() -> str:
+    """This test's executor instance: its containers, and only those, are its business."""
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
@@ -47,12 +55,13 @@ async def docker() -> AsyncIterator[aiodocker.Docker]:
 
 
 @pytest.fixture
-async def make_executor(docker: aiodocker.Docker) -> AsyncIterator[MakeExecutor]:
+async def make_executor(docker: aiodocker.Docker, instance: str) -> AsyncIterator[MakeExecutor]:
     """Build executors with config overrides; afterwards no labelled container may remain."""
     built: list[DockerExecutor] = []
 
     def make(**config: Any) -> DockerExecutor:
         config.setdefault("pull_policy", "never")
+        config.setdefault("instance", instance)
         executor = DockerExecutor(DockerConfig(**config))
         built.append(executor)
         return executor
@@ -60,7 +69,7 @@ async def make_executor(docker: aiodocker.Docker) -> AsyncIterator[MakeExecutor]
     yield make
     for executor in built:
         await executor.close()
-    leftovers = await labelled_containers(docker)
+    leftovers = await labelled_containers(docker, instance)
     for item in leftovers:  # leave the engine clean for the next test, then fail this one
         await docker.containers.container(item["Id"]).delete(force=True)
     assert leftovers == [], f"containers left behind: {[c['Names'] for c in leftovers]}"

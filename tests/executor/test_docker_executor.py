@@ -13,7 +13,7 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from services.executor.docker_sandbox import LABEL_EXECUTOR, LABEL_JOB
+from services.executor.docker_sandbox import LABEL_EXECUTOR, LABEL_INSTANCE, LABEL_JOB
 from shared.errors import AutoscorerError, ErrorCode
 from tests.executor.conftest import BUSYBOX, PYTHON, labelled_containers
 
@@ -48,6 +48,8 @@ async def test_happy_path_reads_input_and_writes_prediction(make_executor, make_
 
 async def test_missing_expected_output_is_reported(make_executor, make_job):
     spec, ws = make_job(["true"])
+    ws.output_dir.mkdir()
+    (ws.output_dir / "pred.csv").write_text("stale, from an earlier run\n")
     outcome = await make_executor().run(spec, ws, expected_outputs=["pred.csv"])
     assert outcome.error is not None and outcome.error.code is ErrorCode.OUTPUT_MISSING
     assert outcome.error.details["missing"] == ["pred.csv"]
@@ -164,48 +166,54 @@ async def test_cancel_before_the_container_starts(make_executor, make_job):
     assert "started" not in (ws.logs_dir / "container.log").read_text()
 
 
-async def test_cancelled_run_task_still_removes_its_container(make_executor, make_job, docker):
+async def test_cancelled_run_task_still_removes_its_container(
+    make_executor, make_job, docker, instance
+):
     spec, ws = make_job(["sleep", "120"])
     task = asyncio.create_task(make_executor().run(spec, ws))
     await asyncio.wait_for(_container_of(docker, spec.job_id), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await labelled_containers(docker) == []
+    assert await labelled_containers(docker, instance) == []
     assert not os.path.ismount(ws.private_dir / "docker-output")
 
 
-async def test_cleanup_leftovers_removes_only_containers_of_dead_jobs(make_executor, docker):
-    ids = []
-    for job_id in ("job-dead", "job-live"):
-        body = {"Image": BUSYBOX, "Cmd": ["sleep", "60"],
-                "Labels": {LABEL_EXECUTOR: "docker", LABEL_JOB: job_id},
-                "HostConfig": {"NetworkMode": "none"}}
-        container = await docker.containers.create(body)
-        await container.start()
-        ids.append(container.id)
+async def _labelled_container(docker, job_id: str, instance: str, cmd: list[str]) -> str:
+    """A container as a crashed executor of ``instance`` would have left it."""
+    body = {"Image": BUSYBOX, "Cmd": cmd, "HostConfig": {"NetworkMode": "none"},
+            "Labels": {LABEL_EXECUTOR: "docker", LABEL_JOB: job_id, LABEL_INSTANCE: instance}}
+    container = await docker.containers.create(body)
+    await container.start()
+    return container.id
+
+
+async def test_cleanup_leftovers_removes_only_containers_of_dead_jobs(
+    make_executor, docker, instance
+):
+    dead = await _labelled_container(docker, "job-dead", instance, ["sleep", "60"])
+    live = await _labelled_container(docker, "job-live", instance, ["sleep", "60"])
     executor = make_executor()
     try:
         assert await executor.cleanup_leftovers({"job-live"}) == 1
-        remaining = [c["Id"] for c in await labelled_containers(docker)]
-        assert remaining == [ids[1]]
+        remaining = [c["Id"] for c in await labelled_containers(docker, instance)]
+        assert remaining == [live] and dead not in remaining
     finally:
-        await docker.containers.container(ids[1]).delete(force=True)
+        await docker.containers.container(live).delete(force=True)
     assert await executor.cleanup_leftovers(set()) == 0
 
 
-async def test_cleanup_leftovers_of_an_instance_spares_other_instances(make_executor, docker):
-    ids = {}
-    for instance in ("a", "b"):
-        body = {"Image": BUSYBOX, "Cmd": ["true"], "HostConfig": {"NetworkMode": "none"},
-                "Labels": {LABEL_EXECUTOR: "docker", LABEL_JOB: f"job-{instance}",
-                           "autoscorer.instance": instance}}
-        ids[instance] = (await docker.containers.create(body)).id
+async def test_cleanup_leftovers_of_an_instance_spares_other_instances(
+    make_executor, docker, instance
+):
+    other = f"{instance}-other"
+    await _labelled_container(docker, "job-a", instance, ["true"])
+    kept = await _labelled_container(docker, "job-b", other, ["true"])
     try:
-        assert await make_executor(instance="a").cleanup_leftovers(()) == 1
-        assert [c["Id"] for c in await labelled_containers(docker)] == [ids["b"]]
+        assert await make_executor().cleanup_leftovers(()) == 1
+        assert [c["Id"] for c in await labelled_containers(docker, other)] == [kept]
     finally:
-        await docker.containers.container(ids["b"]).delete(force=True)
+        await docker.containers.container(kept).delete(force=True)
 
 
 async def test_unreachable_engine_is_a_retryable_platform_error(make_executor, make_job):
@@ -218,20 +226,20 @@ async def test_unreachable_engine_is_a_retryable_platform_error(make_executor, m
     assert info["error"]["code"] == "BACKEND_UNAVAILABLE"
 
 
-
 CRASHING_EXECUTOR = """
 import asyncio, sys
 from services.executor.docker import DockerExecutor
 from services.executor.docker_config import DockerConfig
 from shared.workspace import Workspace
 ws = Workspace.at(sys.argv[1])
-asyncio.run(DockerExecutor(DockerConfig(pull_policy="never")).run(ws.load_spec(), ws))
+config = DockerConfig(pull_policy="never", instance=sys.argv[2])
+asyncio.run(DockerExecutor(config).run(ws.load_spec(), ws))
 """
 
 
-async def test_cleanup_leftovers_after_an_executor_crash(make_executor, make_job, docker):
+async def test_cleanup_leftovers_after_an_executor_crash(make_executor, make_job, docker, instance):
     spec, ws = make_job(["sleep", "120"])
-    argv = [sys.executable, "-c", CRASHING_EXECUTOR, str(ws.root)]
+    argv = [sys.executable, "-c", CRASHING_EXECUTOR, str(ws.root), instance]
     proc = await asyncio.create_subprocess_exec(*argv)
     try:
         await asyncio.wait_for(_container_of(docker, spec.job_id), 60)
@@ -239,7 +247,8 @@ async def test_cleanup_leftovers_after_an_executor_crash(make_executor, make_job
         proc.kill()  # SIGKILL: no finally block of the executor runs
         await proc.wait()
     mount = ws.private_dir / "docker-output"
-    assert [c["Labels"][LABEL_JOB] for c in await labelled_containers(docker)] == [spec.job_id]
+    running = await labelled_containers(docker, instance)
+    assert [c["Labels"][LABEL_JOB] for c in running] == [spec.job_id]
     assert os.path.ismount(mount)
     mounts = Path("/proc/self/mounts").read_text().splitlines()
     line = next(ln for ln in mounts if str(mount) in ln)
@@ -247,5 +256,5 @@ async def test_cleanup_leftovers_after_an_executor_crash(make_executor, make_job
     assert (source, fstype) == ("autoscorer-output", "tmpfs")
     assert {"nosuid", "nodev", "mode=700", "uid=65534", "size=524288k"} <= set(options.split(","))
     assert await make_executor().cleanup_leftovers({"some-other-live-job"}) == 1
-    assert await labelled_containers(docker) == []
+    assert await labelled_containers(docker, instance) == []
     assert not os.path.ismount(mount)

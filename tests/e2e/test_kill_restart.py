@@ -91,7 +91,8 @@ async def test_e_executor_killed_mid_run_and_restarted(
                 first.kill()
             log.close()
         assert done["status"] == "succeeded", (
-            done,
+            done["error"],
+            done["attempts"],
             (tmp_path / "executor.log").read_text()[-3000:],
         )
         assert 0.5 < done["result"]["summary"]["f1_macro"] < 1.0

@@ -3,7 +3,9 @@
 A writer stores ``outbox_entry(event)`` in the same single-document update as its state change,
 then calls :func:`publish_pending`. Whatever could not be published stays in the document for
 the next ``publish_pending`` (the scheduler's relay loop runs it for every job with pending
-entries), always with the same ``event_id``, so consumers can drop duplicates.
+entries), always with the same ``event_id``, so consumers can drop duplicates. An entry is
+published under the current span, or (published later, outside any span) under the job's
+``trace_context``, so every event of a job stays in the job's trace.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from shared.errors import AutoscorerError
 from shared.events import EVENT_ADAPTER, BaseEvent, Event
 from shared.jobs import Job, OutboxEntry
 from shared.store import JobStore
+from shared.telemetry import continue_trace
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,8 @@ async def publish_pending(bus: EventBus, store: JobStore, job: Job) -> int:
     published: list[str] = []
     try:
         for entry in job.outbox:
-            await bus.publish(entry_event(entry))
+            with continue_trace(job.trace_context):
+                await bus.publish(entry_event(entry))
             published.append(entry.event_id)
     except AutoscorerError as exc:
         log.warning(

@@ -21,6 +21,7 @@ from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
 from shared.config import ApiKey, Settings
 from shared.connect import make_bus, make_store
+from shared.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 KEY_FILE = Path(".autoscorer") / "api-key"
@@ -85,4 +86,8 @@ def run_serve(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    provider = setup_tracing(settings.otel, "serve")
+    try:
+        asyncio.run(main())
+    finally:
+        shutdown_tracing(provider)

@@ -33,6 +33,7 @@ from shared.config import Settings, load_settings
 from shared.connect import make_bus
 from shared.errors import AutoscorerError
 from shared.models import JobSpec
+from shared.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,11 @@ def main() -> None:
     config = os.environ.get("AUTOSCORER_CONFIG")
     settings = load_settings(Path(config) if config else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run(settings))
+    provider = setup_tracing(settings.otel, "executor")
+    try:
+        asyncio.run(run(settings))
+    finally:
+        shutdown_tracing(provider)
 
 
 if __name__ == "__main__":

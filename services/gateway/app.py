@@ -10,6 +10,7 @@ from services.gateway import health, jobs_api, openapi, scorers_api
 from services.gateway.auth import KeyRing, auth_middleware
 from services.gateway.context import GATEWAY, Gateway
 from services.gateway.http import error_middleware
+from services.gateway.tracing import tracing_middleware
 from services.gateway.webhooks import api as webhooks_api
 from services.gateway.webhooks.store import WebhookStore
 from services.scorer.registry import ScorerRegistry
@@ -31,7 +32,7 @@ def create_app(
 ) -> web.Application:
     """Routes, middlewares and shared state; opening the store and bus is the caller's job."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(KeyRing(settings))],
+        middlewares=[tracing_middleware(), error_middleware, auth_middleware(KeyRing(settings))],
         client_max_size=settings.max_upload_bytes + MAX_JSON_BODY,
     )
     app[GATEWAY] = Gateway(

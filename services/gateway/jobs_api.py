@@ -23,6 +23,7 @@ from shared.jobs import Job, JobStatus, new_job
 from shared.models import JobSpec, new_job_id
 from shared.outbox import outbox_entry
 from shared.store import ListQuery
+from shared.telemetry import current_trace_context
 from shared.workspace import load_spec
 
 PUBLIC_FIELDS = {"outbox", "processed_event_ids"}
@@ -115,6 +116,7 @@ async def _submit(
         submitter=principal.subject,
         priority=body.priority,
         idempotency_key=scoped_key,
+        trace_context=current_trace_context(),  # the job's trace: this request's span
         outbox=[outbox_entry(event)],
     ).model_copy(update={"callback_url": body.callback_url})
     created = await gw.store.create(job)

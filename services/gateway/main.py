@@ -25,6 +25,7 @@ from shared.bus import EventBus
 from shared.config import Settings, StoreSettings, load_settings
 from shared.connect import make_bus, make_store
 from shared.store import JobStore
+from shared.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,11 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await run(settings, stop)
 
-    asyncio.run(serve())
+    provider = setup_tracing(settings.otel, "gateway")
+    try:
+        asyncio.run(serve())
+    finally:
+        shutdown_tracing(provider)
 
 
 if __name__ == "__main__":

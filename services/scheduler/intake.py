@@ -6,6 +6,7 @@ from services.scheduler.context import Context
 from shared.events import JobSubmitted, RunRequested
 from shared.jobs import Job, JobStatus, new_job
 from shared.store import Transition
+from shared.telemetry import current_trace_context
 
 
 async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
@@ -16,6 +17,7 @@ async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
         submitter=event.submitter,
         priority=event.priority,
         idempotency_key=event.idempotency_key,
+        trace_context=current_trace_context(),  # a platform's job: its trace goes on from here
     )
     stored = (await ctx.store.create(job)).job
     if stored.status is JobStatus.SUBMITTED:

@@ -5,7 +5,8 @@ path); :meth:`OutboxRelay.sweep` runs periodically and at start-up for whatever 
 between the store write and the publish, a broker outage), highest job priority first. An entry
 is popped only after the broker confirmed it, so a crash in between publishes it twice with the
 same ``event_id``; consumers dedupe. Entries of every writer in the store are relayed, not only
-the scheduler's.
+the scheduler's. A sweep publishes each entry in the job's trace (``Job.trace_context``); a
+flush inside a handler, under the handler's span.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from shared.bus import EventBus
 from shared.errors import AutoscorerError, ErrorCode
 from shared.jobs import Job, OutboxEntry, now_ms
 from shared.store import JobStore
+from shared.telemetry import continue_trace
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ class OutboxRelay:
     async def _publish(self, job: Job, entry: OutboxEntry) -> bool:
         """True when the entry may be popped: published, or dropped for good."""
         try:
-            await self._bus.publish(event_of(entry))
+            with continue_trace(job.trace_context):
+                await self._bus.publish(event_of(entry))
         except AutoscorerError as exc:
             return _gives_up(job, entry, exc)
         return True

@@ -22,6 +22,7 @@ from services.scorer.service import ScorerService, ScorerServiceConfig
 from shared.bus import EventBus
 from shared.config import Settings, load_settings
 from shared.connect import make_bus
+from shared.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,11 @@ def main() -> None:
     config = os.environ.get("AUTOSCORER_CONFIG")
     settings = load_settings(Path(config) if config else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run(settings))
+    provider = setup_tracing(settings.otel, "scorer")
+    try:
+        asyncio.run(run(settings))
+    finally:
+        shutdown_tracing(provider)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from shared.config import BusSettings, Settings, StoreSettings, load_settings
 from shared.store import JobStore
 from shared.store_mongo import MongoJobStore
 from shared.store_sqlite import SqliteJobStore
+from shared.telemetry import setup_tracing, shutdown_tracing
 
 
 def create_scheduler(settings: Settings, bus: EventBus, store: JobStore) -> Scheduler:
@@ -68,7 +69,11 @@ def main() -> None:
     config = os.environ.get("AUTOSCORER_CONFIG")
     settings = load_settings(Path(config) if config else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run(settings))
+    provider = setup_tracing(settings.otel, "scheduler")
+    try:
+        asyncio.run(run(settings))
+    finally:
+        shutdown_tracing(provider)
 
 
 if __name__ == "__main__":

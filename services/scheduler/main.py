@@ -23,14 +23,15 @@ from shared.store_mongo import MongoJobStore
 from shared.store_sqlite import SqliteJobStore
 from shared.telemetry import setup_tracing, shutdown_tracing
 
+RELAY_SETTLE_S = 5.0
+"""How long the sweep leaves a new outbox entry to the handler publishing it."""
+
 
 def create_scheduler(settings: Settings, bus: EventBus, store: JobStore) -> Scheduler:
     """A scheduler on ``bus`` and ``store`` (both opened by the caller). Call ``start()`` once
     the bus is started, ``close()`` before closing the bus."""
     section = settings.scheduler
-    relay = OutboxRelay(
-        bus, store, batch=section.relay_batch, settle=min(section.relay_interval_s, 1.0)
-    )
+    relay = OutboxRelay(bus, store, batch=section.relay_batch, settle=RELAY_SETTLE_S)
     ctx = Context(section, store, relay, Router.from_settings(section))
     return Scheduler(ctx, bus)
 

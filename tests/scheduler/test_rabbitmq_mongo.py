@@ -1,4 +1,5 @@
-"""The same job paths on a real RabbitMQ and a MongoDB-wire server (FerretDB).
+"""The same job paths on a real RabbitMQ and a MongoDB-wire server (FerretDB), and on the
+in-memory bus with FerretDB.
 
 The servers come from ``scripts/provision/rabbitmq.sh`` and ``scripts/provision/ferretdb.sh``
 (or ``AUTOSCORER_TEST_RABBITMQ_URL`` / ``AUTOSCORER_TEST_MONGO_URL``); without them these tests
@@ -7,9 +8,11 @@ fail, never skip. Every test has its own exchange, queues and database, removed 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aio_pika
@@ -17,7 +20,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.scheduler.main import create_scheduler
-from shared.bus import RetryPolicy
+from shared.bus import EventBus, RetryPolicy
+from shared.bus_memory import MemoryBus
 from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig, dead_letter_queue, retry_queue
 from shared.errors import ErrorCode
 from shared.events import JobFailed, RunCompleted, ScoreCompleted
@@ -27,7 +31,7 @@ from shared.store_mongo import MongoJobStore
 from tests.scheduler.fakes import FAST_RETRY, FakeExecutor, FakeScorer, Observer, eventually
 from tests.scheduler.rig import Rig, eventually_async, scheduler_settings, submitted
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.mongo]
+pytestmark = pytest.mark.mongo
 
 S = JobStatus
 RABBIT_URL = os.environ.get("AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -46,42 +50,67 @@ class Names:
         return f"autoscorer_test_{self.prefix.replace('-', '_')}"
 
 
+@pytest.fixture(params=[pytest.param("rabbitmq", marks=pytest.mark.rabbitmq), "memory"])
+def bus_kind(request: pytest.FixtureRequest) -> str:
+    """RabbitMQ + FerretDB is the real deployment; the memory bus on FerretDB isolates the store."""
+    return str(request.param)
+
+
 @pytest.fixture
 def names() -> Names:
     return Names(f"sched-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
-async def real_rig(names: Names) -> AsyncIterator[Rig]:
-    bus = RabbitBus(
-        RabbitBusConfig(
-            url=RABBIT_URL,
-            exchange=f"{names.prefix}.events",
-            dead_letter_exchange=f"{names.prefix}.dlx",
-            drain_timeout=5.0,
-        )
-    )
+async def real_rig(names: Names, bus_kind: str) -> AsyncIterator[Rig]:
+    bus = _open_bus(bus_kind, names)
     store = MongoJobStore.from_url(MONGO_URL, names.database, timeoutMS=10_000)
-    await store.init()
-    await bus.start()
-    executor, scorer, observer = FakeExecutor(bus), FakeScorer(bus), Observer(bus)
-    await executor.subscribe(names.queue("executor.local"))
-    await scorer.subscribe(names.queue("scorer.requests"))
-    await observer.subscribe(names.queue("observer"))
     settings = scheduler_settings(queue=names.queue("scheduler.jobs"), max_attempts=2)
     scheduler = create_scheduler(settings, bus, store)
-    await scheduler.start()
     try:
+        await store.init()
+        await bus.start()
+        executor, scorer, observer = FakeExecutor(bus), FakeScorer(bus), Observer(bus)
+        await executor.subscribe(names.queue("executor.local"))
+        await scorer.subscribe(names.queue("scorer.requests"))
+        await observer.subscribe(names.queue("observer"))
+        await scheduler.start()
         yield Rig(bus, store, scheduler, executor, scorer, observer)
     finally:
-        await scheduler.close()
-        await bus.close()
-        await store.close()
-        await _drop_database(names.database)
-        await _delete_topology(names)
+        async with _within("closing the scheduler, bus and store"):
+            await scheduler.close()
+            await bus.close()
+            await store.close()
+        async with _within("dropping the test database"):
+            await _drop_database(names.database)
+        if bus_kind == "rabbitmq":
+            async with _within("deleting the test queues"):
+                await _delete_topology(names)
 
 
-async def test_jobs_take_every_path_on_rabbitmq_and_ferretdb(real_rig: Rig) -> None:
+@asynccontextmanager
+async def _within(what: str, seconds: float = 30.0) -> AsyncIterator[None]:
+    """Fail with a clear message instead of waiting for the per-test timeout."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        pytest.fail(f"{what} took more than {seconds:g} s")
+
+
+def _open_bus(kind: str, names: Names) -> EventBus:
+    if kind == "memory":
+        return MemoryBus(drain_timeout=5.0)
+    config = RabbitBusConfig(
+        url=RABBIT_URL,
+        exchange=f"{names.prefix}.events",
+        dead_letter_exchange=f"{names.prefix}.dlx",
+        drain_timeout=5.0,
+    )
+    return RabbitBus(config)
+
+
+async def test_jobs_take_every_path(real_rig: Rig) -> None:
     rig = real_rig
     rig.executor.duplicate = rig.scorer.duplicate = True
     rig.executor.plans = {1: "platform_error"}
@@ -98,9 +127,11 @@ async def test_jobs_take_every_path_on_rabbitmq_and_ferretdb(real_rig: Rig) -> N
 
     job = await rig.wait_status("job-other", S.SUCCEEDED, timeout=30)
     assert job.attempts.count == 2
-    await eventually(lambda: len(rig.observer.of_type(ScoreCompleted)) == 4, timeout=30)
+    scored = {"job-retried", "job-other"}
+    await eventually(lambda: {e.job_id for e in rig.observer.of_type(ScoreCompleted)} == scored)
     await eventually_async(lambda: _outbox_empty(rig, "job-retried"))
-    assert len(rig.executor.requests) == 4  # two attempts of each job, each published once
+    runs = {(r.job_id, r.attempt) for r in rig.executor.requests}
+    assert runs == {("job-retried", 1), ("job-retried", 2), ("job-other", 1), ("job-other", 2)}
 
 
 async def test_a_lost_executor_fails_the_job_after_max_attempts(real_rig: Rig) -> None:

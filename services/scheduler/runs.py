@@ -53,18 +53,33 @@ async def on_run_started(ctx: Context, event: RunStarted) -> None:
 
 
 async def on_run_heartbeat(ctx: Context, event: RunHeartbeat) -> None:
-    """Renew the lease if ``event.instance`` still holds it; otherwise nothing to do.
+    """Renew the lease if ``event.instance`` holds it, or take it over once it expired while the
+    job still runs this attempt (a replica that picked up a handed-back run); else nothing.
 
     Heartbeats are not recorded as processed events: renewing twice is harmless, and they would
     crowd the ids that matter out of ``processed_event_ids``.
     """
     _, ttl = _lease(ctx, event.instance, event.lease_ttl_s)
     try:
-        renewed = await ctx.store.renew_lease(event.job_id, event.instance, ttl)
+        held = await ctx.store.renew_lease(event.job_id, event.instance, ttl)
+        if held is None:
+            held = await _take_over(ctx, event, ttl)
     except JobNotFoundError:
-        renewed = None
-    if renewed is None:
+        held = None
+    if held is None:
         log.info("heartbeat of job %s from %s renews nothing", event.job_id, event.instance)
+
+
+async def _take_over(ctx: Context, event: RunHeartbeat, ttl: timedelta) -> Job | None:
+    job = await ctx.store.get(event.job_id)
+    if job is None or job.status is not JobStatus.RUNNING or job.attempts.count != event.attempt:
+        return None
+    taken = await ctx.store.acquire_lease(job.job_id, event.instance, ttl)
+    if taken is not None:
+        log.warning(
+            "job %s attempt %d: lease taken over by %s", job.job_id, event.attempt, event.instance
+        )
+    return taken
 
 
 async def on_run_completed(ctx: Context, event: RunCompleted) -> None:

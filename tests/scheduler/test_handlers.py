@@ -202,3 +202,33 @@ async def test_a_decision_made_on_a_stale_read_changes_nothing(
     assert not again.applied
     job = await get(store, "job-race")
     assert job.status is S.RUNNING and job.attempts.count == 2
+
+
+async def test_a_replica_running_a_handed_back_attempt_takes_the_lease_once_it_expired(
+    bus: MemoryBus, store: SqliteJobStore, settings: Settings
+) -> None:
+    import asyncio
+
+    await bus.subscribe("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    scheduler = create_scheduler(settings, bus, store)  # not started: no lease monitor
+    await scheduler.handle(submitted("job-handover"))
+    first = RunStarted(job_id="job-handover", backend="local", instance="exec-1", lease_ttl_s=0.3)
+    await scheduler.handle(first)
+
+    def beat(instance: str) -> RunHeartbeat:
+        return RunHeartbeat(
+            job_id="job-handover", backend="local", instance=instance, lease_ttl_s=60
+        )
+
+    await scheduler.handle(beat("exec-2"))
+    lease = (await get(store, "job-handover")).lease
+    assert lease is not None and lease.owner == "exec-1"
+
+    await asyncio.sleep(0.4)
+    await scheduler.handle(beat("exec-2"))
+    await scheduler.handle(beat("exec-1"))
+    lease = (await get(store, "job-handover")).lease
+    assert lease is not None and lease.owner == "exec-2"
+
+    await scheduler.handle(completed("job-handover"))
+    assert (await get(store, "job-handover")).status is S.SCORING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -51,3 +52,16 @@ async def rig(bus: MemoryBus, store: SqliteJobStore, settings: Settings) -> Asyn
     await scheduler.start()
     yield Rig(bus, store, scheduler, executor, scorer, observer)
     await scheduler.close()
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running (a loop the scheduler did not stop)."""
+    before = asyncio.all_tasks()
+    yield
+    for _ in range(100):
+        leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
+        if not leaked:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"leaked tasks: {sorted(t.get_name() for t in leaked)}")

@@ -69,7 +69,7 @@ async def get(store: SqliteJobStore, job_id: str) -> Job:
 async def test_each_event_handled_twice_changes_the_job_once(
     scheduler: Scheduler, store: SqliteJobStore
 ) -> None:
-    events = [
+    events: list[Event] = [
         submitted("job-twice"),
         started("job-twice"),
         completed("job-twice"),

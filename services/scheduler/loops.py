@@ -19,7 +19,9 @@ Step = Callable[[], Awaitable[object]]
 
 
 async def every(interval: float, step: Step, *, name: str, first: Step | None = None) -> None:
-    """Run ``first`` (or ``step``) now, then ``step`` every ``interval`` seconds, forever."""
+    """Run ``first`` (or ``step``) after ``interval`` seconds, then ``step`` every ``interval``
+    seconds, forever. Waiting first lets the service start before its bus does."""
+    await asyncio.sleep(interval)
     await _once(first or step, name)
     while True:
         await asyncio.sleep(interval)

@@ -12,16 +12,16 @@ from shared.config import SchedulerSettings, Settings, StoreSettings
 from shared.errors import AutoscorerError, ErrorCode
 
 
-async def test_run_serves_until_cancelled(tmp_path: Path) -> None:
-    settings = Settings(store=StoreSettings(sqlite_path=tmp_path / "jobs.sqlite3"))
-    task = asyncio.create_task(run(settings))
+async def test_run_serves_until_stopped(tmp_path: Path) -> None:
+    settings = Settings(store=StoreSettings(sqlite_path=tmp_path / "state" / "jobs.sqlite3"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
     await asyncio.sleep(0.5)
     assert not task.done()
 
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert (tmp_path / "jobs.sqlite3").exists()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert (tmp_path / "state" / "jobs.sqlite3").exists()
 
 
 async def test_run_refuses_a_configuration_without_backends(tmp_path: Path) -> None:

@@ -165,6 +165,7 @@ class ExecutorService:
         if self._closing:
             await self._closed.wait()
             raise _handed_back(event)
+        await self._supersede(event)
         run = self._active[key] = _Run(event.job_id)
         try:
             completed = await self._attempt(event, run)
@@ -178,6 +179,22 @@ class ExecutorService:
         if run.handed_back:
             raise _handed_back(event)
         await self._bus.publish(completed)
+
+    async def _supersede(self, event: RunRequested) -> None:
+        """Stop older attempts of the same job still running here: the scheduler has given up on
+        them (e.g. a run redelivered after a crash whose lease expired meanwhile), and a backend
+        runs one container per job. Their cancelled RunCompleted is ignored as stale."""
+        older = [
+            r for (job, n), r in self._active.items() if job == event.job_id and n < event.attempt
+        ]
+        for run in older:
+            log.warning(
+                "attempt %d of %s supersedes an older attempt running here; stopping it",
+                event.attempt,
+                event.job_id,
+            )
+            await self._stop(run)
+            await run.done.wait()
 
     async def _answered(self, key: tuple[str, int]) -> bool:
         """True when this attempt already completed here (its RunCompleted is re-published)."""

@@ -344,3 +344,17 @@ async def test_a_cancel_that_arrives_while_the_run_starts_still_stops_it(tmp_pat
         await service.close()
         await bus.close()
     assert done.outcome.status == "cancelled"
+
+
+async def test_a_newer_attempt_stops_an_older_one_of_the_same_job(rig, tmp_path):
+    spec, root = _workspace(tmp_path, [PY, "-c", "import time; time.sleep(60)"])
+    await rig.bus.publish(_request(spec, root, attempt=1))
+    await rig.until(RunStarted)
+    quick = spec.model_copy(update={"container": spec.container.model_copy(
+        update={"cmd": [PY, "submission/predict.py"]})})
+    await rig.bus.publish(_request(quick, root, attempt=2))
+    done = await rig.until(RunCompleted, count=2, timeout=20)
+    by_attempt = {e.attempt: e.outcome for e in done}
+    assert by_attempt[1].status == "cancelled"
+    assert by_attempt[2].status == "succeeded", by_attempt[2].error
+    assert [e.attempt for e in done] == [1, 2]

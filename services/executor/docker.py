@@ -221,7 +221,8 @@ class DockerExecutor:
             raise _create_error(exc) from exc
 
     async def _start_and_wait(self, at: _Attempt, container: DockerContainer) -> None:
-        at.log = LogFollower(container, at.log_path, parse_memory(self._config.log_limit))
+        limit = parse_memory(self._config.log_limit)
+        at.log = LogFollower(self._client(), container, at.log_path, limit)
         at.stats = StatsSampler(self._client(), container)
         if at.job.cancelled:  # cancelled before it started: nothing ran, nothing to log
             await asyncio.to_thread(at.log_path.write_bytes, b"")

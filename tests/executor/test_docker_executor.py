@@ -88,6 +88,14 @@ async def test_a_program_that_cannot_start_is_the_participants_failure(make_exec
     assert outcome.error.fault == "participant"
 
 
+async def test_the_log_keeps_what_the_engine_recorded(make_executor, make_job):
+    spec, ws = make_job(["sh", "-c", r"printf 'caf\303\251 \377\376 end\n'"])
+    outcome = await make_executor().run(spec, ws)
+    assert outcome.status == "succeeded", outcome.error
+    # UTF-8 kept as is; the engine's json-file driver itself turns invalid bytes into U+FFFD
+    assert (ws.logs_dir / "container.log").read_text() == "café \ufffd\ufffd end\n"
+
+
 async def test_symlinks_in_output_are_not_followed(make_executor, make_job):
     script = "ln -s /etc/passwd output/pred.csv; ln -s / output/root; echo ok > output/real.txt"
     spec, ws = make_job(["sh", "-c", script])

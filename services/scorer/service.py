@@ -193,13 +193,21 @@ class ScorerService:
             return
         source = await asyncio.to_thread(_event_source, event)
         target = self._config.plugin_dir / f"{event.scorer}.py"
-        if await asyncio.to_thread(file_sha256, target) == sha256_text(source):
+        same_file = await asyncio.to_thread(file_sha256, target) == sha256_text(source)
+        if same_file and self._loaded_from(event.scorer, target):
             log.info("scorer %s from %s is already here", event.scorer, event.origin)
             return
         installed = await self._install(source)
         log.info("installed %s from %s", ", ".join(installed.scorers), event.origin)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _loaded_from(self, scorer: str, file: Path) -> bool:
+        """The registry holds ``scorer`` from ``file`` (a shared plugin_dir may hold a file that
+        another replica wrote but this one has not loaded yet)."""
+        with contextlib.suppress(AutoscorerError):
+            return self._registry.get(scorer).info.source == f"file:{file.resolve()}"
+        return False
 
     def _task(self, event: ScoreRequested) -> ScoreTask:
         spec = event.spec

@@ -305,3 +305,18 @@ def _collect(into: list[ScoreCompleted]):
         into.append(event)
 
     return collect
+
+
+async def test_a_file_already_on_shared_storage_is_still_loaded(tmp_path, predicted):
+    rig = await _rig(tmp_path, ["alpha", "beta"])
+    alpha, beta = rig.services
+    try:
+        source = plugin("pre_placed", "1.0.0", value=1.0)
+        # as if another replica sharing beta's plugin_dir had written it already
+        (tmp_path / "plugins-beta").mkdir(exist_ok=True)
+        (tmp_path / "plugins-beta" / "pre_placed.py").write_text(source)
+        assert _version(beta, "pre_placed") is None
+        await alpha.load_scorer(source)
+        await _until(lambda: _version(beta, "pre_placed") == "1.0.0")
+    finally:
+        await _close(rig)

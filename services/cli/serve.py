@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,7 +20,7 @@ from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
 from shared.config import ApiKey, Settings
 from shared.connect import make_bus, make_store
-from shared.telemetry import setup_tracing, shutdown_tracing
+from shared.runtime import run_service
 
 log = logging.getLogger(__name__)
 KEY_FILE = Path(".autoscorer") / "api-key"
@@ -76,18 +75,4 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def run_serve(settings: Settings) -> None:
-    settings = ensure_admin_key(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
-
-    provider = setup_tracing(settings.otel, "serve")
-    try:
-        asyncio.run(main())
-    finally:
-        shutdown_tracing(provider)
+    run_service(ensure_admin_key(settings), "serve", serve)

@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
-from pathlib import Path
 from typing import Any
 
 from services.cli.jobs import backend_config, with_expected_outputs
@@ -29,11 +27,11 @@ from services.executor.service import ExecutorService, ExecutorServiceConfig, Pr
 from services.scorer.plugins import registry_from_settings
 from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.connect import make_bus
 from shared.errors import AutoscorerError
 from shared.models import JobSpec
-from shared.telemetry import setup_tracing, shutdown_tracing
+from shared.runtime import service_main, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +93,14 @@ def backend_for(settings: Settings, instance: str) -> dict[str, Any]:
     return config
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then hand back what does not finish within the grace."""
     instance = settings.executor_service.replica_id or default_instance()
     scorers = await asyncio.to_thread(registry_from_settings, settings.scorer)
     bus = make_bus(settings.bus)
     executor = create_executor(backend_for(settings, instance))
     service = create_executor_service(settings, bus, executor, scorers=scorers, instance=instance)
-    stop = _stop_on_signals()
+    stop = stop or stop_on_signals()
     try:
         await service.start()
         await bus.start()
@@ -114,23 +112,8 @@ async def run(settings: Settings) -> None:
         await executor.close()
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 def main() -> None:
-    config = os.environ.get("AUTOSCORER_CONFIG")
-    settings = load_settings(Path(config) if config else None)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    provider = setup_tracing(settings.otel, "executor")
-    try:
-        asyncio.run(run(settings))
-    finally:
-        shutdown_tracing(provider)
+    service_main("executor", run)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
@@ -22,10 +19,10 @@ from services.gateway.webhooks.store_mongo import MongoWebhookStore
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
 from services.scorer.plugins import registry_from_settings
 from shared.bus import EventBus
-from shared.config import Settings, StoreSettings, load_settings
+from shared.config import Settings, StoreSettings
 from shared.connect import make_bus, make_store
+from shared.runtime import service_main, stop_on_signals
 from shared.store import JobStore
-from shared.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +69,7 @@ async def serve_app(app: web.Application, host: str, port: int, stop: asyncio.Ev
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    stop = stop or asyncio.Event()
+    stop = stop or stop_on_signals()
     async with AsyncExitStack() as stack:
         store, hooks, bus = (
             make_store(settings.store),
@@ -94,22 +91,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 
 def main() -> None:
-    config = os.environ.get("AUTOSCORER_CONFIG")
-    settings = load_settings(Path(config) if config else None)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
-
-    provider = setup_tracing(settings.otel, "gateway")
-    try:
-        asyncio.run(serve())
-    finally:
-        shutdown_tracing(provider)
+    service_main("gateway", run)
 
 
 if __name__ == "__main__":

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-from pathlib import Path
 
 from services.scheduler.context import Context
 from services.scheduler.relay import OutboxRelay
 from services.scheduler.routing import Router
 from services.scheduler.service import Scheduler
 from shared.bus import EventBus
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.connect import make_bus, make_store
+from shared.runtime import service_main, stop_on_signals
 from shared.store import JobStore
-from shared.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +39,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     store = make_store(settings.store)
     bus = make_bus(settings.bus)
     scheduler = create_scheduler(settings, bus, store)
-    stop = stop or _stop_on_signals()
+    stop = stop or stop_on_signals()
     try:
         await store.init()
         await scheduler.start()
@@ -55,23 +52,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await store.close()
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 def main() -> None:
-    config = os.environ.get("AUTOSCORER_CONFIG")
-    settings = load_settings(Path(config) if config else None)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    provider = setup_tracing(settings.otel, "scheduler")
-    try:
-        asyncio.run(run(settings))
-    finally:
-        shutdown_tracing(provider)
+    service_main("scheduler", run)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
-from pathlib import Path
 
 from services.scorer.plugins import registry_from_settings
 from services.scorer.pool import ScoringPool
 from services.scorer.registry import ScorerRegistry
 from services.scorer.service import ScorerService, ScorerServiceConfig
 from shared.bus import EventBus
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.connect import make_bus
-from shared.telemetry import setup_tracing, shutdown_tracing
+from shared.runtime import service_main, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +55,12 @@ def create_scorer_service(
     return ScorerService(service_config(settings, instance), bus, registry, pool)
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then hand back what does not finish within the grace."""
     registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
     bus = make_bus(settings.bus)
     service = create_scorer_service(settings, bus, registry)
-    stop = _stop_on_signals()
+    stop = stop or stop_on_signals()
     try:
         await service.start()
         await bus.start()
@@ -73,23 +71,8 @@ async def run(settings: Settings) -> None:
         await bus.close()
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 def main() -> None:
-    config = os.environ.get("AUTOSCORER_CONFIG")
-    settings = load_settings(Path(config) if config else None)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    provider = setup_tracing(settings.otel, "scorer")
-    try:
-        asyncio.run(run(settings))
-    finally:
-        shutdown_tracing(provider)
+    service_main("scorer", run)
 
 
 if __name__ == "__main__":

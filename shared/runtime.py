@@ -1,0 +1,49 @@
+"""What every service's ``main()`` does: settings, logging, tracing, and stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from shared.config import Settings, load_settings
+from shared.telemetry import setup_tracing, shutdown_tracing
+
+Run = Callable[[Settings, asyncio.Event], Awaitable[None]]
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def settings_from_env() -> Settings:
+    """Settings from ``AUTOSCORER_CONFIG`` (a YAML file, optional) and ``AUTOSCORER__*``."""
+    config = os.environ.get("AUTOSCORER_CONFIG")
+    return load_settings(Path(config) if config else None)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (call inside the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def run_service(settings: Settings, name: str, run: Run) -> None:
+    """Run ``run(settings, stop)`` until a signal sets ``stop``; traces are flushed at the end."""
+    logging.basicConfig(level=os.environ.get("AUTOSCORER_LOG_LEVEL", "INFO"), format=LOG_FORMAT)
+    provider = setup_tracing(settings.otel, name)
+
+    async def main() -> None:
+        await run(settings, stop_on_signals())
+
+    try:
+        asyncio.run(main())
+    finally:
+        shutdown_tracing(provider)
+
+
+def service_main(name: str, run: Run) -> None:
+    run_service(settings_from_env(), name, run)

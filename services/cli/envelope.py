@@ -48,7 +48,7 @@ def print_json(envelope: dict[str, Any]) -> None:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.6f}"
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6f}"
     return str(value)
 
 

@@ -13,4 +13,8 @@ for component in docker rabbitmq ferretdb; do
 done
 step "ruff"; .venv/bin/ruff check .
 step "mypy"; .venv/bin/mypy
-step "pytest"; .venv/bin/pytest "$@"
+step "pytest"; .venv/bin/pytest -m "not broker_restart" "$@"
+# Tests that restart the shared broker go last and alone: RabbitMQ 3.10 was seen to stop serving
+# some minutes after an app restart under load, which would fail whatever ran next.
+step "pytest (broker restart)"
+.venv/bin/pytest -m broker_restart "$@" || [ $? -eq 5 ]  # 5: the arguments selected none of them

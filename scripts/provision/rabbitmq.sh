@@ -11,8 +11,17 @@ PORT=5672
 log() { printf 'provision/rabbitmq: %s\n' "$*" >&2; }
 
 answering() {
-    # bash's /dev/tcp: no extra tool needed to probe the AMQP port.
-    (exec 3<>"/dev/tcp/${HOST}/${PORT}") 2>/dev/null
+    # Not just a TCP connect: send the AMQP 0-9-1 protocol header and expect the broker's
+    # Connection.Start frame (type 1). A wedged node still accepts TCP but never answers.
+    local first
+    first=$(timeout 5 bash -c "exec 3<>/dev/tcp/${HOST}/${PORT} && printf 'AMQP\\x00\\x00\\x09\\x01' >&3 && head -c 1 <&3 | od -An -tu1" 2>/dev/null | tr -d ' ')
+    [ "$first" = "1" ]
+}
+
+wedged() {
+    # TCP open but no AMQP greeting: a node that stopped serving (seen after app restarts
+    # under load on RabbitMQ 3.10). Only a throwaway test broker is ever reset this way.
+    (exec 3<>"/dev/tcp/${HOST}/${PORT}") 2>/dev/null && ! answering
 }
 
 apt_lists_present() {
@@ -41,13 +50,20 @@ start_server() {
         return
     fi
     export PATH="/usr/sbin:/usr/lib/rabbitmq/bin:${PATH}"
-    if rabbitmqctl -q ping >/dev/null 2>&1; then
+    if wedged; then
+        log "broker accepts TCP but does not speak AMQP: killing it and starting afresh"
+        pkill -9 -f 'beam.smp.*rabbit' || true
+        pkill -9 -x epmd || true
+        sleep 1
+        rm -rf /var/lib/rabbitmq/mnesia/*
+    elif timeout 20 rabbitmqctl -q ping >/dev/null 2>&1; then
         # The Erlang node runs but the app is stopped (e.g. an interrupted restart test).
         log "node is up with the app stopped: rabbitmqctl start_app"
         rabbitmqctl start_app >/dev/null || true  # a node still booting refuses; await below
         return
     fi
     log "starting rabbitmq-server -detached"
+    ulimit -n 65536 2>/dev/null || true  # quorum queues and test churn need more than 1024 fds
     rabbitmq-server -detached
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -55,13 +54,5 @@ async def rig(bus: MemoryBus, store: SqliteJobStore, settings: Settings) -> Asyn
 
 
 @pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Fail a test that leaves tasks running (a loop the scheduler did not stop)."""
-    before = asyncio.all_tasks()
-    yield
-    for _ in range(100):
-        leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
-        if not leaked:
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"leaked tasks: {sorted(t.get_name() for t in leaked)}")
+def _no_leaked_tasks(no_leaked_tasks: None) -> None:
+    """Every scheduler test fails when it leaves a loop running (see tests/conftest.py)."""

@@ -35,16 +35,6 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "classification"
 PY = sys.executable
 
 
-@pytest.fixture
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    before = asyncio.all_tasks()
-    yield
-    for _ in range(100):
-        leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
-        if not leaked:
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"leaked tasks: {sorted(t.get_name() for t in leaked)}")
 
 
 @dataclasses.dataclass

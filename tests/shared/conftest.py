@@ -34,17 +34,6 @@ RABBIT_URL = os.environ.get("AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@
 FAST_RETRY = RetryPolicy(max_attempts=3, delays=(0.05, 0.1))
 
 
-@pytest.fixture
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Fail the test when it leaves tasks running after its fixtures closed."""
-    before = asyncio.all_tasks()
-    yield
-    for _ in range(100):
-        leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
-        if not leaked:
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"leaked tasks: {sorted(t.get_name() + ' ' + repr(t.get_coro()) for t in leaked)}")
 
 
 @pytest.fixture

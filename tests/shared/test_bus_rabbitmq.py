@@ -195,6 +195,7 @@ async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered(
 
 
 @pytest.mark.slow
+@pytest.mark.broker_restart
 async def test_publish_waits_out_a_broker_restart_and_consumption_resumes(
     bus_prefix: str, tracer: Tracer, rabbit_tools: RabbitTools, no_leaked_tasks: None
 ) -> None:

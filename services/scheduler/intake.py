@@ -18,7 +18,7 @@ async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
         priority=event.priority,
         idempotency_key=event.idempotency_key,
         trace_context=current_trace_context(),  # a platform's job: its trace goes on from here
-    )
+    ).model_copy(update={"callback_url": event.callback_url})
     stored = (await ctx.store.create(job)).job
     if stored.status is JobStatus.SUBMITTED:
         await queue_job(ctx, stored, event_id=str(event.event_id))

@@ -262,3 +262,10 @@ async def test_a_run_executed_twice_by_two_replicas_moves_the_job_once(rig: Rig)
     assert path_of(job) == [
         S.SUBMITTED, S.QUEUED, S.RUNNING, S.QUEUED, S.RUNNING, S.SCORING, S.SUCCEEDED,
     ]  # fmt: skip
+
+
+async def test_a_platform_jobs_callback_url_is_kept_for_the_final_event(rig: Rig) -> None:
+    event = submitted("job-cb").model_copy(update={"callback_url": "https://platform.example/cb"})
+    await rig.bus.publish(event)
+    job = await rig.wait_status("job-cb", S.SUCCEEDED)
+    assert job.callback_url == "https://platform.example/cb"

@@ -10,11 +10,8 @@ precondition in its ``WHERE``.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +27,7 @@ from shared.jobs import (
     check_transition,
     now_ms,
 )
+from shared.sqlite_worker import SqliteWorker, connect
 from shared.store import (
     Created,
     JobNotFoundError,
@@ -43,7 +41,6 @@ from shared.store import (
     lease_is_free,
     page_of,
     state_set,
-    store_error,
 )
 
 P = ParamSpec("P")
@@ -141,11 +138,7 @@ class JobsDb:
     """The synchronous store; every method runs on the one thread that opened it."""
 
     def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 10000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.executescript(SCHEMA)
+        self._conn = connect(path, SCHEMA)
 
     def close(self) -> None:
         self._conn.close()
@@ -290,13 +283,12 @@ class SqliteJobStore:
 
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker = SqliteWorker("autoscorer-sqlite")
         self._db: JobsDb | None = None
 
     async def init(self) -> None:
         """Open (creating if needed) the file and its schema; idempotent."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="autoscorer-sqlite")
+        self._worker.start()
         if self._db is None:
             self._db = await self._run("init", JobsDb, self._path)
 
@@ -304,18 +296,10 @@ class SqliteJobStore:
         if self._db is not None:
             await self._run("close", self._db.close)
             self._db = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        self._worker.stop()
 
     async def _run(self, operation: str, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
-        if self._executor is None:
-            raise RuntimeError("SqliteJobStore used before init() or after close()")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kw))
-        except sqlite3.Error as exc:
-            raise store_error(exc, operation) from exc
+        return await self._worker.run(operation, fn, *args, **kw)
 
     @property
     def db(self) -> JobsDb:

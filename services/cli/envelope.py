@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -38,12 +37,7 @@ def failure(error: ErrorInfo, execution_time: float, data: Any = None) -> dict[s
 
 def print_json(envelope: dict[str, Any]) -> None:
     text = json.dumps(envelope, indent=2, ensure_ascii=False, allow_nan=False, default=str)
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:  # e.g. `autoscorer ... --json | head`: the reader left, not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    sys.stdout.write(text + "\n")
 
 
 def _fmt(value: Any) -> str:

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _finish(args: argparse.Namespace, outcome: commands.Outcome, started: float) -> int:
+def _show(args: argparse.Namespace, outcome: commands.Outcome, started: float) -> None:
     elapsed = time.perf_counter() - started
     if args.json:
         if outcome.error is None:
@@ -111,7 +111,6 @@ def _finish(args: argparse.Namespace, outcome: commands.Outcome, started: float)
             print_json(failure(outcome.error, elapsed, outcome.data))
     else:
         outcome.show()
-    return 0 if outcome.error is None else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,7 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("AUTOSCORER_DEBUG"):
             traceback.print_exc()
         outcome = commands.Outcome(error=internal_error(exc, stage=Stage.PLATFORM).to_info())
-    return _finish(args, outcome, started)
+    try:
+        _show(args, outcome, started)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `autoscorer ... | head`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0 if outcome.error is None else 1
 
 
 if __name__ == "__main__":

@@ -262,6 +262,18 @@ KNOWN_TYPES: frozenset[str] = frozenset(
 )
 
 
+EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:autoscorer:events")
+"""The uuid5 namespace of derived event ids; never change it (ids would stop matching)."""
+
+
+def derived_event_id(cause: str | uuid.UUID, kind: str) -> uuid.UUID:
+    """The id of the event of ``kind`` that ``cause`` (an event id, or a key naming one step of
+    a job such as ``<job>/attempt-2/end``) gives rise to: the same cause and kind always give the
+    same id, so an event re-derived after a crash or a redelivery is a duplicate consumers drop,
+    not a new event. ``kind`` tells apart several events derived from one cause."""
+    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{cause}\n{kind}")
+
+
 def encode_event(event: BaseEvent) -> bytes:
     """The JSON body an event is published with."""
     return event.model_dump_json().encode()

@@ -63,6 +63,7 @@ class ErrorCode(StrEnum):
     CONTAINER_OOM = "CONTAINER_OOM"
     TIMEOUT_ERROR = "TIMEOUT_ERROR"
     RESOURCE_ERROR = "RESOURCE_ERROR"
+    RESOURCE_LIMIT_EXCEEDED = "RESOURCE_LIMIT_EXCEEDED"
     OUTPUT_MISSING = "OUTPUT_MISSING"
     OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"
     EXEC_ERROR = "EXEC_ERROR"
@@ -112,6 +113,7 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ErrorCode.CONTAINER_OOM: CodeInfo(_P, False, "the participant ran out of memory"),
     ErrorCode.TIMEOUT_ERROR: CodeInfo(_P, False, "the participant program ran past its time limit"),
     ErrorCode.RESOURCE_ERROR: CodeInfo(_X, True, "resources asked for are unavailable"),
+    ErrorCode.RESOURCE_LIMIT_EXCEEDED: CodeInfo(_P, False, "the spec asks for more than the caps"),
     ErrorCode.OUTPUT_MISSING: CodeInfo(_P, False, "the run produced no expected output file"),
     ErrorCode.OUTPUT_TOO_LARGE: CodeInfo(_P, False, "the run wrote more output than allowed"),
     ErrorCode.EXEC_ERROR: CodeInfo(_X, True, "the executor failed for a platform reason"),

@@ -25,6 +25,7 @@ from pydantic import (
 
 from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
 from shared.models import JobSpec, Result, RunOutcome, utcnow
+from shared.urls import TargetUrl
 
 SCHEMA_VERSION = 1
 
@@ -33,7 +34,7 @@ BackendAlias = Annotated[
     str,
     Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="executor backend alias (no dots)"),
 ]
-Url = Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)]
+Url = TargetUrl  # parsed and checked when accepted (shared.urls.check_target_url)
 
 
 # Defaulted in Python for convenience, but required on the wire: without its own event_id a

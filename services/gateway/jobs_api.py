@@ -24,6 +24,7 @@ from shared.models import JobSpec, new_job_id
 from shared.outbox import outbox_entry
 from shared.store import ListQuery
 from shared.telemetry import current_trace_context
+from shared.urls import TargetUrl
 from shared.workspace import load_spec
 
 PUBLIC_FIELDS = {"outbox", "processed_event_ids"}
@@ -40,7 +41,7 @@ class SubmitRequest(BaseModel):
         None, description="JobSpec; default: the workspace's meta.json"
     )
     priority: int = Field(5, ge=0, le=9)
-    callback_url: str | None = Field(None, pattern=r"^https?://\S+$", max_length=2048)
+    callback_url: TargetUrl | None = None  # checked by shared.urls.check_target_url
 
 
 def public_job(job: Job) -> dict[str, Any]:

@@ -2,8 +2,15 @@
 
 Every failure the platform reports is an :class:`AutoscorerError` carrying a standard
 ``code``, the ``stage`` it happened in, a human ``message`` and machine-readable ``details``.
-Each code says whose fault it is (participant, organiser or platform) and whether retrying
-can help, so that boundaries (CLI, HTTP, bus consumers) can act on it without guessing.
+Each code says whose fault it is by default (participant, organiser or platform), whether
+retrying can help and in which stages it may be raised, so that boundaries (CLI, HTTP, bus
+consumers) can act on it without guessing.
+
+Whose fault (docs/ERRORS.md): organiser data and configuration (ground truth, scorers, meta.json,
+settings) -> organiser; the participant's image, command and output -> participant;
+infrastructure -> platform, the only retryable fault. A data code such as ``MISSING_FILE`` is the
+participant's by default; a raise site about the organiser's data passes ``fault=ORGANISER``
+(see :func:`fault_of_file`). Only a platform fault is ever retryable.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ class CodeInfo:
     fault: Fault
     retryable: bool
     summary: str
+    stages: tuple[Stage, ...]
+    """the stages a raise site may give this code (the first is the usual one)"""
+    also: tuple[Fault, ...] = ()
+    """faults a raise site may give instead of ``fault`` (e.g. organiser for ground truth)"""
 
 
 class ErrorCode(StrEnum):
@@ -87,47 +98,94 @@ class ErrorCode(StrEnum):
 
 
 _P, _O, _X = Fault.PARTICIPANT, Fault.ORGANISER, Fault.PLATFORM
+_V, _E, _S, _C, _L = (
+    Stage.VALIDATION,
+    Stage.EXECUTION,
+    Stage.SCORING,
+    Stage.CONFIG,
+    Stage.PLATFORM,
+)
+_DATA = (_V, _C)  # a participant's file is checked at validation, the organiser's at config
+_DATA_FAULTS = (_O,)  # ... and the organiser's file is the organiser's fault
 
 CODE_INFO: dict[ErrorCode, CodeInfo] = {
-    ErrorCode.MISSING_FILE: CodeInfo(_P, False, "a required file is missing"),
-    ErrorCode.BAD_FORMAT: CodeInfo(_P, False, "a file parses but breaks the expected format"),
-    ErrorCode.PARSE_ERROR: CodeInfo(_P, False, "a file cannot be parsed at all"),
-    ErrorCode.MISMATCH: CodeInfo(_P, False, "predictions do not line up with the ground truth ids"),
-    ErrorCode.SCORE_ERROR: CodeInfo(_O, False, "the scorer itself failed on valid input"),
-    ErrorCode.SCORE_TIMEOUT: CodeInfo(_O, False, "the scorer ran past its time limit"),
-    ErrorCode.SCORER_NOT_FOUND: CodeInfo(_O, False, "no scorer is registered under that name"),
-    ErrorCode.SCORER_LOAD_ERROR: CodeInfo(_O, False, "a scorer file failed to import or register"),
-    ErrorCode.SCORER_CONFLICT: CodeInfo(_O, False, "two scorers claim the same name"),
-    ErrorCode.BAD_PARAMS: CodeInfo(_O, False, "scorer params do not match the scorer's schema"),
-    ErrorCode.CONFIG_VALIDATION_ERROR: CodeInfo(_O, False, "settings or meta.json are invalid"),
-    ErrorCode.WORKSPACE_INVALID: CodeInfo(_O, False, "the workspace layout is broken"),
-    ErrorCode.IMAGE_NOT_FOUND: CodeInfo(_P, False, "the image does not exist in the registry"),
-    ErrorCode.IMAGE_NOT_PRESENT: CodeInfo(_P, False, "image absent and pulls forbidden"),
-    ErrorCode.IMAGE_NOT_ALLOWED: CodeInfo(_P, False, "the image is not on the allow-list"),
-    ErrorCode.IMAGE_PULL_FAILED: CodeInfo(_X, True, "the registry could not be reached"),
-    ErrorCode.IMAGE_LOAD_FAILED: CodeInfo(_P, False, "the shipped image archive cannot be loaded"),
-    ErrorCode.CONTAINER_CREATE_FAILED: CodeInfo(_X, True, "the engine refused the container"),
-    ErrorCode.CONTAINER_WAIT_FAILED: CodeInfo(_X, True, "the engine lost track of the container"),
-    ErrorCode.CONTAINER_EXIT_NONZERO: CodeInfo(_P, False, "the participant exited non-zero"),
-    ErrorCode.CONTAINER_FAILED: CodeInfo(_P, False, "the participant container failed"),
-    ErrorCode.CONTAINER_OOM: CodeInfo(_P, False, "the participant ran out of memory"),
-    ErrorCode.TIMEOUT_ERROR: CodeInfo(_P, False, "the participant program ran past its time limit"),
-    ErrorCode.RESOURCE_ERROR: CodeInfo(_X, True, "resources asked for are unavailable"),
-    ErrorCode.RESOURCE_LIMIT_EXCEEDED: CodeInfo(_P, False, "the spec asks for more than the caps"),
-    ErrorCode.OUTPUT_MISSING: CodeInfo(_P, False, "the run produced no expected output file"),
-    ErrorCode.OUTPUT_TOO_LARGE: CodeInfo(_P, False, "the run wrote more output than allowed"),
-    ErrorCode.EXEC_ERROR: CodeInfo(_X, True, "the executor failed for a platform reason"),
-    ErrorCode.BACKEND_UNAVAILABLE: CodeInfo(_X, True, "the executor backend cannot be reached"),
-    ErrorCode.BACKEND_NOT_FOUND: CodeInfo(_O, False, "no executor backend has that name"),
-    ErrorCode.CANCELLED: CodeInfo(_P, False, "the job was cancelled"),
-    ErrorCode.AUTH_REQUIRED: CodeInfo(_P, False, "no valid API key was given"),
-    ErrorCode.FORBIDDEN: CodeInfo(_P, False, "the API key's role does not allow this"),
-    ErrorCode.NOT_FOUND: CodeInfo(_P, False, "no such job, result or resource"),
-    ErrorCode.UPLOAD_REJECTED: CodeInfo(_P, False, "an uploaded archive breaks the upload rules"),
-    ErrorCode.INVALID_STATE: CodeInfo(_P, False, "the job's state does not allow this action"),
-    ErrorCode.BUS_ERROR: CodeInfo(_X, True, "the event bus failed"),
-    ErrorCode.STORE_ERROR: CodeInfo(_X, True, "the job store failed"),
-    ErrorCode.INTERNAL_ERROR: CodeInfo(_X, False, "an unexpected platform bug"),
+    ErrorCode.MISSING_FILE: CodeInfo(_P, False, "a required file is missing", _DATA, _DATA_FAULTS),
+    ErrorCode.BAD_FORMAT: CodeInfo(
+        _P, False, "a file parses but breaks the expected format", _DATA, _DATA_FAULTS
+    ),
+    ErrorCode.PARSE_ERROR: CodeInfo(
+        _P, False, "a file cannot be parsed at all", _DATA, _DATA_FAULTS
+    ),
+    ErrorCode.MISMATCH: CodeInfo(
+        _P, False, "predictions do not line up with the ground truth ids", (_V,)
+    ),
+    ErrorCode.SCORE_ERROR: CodeInfo(
+        _O, False, "the scorer failed or returned a non-finite metric", (_S,)
+    ),
+    ErrorCode.SCORE_TIMEOUT: CodeInfo(_O, False, "the scorer ran past its time limit", (_S,)),
+    ErrorCode.SCORER_NOT_FOUND: CodeInfo(
+        _O, False, "no scorer is registered under that name", (_S, _C)
+    ),
+    ErrorCode.SCORER_LOAD_ERROR: CodeInfo(
+        _O, False, "a scorer file failed to import or register", (_C,)
+    ),
+    ErrorCode.SCORER_CONFLICT: CodeInfo(_O, False, "two scorers claim the same name", (_C,)),
+    ErrorCode.BAD_PARAMS: CodeInfo(
+        _O, False, "scorer params do not match the scorer's schema", (_V,)
+    ),
+    ErrorCode.CONFIG_VALIDATION_ERROR: CodeInfo(
+        _O, False, "settings, meta.json or a request are invalid", (_C, _V), (_P,)
+    ),
+    ErrorCode.WORKSPACE_INVALID: CodeInfo(_O, False, "the workspace layout is broken", (_V, _E)),
+    ErrorCode.IMAGE_NOT_FOUND: CodeInfo(
+        _P, False, "the image does not exist in the registry", (_E,)
+    ),
+    ErrorCode.IMAGE_NOT_PRESENT: CodeInfo(_P, False, "image absent and pulls forbidden", (_E,)),
+    ErrorCode.IMAGE_NOT_ALLOWED: CodeInfo(_P, False, "the image is not on the allow-list", (_E,)),
+    ErrorCode.IMAGE_PULL_FAILED: CodeInfo(_X, True, "the registry could not be reached", (_E,)),
+    ErrorCode.IMAGE_LOAD_FAILED: CodeInfo(
+        _P, False, "the shipped image archive cannot be loaded", (_E,)
+    ),
+    ErrorCode.CONTAINER_CREATE_FAILED: CodeInfo(
+        _X, True, "the engine refused the container", (_E,)
+    ),
+    ErrorCode.CONTAINER_WAIT_FAILED: CodeInfo(
+        _X, True, "the engine lost track of the container", (_E,)
+    ),
+    ErrorCode.CONTAINER_EXIT_NONZERO: CodeInfo(_P, False, "the participant exited non-zero", (_E,)),
+    ErrorCode.CONTAINER_FAILED: CodeInfo(_P, False, "the participant container failed", (_E,)),
+    ErrorCode.CONTAINER_OOM: CodeInfo(_P, False, "the participant ran out of memory", (_E,)),
+    ErrorCode.TIMEOUT_ERROR: CodeInfo(
+        _P, False, "the participant program ran past its time limit", (_E,)
+    ),
+    ErrorCode.RESOURCE_ERROR: CodeInfo(_X, True, "resources asked for are unavailable", (_E, _S)),
+    ErrorCode.RESOURCE_LIMIT_EXCEEDED: CodeInfo(
+        _P, False, "the spec asks for more than the caps", (_C,)
+    ),
+    ErrorCode.OUTPUT_MISSING: CodeInfo(
+        _P, False, "the run produced no expected output file", (_E,)
+    ),
+    ErrorCode.OUTPUT_TOO_LARGE: CodeInfo(
+        _P, False, "the run wrote more output than allowed", (_E,)
+    ),
+    ErrorCode.EXEC_ERROR: CodeInfo(_X, True, "the executor failed for a platform reason", (_E,)),
+    ErrorCode.BACKEND_UNAVAILABLE: CodeInfo(
+        _X, True, "the executor backend cannot be reached", (_E,)
+    ),
+    ErrorCode.BACKEND_NOT_FOUND: CodeInfo(_O, False, "no executor backend has that name", (_C, _E)),
+    ErrorCode.CANCELLED: CodeInfo(_P, False, "the job was cancelled", (_E,)),
+    ErrorCode.AUTH_REQUIRED: CodeInfo(_P, False, "no valid API key was given", (_V,)),
+    ErrorCode.FORBIDDEN: CodeInfo(_P, False, "the API key's role does not allow this", (_V,)),
+    ErrorCode.NOT_FOUND: CodeInfo(_P, False, "no such job, result or resource", (_V,)),
+    ErrorCode.UPLOAD_REJECTED: CodeInfo(
+        _P, False, "an uploaded archive breaks the upload rules", (_V,)
+    ),
+    ErrorCode.INVALID_STATE: CodeInfo(
+        _P, False, "the job's state does not allow this action", (_V,)
+    ),
+    ErrorCode.BUS_ERROR: CodeInfo(_X, True, "the event bus failed", (_L,)),
+    ErrorCode.STORE_ERROR: CodeInfo(_X, True, "the job store failed", (_L,)),
+    ErrorCode.INTERNAL_ERROR: CodeInfo(_X, False, "an unexpected platform bug", (_L,)),
 }
 
 
@@ -146,7 +204,12 @@ class ErrorInfo(BaseModel):
 
 
 class AutoscorerError(Exception):
-    """The root of every error AutoScorer raises on purpose."""
+    """The root of every error AutoScorer raises on purpose.
+
+    ``fault`` overrides the code's usual fault where the same problem can belong to someone else
+    (a missing ``input/gt.csv`` is the organiser's, a missing ``output/pred.csv`` the
+    participant's). Only a platform fault is retryable, and only if its code is.
+    """
 
     def __init__(
         self,
@@ -156,6 +219,7 @@ class AutoscorerError(Exception):
         stage: Stage,
         details: dict[str, Any] | None = None,
         logs: str | None = None,
+        fault: Fault | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -163,14 +227,15 @@ class AutoscorerError(Exception):
         self.message = message
         self.details = details or {}
         self.logs = logs
+        self._fault = fault
 
     @property
     def fault(self) -> Fault:
-        return self.code.info.fault
+        return self._fault or self.code.info.fault
 
     @property
     def retryable(self) -> bool:
-        return self.code.info.retryable
+        return self.code.info.retryable and self.fault is Fault.PLATFORM
 
     def to_info(self) -> ErrorInfo:
         return ErrorInfo(
@@ -185,22 +250,52 @@ class AutoscorerError(Exception):
 
     @classmethod
     def from_info(cls, info: ErrorInfo) -> AutoscorerError:
-        return cls(info.code, info.message, stage=info.stage, details=info.details, logs=info.logs)
+        return cls(
+            info.code,
+            info.message,
+            stage=info.stage,
+            details=info.details,
+            logs=info.logs,
+            fault=info.fault,
+        )
 
     def __repr__(self) -> str:
         return f"AutoscorerError({self.code.value}, {self.stage.value}, {self.message!r})"
 
 
-def validation_error(code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
-    return AutoscorerError(code, message, stage=Stage.VALIDATION, details=details)
+def fault_of_file(relative: str) -> Fault:
+    """Whose file a workspace-relative path is: ``input/`` and ``meta.json`` are the organiser's
+    (ground truth, job config); anything else (``output/``, the submission) the participant's."""
+    parts = relative.replace("\\", "/").lstrip("./").split("/")
+    return Fault.ORGANISER if parts[0] in ("input", "meta.json") else Fault.PARTICIPANT
 
 
-def scoring_error(code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
-    return AutoscorerError(code, message, stage=Stage.SCORING, details=details)
+def data_error(code: ErrorCode, message: str, *, file: str, **details: Any) -> AutoscorerError:
+    """A problem with a workspace file: the organiser's (stage config) or the participant's
+    (stage validation), decided by :func:`fault_of_file`; ``details.file`` names the file."""
+    fault = fault_of_file(file)
+    stage = Stage.CONFIG if fault is Fault.ORGANISER else Stage.VALIDATION
+    return AutoscorerError(
+        code, message, stage=stage, details={"file": file, **details}, fault=fault
+    )
 
 
-def execution_error(code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
-    return AutoscorerError(code, message, stage=Stage.EXECUTION, details=details)
+def validation_error(
+    code: ErrorCode, message: str, *, fault: Fault | None = None, **details: Any
+) -> AutoscorerError:
+    return AutoscorerError(code, message, stage=Stage.VALIDATION, details=details, fault=fault)
+
+
+def scoring_error(
+    code: ErrorCode, message: str, *, fault: Fault | None = None, **details: Any
+) -> AutoscorerError:
+    return AutoscorerError(code, message, stage=Stage.SCORING, details=details, fault=fault)
+
+
+def execution_error(
+    code: ErrorCode, message: str, *, fault: Fault | None = None, **details: Any
+) -> AutoscorerError:
+    return AutoscorerError(code, message, stage=Stage.EXECUTION, details=details, fault=fault)
 
 
 def internal_error(exc: BaseException, *, stage: Stage) -> AutoscorerError:

@@ -8,13 +8,15 @@ two scorers with the same name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+import numbers
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.errors import ErrorCode, validation_error
+from shared.errors import ErrorCode, data_error, scoring_error, validation_error
 from shared.models import Result
 from shared.workspace import Workspace
 
@@ -68,11 +70,16 @@ class ScorerDef(Generic[P]):
             ) from exc
 
     def score(self, ws: Workspace, params: Mapping[str, Any]) -> Result:
-        """Validate params, check expected files, run the scorer, stamp versioning."""
+        """Validate params, check expected files, run the scorer, check and stamp its result.
+
+        Every way of scoring (CLI, scorer service, gateway) comes through here, so this is where
+        a result with a NaN or infinite number becomes SCORE_ERROR (the scorer's bug).
+        """
         parsed = self.parse_params(params)
         for relative in self.info.expected_files:
-            ws.require(relative)
+            _require(ws, relative)
         result = self.fn(ws, parsed)
+        _check_result(self.info.name, result)
         result.versioning.setdefault("scorer", self.info.name)
         result.versioning.setdefault("version", self.info.version)
         return result
@@ -80,6 +87,71 @@ class ScorerDef(Generic[P]):
     def with_source(self, source: str) -> ScorerDef[P]:
         return ScorerDef(
             self.info.model_copy(update={"source": source}), self.params_model, self.fn
+        )
+
+
+MAX_DEPTH = 32
+"""How deep a result's numbers may nest (per-class tables are two levels)."""
+
+
+def _require(ws: Workspace, relative: str) -> None:
+    """MISSING_FILE, the organiser's for ``input/`` (ground truth), else the participant's."""
+    if not (ws.root / relative).is_file():
+        raise data_error(
+            ErrorCode.MISSING_FILE,
+            f"required file {relative} is missing",
+            file=relative,
+            path=relative,
+        )
+
+
+def nonfinite_values(result: Result) -> list[str]:
+    """Dotted paths of the numbers in a result that are NaN or infinite (or nested too deep)."""
+    sections = {
+        "summary": result.summary,
+        "metrics": result.metrics,
+        "timing": result.timing,
+        "resources": result.resources,
+    }
+    return [path for path, value in _numbers(sections, "", 0) if not _finite(value)]
+
+
+def _numbers(value: object, path: str, depth: int) -> Iterator[tuple[str, object]]:
+    if depth > MAX_DEPTH:
+        yield path, math.nan  # a table this deep is no metric: refuse it like a NaN
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _numbers(item, f"{path}.{key}" if path else str(key), depth + 1)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        yield path, value
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    except (TypeError, OverflowError, ValueError):
+        return False
+
+
+def _check_result(name: str, result: object) -> None:
+    if not isinstance(result, Result):
+        raise scoring_error(
+            ErrorCode.SCORE_ERROR,
+            f"scorer {name} returned {type(result).__name__}, not a Result",
+            scorer=name,
+        )
+    bad = nonfinite_values(result)
+    if bad:
+        shown = ", ".join(p[:200] for p in bad[:5])
+        raise scoring_error(
+            ErrorCode.SCORE_ERROR,
+            f"scorer {name} returned {len(bad)} non-finite value(s) (NaN or infinity): {shown}",
+            scorer=name,
+            count=len(bad),
+            paths=[p[:200] for p in bad[:5]],
         )
 
 

@@ -26,7 +26,7 @@ from services.scorer.builtin.coco import (
     summarize,
 )
 from services.scorer.builtin.coco.params import coco_area_ranges, coco_iou_thresholds
-from shared.errors import ErrorCode, validation_error
+from shared.errors import ErrorCode, data_error, validation_error
 from shared.models import MetricValue, Result
 from shared.scoring import register
 from shared.workspace import Workspace
@@ -94,7 +94,7 @@ def read_json(path: Path, relative: str) -> Any:
     try:
         return json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise validation_error(
+        raise data_error(
             ErrorCode.PARSE_ERROR, f"{relative} is not valid JSON: {exc}", file=relative
         ) from exc
 

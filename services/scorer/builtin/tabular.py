@@ -5,8 +5,9 @@ Everything is a string: ids and values are compared byte for byte (no stripping,
 clear ``BAD_FORMAT``; the body is read by ``pyarrow.csv`` (multi-threaded, every column a string).
 
 Errors name the file: ``details["file"]`` is ``"gt"`` or ``"pred"``. A broken ground truth is the
-organiser's problem, so its errors carry ``stage=config`` and ``details["side"] = "organiser"``;
-a broken prediction carries ``stage=validation`` and ``details["side"] = "participant"``.
+organiser's problem, so its errors carry ``stage=config``, ``fault=organiser`` and
+``details["side"] = "organiser"``; a broken prediction carries ``stage=validation``,
+``fault=participant`` and ``details["side"] = "participant"`` (docs/ERRORS.md, whose fault).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from services.scorer.builtin import tabular_ints
-from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
 from shared.workspace import Workspace
 
 GT_PATH = "input/gt.csv"
@@ -46,10 +47,15 @@ class CsvFile:
     def stage(self) -> Stage:
         return Stage.CONFIG if self.role == "gt" else Stage.VALIDATION
 
+    @property
+    def fault(self) -> Fault:
+        return Fault.ORGANISER if self.role == "gt" else Fault.PARTICIPANT
+
     def error(self, code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
-        side = "organiser" if self.role == "gt" else "participant"
-        info = {"file": self.role, "path": self.relative, "side": side, **details}
-        return AutoscorerError(code, f"{self.relative}: {message}", stage=self.stage, details=info)
+        info = {"file": self.role, "path": self.relative, "side": self.fault.value, **details}
+        return AutoscorerError(
+            code, f"{self.relative}: {message}", stage=self.stage, details=info, fault=self.fault
+        )
 
 
 GT = CsvFile("gt", GT_PATH)

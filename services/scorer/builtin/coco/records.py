@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from services.scorer.builtin.coco.data import BoolArray, FloatArray, IntArray
-from shared.errors import AutoscorerError, ErrorCode, validation_error
+from shared.errors import AutoscorerError, ErrorCode, data_error
 
 NUMBER_TYPES = frozenset({int, float})
 MAX_REPORTED = 5
@@ -133,7 +133,7 @@ def bad_format(
     """BAD_FORMAT naming the first few offending records."""
     shown = problems[:MAX_REPORTED]
     summary = "; ".join(f"#{i}: {reason}" for i, reason in shown)
-    return validation_error(
+    return data_error(
         ErrorCode.BAD_FORMAT,
         f"{file}: {message}" + (f" ({count} bad, e.g. {summary})" if shown else ""),
         file=file,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.errors import ErrorInfo
 
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_MEMORY_RE = re.compile(
+    r"^\s*(\d{1,20})(?:\.(\d{1,9}))?\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE | re.ASCII
+)
 _MEMORY_UNITS = {
     "": 1,
     "b": 1,
@@ -31,28 +34,76 @@ _MEMORY_UNITS = {
 }
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
+MAX_QUANTITY_CHARS = 64
+"""The longest memory quantity read: anything longer is refused before it is parsed."""
+MAX_MEMORY_BYTES = 2**63 - 1
+"""What the engines' int64 fields hold; operator caps (``shared.limits``) are far below it."""
+MIN_MEMORY_BYTES = 6 * 1024**2
+"""Docker refuses a container with less memory (and would call it a platform failure)."""
+MIN_CPU = 0.01
+"""Docker's smallest CPU share; below it ``NanoCpus`` rounds to 0, which means *unlimited*."""
+DEFAULT_GROUND_TRUTH: tuple[str, ...] = ("gt.*", "gt/", "ground_truth*")
+"""Input globs hidden from participant code whatever a spec says (see ``shared.limits``)."""
+MAX_PARAMS_DEPTH = 32
+"""How deep scorer ``params`` may nest (dicts and lists); deeper is refused, not recursed into."""
+
+
+def _shown(value: object) -> str:
+    """A bounded rendering of untrusted input for an error message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
 
 def parse_memory(value: str | int) -> int:
     """Bytes from a quantity: ``4Gi``, ``512Mi``, ``1g``, ``256m``, ``1024``.
 
     Lower-case ``k/m/g`` follow Docker (binary); upper-case without ``i`` follow Kubernetes
-    (decimal).
+    (decimal). Only ASCII digits, at most 20 of them before the point and 9 after, computed
+    exactly in integers; zero, negatives, exponents, NaN and anything above
+    :data:`MAX_MEMORY_BYTES` raise ``ValueError`` (never ``OverflowError``).
     """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"not a memory quantity: {_shown(value)}")  # noqa: TRY004 - pydantic
     if isinstance(value, int):
-        if value <= 0:
-            raise ValueError("memory must be positive")
-        return value
+        return _bounded(value)
+    if len(value) > MAX_QUANTITY_CHARS:
+        raise ValueError(f"memory quantity longer than {MAX_QUANTITY_CHARS} characters")
     match = _MEMORY_RE.match(value)
     if not match:
-        raise ValueError(f"not a memory quantity: {value!r} (use e.g. 512Mi, 4Gi, 1g)")
-    number, unit = float(match.group(1)), (match.group(2) or "")
+        raise ValueError(f"not a memory quantity: {_shown(value)} (use e.g. 512Mi, 4Gi, 1g)")
+    whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3) or ""
     key = unit.rstrip("bB")
     if key.islower() and len(key) == 1:  # docker style: 1g == 1GiB
         key += "i"
-    result = int(number * _MEMORY_UNITS[key.lower()])
-    if result <= 0:
+    scale = _MEMORY_UNITS[key.lower()]
+    exact = int(whole) * scale + int(fraction or "0") * scale // 10 ** len(fraction)
+    return _bounded(exact)
+
+
+def _bounded(amount: int) -> int:
+    if amount <= 0:
         raise ValueError("memory must be positive")
-    return result
+    if amount > MAX_MEMORY_BYTES:
+        raise ValueError(f"memory must be at most {MAX_MEMORY_BYTES} bytes")
+    return amount
+
+
+def nesting_depth_exceeds(value: object, limit: int) -> bool:
+    """True when dicts/lists in ``value`` nest deeper than ``limit``; iterative, never recurses."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[object]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth + 1 > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def new_job_id() -> str:
@@ -66,8 +117,8 @@ def utcnow() -> datetime:
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    cpu: float = Field(1.0, gt=0, le=256)
-    memory: str = "1Gi"
+    cpu: float = Field(1.0, ge=MIN_CPU, le=256, allow_inf_nan=False)
+    memory: str = Field("1Gi", max_length=MAX_QUANTITY_CHARS)
     gpus: int = Field(0, ge=0, le=64)
 
     @model_validator(mode="before")
@@ -84,7 +135,8 @@ class Resources(BaseModel):
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
-        parse_memory(value)
+        if parse_memory(value) < MIN_MEMORY_BYTES:
+            raise ValueError(f"memory must be at least {MIN_MEMORY_BYTES // 1024**2}Mi")
         return value
 
     @property
@@ -98,8 +150,8 @@ class ContainerSpec(BaseModel):
     image: str = Field(min_length=1)
     cmd: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
-    shm_size: str | None = None
-    gpus: int | None = Field(None, ge=0)
+    shm_size: str | None = Field(None, max_length=MAX_QUANTITY_CHARS)
+    gpus: int | None = Field(None, ge=0, le=64)
     network_policy: Literal["none"] | str = "none"
     workdir: str = "/workspace"
 
@@ -126,8 +178,10 @@ class JobSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     container: ContainerSpec | None = None
     ground_truth: list[str] = Field(
-        default_factory=lambda: ["gt.*", "gt/", "ground_truth*"],
-        description="globs (relative to input/) that participant code must never see",
+        default_factory=lambda: list(DEFAULT_GROUND_TRUTH),
+        max_length=256,
+        description="globs (relative to input/) that participant code must never see; they "
+        "add to the organiser's (settings limits.ground_truth), never replace them",
     )
     expected_outputs: list[str] | None = Field(
         None,
@@ -145,6 +199,13 @@ class JobSpec(BaseModel):
                 raise ValueError("timeout and time_limit disagree")
             data["time_limit"] = timeout
         return data
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if nesting_depth_exceeds(value, MAX_PARAMS_DEPTH):
+            raise ValueError(f"params nest deeper than {MAX_PARAMS_DEPTH} levels")
+        return value
 
     @field_validator("job_id")
     @classmethod

@@ -17,10 +17,48 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from shared.errors import ErrorCode, validation_error
+from shared.bounded_json import JsonTooDeep, loads_bounded
+from shared.errors import AutoscorerError, ErrorCode, validation_error
+from shared.limits import SandboxLimits, hidden_globs
 from shared.models import JobSpec
 
 PRIVATE_DIR = ".autoscorer"
+PATH_MAX = 4096
+"""Linux's limit on a whole path, in bytes; longer workspace paths are refused up front."""
+NAME_MAX = 255
+"""Linux's limit on one path component, in bytes."""
+MAX_META_BYTES = 1024 * 1024
+"""The largest meta.json read; a bigger one is refused, never read into memory."""
+MAX_META_DEPTH = 64
+"""How deep meta.json may nest; checked before parsing (json.loads recurses per level)."""
+
+
+def _shown(path: str) -> str:
+    return path if len(path) <= 120 else path[:117] + "..."
+
+
+def _invalid_path(message: str, path: str) -> AutoscorerError:
+    return validation_error(ErrorCode.WORKSPACE_INVALID, message, workspace=_shown(path))
+
+
+def check_path(path: str | os.PathLike[str]) -> str:
+    """The path as text, or WORKSPACE_INVALID: a NUL byte, an unencodable character, or a path
+    or component longer than the kernel takes (PATH_MAX / NAME_MAX bytes)."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise _invalid_path("a workspace path must be text", repr(text))
+    if "\x00" in text:
+        shown = text.replace("\x00", "\\0")
+        raise _invalid_path("a workspace path must not contain a NUL byte", shown)
+    try:
+        raw = os.fsencode(text)
+    except UnicodeError as exc:
+        raise _invalid_path("a workspace path must be encodable", ascii(text)) from exc
+    if not raw or len(raw) >= PATH_MAX:
+        raise _invalid_path(f"a workspace path must be 1 to {PATH_MAX - 1} bytes", text)
+    if any(len(part) > NAME_MAX for part in raw.split(b"/")):
+        raise _invalid_path(f"a workspace path component is over {NAME_MAX} bytes", text)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +67,15 @@ class Workspace:
 
     @classmethod
     def at(cls, path: str | Path) -> Workspace:
-        root = Path(path).resolve()
-        if not root.is_dir():
-            raise validation_error(
-                ErrorCode.WORKSPACE_INVALID,
-                f"workspace {root} is not a directory",
-                workspace=str(root),
-            )
+        """The workspace at ``path``, or WORKSPACE_INVALID (never a raw OSError/ValueError)."""
+        text = check_path(path)
+        try:
+            root = Path(text).resolve()
+            is_dir = root.is_dir()
+        except (OSError, ValueError) as exc:
+            raise _invalid_path("the workspace path cannot be resolved", text) from exc
+        if not is_dir:
+            raise _invalid_path(f"workspace {_shown(str(root))} is not a directory", str(root))
         return cls(root)
 
     @property
@@ -84,11 +124,36 @@ class Workspace:
         self.logs_dir.mkdir(exist_ok=True)
 
 
-def load_spec(meta_path: Path) -> JobSpec:
-    if not meta_path.is_file():
-        raise validation_error(ErrorCode.MISSING_FILE, "meta.json is missing", path=str(meta_path))
+def _read_meta(meta_path: Path) -> bytes:
+    """At most MAX_META_BYTES of meta.json, or MISSING_FILE / CONFIG_VALIDATION_ERROR."""
     try:
-        data = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not meta_path.is_file():
+            raise validation_error(ErrorCode.MISSING_FILE, "meta.json is missing", path="meta.json")
+        with meta_path.open("rb") as handle:
+            raw = handle.read(MAX_META_BYTES + 1)
+    except OSError as exc:
+        raise validation_error(
+            ErrorCode.MISSING_FILE, f"meta.json cannot be read: {exc.strerror}", path="meta.json"
+        ) from exc
+    if len(raw) > MAX_META_BYTES:
+        raise validation_error(
+            ErrorCode.CONFIG_VALIDATION_ERROR,
+            f"meta.json is larger than {MAX_META_BYTES} bytes",
+            path="meta.json",
+            limit=MAX_META_BYTES,
+        )
+    return raw
+
+
+def load_spec(meta_path: Path) -> JobSpec:
+    """The workspace's JobSpec: bounded in size and depth, every failure a standard error."""
+    raw = _read_meta(meta_path)
+    try:
+        data = loads_bounded(raw.decode("utf-8"), max_depth=MAX_META_DEPTH)
+    except JsonTooDeep as exc:
+        raise validation_error(
+            ErrorCode.CONFIG_VALIDATION_ERROR, f"meta.json {exc}", path="meta.json"
+        ) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise validation_error(
             ErrorCode.PARSE_ERROR, f"meta.json is not valid JSON: {exc}", path="meta.json"
@@ -100,7 +165,7 @@ def load_spec(meta_path: Path) -> JobSpec:
             ErrorCode.CONFIG_VALIDATION_ERROR,
             "meta.json does not match the JobSpec schema",
             path="meta.json",
-            errors=exc.errors(include_url=False, include_context=False),
+            errors=exc.errors(include_url=False, include_context=False, include_input=False),
         ) from exc
 
 
@@ -128,13 +193,18 @@ def _hidden_dir(relative: str, patterns: list[str]) -> bool:
     return is_ground_truth(relative + "/", patterns) or is_ground_truth(relative, patterns)
 
 
-def prepare_participant_view(ws: Workspace, spec: JobSpec) -> Path:
+def prepare_participant_view(
+    ws: Workspace, spec: JobSpec, caps: SandboxLimits | None = None
+) -> Path:
     """Build ``.autoscorer/participant/`` and return it.
 
     It holds ``input/`` (hard links to every non-ground-truth file, symlinks refused), an empty
     ``output/`` that is the workspace's own output directory's stand-in, and a copy of
     ``meta.json``. Rebuilt from scratch on every call so a stale view never leaks a file.
+    Hidden: the organiser's globs (``caps.ground_truth``, or the defaults) plus the spec's own;
+    a spec with ``ground_truth: []`` hides exactly the organiser's.
     """
+    hidden = hidden_globs(spec, caps)
     view = ws.participant_dir
     if view.exists():
         shutil.rmtree(view)
@@ -145,11 +215,11 @@ def prepare_participant_view(ws: Workspace, spec: JobSpec) -> Path:
             base = Path(dirpath)
             rel_dir = base.relative_to(ws.input_dir).as_posix()
             rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = [d for d in dirnames if not _hidden_dir(rel_dir + d, spec.ground_truth)]
+            dirnames[:] = [d for d in dirnames if not _hidden_dir(rel_dir + d, hidden)]
             for name in filenames:
                 rel = rel_dir + name
                 source = base / name
-                if source.is_symlink() or is_ground_truth(rel, spec.ground_truth):
+                if source.is_symlink() or is_ground_truth(rel, hidden):
                     continue
                 target = view_input / rel
                 target.parent.mkdir(parents=True, exist_ok=True)

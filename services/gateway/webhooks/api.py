@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -12,13 +12,16 @@ from services.gateway.context import GATEWAY
 from services.gateway.http import api_error, ok
 from services.gateway.webhooks.models import WEBHOOK_EVENT_TYPES, WebhookSubscription
 from shared.errors import ErrorCode
+from shared.urls import TargetUrl
+
+INVALID = ErrorCode.CONFIG_VALIDATION_ERROR
 
 
 class SubscribeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(pattern=r"^https?://[^\s/]+\S*$", max_length=2048)
-    event_types: list[str] = Field(min_length=1)
+    url: TargetUrl  # parsed and checked now, so the dispatcher never meets a URL it cannot parse
+    event_types: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=16)
 
     @field_validator("event_types")
     @classmethod
@@ -46,8 +49,11 @@ async def subscribe(request: web.Request) -> web.Response:
     principal: Principal = request[PRINCIPAL]
     try:
         body = SubscribeRequest.model_validate(await request.json())
-    except (ValidationError, ValueError) as exc:
-        raise api_error(ErrorCode.CONFIG_VALIDATION_ERROR, f"invalid webhook: {exc}") from exc
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise api_error(INVALID, "invalid webhook", errors=errors) from exc
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        raise api_error(INVALID, "invalid webhook: the body is not a JSON object") from exc
     sub = WebhookSubscription(
         owner=principal.subject,
         owner_is_admin=principal.is_admin,

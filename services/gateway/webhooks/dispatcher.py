@@ -6,20 +6,28 @@ from (target, event id), so a redelivered event adds nothing. ``run`` claims due
 POSTs them: signed (Standard Webhooks), no redirects, a per-attempt timeout, the SSRF guard at
 connect time. A failure is retried on the configured schedule with up to 20% jitter; when the
 schedule runs out the delivery is marked failed. Every attempt is logged on the delivery.
+
+Each delivery is attempted in its own task, behind its own boundary: whatever one delivery does
+(a URL that does not parse, a receiver that hangs, resets or answers garbage) ends as a failed
+attempt on that delivery, and the loop goes on. A tenant has at most ``PER_TENANT`` attempts
+running at once; its other due deliveries wait (deferred, no attempt counted), so one tenant's
+hanging receiver cannot hold every other tenant's deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from services.gateway.webhooks import signing
 from services.gateway.webhooks.models import (
@@ -37,16 +45,22 @@ from services.gateway.webhooks.ssrf import (
 )
 from services.gateway.webhooks.store import WebhookStore
 from shared.config import WebhookSettings
+from shared.errors import AutoscorerError
 from shared.events import Event
 from shared.jobs import Job, now_ms
 from shared.store import JobStore
+from shared.supervise import guarded
+from shared.urls import check_target_url
 
 log = logging.getLogger(__name__)
 
 FINAL_EVENTS = frozenset({"score.completed", "job.failed", "job.cancelled"})
 SUBSCRIBED_EVENTS = ("job.submitted", "run.completed", *sorted(FINAL_EVENTS))
 POLL_S = 1.0
-BATCH = 20
+BATCH = 20  # deliveries claimed at once
+MAX_IN_FLIGHT = 64  # attempts running at once
+PER_TENANT = 4  # attempts running at once for one tenant; more wait (deferred, not counted)
+DEFER_S = 1.0
 
 
 def _visible(sub: WebhookSubscription, job: Job | None) -> bool:
@@ -62,6 +76,8 @@ class WebhookDispatcher:
         *,
         callback_secret: str | None = None,
         jitter: Callable[[], float] = random.random,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        per_tenant: int = PER_TENANT,
     ) -> None:
         self._hooks, self._jobs, self._settings = hooks, jobs, settings
         self._policy = Policy(settings.allow_private_targets)
@@ -69,6 +85,9 @@ class WebhookDispatcher:
         self._jitter = jitter
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self._max_in_flight, self._per_tenant = max_in_flight, per_tenant
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._busy: Counter[str] = Counter()
 
     async def on_event(self, event: Event) -> None:
         job = await self._jobs.get(event.job_id) if event.job_id else None
@@ -99,62 +118,134 @@ class WebhookDispatcher:
 
     async def __aenter__(self) -> WebhookDispatcher:
         """Open the one HTTP session deliveries use: it resolves through the SSRF guard."""
-        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._policy), limit=BATCH)
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self._policy), limit=self._max_in_flight
+        )
         self._session = aiohttp.ClientSession(connector=connector)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._cancel_in_flight()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Claim due deliveries and attempt each in its own task, until ``stop`` is set or the
+        task is cancelled (the gateway runs this under its ``Supervisor``). A slow or hanging
+        target holds only its own deliveries, and at most ``per_tenant`` at once per tenant;
+        one delivery that fails in any way is recorded on that delivery, never ends the loop."""
         async with self:
-            while not stop.is_set():
-                await self.deliver_due()
+            while stop is None or not stop.is_set():
                 self._wake.clear()
-                waits = [
-                    asyncio.ensure_future(self._wake.wait()),
-                    asyncio.ensure_future(stop.wait()),
-                ]
-                await asyncio.wait(waits, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waits:
-                    waiter.cancel()
+                await self._claim_and_start()
+                await self._sleep(stop)
 
     async def deliver_due(self) -> int:
-        """Attempt every due delivery once (inside ``async with dispatcher``)."""
+        """Attempt every due delivery once and wait for them (inside ``async with dispatcher``)."""
+        started = await self._claim_and_start()
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()))
+        return started
+
+    async def _claim_and_start(self) -> int:
         if self._session is None:
-            raise RuntimeError("deliver_due() needs 'async with dispatcher'")
+            raise RuntimeError("delivering needs 'async with dispatcher'")
+        room = min(BATCH, self._max_in_flight - len(self._in_flight))
+        if room <= 0:
+            return 0
         claim = timedelta(seconds=self._settings.timeout_s + 30)
-        due = await self._hooks.claim_due(now_ms(), claim, BATCH)
-        await asyncio.gather(*(self._attempt(self._session, d) for d in due))
+        due = await self._hooks.claim_due(now_ms(), claim, room)
+        for delivery in due:
+            if delivery.id in self._in_flight:
+                continue  # its claim ran out while it was still being attempted here
+            task = asyncio.create_task(self._deliver(delivery), name=f"webhook:{delivery.id}")
+            self._in_flight[delivery.id] = task
+            task.add_done_callback(functools.partial(self._finished, delivery.id))
         return len(due)
 
-    async def _secret(self, delivery: Delivery) -> str | None:
+    def _finished(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(delivery_id, None)
+        self._wake.set()  # room for another delivery
+
+    async def _sleep(self, stop: asyncio.Event | None) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait())]
+        if stop is not None:
+            waiters.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _cancel_in_flight(self) -> None:
+        """Attempts cut short stay claimed until their claim runs out; then they are retried."""
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        assert self._session is not None
+        session = self._session
+        await guarded(f"webhook delivery {delivery.id}", lambda: self._attempt(session, delivery))
+
+    async def _target(self, delivery: Delivery) -> tuple[str, str | None] | None:
+        """(tenant, signing secret) of a delivery; None when its subscription was deleted."""
         if delivery.subscription_id is None:
-            return self._callback_secret
+            job = await self._jobs.get(delivery.job_id) if delivery.job_id else None
+            tenant = job.submitter if job is not None else f"callback:{delivery.url}"
+            return tenant, self._callback_secret
         sub = await self._hooks.get_subscription(delivery.subscription_id)
-        return None if sub is None else sub.secret
+        return None if sub is None else (sub.owner, sub.secret)
 
     async def _attempt(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         started = time.perf_counter()
-        secret = await self._secret(delivery)
-        if delivery.subscription_id is not None and secret is None:
-            attempt = DeliveryAttempt(at=now_ms(), error="subscription deleted", duration_ms=0.0)
-            await self._hooks.record_attempt(delivery.id, attempt, DeliveryStatus.FAILED, now_ms())
+        target = await self._target(delivery)
+        if target is None:
+            await self._record(delivery, None, "subscription deleted", started, final=True)
             return
-        status_code, error = await self._post(session, delivery, secret)
+        try:
+            check_target_url(delivery.url)
+        except AutoscorerError as exc:  # stored before URLs were checked when accepted
+            await self._record(delivery, None, exc.message, started, final=True)
+            return
+        tenant, secret = target
+        if self._busy[tenant] >= self._per_tenant:
+            later = now_ms() + timedelta(seconds=DEFER_S)
+            await self._hooks.defer(delivery.id, later)  # no attempt made: none counted
+            return
+        self._busy[tenant] += 1
+        try:
+            status_code, error = await self._post(session, delivery, secret)
+        finally:
+            self._busy[tenant] -= 1
+            if self._busy[tenant] <= 0:
+                del self._busy[tenant]
+        await self._record(delivery, status_code, error, started)
+
+    async def _record(
+        self,
+        delivery: Delivery,
+        status_code: int | None,
+        error: str | None,
+        started: float,
+        *,
+        final: bool = False,
+    ) -> None:
         duration = (time.perf_counter() - started) * 1000
         attempt = DeliveryAttempt(
             at=now_ms(), status_code=status_code, error=error, duration_ms=duration
         )
         if error is None:
-            await self._hooks.record_attempt(
-                delivery.id, attempt, DeliveryStatus.DELIVERED, now_ms()
-            )
-            return
-        status, next_at = self._next(len(delivery.attempts) + 1)
-        log.info("webhook %s to %s failed (%s); %s", delivery.id, delivery.url, error, status.value)
+            status, next_at = DeliveryStatus.DELIVERED, now_ms()
+        elif final:
+            status, next_at = DeliveryStatus.FAILED, now_ms()
+        else:
+            status, next_at = self._next(len(delivery.attempts) + 1)
+        if error is not None:
+            log.info("webhook %s failed (%s); %s", delivery.id, error, status.value)
         await self._hooks.record_attempt(delivery.id, attempt, status, next_at)
 
     def _next(self, attempts_made: int) -> tuple[DeliveryStatus, datetime]:
@@ -167,6 +258,7 @@ class WebhookDispatcher:
     async def _post(
         self, session: aiohttp.ClientSession, delivery: Delivery, secret: str | None
     ) -> tuple[int | None, str | None]:
+        """(HTTP status, error or None). Never raises: every way an attempt fails is its error."""
         body = json.dumps(delivery.body, separators=(",", ":")).encode()
         timestamp = int(time.time())
         if secret is not None:
@@ -179,7 +271,7 @@ class WebhookDispatcher:
             }
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout_s)
         try:
-            check_literal(self._policy, urlsplit(delivery.url).hostname or "")
+            check_literal(self._policy, URL(delivery.url).raw_host or "")
             async with session.post(
                 delivery.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
@@ -187,10 +279,22 @@ class WebhookDispatcher:
                     return response.status, None
                 return response.status, f"HTTP {response.status}"
         except BlockedAddressError as exc:
-            return None, f"blocked: {exc}"
+            return None, describe_error("blocked: ", exc)
         except TimeoutError:
             return None, f"timed out after {self._settings.timeout_s}s"
         except aiohttp.ClientError as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, BlockedAddressError) else exc
             prefix = "blocked: " if isinstance(cause, BlockedAddressError) else ""
-            return None, f"{prefix}{type(cause).__name__}: {cause}"
+            return None, describe_error(prefix, cause)
+        except (OSError, ValueError) as exc:
+            return None, describe_error("", exc)
+        except Exception as exc:  # the per-attempt boundary: an attempt that breaks is a failure
+            log.exception("webhook %s: unexpected error", delivery.id)
+            return None, describe_error("internal: ", exc)
+
+
+def describe_error(prefix: str, exc: BaseException) -> str:
+    """A bounded description of an attempt's failure, as kept on the delivery."""
+    blocked = isinstance(exc, BlockedAddressError)
+    text = prefix + (str(exc) if blocked else f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= 300 else text[:297] + "..."

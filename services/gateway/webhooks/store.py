@@ -39,7 +39,12 @@ class WebhookStore(Protocol):
         ...
 
     async def claim_due(self, now: datetime, claim: timedelta, limit: int) -> list[Delivery]:
-        """Pending deliveries due by ``now`` and not claimed, each claimed until ``now + claim``."""
+        """Pending deliveries due by ``now`` and not claimed, each claimed until ``now + claim``.
+        A stored delivery that no longer parses is marked failed and left out, never raised."""
+        ...
+
+    async def defer(self, delivery_id: str, next_attempt_at: datetime) -> None:
+        """Release a claimed delivery without an attempt; due again at ``next_attempt_at``."""
         ...
 
     async def record_attempt(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson.codec_options import CodecOptions
+from pydantic import ValidationError
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -18,6 +20,7 @@ from services.gateway.webhooks.models import (
 from shared.store import store_error
 
 Doc = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class MongoWebhookStore:
@@ -73,7 +76,13 @@ class MongoWebhookStore:
     async def list_subscriptions(self, owner: str | None = None) -> list[WebhookSubscription]:
         query = {} if owner is None else {"owner": owner}
         docs = await self._guard("list_subscriptions", self._subs.find(query).to_list(None))
-        return [WebhookSubscription.model_validate(d) for d in docs]
+        subs = []
+        for doc in docs:
+            try:
+                subs.append(WebhookSubscription.model_validate(doc))
+            except ValidationError:  # one unreadable subscription must not stop every delivery
+                log.warning("webhook subscription %s is unreadable; skipped", doc.get("_id"))
+        return subs
 
     async def delete_subscription(self, sub_id: str) -> bool:
         result = await self._guard("delete_subscription", self._subs.delete_one({"_id": sub_id}))
@@ -107,8 +116,26 @@ class MongoWebhookStore:
             )
             if doc is None:
                 break
-            claimed.append(Delivery.model_validate(doc))
+            try:
+                claimed.append(Delivery.model_validate(doc))
+            except ValidationError:  # one unreadable delivery must not stop every delivery
+                log.warning("webhook delivery %s is unreadable; marked failed", doc.get("_id"))
+                await self._guard(
+                    "claim_due",
+                    self._deliveries.update_one(
+                        {"_id": doc["_id"]}, {"$set": {"status": "failed"}}
+                    ),
+                )
         return claimed
+
+    async def defer(self, delivery_id: str, next_attempt_at: datetime) -> None:
+        await self._guard(
+            "defer",
+            self._deliveries.update_one(
+                {"_id": delivery_id},
+                {"$set": {"next_attempt_at": next_attempt_at, "claimed_until": None}},
+            ),
+        )
 
     async def record_attempt(
         self,

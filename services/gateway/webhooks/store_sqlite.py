@@ -1,10 +1,19 @@
-"""The embedded ``WebhookStore``: SQLite on one worker thread (see ``shared/sqlite_worker.py``)."""
+"""The embedded ``WebhookStore``: SQLite on one worker thread (see ``shared/sqlite_worker.py``).
+
+The file holds every subscription's signing secret, so it and its ``-wal``/``-shm`` files are
+created mode 0600 (and tightened to 0600 when found looser), and a directory this store creates
+is mode 0700.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from services.gateway.webhooks.models import (
     Delivery,
@@ -24,11 +33,38 @@ CREATE INDEX IF NOT EXISTS deliveries_by_sub ON webhook_deliveries (subscription
 """
 
 
+log = logging.getLogger(__name__)
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def private_file(path: str) -> None:
+    """Create ``path`` mode 0600 (its directory 0700 if it must be made), before SQLite opens it."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    parent = Path(path).parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    tighten(path)
+
+
+def tighten(path: str) -> None:
+    for suffix in SIDE_FILES:
+        try:
+            if os.stat(path + suffix).st_mode & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            continue
+
+
 class _Db:
     """Synchronous; runs on the worker thread only."""
 
     def __init__(self, path: str) -> None:
+        private_file(path)
         self.conn = connect(path, SCHEMA)
+        if path != ":memory:" and not path.startswith("file:"):
+            tighten(path)  # SQLite gives -wal/-shm the database's mode; make sure of it
 
     def add_subscription(self, sub: WebhookSubscription) -> None:
         self.conn.execute(
@@ -44,7 +80,13 @@ class _Db:
             rows = self.conn.execute("SELECT doc FROM webhooks")
         else:
             rows = self.conn.execute("SELECT doc FROM webhooks WHERE owner = ?", (owner,))
-        return [WebhookSubscription.model_validate_json(r[0]) for r in rows]
+        subs = []
+        for row in rows:
+            try:
+                subs.append(WebhookSubscription.model_validate_json(row[0]))
+            except ValidationError:  # one unreadable subscription must not stop every delivery
+                log.warning("a stored webhook subscription is unreadable; skipped")
+        return subs
 
     def delete_subscription(self, sub_id: str) -> bool:
         return self.conn.execute("DELETE FROM webhooks WHERE id = ?", (sub_id,)).rowcount == 1
@@ -81,11 +123,34 @@ class _Db:
                 self.conn.execute(
                     "UPDATE webhook_deliveries SET claimed_until = ? WHERE id = ?", (until, row[0])
                 )
+            claimed = []
+            for row in rows:
+                try:
+                    claimed.append(Delivery.model_validate_json(row[1]))
+                except ValidationError:  # one unreadable row must not stop every delivery
+                    log.warning("webhook delivery %s is unreadable; marked failed", row[0])
+                    self.conn.execute(
+                        "UPDATE webhook_deliveries SET status = 'failed' WHERE id = ?", (row[0],)
+                    )
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
-        return [Delivery.model_validate_json(r[1]) for r in rows]
+        return claimed
+
+    def defer(self, delivery_id: str, next_at: datetime) -> None:
+        doc_sql = "SELECT doc FROM webhook_deliveries WHERE id = ?"
+        row = self.conn.execute(doc_sql, (delivery_id,)).fetchone()
+        if row is None:
+            return
+        doc = Delivery.model_validate_json(row[0]).model_copy(
+            update={"next_attempt_at": next_at, "claimed_until": None}
+        )
+        self.conn.execute(
+            "UPDATE webhook_deliveries SET next_attempt_at = ?, claimed_until = NULL, doc = ?"
+            " WHERE id = ?",
+            (next_at.isoformat(), doc.model_dump_json(), delivery_id),
+        )
 
     def record_attempt(
         self, delivery_id: str, attempt: DeliveryAttempt, status: DeliveryStatus, next_at: datetime
@@ -158,6 +223,9 @@ class SqliteWebhookStore:
 
     async def claim_due(self, now: datetime, claim: timedelta, limit: int) -> list[Delivery]:
         return await self._worker.run("claim_due", self._d.claim_due, now, claim, limit)
+
+    async def defer(self, delivery_id: str, next_attempt_at: datetime) -> None:
+        await self._worker.run("defer", self._d.defer, delivery_id, next_attempt_at)
 
     async def record_attempt(
         self,

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +28,7 @@ from pydantic_settings import (
 )
 
 from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.limits import SandboxLimits
 
 ENV_PREFIX = "AUTOSCORER__"
 
@@ -191,6 +200,23 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
+    limits: SandboxLimits = Field(
+        default_factory=SandboxLimits,
+        description="operator caps on what a job may ask for, and the sandbox's ulimits; "
+        "every executor backend gets them (a backend's own 'limits' keys win)",
+    )
+
+    @model_validator(mode="after")
+    def _limits_reach_backends(self) -> Settings:
+        """Give every executor backend config the operator's limits (shared.limits)."""
+        base = self.limits.model_dump(mode="json")
+        backends = {}
+        for alias, config in self.executor.backends.items():
+            own = config.get("limits") or {}
+            merged = {**base, **own} if isinstance(own, dict) else own
+            backends[alias] = {**config, "limits": merged}
+        self.executor.backends = backends
+        return self
 
     @classmethod
     def settings_customise_sources(

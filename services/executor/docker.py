@@ -55,6 +55,7 @@ from services.executor.docker_stats import StatsSampler
 from services.executor.registry import BackendType
 from shared.errors import AutoscorerError, ErrorCode, Fault, execution_error
 from shared.files import atomic_write_text
+from shared.limits import check_within_caps, output_cap_bytes
 from shared.models import JobSpec, RunOutcome, parse_memory, utcnow
 from shared.workspace import Workspace, prepare_participant_view
 
@@ -179,9 +180,10 @@ class DockerExecutor:
         if container is None:
             message = "the job has no container section"
             raise execution_error(ErrorCode.CONFIG_VALIDATION_ERROR, message)
+        check_within_caps(at.spec, self._config.limits)
         check_policy(at.spec, self._config)
         image = await ensure_image(self._client(), container.image, self._config, at.ws.root)
-        view = await asyncio.to_thread(_participant_view, at.ws, at.spec)
+        view = await asyncio.to_thread(_participant_view, at.ws, at.spec, self._config)
         await asyncio.to_thread(empty_dir, at.ws.output_dir)  # no stale file passes as output
         output = at.ws.private_dir / OUTPUT_MOUNT_DIR
         paths = SandboxPaths(view / "input", view / "meta.json", output)
@@ -195,7 +197,7 @@ class DockerExecutor:
 
     @property
     def _output_limit(self) -> int:
-        return parse_memory(self._config.output_limit)
+        return output_cap_bytes(self._config.limits, parse_memory(self._config.output_limit))
 
     async def _contain(self, at: _Attempt, image: ResolvedImage, paths: SandboxPaths) -> RunOutcome:
         body = create_body(at.spec, self._config, image.image_id, paths)
@@ -299,8 +301,8 @@ class DockerExecutor:
         })
 
 
-def _participant_view(ws: Workspace, spec: JobSpec) -> Path:
-    view = prepare_participant_view(ws, spec)
+def _participant_view(ws: Workspace, spec: JobSpec, config: DockerConfig) -> Path:
+    view = prepare_participant_view(ws, spec, config.limits)
     meta = view / "meta.json"
     if not meta.is_file():  # the spec came from elsewhere: show the participant what it is running
         meta.write_text(spec.model_dump_json(indent=2), encoding="utf-8")

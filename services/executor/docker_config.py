@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.limits import SandboxLimits
 from shared.models import parse_memory
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -66,6 +67,10 @@ class DockerConfig(BaseModel):
     api_timeout_s: float = Field(60.0, gt=0, description="per Docker API call (not waits or pulls)")
     pull_timeout_s: float = Field(900.0, gt=0, description="per pull or archive load")
     collect_stats: bool = Field(True, description="sample peak memory and CPU while running")
+    limits: SandboxLimits = Field(
+        default_factory=SandboxLimits,
+        description="operator caps (checked before the run), ulimits, organiser ground truth",
+    )
 
     @field_validator("tmp_size", "shm_size", "log_limit", "output_limit")
     @classmethod

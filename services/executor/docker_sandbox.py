@@ -16,6 +16,7 @@ from typing import Any
 from services.executor.docker_config import DockerConfig
 from services.executor.docker_logs import engine_log_config
 from shared.errors import ErrorCode, execution_error
+from shared.limits import SandboxLimits, requested_gpus
 from shared.models import JobSpec, parse_memory
 
 WORKDIR = "/workspace"
@@ -44,11 +45,6 @@ def own_labels(config: DockerConfig) -> dict[str, str]:
     if config.instance is not None:
         labels[LABEL_INSTANCE] = config.instance
     return labels
-
-
-def requested_gpus(spec: JobSpec) -> int:
-    from_container = spec.container.gpus if spec.container and spec.container.gpus else 0
-    return max(spec.resources.gpus, from_container)
 
 
 def check_policy(spec: JobSpec, config: DockerConfig) -> None:
@@ -102,7 +98,8 @@ def host_config(spec: JobSpec, config: DockerConfig, paths: SandboxPaths) -> dic
         "MemorySwap": memory,
         "NanoCpus": int(spec.resources.cpu * 1e9),
         "ShmSize": parse_memory(shm),
-        "Tmpfs": {CONTAINER_TMP: f"rw,nosuid,nodev,mode=1777,size={parse_memory(config.tmp_size)}"},
+        "Tmpfs": {CONTAINER_TMP: tmp_options(config)},
+        "Ulimits": ulimits(config.limits),
         "Mounts": _mounts(config, paths),
         "LogConfig": engine_log_config(parse_memory(config.log_limit)),
         "AutoRemove": False,  # we remove it ourselves, after reading its state
@@ -113,6 +110,17 @@ def host_config(spec: JobSpec, config: DockerConfig, paths: SandboxPaths) -> dic
     if gpus:
         host["DeviceRequests"] = [{"Driver": "", "Count": gpus, "Capabilities": [["gpu"]]}]
     return host
+
+
+def tmp_options(config: DockerConfig) -> str:
+    """``/tmp``: writable, size-capped, and nothing on it can be executed or gain privilege."""
+    return f"rw,noexec,nosuid,nodev,mode=1777,size={parse_memory(config.tmp_size)}"
+
+
+def ulimits(limits: SandboxLimits) -> list[dict[str, Any]]:
+    """Open files and file size from the operator's limits; core dumps always off."""
+    pairs = {"nofile": limits.nofile, "core": 0, "fsize": limits.fsize_bytes}
+    return [{"Name": name, "Soft": value, "Hard": value} for name, value in pairs.items()]
 
 
 def _env(spec: JobSpec, config: DockerConfig) -> dict[str, str]:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from shared.limits import SandboxLimits
 from shared.models import parse_memory
 
 
@@ -99,6 +100,10 @@ class KubernetesConfig(BaseModel):
     log_cap_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     output_cap_bytes: int = Field(
         1024**3, gt=0, description="checked after the run: output/ lives on the PVC, unbounded")
+    limits: SandboxLimits = Field(
+        default_factory=SandboxLimits,
+        description="operator caps (checked before the Job is created), organiser ground truth",
+    )
 
     @field_validator("tmp_size")
     @classmethod

@@ -33,6 +33,7 @@ from services.executor.k8s_verdict import Watched, await_verdict
 from services.executor.outputs import check_outputs, clear_output
 from services.executor.registry import BackendType
 from shared.errors import AutoscorerError, ErrorCode, Fault, execution_error, validation_error
+from shared.limits import SandboxLimits, check_within_caps, output_cap_bytes
 from shared.models import ContainerSpec, JobSpec, RunOutcome
 from shared.workspace import Workspace, prepare_participant_view
 
@@ -43,6 +44,7 @@ Json = dict[str, Any]
 
 def require_container(spec: JobSpec, config: KubernetesConfig) -> ContainerSpec:
     """The container to run, or the reason this backend will not run it."""
+    check_within_caps(spec, config.limits)
     if spec.container is None:
         raise validation_error(ErrorCode.CONFIG_VALIDATION_ERROR,
                                "the job has no container to run", job_id=spec.job_id)
@@ -57,11 +59,11 @@ def require_container(spec: JobSpec, config: KubernetesConfig) -> ContainerSpec:
     return spec.container
 
 
-def prepare_workspace(ws: Workspace, spec: JobSpec) -> None:
+def prepare_workspace(ws: Workspace, spec: JobSpec, caps: SandboxLimits | None = None) -> None:
     """Blocking: the participant view, and an ``output/`` the non-root participant can write."""
     ws.ensure_dirs()
     clear_output(ws)
-    view = prepare_participant_view(ws, spec)
+    view = prepare_participant_view(ws, spec, caps)
     meta = view / "meta.json"
     if not meta.is_file():  # the spec came from elsewhere: the mount needs a file to bind
         meta.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
@@ -175,7 +177,7 @@ class KubernetesExecutor:
         name = manifest["metadata"]["name"]
         if await self._adopt(api, name, spec.job_id):
             return
-        await asyncio.to_thread(prepare_workspace, ws, spec)
+        await asyncio.to_thread(prepare_workspace, ws, spec, self._config.limits)
         if await api.create_job(manifest) is None and not await self._adopt(api, name, spec.job_id):
             raise execution_error(ErrorCode.CONTAINER_CREATE_FAILED,
                                   f"Job {name} existed at create but is gone", job_name=name)
@@ -210,8 +212,8 @@ class KubernetesExecutor:
     async def _check_outputs(self, spec: JobSpec, ws: Workspace, watched: Watched) -> Watched:
         """A clean exit still fails when output/ is over the cap or lacks an expected file."""
         try:
-            await asyncio.to_thread(check_outputs, ws, spec.expected_outputs or [],
-                                    self._config.output_cap_bytes)
+            cap = output_cap_bytes(self._config.limits, self._config.output_cap_bytes)
+            await asyncio.to_thread(check_outputs, ws, spec.expected_outputs or [], cap)
         except AutoscorerError as exc:
             return Watched(replace(watched.verdict, error=exc), watched.pod)
         return watched

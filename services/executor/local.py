@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from services.executor.logcap import CappedLog
 from services.executor.outputs import check_outputs, clear_output
 from services.executor.registry import BackendType
 from shared.errors import AutoscorerError, ErrorCode, execution_error
+from shared.limits import SandboxLimits, check_within_caps, output_cap_bytes
 from shared.models import JobSpec, RunOutcome
 from shared.workspace import Workspace, prepare_participant_view
 
@@ -37,6 +39,34 @@ class LocalConfig(BaseModel):
     output_cap_bytes: int = Field(1024 * 1024 * 1024, gt=0)
     inherit_env: bool = Field(False, description="pass this process's environment through")
     kill_grace_s: float = Field(2.0, ge=0)
+    limits: SandboxLimits = Field(
+        default_factory=SandboxLimits,
+        description="operator caps (checked before the run) and ulimits (nofile, fsize, core 0)",
+    )
+
+
+def _rlimits(limits: SandboxLimits) -> list[tuple[int, int]]:
+    """(resource, value) pairs for the child, each clamped to what this process may grant."""
+    wanted = [
+        (resource.RLIMIT_NOFILE, limits.nofile),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_FSIZE, limits.fsize_bytes),
+    ]
+    granted = []
+    for which, value in wanted:
+        _soft, hard = resource.getrlimit(which)
+        granted.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+    return granted
+
+
+def _apply_rlimits(rlimits: list[tuple[int, int]]) -> Callable[[], None]:
+    """The child's preexec: computed in the parent, so the forked child only calls setrlimit."""
+
+    def apply() -> None:
+        for which, value in rlimits:
+            resource.setrlimit(which, (value, value))
+
+    return apply
 
 
 def _environment(config: LocalConfig, spec: JobSpec, view: Path) -> dict[str, str]:
@@ -66,6 +96,7 @@ class LocalExecutor:
         self._cancelled: set[str] = set()
 
     async def run(self, spec: JobSpec, ws: Workspace) -> RunOutcome:
+        check_within_caps(spec, self.config.limits)
         if spec.container is None or not spec.container.cmd:
             raise execution_error(
                 ErrorCode.CONFIG_VALIDATION_ERROR,
@@ -74,7 +105,7 @@ class LocalExecutor:
             )
         ws.ensure_dirs()
         clear_output(ws)
-        view = prepare_participant_view(ws, spec)
+        view = prepare_participant_view(ws, spec, self.config.limits)
         _link_into_view(ws, view)
         started = datetime.now(UTC)
         log = CappedLog(ws.logs_dir / "container.log", self.config.log_cap_bytes)
@@ -123,7 +154,8 @@ class LocalExecutor:
             )
         else:
             try:
-                check_outputs(ws, spec.expected_outputs or [], self.config.output_cap_bytes)
+                cap = output_cap_bytes(self.config.limits, self.config.output_cap_bytes)
+                check_outputs(ws, spec.expected_outputs or [], cap)
             except AutoscorerError as exc:
                 error = exc
         if error is None:
@@ -143,6 +175,7 @@ class LocalExecutor:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_apply_rlimits(_rlimits(self.config.limits)),
             )
         except OSError as exc:
             raise execution_error(

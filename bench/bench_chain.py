@@ -60,7 +60,6 @@ from services.cli.jobs import backend_config
 from services.executor.main import create_executor_service
 from services.executor.registry import create_executor
 from services.scheduler.main import create_scheduler
-from services.scheduler.outbox import entry_for
 from services.scorer.engine import score_workspace
 from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
@@ -80,6 +79,7 @@ from shared.events import (
 )
 from shared.jobs import JobStatus, new_job
 from shared.models import JobSpec, RunOutcome
+from shared.outbox import outbox_entry
 from shared.store import JobStore
 from shared.workspace import Workspace
 from tests.e2e.harness import delete_rabbit_topology
@@ -383,7 +383,7 @@ async def store_alone(store: JobStore, samples: int) -> dict[str, float]:
         started = time.perf_counter()
         await store.get(job_id)
         times["get"].append(time.perf_counter() - started)
-        entry = entry_for(JobFailed(job_id=job_id, error=FLOOR_ERROR))
+        entry = outbox_entry(JobFailed(job_id=job_id, error=FLOOR_ERROR))
         started = time.perf_counter()
         done = await store.transition(
             job_id, JobStatus.SUBMITTED, JobStatus.QUEUED, event_id=str(uuid.uuid4()),

@@ -1,55 +1,247 @@
-"""The outbox: events written into the job document with the change that caused them.
+"""The outbox: events written into the job document with the change that caused them, and the
+one relay that publishes them.
 
-A writer stores ``outbox_entry(event)`` in the same single-document update as its state change,
-then calls :func:`publish_pending`. Whatever could not be published stays in the document for
-the next ``publish_pending`` (the scheduler's relay loop runs it for every job with pending
-entries), always with the same ``event_id``, so consumers can drop duplicates. An entry is
-published under the current span, or (published later, outside any span) under the job's
-``trace_context``, so every event of a job stays in the job's trace.
+A writer (the gateway's submit, every scheduler transition) stores ``outbox_entry(event)`` in the
+same single-document update as its state change, then hands the job to :meth:`OutboxRelay.flush`
+(or :func:`publish_pending`) with the events it still holds, which are published as they are;
+only entries read back from the store are validated from their stored JSON. An entry is popped
+once the broker confirmed it, so a crash in between publishes it again with the same
+``event_id``, which consumers drop. :meth:`OutboxRelay.sweep` runs periodically (and at start-up,
+for everything) over every writer's leftovers, highest job priority first.
+
+One rule for every writer says what an entry that cannot be published becomes (:func:`fate`):
+an entry that is no valid event is dropped (logged); an unroutable notification (``job.failed``,
+``job.cancelled``, ``score.completed``) is dropped, since nobody listens; anything else stays, in
+order, for the next try.
+
+Jobs are isolated from each other: each job's relay step is its own guarded item, so a job whose
+step fails (a store error or a stale per-job lock on pop, an entry the broker refuses) is logged
+and backed off, growing up to ``max_backoff`` seconds, and left out of the store's query while it
+waits, so it neither stalls the other jobs' events in that sweep nor fills the next sweep's batch.
+A broker that is down is nobody's job's fault: the sweep stops and the supervisor backs it off.
+
+Every entry is published under the current span, or (in a sweep, outside any span) under the
+job's ``trace_context``, so every event of a job stays in the job's trace.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from pydantic import ValidationError
 
 from shared.bus import EventBus
-from shared.errors import AutoscorerError
-from shared.events import EVENT_ADAPTER, BaseEvent, Event
-from shared.jobs import Job, OutboxEntry
+from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.events import EVENT_ADAPTER, BaseEvent
+from shared.jobs import Job, OutboxEntry, now_ms
 from shared.store import JobStore
+from shared.supervise import guarded
 from shared.telemetry import continue_trace
 
 log = logging.getLogger(__name__)
 
+NOTIFICATIONS = frozenset({"job.failed", "job.cancelled", "score.completed"})
+"""Events that only inform: when no queue is bound to them nobody is listening, so an unroutable
+one is dropped. Work requests (``run.requested.*``, ``score.requested``, ``job.submitted``) stay
+until a consumer binds its queue."""
+
+MAX_SKIPPED = 500
+"""At most this many backed-off jobs are left out of one query (the longest-waiting stay out)."""
+
 
 def outbox_entry(event: BaseEvent) -> OutboxEntry:
+    """The stored form of ``event``: its JSON form, which is what the store needs."""
     return OutboxEntry(
         event_id=str(event.event_id), type=event.type, payload=event.model_dump(mode="json")
     )
 
 
-def entry_event(entry: OutboxEntry) -> Event:
-    return EVENT_ADAPTER.validate_python(entry.payload)
-
-
-async def publish_pending(bus: EventBus, store: JobStore, job: Job) -> int:
-    """Publish ``job``'s outbox in order and pop what went out; returns how many were published.
-
-    Stops at the first bus failure (logged) so that order is kept; the rest waits for the relay.
-    """
-    published: list[str] = []
+def entry_event(entry: OutboxEntry) -> BaseEvent:
+    """The event a stored entry holds; a payload that is no event raises ``BAD_FORMAT``."""
     try:
-        for entry in job.outbox:
+        return EVENT_ADAPTER.validate_python(entry.payload)
+    except ValidationError as exc:
+        raise AutoscorerError(
+            ErrorCode.BAD_FORMAT,
+            f"outbox entry {entry.event_id} ({entry.type}) is not a valid event",
+            stage=Stage.PLATFORM,
+            details={"event_id": entry.event_id, "type": entry.type},
+        ) from exc
+
+
+class Fate(StrEnum):
+    SENT = "sent"
+    DROPPED = "dropped"  # popped unpublished, for good
+    KEPT = "kept"  # stays for the next try; the entries after it wait too (order)
+
+
+def fate(entry: OutboxEntry, exc: AutoscorerError) -> Fate:
+    """What becomes of an entry whose publish raised ``exc``: the one rule for every writer."""
+    if exc.code is ErrorCode.BAD_FORMAT:
+        return Fate.DROPPED
+    if exc.details.get("reason") == "unroutable" and entry.type in NOTIFICATIONS:
+        return Fate.DROPPED
+    return Fate.KEPT
+
+
+def broker_down(exc: AutoscorerError) -> bool:
+    """A bus failure that is not about one entry (no connection, no confirm in time)."""
+    return exc.code is ErrorCode.BUS_ERROR and exc.details.get("reason") != "unroutable"
+
+
+@dataclass(slots=True)
+class _Relayed:
+    """What one job's relay step did."""
+
+    published: int = 0
+    complete: bool = True  # every entry given was published or dropped
+    broker_down: AutoscorerError | None = None  # the bus could not publish at all
+
+
+@dataclass(slots=True)
+class _Backoff:
+    failures: int
+    until: float  # time.monotonic()
+
+
+class OutboxRelay:
+    """Publishes and pops outbox entries, one job at a time, each job isolated."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        store: JobStore,
+        *,
+        batch: int = 100,
+        settle: float = 1.0,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._batch = batch
+        self._settle = timedelta(seconds=settle)
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._waiting: dict[str, _Backoff] = {}
+
+    async def flush(self, job: Job, events: Sequence[BaseEvent] = ()) -> int:
+        """Publish ``job``'s pending entries in order and pop the published ones; ``events``
+        are the entries' events as the caller holds them (published without a round trip).
+        Never raises: what is left waits for the sweep."""
+        known = {str(event.event_id): event for event in events}
+        done = _Relayed()
+
+        async def work() -> None:
+            await self._relay(job, job.outbox, known, done)
+
+        await guarded(f"outbox of job {job.job_id}", work)
+        return done.published
+
+    async def sweep(self, *, everything: bool = False) -> int:
+        """Relay what is pending in the store. Entries younger than ``settle`` seconds are left
+        to the writer that is publishing them, unless ``everything`` (at start-up)."""
+        skip = self._backed_off()
+        jobs = await self._store.find_pending_outbox(limit=self._batch, skip=skip)
+        cutoff = now_ms() - self._settle
+        published = 0
+        for job in sorted(jobs, key=lambda j: (-j.priority, j.updated_at)):
+            entries = [e for e in job.outbox if everything or e.created_at <= cutoff]
+            if entries:
+                published += await self._step(job, entries)
+        return published
+
+    def waiting(self) -> dict[str, int]:
+        """Jobs backed off now, with their consecutive failures (for health and tests)."""
+        now = time.monotonic()
+        return {job_id: b.failures for job_id, b in self._waiting.items() if b.until > now}
+
+    async def _step(self, job: Job, entries: Sequence[OutboxEntry]) -> int:
+        """One job's relay step, its own guarded item; a broker that is down ends the sweep."""
+        done = _Relayed()
+
+        async def work() -> None:
+            await self._relay(job, entries, {}, done)
+
+        ok = await guarded(f"outbox of job {job.job_id}", work)
+        if done.broker_down is not None:
+            raise done.broker_down
+        if ok and done.complete:
+            self._waiting.pop(job.job_id, None)
+        else:
+            self._back_off(job.job_id)
+        return done.published
+
+    async def _relay(
+        self,
+        job: Job,
+        entries: Sequence[OutboxEntry],
+        known: Mapping[str, BaseEvent],
+        done: _Relayed,
+    ) -> None:
+        """Publish ``entries`` in order until one must stay; pop what went out."""
+        gone: list[str] = []
+        try:
+            for entry in entries:
+                outcome = await self._publish(job, entry, known.get(entry.event_id))
+                if outcome is Fate.KEPT:
+                    done.complete = False
+                    break
+                gone.append(entry.event_id)
+                done.published += outcome is Fate.SENT
+        except AutoscorerError as exc:
+            if not broker_down(exc):
+                raise
+            done.complete = False
+            done.broker_down = exc
+        if gone:
+            await self._store.pop_outbox(job.job_id, gone)
+
+    async def _publish(self, job: Job, entry: OutboxEntry, event: BaseEvent | None) -> Fate:
+        try:
             with continue_trace(job.trace_context):
-                await bus.publish(entry_event(entry))
-            published.append(entry.event_id)
-    except AutoscorerError as exc:
-        log.warning(
-            "outbox of %s: %d left for the relay: %s",
-            job.job_id,
-            len(job.outbox) - len(published),
-            exc.message,
+                await self._bus.publish(event or entry_event(entry))
+        except AutoscorerError as exc:
+            if broker_down(exc):
+                raise
+            decided = fate(entry, exc)
+            level = logging.WARNING if decided is Fate.KEPT else logging.INFO
+            log.log(
+                level,
+                "outbox entry %s (%s) of job %s %s: %s",
+                entry.event_id,
+                entry.type,
+                job.job_id,
+                decided.value,
+                exc.message,
+            )
+            return decided
+        return Fate.SENT
+
+    def _back_off(self, job_id: str) -> None:
+        failures = self._waiting[job_id].failures + 1 if job_id in self._waiting else 1
+        delay = min(self._max_backoff, self._backoff * 2.0 ** min(failures - 1, 16))
+        self._waiting[job_id] = _Backoff(failures, time.monotonic() + delay)
+
+    def _backed_off(self) -> list[str]:
+        now = time.monotonic()
+        stale = now - 2 * self._max_backoff
+        for job_id in [j for j, b in self._waiting.items() if b.until < stale]:
+            del self._waiting[job_id]  # gone from the store, or fine for a long while
+        waiting = sorted(
+            ((b.until, j) for j, b in self._waiting.items() if b.until > now), reverse=True
         )
-    if published:
-        await store.pop_outbox(job.job_id, published)
-    return len(published)
+        return [job_id for _, job_id in waiting[:MAX_SKIPPED]]
+
+
+async def publish_pending(
+    bus: EventBus, store: JobStore, job: Job, events: Sequence[BaseEvent] = ()
+) -> int:
+    """Publish ``job``'s outbox now (the writer's fast path) by the relay's rule; returns how
+    many were published. Never raises: what is left waits for the scheduler's sweep."""
+    return await OutboxRelay(bus, store).flush(job, events)

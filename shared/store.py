@@ -271,5 +271,8 @@ class JobStore(Protocol):
     async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
         """Remove published entries; unknown ids are ignored."""
 
-    async def find_pending_outbox(self, *, limit: int = 100) -> list[Job]:
-        """Jobs with unpublished outbox entries, least recently updated first."""
+    async def find_pending_outbox(
+        self, *, limit: int = 100, skip: Sequence[str] = ()
+    ) -> list[Job]:
+        """Jobs with unpublished outbox entries, least recently updated first, leaving out the
+        jobs named in ``skip`` (those a relay backs off, so they cannot fill every batch)."""

@@ -384,8 +384,13 @@ class MongoJobStore:
                 await self._jobs.update_one({"_id": job_id}, {"$pullAll": {"outbox": sent}})
             return await self._must_get(job_id)
 
-    async def find_pending_outbox(self, *, limit: int = 100) -> list[Job]:
+    async def find_pending_outbox(
+        self, *, limit: int = 100, skip: Sequence[str] = ()
+    ) -> list[Job]:
+        query: Document = {"outbox.0": {"$exists": True}}
+        if skip:
+            query["_id"] = {"$nin": list(skip)}
         async with driver_errors("find pending outbox"):
-            cursor = self._jobs.find({"outbox.0": {"$exists": True}}).sort("updated_at", 1)
+            cursor = self._jobs.find(query).sort("updated_at", 1)
             docs = await cursor.limit(limit).to_list()
         return [from_document(doc) for doc in docs]

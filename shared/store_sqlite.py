@@ -273,9 +273,10 @@ class JobsDb:
             self._save(job)
         return job
 
-    def find_pending_outbox(self, limit: int) -> list[Job]:
-        sql = "SELECT doc FROM jobs WHERE outbox_size > 0 ORDER BY updated_at LIMIT ?"
-        return self._many(sql, [limit])
+    def find_pending_outbox(self, limit: int, skip: Sequence[str]) -> list[Job]:
+        left_out = f"AND job_id NOT IN ({_marks(skip)}) " if skip else ""
+        sql = f"SELECT doc FROM jobs WHERE outbox_size > 0 {left_out}ORDER BY updated_at LIMIT ?"  # noqa: S608
+        return self._many(sql, [*skip, limit])
 
 
 class SqliteJobStore:
@@ -377,5 +378,8 @@ class SqliteJobStore:
     async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
         return await self._run("pop outbox", self.db.pop_outbox, job_id, list(event_ids))
 
-    async def find_pending_outbox(self, *, limit: int = 100) -> list[Job]:
-        return await self._run("find pending outbox", self.db.find_pending_outbox, limit)
+    async def find_pending_outbox(
+        self, *, limit: int = 100, skip: Sequence[str] = ()
+    ) -> list[Job]:
+        find = self.db.find_pending_outbox
+        return await self._run("find pending outbox", find, limit, list(skip))

@@ -18,13 +18,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from services.scheduler.outbox import entry_for
-from services.scheduler.relay import OutboxRelay
 from services.scheduler.routing import Router
 from shared.config import SchedulerSettings
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import BaseEvent
 from shared.jobs import Job, JobStatus
+from shared.outbox import OutboxRelay, outbox_entry
 from shared.store import JobStore, JobUpdate, Transition
 
 log = logging.getLogger(__name__)
@@ -55,12 +54,12 @@ class Context:
             update,
             event_id=event_id,
             reason=reason,
-            outbox=[entry_for(event) for event in emit],
+            outbox=[outbox_entry(event) for event in emit],
         )
         if done.applied:
             log.info("job %s -> %s (%s)", job_id, to_state.value, reason or "")
             if emit:
-                await self.relay.flush(done.job)
+                await self.relay.flush(done.job, emit)
         else:
             log.debug("job %s not moved to %s: %s", job_id, to_state.value, done.outcome.value)
         return done

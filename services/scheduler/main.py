@@ -9,12 +9,12 @@ import asyncio
 import logging
 
 from services.scheduler.context import Context
-from services.scheduler.relay import OutboxRelay
 from services.scheduler.routing import Router
 from services.scheduler.service import Scheduler
 from shared.bus import EventBus
 from shared.config import Settings
 from shared.connect import make_bus, make_store
+from shared.outbox import OutboxRelay
 from shared.runtime import service_main, stop_on_signals
 from shared.store import JobStore
 

@@ -7,15 +7,12 @@ that overtook the one it depends on) and dead-letters the rest.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from contextlib import suppress
 
 from services.scheduler.cancel import on_cancel_requested
 from services.scheduler.context import Context
 from services.scheduler.intake import on_job_submitted
 from services.scheduler.leases import expire_leases
-from services.scheduler.loops import every
 from services.scheduler.runs import on_run_completed, on_run_heartbeat, on_run_started
 from services.scheduler.scoring import on_score_completed, rescore
 from shared.bus import EventBus
@@ -31,6 +28,7 @@ from shared.events import (
     ScoreCompleted,
 )
 from shared.store import Transition
+from shared.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,8 @@ class Scheduler:
     def __init__(self, ctx: Context, bus: EventBus) -> None:
         self._ctx = ctx
         self._bus = bus
-        self._loops: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor("scheduler")
+        """Runs the outbox relay and the lease monitor; readiness reads its health."""
 
     @property
     def settings(self) -> SchedulerSettings:
@@ -63,29 +62,16 @@ class Scheduler:
         s = self.settings
         await self._bus.subscribe(s.queue, ROUTING_KEYS, self.handle, concurrency=s.concurrency)
         relay = self._ctx.relay
-        self._loops = [
-            asyncio.create_task(
-                every(
-                    s.relay_interval_s,
-                    relay.sweep,
-                    name="outbox relay",
-                    first=lambda: relay.sweep(everything=True),
-                ),
-                name="scheduler-relay",
-            ),
-            asyncio.create_task(
-                every(s.lease_check_interval_s, self.expire_leases, name="lease monitor"),
-                name="scheduler-leases",
-            ),
-        ]
+        self.supervisor.every(
+            "outbox relay",
+            s.relay_interval_s,
+            relay.sweep,
+            first=lambda: relay.sweep(everything=True),
+        )
+        self.supervisor.every("lease monitor", s.lease_check_interval_s, self.expire_leases)
 
     async def close(self) -> None:
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with suppress(asyncio.CancelledError):
-                await task
-        self._loops = []
+        await self.supervisor.close()
 
     async def handle(self, event: Event) -> None:
         ctx = self._ctx

@@ -183,9 +183,9 @@ async def test_a_decision_made_on_a_stale_read_changes_nothing(
     """A second ``RunCompleted`` (or the lease monitor) that read the job before the first one
     ended the attempt must not end it again once the next attempt runs."""
     from services.scheduler.context import Context
-    from services.scheduler.relay import OutboxRelay
     from services.scheduler.retries import retry_or_fail
     from services.scheduler.routing import Router
+    from shared.outbox import OutboxRelay
 
     ctx = Context(
         settings.scheduler, store, OutboxRelay(bus, store), Router.from_settings(settings.scheduler)

@@ -12,13 +12,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Tracer
 
 from services.scheduler.main import create_scheduler
-from services.scheduler.outbox import entry_for
-from services.scheduler.relay import OutboxRelay
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.events import Event, RunRequested
 from shared.jobs import JobStatus, new_job
-from shared.outbox import publish_pending
+from shared.outbox import OutboxRelay, outbox_entry, publish_pending
 from shared.store_sqlite import SqliteJobStore
 from tests.scheduler.fakes import eventually
 from tests.scheduler.rig import eventually_async, submitted
@@ -57,7 +55,7 @@ async def left_in_outbox(store: SqliteJobStore, job_id: str) -> None:
         job_id=job_id, backend="local", attempt=1, spec=event.spec, workspace=event.workspace
     )
     await store.transition(
-        job_id, JobStatus.SUBMITTED, JobStatus.QUEUED, outbox=[entry_for(request)]
+        job_id, JobStatus.SUBMITTED, JobStatus.QUEUED, outbox=[outbox_entry(request)]
     )
 
 

@@ -543,6 +543,22 @@ async def test_outbox_entries_ride_with_transitions_until_popped(store: JobStore
         await store.append_outbox("job-missing", [entry("e3")])
 
 
+async def test_pending_outboxes_come_oldest_first_leaving_out_the_skipped(store: JobStore) -> None:
+    jobs = [await created(store, make_job()) for _ in range(3)]
+    for job in jobs:  # updated_at grows in this order
+        await store.append_outbox(job.job_id, [entry(f"e-{job.job_id}")])
+        await asyncio.sleep(0.002)
+    first, second, third = (job.job_id for job in jobs)
+
+    everything = await store.find_pending_outbox()
+    some = await store.find_pending_outbox(limit=2, skip=[first])
+    none = await store.find_pending_outbox(skip=[first, second, third])
+
+    assert [j.job_id for j in everything] == [first, second, third]
+    assert [j.job_id for j in some] == [second, third]
+    assert none == []
+
+
 async def test_jobs_survive_closing_and_reopening_the_store(backend: Backend) -> None:
     first = await backend.open()
     job = await created(first, make_job(key="k"))

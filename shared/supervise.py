@@ -3,10 +3,14 @@ dispatcher, scorer watcher, ...).
 
 A loop is a coroutine function. ``Supervisor.forever`` runs one that should never return (a
 watcher, a dispatcher's ``run``): when it raises or returns while the supervisor is open, it is
-logged and started again after a growing back-off. ``Supervisor.every`` runs a step every
-``interval`` seconds; a step that raises is logged and the next period runs it again. Nothing a
-loop raises ends it, and every loop's state is in :meth:`Supervisor.health`, which readiness
-reads: a loop that failed ``unhealthy_after`` times in a row, or whose task ended, is unhealthy.
+logged and started again after a growing back-off; once a started body has run for
+``recover_after_s`` without failing, its failures in a row count from zero again (it never
+returns, so running is its success). ``Supervisor.every`` runs a step every ``interval``
+seconds; a step that raises is logged and the next period runs it again (``first`` is run
+again until it succeeds once). Nothing a loop raises ends it, not even a ``CancelledError``
+that a library raised by itself; only :meth:`Supervisor.close` does. Every loop's state is in
+:meth:`Supervisor.health`, which readiness reads: a loop that failed ``unhealthy_after`` times
+in a row, or whose task ended, is unhealthy.
 
 Per-item isolation (one bad delivery, one stuck job) belongs inside a step: :func:`guarded` runs
 one item's work at that boundary, so a failed item is logged and the step goes on with the next.
@@ -41,6 +45,7 @@ class LoopHealth:
     last_ok_at: float | None = None  # time.time() of the last step or run that ended well
     ended: bool = False
     unhealthy_after: int = 3
+    running_since: float | None = None  # time.monotonic() when the running body started
 
     @property
     def healthy(self) -> bool:
@@ -86,6 +91,7 @@ async def guarded(label: str, work: Body) -> bool:
 @dataclass
 class _Loop:
     health: LoopHealth
+    forever: bool = False
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -100,8 +106,10 @@ class Supervisor:
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         unhealthy_after: int = 3,
+        recover_after_s: float = 10.0,
     ) -> None:
         self.service = service
+        self.recover_after_s = recover_after_s
         self._backoff = backoff_s
         self._max_backoff = max_backoff_s
         self._unhealthy_after = unhealthy_after
@@ -111,6 +119,7 @@ class Supervisor:
     def forever(self, name: str, body: Body) -> None:
         """Run ``body`` until :meth:`close`; restart it (with back-off) whenever it ends."""
         loop = self._add(name)
+        loop.forever = True
         loop.task = asyncio.create_task(self._forever(loop, body), name=f"{self.service}:{name}")
 
     def every(self, name: str, interval: float, step: Body, *, first: Body | None = None) -> None:
@@ -131,6 +140,8 @@ class Supervisor:
         for loop in self._loops.values():
             if loop.task is not None and loop.task.done() and not self._closing:
                 loop.health.ended = True
+            if loop.forever and self._recovered(loop.health):
+                loop.health.consecutive_failures = 0
         return {name: loop.health for name, loop in self._loops.items()}
 
     def unhealthy(self) -> list[str]:
@@ -170,7 +181,11 @@ class Supervisor:
 
     async def _every(self, loop: _Loop, interval: float, step: Body, first: Body | None) -> None:
         await self._pause(loop, interval)
-        await self._run(loop, first or step)
+        if first is not None:
+            while not await self._run(loop, first):
+                await self._pause(loop, max(interval, self._delay(loop.health)))
+        else:
+            await self._run(loop, step)
         while True:
             delay = (
                 interval
@@ -188,24 +203,39 @@ class Supervisor:
     async def _run(self, loop: _Loop, body: Body) -> bool:
         h = loop.health
         h.runs += 1
+        h.running_since = time.monotonic()
         try:
             await body()
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if self._closing or (task is not None and task.cancelling()):
+                raise  # close(), or whoever owns the task, cancelled it
+            self._failed(h, exc, self._recovered(h) and loop.forever)
+            log.warning("%s: loop %s was cancelled from inside", self.service, h.name)
+            return False
         except AutoscorerError as exc:
-            self._failed(h, exc)
+            self._failed(h, exc, self._recovered(h) and loop.forever)
             log.warning("%s: loop %s: %s", self.service, h.name, describe(exc))
             return False
         except Exception as exc:  # the one boundary of every supervised background loop
-            self._failed(h, exc)
+            self._failed(h, exc, self._recovered(h) and loop.forever)
             log.exception("%s: loop %s failed unexpectedly", self.service, h.name)
             return False
+        finally:
+            h.running_since = None
         h.consecutive_failures = 0
         h.last_ok_at = time.time()
         return True
 
+    def _recovered(self, h: LoopHealth) -> bool:
+        """The running body has gone ``recover_after_s`` without failing."""
+        since = h.running_since
+        return since is not None and time.monotonic() - since >= self.recover_after_s
+
     @staticmethod
-    def _failed(h: LoopHealth, exc: BaseException) -> None:
+    def _failed(h: LoopHealth, exc: BaseException, fresh: bool = False) -> None:
         h.failures += 1
-        h.consecutive_failures += 1
+        h.consecutive_failures = 1 if fresh else h.consecutive_failures + 1
         h.last_error = describe(exc)
 
     def _delay(self, h: LoopHealth) -> float:

@@ -148,6 +148,11 @@ class Job(BaseModel):
     )
     idempotency_key: str | None = None
     callback_url: str | None = Field(None, description="told the final event of this job")
+    request_digest: str | None = Field(
+        None,
+        description="sha256 of the submission that created the job: a request repeating its "
+        "Idempotency-Key must match it",
+    )
     lease: Lease | None = None
     created_at: datetime = Field(default_factory=now_ms)
     updated_at: datetime = Field(default_factory=now_ms)

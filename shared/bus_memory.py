@@ -63,7 +63,7 @@ class MemoryBus:
         self._tracer = tracer or default_tracer()
         self._drain_timeout = drain_timeout
         self._queues: dict[str, _Queue] = {}
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[asyncio.Task[None], tuple[_Queue, _Delivery]] = {}
         self._timers: set[asyncio.Task[None]] = set()
         self._started = False
         self.dead_letters: list[DeadLetter] = []
@@ -78,7 +78,7 @@ class MemoryBus:
         pumps = [q.pump for q in self._queues.values() if q.pump is not None]
         await _cancel_all(pumps)
         if self._inflight:
-            await asyncio.wait(self._inflight, timeout=self._drain_timeout)
+            await asyncio.wait(list(self._inflight), timeout=self._drain_timeout)
         await _cancel_all([*self._inflight, *self._timers])
 
     def ready(self) -> bool:
@@ -142,9 +142,24 @@ class MemoryBus:
             await slots.acquire()
             delivery = await queue.pending.get()
             task = asyncio.create_task(self._process(queue, delivery))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._inflight[task] = (queue, delivery)
+            task.add_done_callback(self._forget)
             task.add_done_callback(lambda _: slots.release())
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+
+    async def blip(self) -> int:
+        """Do to the consumers what a broker restart does: every handler in flight is cancelled
+        (its channel died) and its message, never settled, is delivered again. For tests of
+        what a service keeps across a blip; returns how many deliveries were interrupted."""
+        interrupted = list(self._inflight.items())
+        for task, _ in interrupted:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in interrupted), return_exceptions=True)
+        for _, (queue, delivery) in interrupted:
+            queue.pending.put_nowait(delivery)
+        return len(interrupted)
 
     async def _process(self, queue: _Queue, delivery: _Delivery) -> None:
         verdict = await dispatch(

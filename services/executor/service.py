@@ -1,13 +1,22 @@
 """The executor service: one replica serving one backend alias (docs/SERVICES.md, step 3).
 
 It consumes ``run.requested.<backend>`` from the queue ``executor.<backend>`` with bounded
-concurrency and holds each message for the whole run: ``RunStarted`` is published first,
-``RunHeartbeat`` every ``heartbeat_s`` while the backend runs, then ``RunCompleted``, and only
-then is the message acknowledged (the handler returns). A replica that dies mid-run therefore
-leaves the request to be redelivered.
+concurrency. Each attempt (job id, attempt number) runs as a task the *service* owns, not the
+delivery: ``RunStarted`` is published first, ``RunHeartbeat`` every ``heartbeat_s`` while the
+backend runs (one supervised loop for all runs), then ``RunCompleted``; the delivery that asked
+for it waits for that task and is acknowledged (the handler returns) only once ``RunCompleted``
+was published. A replica that dies mid-run therefore leaves the request to be redelivered.
 
 Decisions this module settles:
 
+* The run outlives its delivery. A broker blip closes the delivery's channel and cancels its
+  handler, not the run: the container keeps running, heartbeats keep being tried, and the
+  broker's redelivery of the same request *joins* the running attempt (waits for it) instead of
+  starting another. Only an explicit stop ends a run early: a cancel (``JobCancelled`` /
+  ``CancelRequested``), a newer attempt of the same job, or ``close()`` handing it back.
+* The ``RunCompleted`` of an attempt has an id derived from its request
+  (``derived_event_id(request.event_id, "run.completed")``): every delivery of one request is
+  answered with the same event, which consumers dedupe on ``event_id``.
 * Failures of the run, the participant's or the platform's, end as a ``RunCompleted`` whose
   ``outcome.error`` says which (a retryable platform error such as ``BACKEND_UNAVAILABLE`` keeps
   ``retryable=True``); the scheduler alone decides on another attempt. The bus only retries what
@@ -17,7 +26,7 @@ Decisions this module settles:
   delivers the request again (to another replica) and no ``RunCompleted`` is sent for them.
 * Dedupe: the ``RunCompleted`` of the last ``memo_size`` attempts is remembered; a duplicate
   ``RunRequested`` re-publishes it (same ``event_id``: the scheduler drops it) instead of running
-  again, and one arriving while the same attempt runs here waits for that run. Nothing is
+  again, and one arriving while the same attempt runs here joins that run. Nothing is
   remembered across restarts or between replicas.
 """
 
@@ -28,14 +37,23 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from services.executor.base import Executor
 from services.executor.memo import BoundedMemo
 from shared.bus import EventBus, RetryPolicy
 from shared.errors import AutoscorerError, ErrorCode, Stage, execution_error, internal_error
-from shared.events import Event, RunCompleted, RunHeartbeat, RunRequested, RunStarted
+from shared.events import (
+    Event,
+    RunCompleted,
+    RunHeartbeat,
+    RunRequested,
+    RunStarted,
+    derived_event_id,
+)
 from shared.models import JobSpec, RunOutcome
+from shared.supervise import Supervisor, describe, guarded
 from shared.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -89,9 +107,22 @@ class ExecutorServiceConfig:
 
 @dataclass(slots=True)
 class _Run:
-    job_id: str
+    """One attempt running here, owned by the service (not by the delivery that asked for it)."""
+
+    request: RunRequested
     done: asyncio.Event = field(default_factory=asyncio.Event)
     handed_back: bool = False
+    task: asyncio.Task[RunCompleted] | None = None
+    started_at: float | None = None  # loop time of RunStarted; heartbeats go while it is set
+    beat: asyncio.Task[None] | None = None  # the heartbeat being published, if any
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.request.job_id, self.request.attempt)
 
 
 def _unchanged(spec: JobSpec) -> JobSpec:
@@ -112,10 +143,13 @@ class ExecutorService:
         self._executor = executor
         self._prepare = prepare
         self._active: dict[tuple[str, int], _Run] = {}
+        self._slots = asyncio.Semaphore(config.concurrency)
         self._completed: BoundedMemo[tuple[str, int], RunCompleted] = BoundedMemo(config.memo_size)
         self._cancelled: BoundedMemo[str, bool] = BoundedMemo(config.memo_size)
         self._closing = False
         self._closed = asyncio.Event()
+        self.supervisor = Supervisor(f"executor.{config.backend}")
+        """The service's background loops (``heartbeats``); readiness reads its health."""
 
     @property
     def config(self) -> ExecutorServiceConfig:
@@ -126,6 +160,7 @@ class ExecutorService:
         if self._config.cleanup_on_start:
             removed = await self._executor.cleanup_leftovers(())
             log.info("removed %d leftover run(s) of backend %s", removed, self._config.backend)
+        self.supervisor.every("heartbeats", self._config.heartbeat_s, self._beat_all)
         await self._bus.subscribe(
             self._config.queue,
             [f"run.requested.{self._config.backend}"],
@@ -152,6 +187,12 @@ class ExecutorService:
                 for run in left:
                     await self._stop(run)
                 await _wait_all(left, STOP_TIMEOUT_S)
+        # a run the backend could not stop in time is abandoned to the bus (it is handed back)
+        tasks = [run.task for run in left if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.supervisor.close()
         self._closed.set()
 
     # -- handlers ------------------------------------------------------------------------------
@@ -160,25 +201,53 @@ class ExecutorService:
         if not isinstance(event, RunRequested):
             return
         key = (event.job_id, event.attempt)
-        if await self._answered(key):
+        completed = self._completed.get(key)
+        if completed is not None:
+            log.info("duplicate request for run %s attempt %d; re-publishing its result", *key)
+            await self._bus.publish(completed)
             return
-        if self._closing:
+        run = self._active.get(key)
+        if run is not None:
+            log.info("run %s attempt %d is already running here; joining it", *key)
+        elif self._closing:
             await self._closed.wait()
             raise _handed_back(event)
-        await self._supersede(event)
-        run = self._active[key] = _Run(event.job_id)
+        else:
+            run = self._begin(event)
+        assert run.task is not None
+        await _join(run.task, event)
+
+    def _begin(self, event: RunRequested) -> _Run:
+        """Register the attempt and start its run as a task of the service (synchronously, so
+        a duplicate delivered meanwhile finds it and joins)."""
+        run = self._active[(event.job_id, event.attempt)] = _Run(event)
+        run.task = asyncio.create_task(
+            self._work(run), name=f"run:{event.job_id}:{event.attempt}"
+        )
+        run.task.add_done_callback(_log_unjoined_failure)
+        return run
+
+    async def _work(self, run: _Run) -> RunCompleted:
+        """One attempt from start to its published ``RunCompleted``; raises a retryable error
+        when it was handed back (no answer) or the answer could not be published."""
+        event = run.request
         try:
-            completed = await self._attempt(event, run)
+            await self._supersede(event)
+            async with self._slots:  # runs a blip left without a delivery still count
+                if run.handed_back:  # close() came first: it never started
+                    raise _handed_back(event)
+                completed = await self._attempt(event, run)
             # a run that beat the hand-back to the finish is answered like any other
             run.handed_back = run.handed_back and completed.outcome.status == "cancelled"
             if not run.handed_back:
-                self._completed.put(key, completed)
+                self._completed.put(run.key, completed)
         finally:
-            del self._active[key]
+            del self._active[run.key]
             run.done.set()
         if run.handed_back:
             raise _handed_back(event)
         await self._bus.publish(completed)
+        return completed
 
     async def _supersede(self, event: RunRequested) -> None:
         """Stop older attempts of the same job still running here: the scheduler has given up on
@@ -196,21 +265,6 @@ class ExecutorService:
             await self._stop(run)
             await run.done.wait()
 
-    async def _answered(self, key: tuple[str, int]) -> bool:
-        """True when this attempt already completed here (its RunCompleted is re-published)."""
-        running = self._active.get(key)
-        if running is not None:
-            log.info("run %s attempt %d is already running here; waiting for it", *key)
-            await running.done.wait()
-        completed = self._completed.get(key)
-        if completed is not None:
-            log.info("duplicate request for run %s attempt %d; re-publishing its result", *key)
-            await self._bus.publish(completed)
-            return True
-        if running is not None:  # the run it waited for was handed back
-            raise _handed_back_key(*key)
-        return False
-
     async def _on_cancel(self, event: Event) -> None:
         if event.job_id is None:
             return
@@ -226,6 +280,7 @@ class ExecutorService:
         if outcome is None:
             await self._bus.publish(
                 RunStarted(
+                    event_id=derived_event_id(event.event_id, "run.started"),
                     job_id=event.job_id,
                     backend=self._config.backend,
                     attempt=event.attempt,
@@ -233,9 +288,17 @@ class ExecutorService:
                     lease_ttl_s=self._config.lease_ttl_s,
                 )
             )
-            outcome = await self._run_with_heartbeats(event)
+            run.started_at = asyncio.get_running_loop().time()
+            try:
+                outcome = await self._execute(event)
+            finally:
+                await _stop_beating(run)
         return RunCompleted(
-            job_id=event.job_id, outcome=outcome, attempt=event.attempt, workspace=event.workspace
+            event_id=derived_event_id(event.event_id, "run.completed"),
+            job_id=event.job_id,
+            outcome=outcome,
+            attempt=event.attempt,
+            workspace=event.workspace,
         )
 
     def _refusal(self, event: RunRequested) -> RunOutcome | None:
@@ -254,14 +317,6 @@ class ExecutorService:
             return self._failed(event.spec, error)
         return None
 
-    async def _run_with_heartbeats(self, event: RunRequested) -> RunOutcome:
-        beat = asyncio.create_task(self._heartbeat(event), name=f"heartbeat:{event.job_id}")
-        try:
-            return await self._execute(event)
-        finally:
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
-
     async def _execute(self, event: RunRequested) -> RunOutcome:
         """The service's error boundary: whatever the backend raises becomes the outcome."""
         spec = event.spec
@@ -275,23 +330,37 @@ class ExecutorService:
             log.exception("backend %s crashed running %s", self._executor.name, spec.job_id)
             return self._failed(spec, internal_error(exc, stage=Stage.EXECUTION))
 
-    async def _heartbeat(self, event: RunRequested) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while True:
-            await asyncio.sleep(self._config.heartbeat_s)
-            beat = RunHeartbeat(
-                job_id=event.job_id,
-                backend=self._config.backend,
-                attempt=event.attempt,
-                instance=self._config.instance,
-                elapsed_s=round(loop.time() - started, 3),
-                lease_ttl_s=self._config.lease_ttl_s,
+    # -- heartbeats ------------------------------------------------------------------------------
+
+    async def _beat_all(self) -> None:
+        """One step of the ``heartbeats`` loop: a beat for every run going here. A beat still
+        being published (the broker is away) is left to finish; that run skips this step."""
+        for run in list(self._active.values()):
+            if run.started_at is None or (run.beat is not None and not run.beat.done()):
+                continue
+            run.beat = asyncio.create_task(
+                self._beat(run), name=f"heartbeat:{run.job_id}:{run.request.attempt}"
             )
-            try:
-                await self._bus.publish(beat)
-            except AutoscorerError as exc:  # a missed beat only shortens the lease
-                log.warning("heartbeat for %s not published: %r", event.job_id, exc)
+
+    async def _beat(self, run: _Run) -> None:
+        started = run.started_at
+        if started is None:
+            return
+        event = run.request
+        beat = RunHeartbeat(
+            job_id=event.job_id,
+            backend=self._config.backend,
+            attempt=event.attempt,
+            instance=self._config.instance,
+            elapsed_s=round(asyncio.get_running_loop().time() - started, 3),
+            lease_ttl_s=self._config.lease_ttl_s,
+        )
+        # a missed beat only shortens the lease; the next step tries again
+        await guarded(f"heartbeat for {event.job_id}", partial(self._publish_beat, beat))
+
+    async def _publish_beat(self, beat: RunHeartbeat) -> None:
+        async with asyncio.timeout(self._config.lease_ttl_s):
+            await self._bus.publish(beat)
 
     async def _stop(self, run: _Run) -> None:
         """Cancel until the backend holds the run (it may still be starting) or the run ends."""
@@ -315,6 +384,24 @@ class ExecutorService:
         )
 
 
+async def _stop_beating(run: _Run) -> None:
+    """No heartbeat for ``run`` after this (none may follow its ``RunCompleted``)."""
+    run.started_at = None
+    if run.beat is not None and not run.beat.done():
+        run.beat.cancel()
+        await asyncio.gather(run.beat, return_exceptions=True)
+
+
+def _log_unjoined_failure(task: asyncio.Task[RunCompleted]) -> None:
+    """A run whose delivery was gone when it ended (a broker blip) has nobody to raise to: say
+    what happened; the broker redelivers the request, which re-publishes or hands back again."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("%s ended without an answer: %s", task.get_name(), describe(exc))
+
+
 async def _wait_all(runs: list[_Run], within: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(within):
@@ -322,14 +409,24 @@ async def _wait_all(runs: list[_Run], within: float) -> None:
                 await run.done.wait()
 
 
+async def _join(task: asyncio.Task[RunCompleted], event: RunRequested) -> None:
+    """Wait for the run of ``event``'s attempt. Shielded: when the bus cancels this handler (its
+    channel died in a broker blip), the run goes on, and the broker's redelivery of the request
+    joins it again. A run that ``close()`` had to cancel is handed back."""
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if task.cancelled() and (current is None or current.cancelling() == 0):
+            raise _handed_back(event) from None
+        raise
+
+
 def _handed_back(event: RunRequested) -> AutoscorerError:
-    return _handed_back_key(event.job_id, event.attempt)
-
-
-def _handed_back_key(job_id: str, attempt: int) -> AutoscorerError:
     return AutoscorerError(
         ErrorCode.EXEC_ERROR,
-        f"executor replica is shutting down; run {job_id} attempt {attempt} handed back",
+        f"executor replica is shutting down; run {event.job_id} attempt {event.attempt} "
+        "handed back",
         stage=Stage.EXECUTION,
-        details={"reason": "handed_back", "attempt": attempt},
+        details={"reason": "handed_back", "attempt": event.attempt},
     )

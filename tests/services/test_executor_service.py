@@ -27,6 +27,7 @@ from shared.events import (
     RunHeartbeat,
     RunRequested,
     RunStarted,
+    derived_event_id,
 )
 from shared.models import JobSpec, RunOutcome
 from shared.workspace import Workspace
@@ -162,12 +163,14 @@ async def test_a_duplicate_request_runs_once_and_gets_the_same_answer(rig, tmp_p
     spec, root = _workspace(tmp_path, [PY, "-c", _sleep_then_predict(0.3)])
     request = _request(spec, root)
     await rig.bus.publish(request)
-    await rig.bus.publish(request)  # redelivered while it runs
-    await rig.until(RunCompleted, 2)
-    await rig.bus.publish(_request(spec, root))  # the scheduler's relay, after completion
-    done = await rig.until(RunCompleted, 3)
+    await rig.bus.publish(request)  # redelivered while it runs: joins the run
+    await rig.until(RunCompleted)
+    await asyncio.sleep(0.2)
+    assert len(rig.of(RunCompleted)) == 1
+    await rig.bus.publish(request)  # the scheduler's relay, after completion
+    done = await rig.until(RunCompleted, 2)
     assert len(rig.of(RunStarted)) == 1
-    assert len({e.event_id for e in done}) == 1
+    assert {e.event_id for e in done} == {derived_event_id(request.event_id, "run.completed")}
 
 
 async def test_cancel_stops_the_run(rig, tmp_path):
@@ -348,3 +351,63 @@ async def test_a_newer_attempt_stops_an_older_one_of_the_same_job(rig, tmp_path)
     assert by_attempt[1].status == "cancelled"
     assert by_attempt[2].status == "succeeded", by_attempt[2].error
     assert [e.attempt for e in done] == [1, 2]
+
+
+def _counting_run(marker: Path, seconds: float) -> str:
+    """A participant program that notes each start in ``marker``, sleeps, then predicts."""
+    return (
+        f"import pathlib, time, runpy; p = pathlib.Path({str(marker)!r}); "
+        "p.open('a').write('start\\n'); "
+        f"time.sleep({seconds}); runpy.run_path('submission/predict.py', run_name='__main__')"
+    )
+
+
+async def test_a_broker_blip_does_not_restart_the_run_its_redelivery_joins_it(rig, tmp_path):
+    starts = tmp_path / "starts"
+    spec, root = _workspace(tmp_path, [PY, "-c", _counting_run(starts, 1.5)])
+    request = _request(spec, root)
+    await rig.bus.publish(request)
+    await rig.until(RunStarted)
+    await asyncio.sleep(0.2)
+
+    # the delivery's channel dies: the bus cancels the handler and delivers the request again
+    assert await rig.bus.blip() == 1
+    await rig.until(RunHeartbeat, count=len(rig.of(RunHeartbeat)) + 2)  # beats go on meanwhile
+    [done] = await rig.until(RunCompleted, timeout=20)
+    await asyncio.sleep(0.3)
+
+    assert done.outcome.status == "succeeded", done.outcome.error
+    assert done.event_id == derived_event_id(request.event_id, "run.completed")
+    assert len(rig.of(RunCompleted)) == 1
+    assert len(rig.of(RunStarted)) == 1
+    assert starts.read_text() == "start\n", "the participant program was started again"
+    assert not rig.bus.dead_letters
+
+
+async def test_a_heartbeat_that_cannot_be_published_does_not_end_the_run(tmp_path, no_leaked_tasks):
+    bus = MemoryBus(drain_timeout=2.0)
+    executor = LocalExecutor(LocalConfig())
+    service = create_executor_service(_settings(), bus, executor, instance="x")
+    rig = await _rig(service, bus)
+    publish = bus.publish
+    failing = {"left": 5}
+
+    async def flaky(event: BaseEvent) -> None:  # the broker is away for the first beats
+        if isinstance(event, RunHeartbeat) and failing["left"] > 0:
+            failing["left"] -= 1
+            raise AutoscorerError(ErrorCode.BUS_ERROR, "broker away", stage=Stage.PLATFORM)
+        await publish(event)
+
+    bus.publish = flaky  # type: ignore[method-assign]
+    spec, root = _workspace(tmp_path, [PY, "-c", _sleep_then_predict(1.2)])
+    try:
+        await bus.publish(_request(spec, root))
+        [done] = await rig.until(RunCompleted, timeout=20)
+    finally:
+        await service.close()
+        await bus.close()
+        await executor.close()
+    assert done.outcome.status == "succeeded", done.outcome.error
+    assert failing["left"] == 0
+    assert rig.of(RunHeartbeat), "heartbeats stopped after the failed ones"
+    assert service.supervisor.unhealthy() == []

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -20,7 +21,8 @@ import yaml
 from services.cli import jobs
 from services.cli.envelope import print_error, print_result
 from services.executor.registry import validate_backend_config
-from services.scorer.engine import score_workspace
+from services.scorer.plugins import plugin_manifest
+from services.scorer.pool import ScoreTask, score_once
 from services.scorer.registry import ScorerRegistry
 from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.config import Settings, load_settings
@@ -120,12 +122,27 @@ def run(args: argparse.Namespace) -> Outcome:
     return Outcome(data=data, error=outcome.error, show=show)
 
 
+def _score(
+    settings: Settings,
+    registry: ScorerRegistry,
+    ws: Workspace,
+    *,
+    scorer: str | None,
+    params: dict[str, Any] | None = None,
+    write: bool = True,
+) -> Result:
+    """Score in a worker process under ``scorer.time_limit``, as the scorer service does."""
+    task = ScoreTask(str(ws.root), scorer, params, plugin_manifest(registry), write=write)
+    log_level = logging.getLogger().getEffectiveLevel()
+    return score_once(task, settings.scorer.time_limit, log_level=log_level)
+
+
 def score(args: argparse.Namespace) -> Outcome:
     settings = _settings(args)
     registry = _registry(settings, args.plugin)
     ws = Workspace.at(args.workspace)
     ws.output_dir.mkdir(exist_ok=True)
-    result = score_workspace(registry, ws, scorer=args.scorer, params=args.params)
+    result = _score(settings, registry, ws, scorer=args.scorer, params=args.params)
     return _result_outcome(result, ws)
 
 
@@ -190,7 +207,7 @@ def _print_event(event: ReloadEvent, json_lines: bool) -> None:
             "scorers": list(event.scorers),
             "error": event.error.model_dump(mode="json") if event.error else None,
         }
-        print(json.dumps(record), flush=True)
+        print(json.dumps(record, allow_nan=False, default=str), flush=True)
     elif event.error is not None:
         print(f"{event.file}: reload failed, keeping the last good version", flush=True)
         print_error(event.error)
@@ -219,7 +236,8 @@ def _watch_forever(registry: ScorerRegistry, path: Path, *, json_lines: bool) ->
 
 
 def scorers_test(args: argparse.Namespace) -> Outcome:
-    registry = _registry(_settings(args), args.plugin)
+    settings = _settings(args)
+    registry = _registry(settings, args.plugin)
     name = args.scorer_flag or args.scorer_name
     where = args.workspace_flag or args.workspace
     if name is None or where is None:
@@ -229,7 +247,7 @@ def scorers_test(args: argparse.Namespace) -> Outcome:
             stage=Stage.CONFIG,
         )
     ws = Workspace.at(where)
-    result = score_workspace(registry, ws, scorer=name, write=False)
+    result = _score(settings, registry, ws, scorer=name, write=False)
     return _result_outcome(result, ws, written=False)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
 from services.executor.registry import create_executor
-from services.scorer.engine import score_workspace
+from services.scorer.plugins import plugin_manifest
+from services.scorer.pool import ScoreTask, score_once
 from services.scorer.registry import ScorerRegistry
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -84,7 +87,11 @@ async def pipeline(
         result = run_failure_result(outcome)
         atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
         return result
-    result = score_workspace(registry, ws, write=False)
+    task = ScoreTask(str(ws.root), None, None, plugin_manifest(registry), write=False)
+    log_level = logging.getLogger().getEffectiveLevel()
+    result = await asyncio.to_thread(
+        score_once, task, settings.scorer.time_limit, log_level=log_level
+    )
     result.timing.update(_run_timing(outcome))
     result.timing["total_s"] = round(time.perf_counter() - started, 6)
     result.resources.update(_run_resources(outcome))

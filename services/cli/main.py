@@ -20,12 +20,18 @@ from typing import Any
 
 from services.cli import commands
 from services.cli.envelope import failure, print_json, success
+from services.scorer.pool import quiet_logging
 from shared.errors import AutoscorerError, Stage, internal_error
 
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the JSON response envelope")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help="log at DEBUG and print tracebacks of unexpected errors (AUTOSCORER_DEBUG=1)",
+    )
     common.add_argument("--config", type=Path, help="YAML settings file (AUTOSCORER_CONFIG)")
     common.add_argument(
         "--plugin", type=Path, action="append", default=[], help="extra scorer file or folder"
@@ -113,9 +119,17 @@ def _show(args: argparse.Namespace, outcome: commands.Outcome, started: float) -
         outcome.show()
 
 
+def _setup_logging(debug: bool) -> None:
+    """stderr logging; without --debug no traceback reaches the terminal (errors are reported
+    once, in the standard form, by ``main``)."""
+    level = "DEBUG" if debug else os.environ.get("AUTOSCORER_LOG_LEVEL", "WARNING")
+    quiet_logging(logging.getLevelNamesMapping().get(level.upper(), logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("AUTOSCORER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False) or os.environ.get("AUTOSCORER_DEBUG"))
+    _setup_logging(debug)
     started = time.perf_counter()
     try:
         outcome = args.handler(args)
@@ -124,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's one boundary; no traceback unless asked
-        if os.environ.get("AUTOSCORER_DEBUG"):
+        if debug:
             traceback.print_exc()
         outcome = commands.Outcome(error=internal_error(exc, stage=Stage.PLATFORM).to_info())
     try:

@@ -6,11 +6,17 @@ is a single-document update: neither FerretDB nor the embedded SQLite store need
     submitted -> queued -> running -> scoring -> succeeded | failed | cancelled
                    ^          |          ^              |        |
                    +-- retry -+          +--- re-score -+--------+
+
+Every active state has one owner and a deadline (``Job.deadline_at``, set by the move into it):
+``submitted`` and the reaper belong to the scheduler, ``queued`` and ``running`` to an executor
+(``running`` also under a lease), ``scoring`` to a scorer. A job still in a state past its deadline
+is moved by the scheduler's reaper: its request sent again (``queued -> queued``,
+``scoring -> scoring``, the same request with the same event id) or the job failed.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -38,10 +44,11 @@ _S = JobStatus
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     _S.SUBMITTED: frozenset({_S.QUEUED, _S.FAILED, _S.CANCELLED}),
-    _S.QUEUED: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
+    # queued -> queued, scoring -> scoring: the reaper sent the request again
+    _S.QUEUED: frozenset({_S.QUEUED, _S.RUNNING, _S.FAILED, _S.CANCELLED}),
     # running -> queued is the retry after a platform failure
     _S.RUNNING: frozenset({_S.SCORING, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
-    _S.SCORING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    _S.SCORING: frozenset({_S.SCORING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
     # succeeded/failed -> scoring is a re-score of a finished run
     _S.SUCCEEDED: frozenset({_S.SCORING}),
     _S.FAILED: frozenset({_S.SCORING}),
@@ -51,6 +58,10 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 ACTIVE_STATES: frozenset[JobStatus] = frozenset({_S.SUBMITTED, _S.QUEUED, _S.RUNNING, _S.SCORING})
 TERMINAL_STATES: frozenset[JobStatus] = frozenset(JobStatus) - ACTIVE_STATES
+
+SUBMITTED_WAIT = timedelta(minutes=5)
+"""The deadline of a new job in ``submitted`` unless its creator gives another: by then the
+scheduler has queued it, or its reaper does."""
 
 
 class IllegalTransitionError(AutoscorerError):
@@ -154,6 +165,9 @@ class Job(BaseModel):
         "Idempotency-Key must match it",
     )
     lease: Lease | None = None
+    deadline_at: datetime | None = Field(
+        None, description="when the job's owner must have moved it on (active states only)"
+    )
     created_at: datetime = Field(default_factory=now_ms)
     updated_at: datetime = Field(default_factory=now_ms)
     outbox: list[OutboxEntry] = Field(default_factory=list)
@@ -167,6 +181,29 @@ class Job(BaseModel):
     def active(self) -> bool:
         return self.status in ACTIVE_STATES
 
+    @property
+    def key(self) -> str:
+        """Names this job among every job ever stored under its id (a job id may be reused
+        once its job is gone): the root of the causes its derived event ids come from."""
+        return f"{self.job_id}@{self.created_at.isoformat()}"
+
+    def scoring_round(self) -> int:
+        """How many times the job went into ``scoring`` (re-scores count; re-sent requests,
+        ``scoring -> scoring``, do not)."""
+        rounds, before = 0, None
+        for change in self.history:
+            rounds += change.status is JobStatus.SCORING and before is not JobStatus.SCORING
+            before = change.status
+        return rounds
+
+    def resent(self) -> int:
+        """How often the reaper sent the current state's request again (trailing self-moves)."""
+        statuses = [change.status for change in self.history]
+        count = 0
+        while count + 1 < len(statuses) and statuses[-count - 2] is statuses[-1]:
+            count += 1
+        return count
+
 
 def new_job(
     spec: JobSpec,
@@ -177,6 +214,7 @@ def new_job(
     idempotency_key: str | None = None,
     trace_context: dict[str, str] | None = None,
     outbox: list[OutboxEntry] | None = None,
+    submitted_wait: timedelta = SUBMITTED_WAIT,
 ) -> Job:
     """A fresh job in ``submitted`` with its first history entry, ready for ``JobStore.create``."""
     now = now_ms()
@@ -191,5 +229,6 @@ def new_job(
         trace_context=trace_context or {},
         created_at=now,
         updated_at=now,
+        deadline_at=now + submitted_wait,
         outbox=outbox or [],
     )

@@ -103,6 +103,7 @@ class JobUpdate(BaseModel):
     trace_context: dict[str, str] = Field(default_factory=dict)
     priority: int = 0
     attempt: AttemptRecord | None = None
+    deadline_at: datetime | None = None
 
     def fields(self) -> dict[str, Any]:
         """The plain fields given (all but ``attempt``), by name."""
@@ -261,6 +262,9 @@ class JobStore(Protocol):
         self, *, now: datetime | None = None, limit: int = 100
     ) -> list[Job]:
         """Active jobs whose lease has expired, oldest expiry first."""
+
+    async def find_overdue(self, *, now: datetime | None = None, limit: int = 100) -> list[Job]:
+        """Active jobs whose ``deadline_at`` has passed, earliest deadline first."""
 
     async def find_active_by_workspace(self, workspace: str) -> Job | None:
         """The active job (submitted..scoring) using ``workspace``, if any."""

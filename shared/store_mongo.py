@@ -61,6 +61,7 @@ INDEXES = [
     IndexModel([("spec.scorer", 1), *_NEWEST_FIRST], name="scorer_created"),
     IndexModel([("workspace", 1), ("status", 1)], name="workspace_status"),
     IndexModel([("lease.expires_at", 1)], name="lease_expiry"),
+    IndexModel([("deadline_at", 1)], name="deadline"),
     IndexModel([("updated_at", 1)], name="updated"),
 ]
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
@@ -85,6 +86,7 @@ def to_document(job: Job) -> Document:
     doc: Document = {"_id": job.job_id, **job.model_dump(mode="json", exclude={"job_id"})}
     doc["created_at"] = job.created_at
     doc["updated_at"] = job.updated_at
+    doc["deadline_at"] = job.deadline_at
     if job.lease is not None:
         doc["lease"] = lease_document(job.lease)
     if job.idempotency_key is None:
@@ -351,6 +353,12 @@ class MongoJobStore:
         query = {"status": {"$in": _ACTIVE}, "lease.expires_at": {"$lte": now or now_ms()}}
         async with driver_errors("find expired leases"):
             docs = await self._jobs.find(query).sort("lease.expires_at", 1).limit(limit).to_list()
+        return [from_document(doc) for doc in docs]
+
+    async def find_overdue(self, *, now: datetime | None = None, limit: int = 100) -> list[Job]:
+        query = {"status": {"$in": _ACTIVE}, "deadline_at": {"$lte": now or now_ms()}}
+        async with driver_errors("find overdue"):
+            docs = await self._jobs.find(query).sort("deadline_at", 1).limit(limit).to_list()
         return [from_document(doc) for doc in docs]
 
     async def find_active_by_workspace(self, workspace: str) -> Job | None:

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at       TEXT NOT NULL,
     lease_expires_at TEXT,
     outbox_size      INTEGER NOT NULL,
+    deadline_at      TEXT,
     doc              TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, job_id DESC);
@@ -70,15 +71,23 @@ CREATE INDEX IF NOT EXISTS jobs_lease_expiry ON jobs (lease_expires_at)
 CREATE INDEX IF NOT EXISTS jobs_outbox_pending ON jobs (updated_at) WHERE outbox_size > 0;
 """
 
+MIGRATIONS = (
+    # files made before jobs had deadlines get the column; their jobs have none
+    ("deadline_at", "ALTER TABLE jobs ADD COLUMN deadline_at TEXT"),
+)
+AFTER_MIGRATIONS = """
+CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs (deadline_at) WHERE deadline_at IS NOT NULL;
+"""
+
 _COLUMNS = (
     "job_id, status, submitter, scorer, workspace, idempotency_key, created_at, updated_at, "
-    "lease_expires_at, outbox_size, doc"
+    "lease_expires_at, outbox_size, deadline_at, doc"
 )
-_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _UPDATE = (
     "UPDATE jobs SET status = ?, submitter = ?, scorer = ?, workspace = ?, idempotency_key = ?, "
-    "created_at = ?, updated_at = ?, lease_expires_at = ?, outbox_size = ?, doc = ? "
-    "WHERE job_id = ?"
+    "created_at = ?, updated_at = ?, lease_expires_at = ?, outbox_size = ?, deadline_at = ?, "
+    "doc = ? WHERE job_id = ?"
 )
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
 
@@ -106,6 +115,7 @@ def row_of(job: Job) -> tuple[Any, ...]:
         timestamp(job.updated_at),
         expiry,
         len(job.outbox),
+        timestamp(job.deadline_at) if job.deadline_at else None,
         job.model_dump_json(),
     )
 
@@ -139,6 +149,11 @@ class JobsDb:
 
     def __init__(self, path: str) -> None:
         self._conn = connect(path, SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+        for column, ddl in MIGRATIONS:
+            if column not in columns:
+                self._conn.execute(ddl)
+        self._conn.executescript(AFTER_MIGRATIONS)
 
     def close(self) -> None:
         self._conn.close()
@@ -241,6 +256,13 @@ class JobsDb:
         sql = (
             f"SELECT doc FROM jobs WHERE status IN ({_marks(_ACTIVE)}) "  # noqa: S608
             "AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"
+        )
+        return self._many(sql, [*_ACTIVE, timestamp(now), limit])
+
+    def find_overdue(self, now: datetime, limit: int) -> list[Job]:
+        sql = (
+            f"SELECT doc FROM jobs WHERE status IN ({_marks(_ACTIVE)}) "  # noqa: S608
+            "AND deadline_at <= ? ORDER BY deadline_at LIMIT ?"
         )
         return self._many(sql, [*_ACTIVE, timestamp(now), limit])
 
@@ -367,6 +389,10 @@ class SqliteJobStore:
     ) -> list[Job]:
         at = now or now_ms()
         return await self._run("find expired leases", self.db.find_expired_leases, at, limit)
+
+    async def find_overdue(self, *, now: datetime | None = None, limit: int = 100) -> list[Job]:
+        at = now or now_ms()
+        return await self._run("find overdue", self.db.find_overdue, at, limit)
 
     async def find_active_by_workspace(self, workspace: str) -> Job | None:
         find = self.db.find_active_by_workspace

@@ -499,6 +499,35 @@ async def test_concurrent_acquires_have_one_winner(store: JobStore) -> None:
     assert (await store.get(job.job_id)).lease == winners[0].lease
 
 
+# --- deadlines (the scheduler's reaper) ----------------------------------------------------------
+
+
+async def test_overdue_active_jobs_come_earliest_deadline_first(store: JobStore) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    late, later, future, done, fresh = [await created(store, make_job(n)) for n in range(5)]
+    for job, deadline in ((late, now - 2 * TTL), (later, now - TTL), (future, now + TTL)):
+        moved = await store.transition(
+            job.job_id, S.SUBMITTED, S.QUEUED, JobUpdate(deadline_at=deadline)
+        )
+        assert moved.job.deadline_at == deadline
+    await store.transition(done.job_id, S.SUBMITTED, S.FAILED, JobUpdate(deadline_at=now - TTL))
+
+    overdue = await store.find_overdue(now=now)
+    first = await store.find_overdue(now=now, limit=1)
+    cleared = await store.transition(later.job_id, S.QUEUED, S.RUNNING, JobUpdate(deadline_at=None))
+
+    assert [j.job_id for j in overdue] == [late.job_id, later.job_id]
+    assert [j.job_id for j in first] == [late.job_id]
+    assert cleared.job.deadline_at is None
+    assert [j.job_id for j in await store.find_overdue(now=now)] == [late.job_id]
+    assert fresh.deadline_at is not None  # a new job's deadline: the scheduler must queue it
+    assert [j.job_id for j in await store.find_overdue(now=fresh.deadline_at)] == [
+        late.job_id,
+        future.job_id,
+        fresh.job_id,
+    ]
+
+
 # --- workspace, outbox, re-open -------------------------------------------------------------
 
 
@@ -578,3 +607,22 @@ async def test_init_twice_is_harmless(store: JobStore) -> None:
     await store.init()
 
     assert await store.get(job.job_id) == job
+
+
+async def test_a_sqlite_file_from_before_deadlines_gets_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from shared.store_sqlite import SCHEMA
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA.replace("    deadline_at      TEXT,\n", ""))
+    old.close()
+    store = SqliteJobStore(path)
+    await store.init()
+    try:
+        job = await created(store, make_job())
+        assert job.deadline_at is not None
+        assert [j.job_id for j in await store.find_overdue(now=job.deadline_at)] == [job.job_id]
+    finally:
+        await store.close()

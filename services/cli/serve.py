@@ -1,5 +1,9 @@
 """``autoscorer serve``: the four services in one process (embedded default: in-memory bus,
-SQLite store, local backend), or whatever the settings name."""
+SQLite store, local backend), or whatever the settings name.
+
+The gateway's /readyz reports the background loops of all four: its own supervisor's and the
+``supervisor`` of the scheduler, the executor service and the scorer service.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 from services.cli.jobs import backend_config
 from services.executor.main import create_executor_service
 from services.executor.registry import create_executor
+from services.gateway.health import report_loops
 from services.gateway.main import create_gateway, make_webhook_store, serve_app
 from services.scheduler.main import create_scheduler
 from services.scorer.main import create_scorer_service
@@ -21,6 +26,7 @@ from services.scorer.plugins import registry_from_settings
 from shared.config import ApiKey, Settings
 from shared.connect import make_bus, make_store
 from shared.runtime import run_service
+from shared.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 KEY_FILE = Path(".autoscorer") / "api-key"
@@ -65,13 +71,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         for service in (scheduler, runner, scorer):
             await service.start()
             stack.push_async_callback(service.close)
+        report_loops(gateway.app, supervisors(scheduler, runner, scorer))
         await bus.start()
-        delivering = asyncio.create_task(gateway.dispatcher.run(stop))
-        try:
-            await serve_app(gateway.app, settings.gateway.host, settings.gateway.port, stop)
-        finally:
-            stop.set()
-            await delivering
+        gateway.start()
+        stack.push_async_callback(gateway.close)
+        await serve_app(gateway.app, settings.gateway.host, settings.gateway.port, stop)
+
+
+def supervisors(*services: object) -> list[Supervisor]:
+    """The ``supervisor`` each service exposes (a service without background loops has none)."""
+    found = (getattr(service, "supervisor", None) for service in services)
+    return [sup for sup in found if isinstance(sup, Supervisor)]
 
 
 def run_serve(settings: Settings) -> None:

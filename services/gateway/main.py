@@ -1,5 +1,8 @@
 """The gateway's composition root: settings -> store, webhook store, bus -> app + dispatcher.
 
+Every background loop of the gateway (the webhook dispatcher) runs under its ``Supervisor``
+(``GatewayService.supervisor``), which /readyz reports.
+
 python -m services.gateway.main        # settings from AUTOSCORER__* / AUTOSCORER_CONFIG
 """
 
@@ -8,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from services.gateway.app import create_app
+from services.gateway.health import report_loops
 from services.gateway.webhooks.dispatcher import SUBSCRIBED_EVENTS, WebhookDispatcher
 from services.gateway.webhooks.store import WebhookStore
 from services.gateway.webhooks.store_mongo import MongoWebhookStore
@@ -23,6 +27,7 @@ from shared.config import Settings, StoreSettings
 from shared.connect import make_bus, make_store
 from shared.runtime import service_main, stop_on_signals
 from shared.store import JobStore
+from shared.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,14 @@ def make_webhook_store(settings: StoreSettings) -> WebhookStore:
 class GatewayService:
     app: web.Application
     dispatcher: WebhookDispatcher
+    supervisor: Supervisor = field(default_factory=lambda: Supervisor("gateway"))
+
+    def start(self) -> None:
+        """Start the background loops (after the bus started)."""
+        self.supervisor.forever("webhook-dispatcher", self.dispatcher.run)
+
+    async def close(self) -> None:
+        await self.supervisor.close()
 
 
 async def create_gateway(
@@ -53,7 +66,9 @@ async def create_gateway(
         callback_secret=secret.get_secret_value() if secret else None,
     )
     await bus.subscribe(settings.gateway.webhook_queue, SUBSCRIBED_EVENTS, dispatcher.on_event)
-    return GatewayService(app, dispatcher)
+    service = GatewayService(app, dispatcher)
+    report_loops(app, [service.supervisor])
+    return service
 
 
 async def serve_app(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
@@ -82,12 +97,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         service = await create_gateway(settings, store, bus, hooks)
         await bus.start()
         stack.push_async_callback(bus.close)
-        delivering = asyncio.create_task(service.dispatcher.run(stop))
-        try:
-            await serve_app(service.app, settings.gateway.host, settings.gateway.port, stop)
-        finally:
-            stop.set()
-            await delivering
+        service.start()
+        stack.push_async_callback(service.close)
+        await serve_app(service.app, settings.gateway.host, settings.gateway.port, stop)
 
 
 def main() -> None:

@@ -90,6 +90,7 @@ class ErrorCode(StrEnum):
     # Platform
     BUS_ERROR = "BUS_ERROR"
     STORE_ERROR = "STORE_ERROR"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
     @property
@@ -185,6 +186,9 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ),
     ErrorCode.BUS_ERROR: CodeInfo(_X, True, "the event bus failed", (_L,)),
     ErrorCode.STORE_ERROR: CodeInfo(_X, True, "the job store failed", (_L,)),
+    ErrorCode.DEADLINE_EXCEEDED: CodeInfo(
+        _X, True, "nothing moved the job on before its state's deadline", (_E, _S, _V)
+    ),
     ErrorCode.INTERNAL_ERROR: CodeInfo(_X, False, "an unexpected platform bug", (_L,)),
 }
 

@@ -98,6 +98,22 @@ class SchedulerSettings(_Section):
     lease_check_interval_s: float = Field(5.0, gt=0, description="how often expiries are checked")
     relay_interval_s: float = Field(2.0, gt=0, description="how often the outbox is swept")
     relay_batch: int = Field(100, ge=1, le=500, description="jobs the relay reads per sweep")
+    submitted_wait_s: float = Field(
+        300.0, gt=0, description="deadline of submitted: queue the job by then (else the reaper)"
+    )
+    queue_wait_s: float = Field(
+        24 * 3600.0, gt=0, description="deadline of queued: longest wait for a run to start"
+    )
+    deadline_grace_s: float = Field(
+        300.0,
+        ge=0,
+        description="added to the deadlines of running (time_limit + executor run_margin_s) and "
+        "scoring (scorer.time_limit)",
+    )
+    deadline_resends: int = Field(
+        1, ge=0, le=5, description="times the reaper sends an overdue request again before failing"
+    )
+    reaper_interval_s: float = Field(10.0, gt=0, description="how often deadlines are checked")
 
 
 class ExecutorServiceSettings(_Section):

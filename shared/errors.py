@@ -87,6 +87,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     UPLOAD_REJECTED = "UPLOAD_REJECTED"
     INVALID_STATE = "INVALID_STATE"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     # Platform
     BUS_ERROR = "BUS_ERROR"
     STORE_ERROR = "STORE_ERROR"
@@ -183,6 +184,9 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ),
     ErrorCode.INVALID_STATE: CodeInfo(
         _P, False, "the job's state does not allow this action", (_V,)
+    ),
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: CodeInfo(
+        _P, False, "an Idempotency-Key was sent again with a different request", (_V,)
     ),
     ErrorCode.BUS_ERROR: CodeInfo(_X, True, "the event bus failed", (_L,)),
     ErrorCode.STORE_ERROR: CodeInfo(_X, True, "the job store failed", (_L,)),

@@ -5,6 +5,11 @@
   written and ``ScoreCompleted`` published. A scorer's failure, time-out or crash is a
   ``result.error`` (SCORE_ERROR / SCORE_TIMEOUT / ...), never a lost job; only a replica that is
   shutting down hands a request back (retryable ``RESOURCE_ERROR``: the bus delivers it again).
+* The scoring of one request (keyed by its ``event_id``) is a task the service owns, not the
+  delivery's: a broker blip that cancels the handler leaves it scoring, and the redelivered
+  request joins it. Its ``ScoreCompleted`` has an id derived from the request
+  (``derived_event_id(request.event_id, "score.completed")``) and is remembered for the last
+  ``MEMO_SIZE`` requests, so a duplicate request is answered with the same event, not scored again.
 * ``scorers.changed`` (queue ``scorer.changes.<replica>``, one per replica): ``load_scorer``
   installs a scorer here and publishes its source; every other replica writes the same file into
   its ``plugin_dir`` and loads it, skipping its own events and sources it already has (sha256).
@@ -18,7 +23,9 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import UUID
 
+from services.executor.memo import BoundedMemo
 from services.scorer.plugins import (
     Installed,
     Manifest,
@@ -33,13 +40,26 @@ from services.scorer.registry import ScorerRegistry
 from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.bus import EventBus, RetryPolicy
 from shared.errors import AutoscorerError, ErrorCode, Stage
-from shared.events import Event, ScoreCompleted, ScoreRequested, ScorersChanged
+from shared.events import (
+    Event,
+    ScoreCompleted,
+    ScoreRequested,
+    ScorersChanged,
+    derived_event_id,
+)
 from shared.models import Result
+from shared.supervise import Supervisor, describe
 
 log = logging.getLogger(__name__)
 
 HANDLER_MARGIN_S = 120.0
 """Beyond the scoring time limit: waiting for a slot, replacing a killed worker."""
+
+MEMO_SIZE = 256
+"""Answered requests remembered, so that a duplicate re-publishes instead of scoring again."""
+
+WATCHER_READY_S = 10.0
+"""How long ``start()`` waits for the hot-reload watcher to watch (it is retried after)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +101,10 @@ class ScorerService:
         self._closing = False
         self._closed = asyncio.Event()
         self._stop_watch = asyncio.Event()
-        self._watcher: asyncio.Task[None] | None = None
+        self._scoring: dict[UUID, asyncio.Task[ScoreCompleted]] = {}
+        self._answered: BoundedMemo[UUID, ScoreCompleted] = BoundedMemo(MEMO_SIZE)
+        self.supervisor = Supervisor("scorer")
+        """The service's background loops (``watcher``); readiness reads their health."""
 
     @property
     def config(self) -> ScorerServiceConfig:
@@ -115,12 +138,12 @@ class ScorerService:
             return
         self._closing = True
         self._stop_watch.set()
-        if self._watcher is not None:
-            await self._watcher
+        await self.supervisor.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._config.grace_s):
                 await self._idle.wait()
-        await self._pool.close()
+        await self._pool.close()  # what still scores raises "handed back"
+        await asyncio.gather(*self._scoring.values(), return_exceptions=True)
         self._closed.set()
 
     async def load_scorer(self, source: Path | str) -> Installed:
@@ -165,25 +188,48 @@ class ScorerService:
     async def _on_score_requested(self, event: Event) -> None:
         if not isinstance(event, ScoreRequested):
             return
-        if self._closing:
+        answered = self._answered.get(event.event_id)
+        if answered is not None:
+            log.info("duplicate score request for %s; re-publishing its result", event.job_id)
+            await self._bus.publish(answered)
+            return
+        scoring = self._scoring.get(event.event_id)
+        if scoring is not None:
+            log.info("score request for %s is being scored here; joining it", event.job_id)
+        elif self._closing:
             await self._closed.wait()
             raise _handed_back()
+        else:
+            scoring = self._scoring[event.event_id] = asyncio.create_task(
+                self._score(event), name=f"score:{event.job_id}:{event.event_id}"
+            )
+            scoring.add_done_callback(_log_unjoined_failure)
+        # Shielded: when the bus cancels this handler (its channel died in a broker blip), the
+        # scoring goes on, and the broker's redelivery of the request joins it here.
+        await asyncio.shield(scoring)
+
+    async def _score(self, event: ScoreRequested) -> ScoreCompleted:
+        """Score one request and publish its answer (raises when handed back or unpublished:
+        the delivery, or its redelivery, is retried by the bus)."""
         self._busy += 1
         self._idle.clear()
         try:
             result = await self._pool.score(self._task(event))
-        finally:
-            self._busy -= 1
-            if self._busy == 0:
-                self._idle.set()
-        await self._bus.publish(
-            ScoreCompleted(
+            completed = ScoreCompleted(
+                event_id=derived_event_id(event.event_id, "score.completed"),
                 job_id=event.job_id,
                 result=result,
                 scorer=event.spec.scorer,
                 scorer_version=self._version(event.spec.scorer, result),
             )
-        )
+            self._answered.put(event.event_id, completed)
+        finally:
+            del self._scoring[event.event_id]
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.set()
+        await self._bus.publish(completed)
+        return completed
 
     async def _on_scorers_changed(self, event: Event) -> None:
         if not isinstance(event, ScorersChanged) or event.origin == self._config.instance:
@@ -241,18 +287,25 @@ class ScorerService:
         self._manifest = await asyncio.to_thread(plugin_manifest, self._registry)
 
     async def _start_watcher(self) -> None:
+        """Run the hot-reload watcher under the supervisor (restarted should it fail) and wait
+        (bounded) until it watches."""
         ready = asyncio.Event()
-        self._watcher = asyncio.create_task(
-            watch_scorers(
+
+        async def watch() -> None:
+            await watch_scorers(
                 self._registry,
                 list(self._config.watch_paths),
                 self._on_reload,
                 stop=self._stop_watch,
                 ready=ready,
-            ),
-            name=f"scorer-watch:{self._config.instance}",
-        )
-        await ready.wait()
+            )
+
+        self.supervisor.forever("watcher", watch)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WATCHER_READY_S):
+                await ready.wait()
+        if not ready.is_set():
+            log.error("the scorer watcher is not watching yet; the supervisor keeps trying")
 
     def _on_reload(self, event: ReloadEvent) -> None:
         """Called by the watcher, on the loop (as its reload is): hashes a few small files."""
@@ -293,6 +346,16 @@ def _event_source(event: ScorersChanged) -> str:
             details={"scorer": event.scorer, "origin": event.origin},
         )
     return source
+
+
+def _log_unjoined_failure(task: asyncio.Task[ScoreCompleted]) -> None:
+    """A scoring whose delivery was gone when it ended (a broker blip) has nobody to raise to:
+    say what happened; the broker redelivers the request, which re-publishes or is handed back."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("%s ended without an answer: %s", task.get_name(), describe(exc))
 
 
 def _handed_back() -> AutoscorerError:

@@ -25,7 +25,7 @@ from shared.bus import RetryPolicy
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode
-from shared.events import Event, ScoreCompleted, ScoreRequested
+from shared.events import Event, ScoreCompleted, ScoreRequested, derived_event_id
 from shared.models import JobSpec
 from shared.workspace import Workspace
 from tests.scorer.plugin_text import plugin
@@ -310,3 +310,61 @@ async def test_a_file_already_on_shared_storage_is_still_loaded(tmp_path, predic
         await _until(lambda: _version(beta, "pre_placed") == "1.0.0")
     finally:
         await _close(rig)
+
+
+SLOW = """
+import time
+
+from shared.models import Result
+from shared.scoring import register
+
+
+@register("slow_count", version="1.0.0", task_type="demo", description="notes each run, slowly",
+          expected_files=(), primary_metric="value")
+def slow_count(ws, params):
+    with open(ws.output_dir / "scorings", "a") as f:
+        f.write("scored\\n")
+    time.sleep(1.5)
+    return Result(summary={"value": 1.0})
+"""
+
+
+async def test_a_broker_blip_does_not_redo_a_scoring_its_redelivery_joins_it(rig, predicted):
+    spec, root = predicted
+    await rig.services[0].load_scorer(SLOW)
+    job = _job(spec, "job-blip", "slow_count")
+    request = ScoreRequested(job_id=job.job_id, spec=job, workspace=str(root))
+    await rig.bus.publish(request)
+    await _until((root / "output" / "scorings").exists)
+
+    # the delivery's channel dies: the bus cancels the handler and delivers the request again
+    assert await rig.bus.blip() == 1
+    async with asyncio.timeout(30):
+        while not rig.of(job.job_id):
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    await rig.bus.publish(request)  # a later duplicate (the scheduler's relay) is answered alike
+    async with asyncio.timeout(10):
+        while len(rig.of(job.job_id)) < 2:
+            await asyncio.sleep(0.02)
+
+    done = rig.of(job.job_id)
+    assert done[0].result.error is None, done[0].result.error
+    assert {e.event_id for e in done} == {derived_event_id(request.event_id, "score.completed")}
+    assert (root / "output" / "scorings").read_text() == "scored\n", "scored again"
+    assert not rig.bus.dead_letters
+
+
+async def test_the_hot_reload_watcher_runs_under_the_supervisor(tmp_path, no_leaked_tasks):
+    bus = MemoryBus(drain_timeout=2.0)
+    plugins = tmp_path / "watched"
+    plugins.mkdir()
+    service = _service(bus, tmp_path, "watching", plugin_paths=[str(plugins)], watch=True)
+    await service.start()
+    try:
+        health = service.supervisor.health()
+        assert set(health) == {"watcher"}
+        assert health["watcher"].healthy
+        assert service.supervisor.unhealthy() == []
+    finally:
+        await service.close()

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from services.gateway import health, jobs_api, openapi, scorers_api
 from services.gateway.auth import KeyRing, auth_middleware
+from services.gateway.bodies import body_middleware
 from services.gateway.context import GATEWAY, Gateway
 from services.gateway.http import error_middleware
 from services.gateway.tracing import tracing_middleware
@@ -17,8 +18,6 @@ from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import GatewaySettings
 from shared.store import JobStore
-
-MAX_JSON_BODY = 2 * 1024 * 1024
 
 
 def create_app(
@@ -32,8 +31,13 @@ def create_app(
 ) -> web.Application:
     """Routes, middlewares and shared state; opening the store and bus is the caller's job."""
     app = web.Application(
-        middlewares=[tracing_middleware(), error_middleware, auth_middleware(KeyRing(settings))],
-        client_max_size=settings.max_upload_bytes + MAX_JSON_BODY,
+        middlewares=[
+            tracing_middleware(),
+            error_middleware,
+            auth_middleware(KeyRing(settings)),
+            body_middleware,
+        ],
+        client_max_size=settings.max_json_body_bytes,  # uploads stream past it, with their own
     )
     app[GATEWAY] = Gateway(
         settings, store, bus, registry, hooks, instance_id or f"gateway-{uuid.uuid4().hex[:8]}"

@@ -47,6 +47,8 @@ class KeyRing:
     def lookup(self, token: str | None) -> Principal | None:
         if token is None:
             return ANONYMOUS_ADMIN if self._open else None
+        if not token:
+            return None
         wanted = _digest(token)
         found: Principal | None = None
         for digest, principal in self._keys:
@@ -55,11 +57,25 @@ class KeyRing:
         return found
 
 
+MAX_TOKEN = 512
+
+
+def _sane(token: str | None) -> str | None:
+    """``None`` when no key was sent; the token when it could be a key (printable ASCII,
+    bounded); else ``""``, which matches no key: non-UTF-8 bytes (they arrive as surrogates),
+    control characters or an over-long header are a plain 401, never an encoding error."""
+    if not token:
+        return None
+    if len(token) > MAX_TOKEN or not (token.isascii() and token.isprintable()):
+        return ""
+    return token
+
+
 def _token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
-    return request.headers.get("X-API-Key") or None
+    if header[:7].lower() == "bearer ":
+        return _sane(header[7:].strip()) or ""
+    return _sane(request.headers.get("X-API-Key"))
 
 
 def auth_middleware(keys: KeyRing) -> Middleware:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -15,6 +18,27 @@ from shared.outbox import publish_pending
 from shared.store import JobStore
 
 
+class KeyedLocks:
+    """One ``asyncio.Lock`` per key while anyone holds or waits for it, then forgotten."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 @dataclass
 class Gateway:
     settings: GatewaySettings
@@ -23,6 +47,8 @@ class Gateway:
     registry: ScorerRegistry
     hooks: WebhookStore
     instance_id: str
+    workspace_locks: KeyedLocks = field(default_factory=KeyedLocks)
+    """held from "is this workspace busy?" to "job stored", so one replica never starts two"""
 
     async def publish_outbox(self, job: Job) -> None:
         """Publish the job's pending events now; on a bus failure the relay publishes them."""

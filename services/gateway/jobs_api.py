@@ -1,21 +1,33 @@
-"""/v1/jobs: submit, list, get, result, log tail, cancel, re-score."""
+"""/v1/jobs: submit, list, get, result, log tail, cancel, re-score.
+
+Tenancy (docs/API.md, "Who may submit what"): a workspace has at most one active job, whoever
+asks; a second submission returns that job to whoever may see it and 409 ``INVALID_STATE`` to
+anyone else. By path, an admin may name any folder under the data root, a submitter only folders
+under ``<data_root>/<subject>/``; the gateway's own folders (``uploads/``, ``scorers/``) are never
+submittable by path. An ``Idempotency-Key`` replay with the same request returns the first job;
+with a different request it is 422 ``IDEMPOTENCY_KEY_REUSED``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import shutil
 import tempfile
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.gateway.auth import PRINCIPAL, Principal
+from services.gateway.bodies import json_body, validate, validation_error
 from services.gateway.context import GATEWAY, Gateway
-from services.gateway.http import api_error, ok
+from services.gateway.forms import read_form
+from services.gateway.http import HttpError, api_error, ok, shown
 from services.gateway.uploads import Limits, extract_workspace
 from shared.errors import AutoscorerError, ErrorCode
 from shared.events import CancelRequested, JobSubmitted, RescoreRequested
@@ -25,18 +37,23 @@ from shared.outbox import outbox_entry
 from shared.store import ListQuery
 from shared.telemetry import current_trace_context
 from shared.urls import TargetUrl
-from shared.workspace import load_spec
+from shared.workspace import check_path, load_spec
 
-PUBLIC_FIELDS = {"outbox", "processed_event_ids"}
+PUBLIC_FIELDS = {"outbox", "processed_event_ids", "request_digest"}
 LOG_TAIL_MAX_BYTES = 256 * 1024
+RESERVED_FOLDERS = frozenset({"uploads", "scorers"})
+MAX_WORKSPACE = 1024
+MAX_QUERY_VALUE = 512
+MAX_REASON = 1024
+MAX_JOB_ID = 128
+MAX_IDEMPOTENCY_KEY = 200
 
 
-class SubmitRequest(BaseModel):
-    """A submission naming a workspace under the gateway's data root."""
+class SubmitFields(BaseModel):
+    """What a submission may say besides its workspace."""
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str = Field(min_length=1, description="path relative to the data root")
     spec: dict[str, Any] | None = Field(
         None, description="JobSpec; default: the workspace's meta.json"
     )
@@ -44,63 +61,115 @@ class SubmitRequest(BaseModel):
     callback_url: TargetUrl | None = None  # checked by shared.urls.check_target_url
 
 
+class SubmitRequest(SubmitFields):
+    """A submission naming a workspace under the gateway's data root."""
+
+    workspace: str = Field(
+        min_length=1, max_length=MAX_WORKSPACE, description="path relative to the data root"
+    )
+
+
 def public_job(job: Job) -> dict[str, Any]:
     return job.model_dump(mode="json", exclude=PUBLIC_FIELDS)
 
 
-def _validation(exc: ValidationError, what: str) -> AutoscorerError:
-    return api_error(
-        ErrorCode.CONFIG_VALIDATION_ERROR,
-        f"{what} is invalid",
-        errors=exc.errors(include_url=False, include_context=False, include_input=False),
-    )
+def _invalid_workspace(message: str, relative: str) -> AutoscorerError:
+    return api_error(ErrorCode.WORKSPACE_INVALID, message, workspace=shown(relative))
 
 
 def resolve_workspace(root: Path, relative: str) -> Path:
-    """A directory inside ``root``; traversal and links out of it are refused."""
+    """A folder inside ``root`` (it may not exist yet); traversal and links out are refused."""
+    check_path(relative)  # NUL, unencodable, over-long: WORKSPACE_INVALID
     root = root.resolve()
-    candidate = (root / relative).resolve()
+    try:
+        candidate = (root / relative).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, an unreadable folder
+        raise _invalid_workspace("the workspace path cannot be resolved", relative) from exc
     if not candidate.is_relative_to(root) or candidate == root:
-        raise api_error(
-            ErrorCode.WORKSPACE_INVALID,
-            "workspace must be a folder inside the data root",
-            workspace=relative,
-        )
-    if not candidate.is_dir():
-        raise api_error(
-            ErrorCode.WORKSPACE_INVALID,
-            f"workspace {relative!r} does not exist",
-            workspace=relative,
-        )
+        raise _invalid_workspace("workspace must be a folder inside the data root", relative)
     return candidate
 
 
+def existing_workspace(root: Path, relative: str) -> Path:
+    candidate = resolve_workspace(root, relative)
+    if not candidate.is_dir():
+        raise _invalid_workspace(f"workspace {shown(relative)} does not exist", relative)
+    return candidate
+
+
+def check_path_rights(principal: Principal, root: Path, workspace: Path, relative: str) -> None:
+    """Who may name which folder by path (before saying whether it exists)."""
+    top = workspace.relative_to(root.resolve()).parts[0]
+    if top in RESERVED_FOLDERS:
+        raise api_error(
+            ErrorCode.FORBIDDEN,
+            f"folders under {top}/ cannot be submitted by path",
+            workspace=shown(relative),
+        )
+    if not principal.is_admin and top != principal.subject:
+        raise api_error(
+            ErrorCode.FORBIDDEN,
+            "a submitter may submit by path only folders under its own folder "
+            f"{shown(principal.subject)}/; upload the workspace instead",
+            workspace=shown(relative),
+        )
+
+
 def _spec_for(workspace: Path, raw: dict[str, Any] | None) -> JobSpec:
-    if raw is None:
-        spec = load_spec(workspace / "meta.json")
-    else:
-        try:
-            spec = JobSpec.model_validate(raw)
-        except ValidationError as exc:
-            raise _validation(exc, "spec") from exc
+    spec = load_spec(workspace / "meta.json") if raw is None else validate(JobSpec, raw, "spec")
     return spec.model_copy(update={"job_id": new_job_id()})  # one id per submission
 
 
-async def _submit(
-    gw: Gateway, principal: Principal, request: web.Request, body: SubmitRequest, workspace: Path
-) -> web.Response:
+def _idempotency_key(request: web.Request, principal: Principal) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    scoped_key = f"{principal.subject}:{key}" if key else None  # keys are per submitter
-    running = await gw.store.find_active_by_workspace(str(workspace))
-    if running is not None and (principal.is_admin or running.submitter == principal.subject):
-        return ok(
-            {
-                "submitted": False,
-                "running": True,
-                "job_id": running.job_id,
-                "job": public_job(running),
-            }
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not (key.isascii() and key.isprintable()):
+        raise api_error(
+            ErrorCode.CONFIG_VALIDATION_ERROR,
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
         )
+    return f"{principal.subject}:{key}"  # keys are per submitter
+
+
+def _visible_to(job: Job, principal: Principal) -> bool:
+    return principal.is_admin or job.submitter == principal.subject
+
+
+def _replay(existing: Job, digest: str) -> web.Response:
+    """The answer to a repeated Idempotency-Key: the same job, or 422 for another request."""
+    if existing.request_digest is not None and existing.request_digest != digest:
+        raise HttpError(
+            422,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was used for a different request; use a new key",
+        )
+    return ok(
+        {
+            "submitted": False,
+            "existing": True,
+            "job_id": existing.job_id,
+            "job": public_job(existing),
+        }
+    )
+
+
+def _busy(running: Job, principal: Principal, key: str | None, digest: str) -> web.Response:
+    if key is not None and running.idempotency_key == key:
+        return _replay(running, digest)
+    if not _visible_to(running, principal):
+        raise api_error(
+            ErrorCode.INVALID_STATE,
+            "this workspace already has an active job; one job per workspace at a time",
+        )
+    return ok(
+        {"submitted": False, "running": True, "job_id": running.job_id, "job": public_job(running)}
+    )
+
+
+def _new_job(
+    principal: Principal, body: SubmitFields, workspace: Path, key: str | None, digest: str
+) -> Job:
     spec = _spec_for(workspace, body.spec)
     event = JobSubmitted(
         job_id=spec.job_id,
@@ -108,82 +177,95 @@ async def _submit(
         workspace=str(workspace),
         submitter=principal.subject,
         priority=body.priority,
-        idempotency_key=scoped_key,
+        idempotency_key=key,
         callback_url=body.callback_url,
     )
-    job = new_job(
+    return new_job(
         spec,
         workspace=str(workspace),
         submitter=principal.subject,
         priority=body.priority,
-        idempotency_key=scoped_key,
+        idempotency_key=key,
         trace_context=current_trace_context(),  # the job's trace: this request's span
         outbox=[outbox_entry(event)],
-    ).model_copy(update={"callback_url": body.callback_url})
-    created = await gw.store.create(job)
-    if not created.created:
-        return ok(
-            {
-                "submitted": False,
-                "existing": True,
-                "job_id": created.job.job_id,
-                "job": public_job(created.job),
-            }
-        )
-    await gw.publish_outbox(created.job)
-    return ok(
-        {"submitted": True, "job_id": spec.job_id, "job": public_job(created.job)}, status=202
+    ).model_copy(update={"callback_url": body.callback_url, "request_digest": digest})
+
+
+async def _admit(
+    gw: Gateway, request: web.Request, body: SubmitFields, workspace: Path, digest: str
+) -> Job | web.Response:
+    """The new job, stored; or the answer when an existing job answers for it."""
+    principal = request[PRINCIPAL]
+    key = _idempotency_key(request, principal)
+    async with gw.workspace_locks.hold(str(workspace)):
+        running = await gw.store.find_active_by_workspace(str(workspace))
+        if running is not None:
+            return _busy(running, principal, key, digest)
+        job = await asyncio.to_thread(_new_job, principal, body, workspace, key, digest)
+        created = await gw.store.create(job)
+    return created.job if created.created else _replay(created.job, digest)
+
+
+async def _accepted(gw: Gateway, job: Job) -> web.Response:
+    await gw.publish_outbox(job)
+    return ok({"submitted": True, "job_id": job.job_id, "job": public_job(job)}, status=202)
+
+
+def _json_digest(body: SubmitFields, workspace: Path) -> str:
+    canonical = json.dumps(
+        [str(workspace), body.spec, body.priority, body.callback_url], sort_keys=True
     )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 async def submit_job(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    principal = request[PRINCIPAL]
     if request.content_type.startswith("multipart/"):
-        body, workspace = await _receive_upload(gw, request)
-    else:
-        try:
-            body = SubmitRequest.model_validate(await request.json())
-        except json.JSONDecodeError as exc:
-            raise api_error(ErrorCode.PARSE_ERROR, f"request body is not JSON: {exc}") from exc
-        except ValidationError as exc:
-            raise _validation(exc, "submission") from exc
-        workspace = resolve_workspace(gw.settings.data_root, body.workspace)
-    return await _submit(gw, principal, request, body, workspace)
+        return await _submit_upload(gw, request)
+    body = validate(SubmitRequest, json_body(request), "submission")
+    root = gw.settings.data_root
+    workspace = resolve_workspace(root, body.workspace)
+    check_path_rights(request[PRINCIPAL], root, workspace, body.workspace)
+    workspace = existing_workspace(root, body.workspace)
+    admitted = await _admit(gw, request, body, workspace, _json_digest(body, workspace))
+    return admitted if isinstance(admitted, web.Response) else await _accepted(gw, admitted)
 
 
-async def _receive_upload(gw: Gateway, request: web.Request) -> tuple[SubmitRequest, Path]:
-    """Multipart: an ``archive`` part (tar/tar.gz/zip of a workspace) and optional fields."""
-    reader = await request.multipart()
-    fields: dict[str, Any] = {}
-    uploads = gw.settings.data_root / "uploads"
+async def _submit_upload(gw: Gateway, request: web.Request) -> web.Response:
+    """Multipart: an ``archive`` part (tar/tar.gz/tar.xz/zip of a workspace) and optional fields.
+
+    Whatever is unpacked is removed again unless a new job now owns it.
+    """
+    settings = gw.settings
+    uploads = settings.data_root / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    archive: Path | None = None
-    with tempfile.TemporaryDirectory(dir=uploads) as tmp:
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise api_error(ErrorCode.UPLOAD_REJECTED, "nested multipart is not accepted")
-            if part.name == "archive":
-                archive = Path(tmp) / "upload"
-                await _save_part(part, archive, gw.settings.max_upload_bytes)
-            elif part.name in ("spec", "priority", "callback_url"):
-                text = await part.text()
-                fields[part.name] = json.loads(text) if part.name == "spec" else text
-            else:
-                raise api_error(ErrorCode.UPLOAD_REJECTED, f"unexpected form field {part.name!r}")
-        if archive is None:
-            raise api_error(ErrorCode.UPLOAD_REJECTED, "the form has no 'archive' file")
-        target = uploads / uuid.uuid4().hex
-        limits = Limits(gw.settings.max_upload_files, gw.settings.max_unpacked_bytes)
-        await asyncio.to_thread(extract_workspace, archive, target, limits)
-    workspace = _single_root(target)
-    try:
-        body = SubmitRequest.model_validate(
-            {"workspace": str(workspace.relative_to(gw.settings.data_root.resolve())), **fields}
+    target = uploads / uuid.uuid4().hex
+    with tempfile.TemporaryDirectory(dir=uploads, prefix=".receiving-") as tmp:
+        form = await read_form(
+            request, Path(tmp), settings.max_upload_bytes, settings.max_json_body_bytes
         )
-    except ValidationError as exc:
-        raise _validation(exc, "submission") from exc
-    return body, workspace
+        fields = validate(SubmitFields, form.fields, "submission")
+        assert form.archive is not None  # read_form refuses a form without one
+        limits = Limits(settings.max_upload_files, settings.max_unpacked_bytes)
+        await _unpack(form.archive, target, limits)
+    admitted: Job | web.Response | None = None
+    try:
+        workspace = await asyncio.to_thread(_single_root, target)
+        admitted = await _admit(gw, request, fields, workspace, form.digest())
+    finally:
+        if not isinstance(admitted, Job):  # refused, or an existing job answered: not needed
+            await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)
+    return admitted if isinstance(admitted, web.Response) else await _accepted(gw, admitted)
+
+
+async def _unpack(archive: Path, target: Path, limits: Limits) -> None:
+    """Unpack in a thread; if this request is cancelled meanwhile, clean up once it ends."""
+    work = asyncio.ensure_future(asyncio.to_thread(extract_workspace, archive, target, limits))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        work.add_done_callback(lambda _: shutil.rmtree(target, ignore_errors=True))
+        raise
 
 
 def _single_root(target: Path) -> Path:
@@ -197,24 +279,16 @@ def _single_root(target: Path) -> Path:
     return target
 
 
-async def _save_part(part: BodyPartReader, target: Path, limit: int) -> None:
-    size = 0
-    with target.open("wb") as out:
-        while chunk := await part.read_chunk(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise api_error(ErrorCode.UPLOAD_REJECTED, f"upload is larger than {limit} bytes")
-            out.write(chunk)
-
-
 def _visible(job: Job | None, principal: Principal, job_id: str) -> Job:
-    if job is None or not (principal.is_admin or job.submitter == principal.subject):
-        raise api_error(ErrorCode.NOT_FOUND, f"no job {job_id!r}", job_id=job_id)
+    if job is None or not _visible_to(job, principal):
+        raise api_error(ErrorCode.NOT_FOUND, f"no job {shown(job_id)}", job_id=shown(job_id))
     return job
 
 
 async def _job(request: web.Request) -> Job:
     job_id = request.match_info["job_id"]
+    if len(job_id) > MAX_JOB_ID:
+        raise api_error(ErrorCode.NOT_FOUND, f"no job {shown(job_id)}", job_id=shown(job_id))
     job = await request.app[GATEWAY].store.get(job_id)
     return _visible(job, request[PRINCIPAL], job_id)
 
@@ -254,7 +328,7 @@ def _tail(path: Path, lines: int) -> tuple[str, bool]:
 async def get_logs(request: web.Request) -> web.Response:
     job = await _job(request)
     try:
-        lines = max(1, min(5000, int(request.query.get("tail", "200"))))
+        lines = max(1, min(5000, int(_query(request, "tail") or "200")))
     except ValueError as exc:
         raise api_error(ErrorCode.CONFIG_VALIDATION_ERROR, "tail must be a whole number") from exc
     path = Path(job.workspace) / "logs" / "container.log"
@@ -271,24 +345,48 @@ async def get_logs(request: web.Request) -> web.Response:
     )
 
 
+def _query(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and len(value) > MAX_QUERY_VALUE:
+        raise api_error(
+            ErrorCode.CONFIG_VALIDATION_ERROR,
+            f"query parameter {name!r} is longer than {MAX_QUERY_VALUE} characters",
+        )
+    return value
+
+
+def _date(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 date or time; without a zone it is UTC."""
+    text = _query(request, name)
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise api_error(
+            ErrorCode.CONFIG_VALIDATION_ERROR,
+            f"{name} must be an ISO 8601 date or time, e.g. 2026-11-29T18:00:00Z",
+            parameter=name,
+        ) from exc
+
+
 def _list_query(request: web.Request, principal: Principal) -> ListQuery:
-    q = request.query
-    submitter = q.get("submitter") if principal.is_admin else principal.subject
+    submitter = _query(request, "submitter") if principal.is_admin else principal.subject
+    status = _query(request, "status")
     raw: dict[str, Any] = {
         "submitter": submitter,
-        "scorer": q.get("scorer"),
-        "cursor": q.get("cursor"),
-        "limit": q.get("limit", "50"),
+        "scorer": _query(request, "scorer"),
+        "cursor": _query(request, "cursor"),
+        "limit": _query(request, "limit") or "50",
+        "status": frozenset(status.split(",")) if status is not None else None,
+        "created_from": _date(request, "created_from"),
+        "created_to": _date(request, "created_to"),
     }
-    if "status" in q:
-        raw["status"] = frozenset(q["status"].split(","))
-    for name in ("created_from", "created_to"):
-        if name in q:
-            raw[name] = datetime.fromisoformat(q[name])
     try:
         return ListQuery.model_validate({k: v for k, v in raw.items() if v is not None})
-    except (ValidationError, ValueError) as exc:
-        raise api_error(ErrorCode.CONFIG_VALIDATION_ERROR, f"bad list query: {exc}") from exc
+    except ValidationError as exc:
+        raise validation_error(exc, "the list query") from exc
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -322,6 +420,11 @@ async def rescore_job(request: web.Request) -> web.Response:
         )
     principal = request[PRINCIPAL]
     reason = request.query.get("reason")
+    if reason is not None and (len(reason) > MAX_REASON or not reason.isprintable()):
+        raise api_error(
+            ErrorCode.CONFIG_VALIDATION_ERROR,
+            f"reason must be at most {MAX_REASON} printable characters",
+        )
     event = RescoreRequested(job_id=job.job_id, requested_by=principal.subject, reason=reason)
     await request.app[GATEWAY].bus.publish(event)
     return ok({"job_id": job.job_id, "rescore_requested": True}, status=202)

@@ -13,15 +13,16 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.auth import require_admin
+from services.gateway.bodies import model_body
 from services.gateway.context import GATEWAY, Gateway
-from services.gateway.http import api_error, ok
-from services.gateway.jobs_api import resolve_workspace
+from services.gateway.http import api_error, ok, shown
+from services.gateway.jobs_api import MAX_WORKSPACE, existing_workspace
 from services.scorer.engine import score_workspace
 from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.errors import ErrorCode
@@ -53,21 +54,14 @@ class LoadRequest(BaseModel):
 class TestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    scorer_name: str
-    workspace: str
+    scorer_name: str = Field(min_length=1, max_length=128)
+    workspace: str = Field(min_length=1, max_length=MAX_WORKSPACE)
 
 
 class WatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filename: str = Field(pattern=_FILENAME.pattern)
-
-
-async def _body(request: web.Request, model: type[BaseModel]) -> Any:
-    try:
-        return model.model_validate(await request.json())
-    except (ValidationError, ValueError) as exc:
-        raise api_error(ErrorCode.CONFIG_VALIDATION_ERROR, f"invalid request: {exc}") from exc
 
 
 def plugin_dir(gw: Gateway) -> Path:
@@ -104,7 +98,7 @@ async def list_scorers(request: web.Request) -> web.Response:
 async def _load(request: web.Request, action: Action) -> web.Response:
     require_admin(request)
     gw = request.app[GATEWAY]
-    body: LoadRequest = await _body(request, LoadRequest)
+    body = model_body(request, LoadRequest)
     file = plugin_dir(gw) / body.filename
     previous = await asyncio.to_thread(_replace, file, body.source)
     try:
@@ -140,8 +134,8 @@ async def reload_scorer(request: web.Request) -> web.Response:
 async def test_scorer(request: web.Request) -> web.Response:
     require_admin(request)
     gw = request.app[GATEWAY]
-    body: TestRequest = await _body(request, TestRequest)
-    ws = Workspace.at(resolve_workspace(gw.settings.data_root, body.workspace))
+    body = model_body(request, TestRequest)
+    ws = Workspace.at(existing_workspace(gw.settings.data_root, body.workspace))
     result = await asyncio.to_thread(
         score_workspace, gw.registry, ws, scorer=body.scorer_name, write=False
     )
@@ -151,7 +145,7 @@ async def test_scorer(request: web.Request) -> web.Response:
 async def start_watch(request: web.Request) -> web.Response:
     require_admin(request)
     gw = request.app[GATEWAY]
-    body: WatchRequest = await _body(request, WatchRequest)
+    body = model_body(request, WatchRequest)
     file = plugin_dir(gw) / body.filename
     if not file.is_file():
         raise api_error(ErrorCode.NOT_FOUND, f"no scorer file {body.filename!r}; load it first")
@@ -187,7 +181,7 @@ async def stop_watch(request: web.Request) -> web.Response:
     name = request.query.get("filename", "")
     watches = request.app[WATCHES].tasks
     if name not in watches:
-        raise api_error(ErrorCode.NOT_FOUND, f"not watching {name!r}")
+        raise api_error(ErrorCode.NOT_FOUND, f"not watching {shown(name)}")
     task, stop = watches.pop(name)
     stop.set()
     await task

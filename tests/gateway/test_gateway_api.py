@@ -30,7 +30,7 @@ class Harness:
     def __init__(self, client, bus, store, root, seen):
         self.client, self.bus, self.store, self.root, self.seen = client, bus, store, root, seen
 
-    async def submit(self, key=ALICE, workspace="ws/classification", **extra):
+    async def submit(self, key=ALICE, workspace="alice/classification", **extra):
         body = {"workspace": workspace, **extra}
         resp = await self.client.post("/v1/jobs", json=body, headers=_auth(key))
         return resp.status, await resp.json()
@@ -39,8 +39,8 @@ class Harness:
 @pytest.fixture
 async def gw(tmp_path):
     root = tmp_path / "data"
-    shutil.copytree(EXAMPLES / "classification", root / "ws" / "classification")
-    shutil.copytree(EXAMPLES / "regression", root / "ws" / "regression")
+    shutil.copytree(EXAMPLES / "classification", root / "alice" / "classification")
+    shutil.copytree(EXAMPLES / "regression", root / "bob" / "regression")
     settings = GatewaySettings(
         data_root=root,
         api_keys=[
@@ -119,18 +119,18 @@ async def test_workspace_already_active_returns_the_existing_job(gw):
 async def test_idempotency_key_returns_the_same_job(gw):
     headers = {**_auth(ALICE), "Idempotency-Key": "abc"}
     first = await gw.client.post(
-        "/v1/jobs", json={"workspace": "ws/classification"}, headers=headers
+        "/v1/jobs", json={"workspace": "alice/classification"}, headers=headers
     )
     job_id = (await first.json())["data"]["job_id"]
     await gw.store.transition(job_id, JobStatus.SUBMITTED, JobStatus.CANCELLED)  # no longer active
     again = await gw.client.post(
-        "/v1/jobs", json={"workspace": "ws/classification"}, headers=headers
+        "/v1/jobs", json={"workspace": "alice/classification"}, headers=headers
     )
     body = await again.json()
     assert body["data"]["existing"] is True and body["data"]["job_id"] == job_id
 
 
-@pytest.mark.parametrize("workspace", ["../etc", "/etc", "ws/../../x", "ws/absent", "ws"])
+@pytest.mark.parametrize("workspace", ["../etc", "/etc", "alice/../../x", "alice/absent", "ws"])
 async def test_workspaces_outside_the_data_root_are_refused(gw, workspace):
     if workspace == "ws":
         workspace = "."
@@ -226,8 +226,8 @@ async def test_upload_too_large_and_not_an_archive(gw):
 
 
 async def test_submitters_see_only_their_jobs_and_admins_all(gw):
-    _, a = await gw.submit(ALICE, "ws/classification")
-    _, b = await gw.submit(BOB, "ws/regression")
+    _, a = await gw.submit(ALICE, "alice/classification")
+    _, b = await gw.submit(BOB, "bob/regression")
     ida, idb = a["data"]["job_id"], b["data"]["job_id"]
     resp = await gw.client.get(f"/v1/jobs/{idb}", headers=_auth(ALICE))
     assert resp.status == 404
@@ -248,9 +248,9 @@ async def test_submitters_see_only_their_jobs_and_admins_all(gw):
 async def test_pagination_with_cursor(gw):
     ids = []
     for i in range(5):
-        ws = gw.root / "ws" / f"c{i}"
+        ws = gw.root / "alice" / f"c{i}"
         shutil.copytree(EXAMPLES / "classification", ws)
-        ids.append((await gw.submit(workspace=f"ws/c{i}"))[1]["data"]["job_id"])
+        ids.append((await gw.submit(workspace=f"alice/c{i}"))[1]["data"]["job_id"])
     got, cursor = [], None
     while True:
         url = "/v1/jobs?limit=2" + (f"&cursor={cursor}" if cursor else "")
@@ -269,7 +269,7 @@ async def test_result_logs_and_cancel(gw):
     job_id = body["data"]["job_id"]
     resp = await gw.client.get(f"/v1/jobs/{job_id}/result", headers=_auth(ALICE))
     assert resp.status == 404 and (await resp.json())["error"]["details"]["status"] == "submitted"
-    logs = gw.root / "ws" / "classification" / "logs"
+    logs = gw.root / "alice" / "classification" / "logs"
     logs.mkdir(exist_ok=True)
     (logs / "container.log").write_text("".join(f"line {i}\n" for i in range(500)))
     data = (
@@ -316,7 +316,7 @@ async def test_scorer_admin_load_reload_test_and_broadcast(gw):
     assert "1.0.0" in (gw.root / "scorers" / "one.py").read_text()
     resp = await gw.client.post(
         "/v1/scorers/test",
-        json={"scorer_name": "always_one", "workspace": "ws/regression"},
+        json={"scorer_name": "always_one", "workspace": "bob/regression"},
         headers=_auth(ADMIN),
     )
     assert (await resp.json())["data"]["result"]["summary"] == {"one": 1.0}

@@ -10,7 +10,7 @@ import logging
 
 from services.scheduler.context import Context, not_ready
 from shared.errors import Stage
-from shared.events import CancelRequested, JobCancelled
+from shared.events import CancelRequested, JobCancelled, derived_event_id
 from shared.jobs import JobStatus
 from shared.store import JobUpdate, TransitionOutcome
 
@@ -32,9 +32,14 @@ async def on_cancel_requested(ctx: Context, event: CancelRequested) -> None:
         if not job.active:
             log.info("job %s is already %s; nothing to cancel", job.job_id, job.status.value)
             return
-        cancelled = JobCancelled(job_id=job.job_id, reason=event.reason, stage=STAGE_OF[job.status])
+        cancelled = JobCancelled(
+            event_id=derived_event_id(job.key, "job.cancelled"),  # a job is cancelled once
+            job_id=job.job_id,
+            reason=event.reason,
+            stage=STAGE_OF[job.status],
+        )
         done = await ctx.move(
-            job.job_id,
+            job,
             job.status,
             JobStatus.CANCELLED,
             update=JobUpdate(lease=None),

@@ -10,14 +10,20 @@ The start and the end of run attempt *n* are recorded under keys naming the job 
 event comes first (``RunStarted`` or an early ``RunCompleted``; a ``RunCompleted``, a second one
 from a duplicated run, or the lease monitor) moves the job, and every later one is a duplicate,
 even when it decided on a job it read before that move.
+
+Every event the scheduler emits has an id derived from its cause (:func:`attempt_cause`,
+:func:`scoring_cause`, the job for ``JobCancelled``), never a random one: deciding the same step
+again (two replicas, a redelivery, the reaper sending a request again) yields the same event,
+which consumers drop as a duplicate.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from services.scheduler.deadlines import Deadlines
 from services.scheduler.routing import Router
 from shared.config import SchedulerSettings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -35,10 +41,11 @@ class Context:
     store: JobStore
     relay: OutboxRelay
     router: Router
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
     async def move(
         self,
-        job_id: str,
+        job: Job,
         from_states: JobStatus | Iterable[JobStatus],
         to_state: JobStatus,
         *,
@@ -47,11 +54,14 @@ class Context:
         reason: str | None = None,
         emit: Sequence[BaseEvent] = (),
     ) -> Transition:
+        """Move ``job`` (as last read) by compare-and-set, setting the deadline of ``to_state``."""
+        job_id = job.job_id
+        deadline = {"deadline_at": self.deadlines.of(to_state, job.spec)}
         done = await self.store.transition(
             job_id,
             from_states,
             to_state,
-            update,
+            (update or JobUpdate()).model_copy(update=deadline),
             event_id=event_id,
             reason=reason,
             outbox=[outbox_entry(event) for event in emit],
@@ -70,6 +80,18 @@ class Context:
         if job is None:
             raise not_ready(job_id, "the store holds no such job yet")
         return job
+
+
+def attempt_cause(job: Job, attempt: int) -> str:
+    """The cause of the events of run attempt ``attempt`` (its ``RunRequested``, the
+    ``JobFailed`` it ends with): see :func:`shared.events.derived_event_id`."""
+    return f"{job.key}/attempt-{attempt}"
+
+
+def scoring_cause(job: Job, scoring_round: int) -> str:
+    """The cause of the events of scoring round ``scoring_round`` (``ScoreRequested``, the
+    ``JobFailed`` it ends with)."""
+    return f"{job.key}/score-{scoring_round}"
 
 
 def start_key(job_id: str, attempt: int) -> str:

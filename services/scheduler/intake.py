@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.scheduler.context import Context
-from shared.events import JobSubmitted, RunRequested
+from services.scheduler.context import Context, attempt_cause
+from shared.events import JobSubmitted, RunRequested, derived_event_id
 from shared.jobs import Job, JobStatus, new_job
 from shared.store import Transition
 from shared.telemetry import current_trace_context
@@ -18,6 +18,7 @@ async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
         priority=event.priority,
         idempotency_key=event.idempotency_key,
         trace_context=current_trace_context(),  # a platform's job: its trace goes on from here
+        submitted_wait=ctx.deadlines.submitted,
     ).model_copy(update={"callback_url": event.callback_url})
     stored = (await ctx.store.create(job)).job
     if stored.status is JobStatus.SUBMITTED:
@@ -32,11 +33,11 @@ async def queue_job(ctx: Context, job: Job, *, event_id: str) -> Transition:
     if job.spec.container is None:
         reason = "score-only: waiting for the platform's RunCompleted"
         return await ctx.move(
-            job.job_id, JobStatus.SUBMITTED, JobStatus.QUEUED, event_id=event_id, reason=reason
+            job, JobStatus.SUBMITTED, JobStatus.QUEUED, event_id=event_id, reason=reason
         )
     request = run_request(ctx, job, attempt=job.attempts.count + 1)
     return await ctx.move(
-        job.job_id,
+        job,
         JobStatus.SUBMITTED,
         JobStatus.QUEUED,
         event_id=event_id,
@@ -46,7 +47,9 @@ async def queue_job(ctx: Context, job: Job, *, event_id: str) -> Transition:
 
 
 def run_request(ctx: Context, job: Job, *, attempt: int) -> RunRequested:
+    """The request of run attempt ``attempt``: the same event however often it is derived."""
     return RunRequested(
+        event_id=derived_event_id(attempt_cause(job, attempt), "run.requested"),
         job_id=job.job_id,
         backend=ctx.router.route(job.spec),
         attempt=attempt,

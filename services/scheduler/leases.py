@@ -15,6 +15,7 @@ from services.scheduler.context import Context
 from services.scheduler.retries import retry_or_fail
 from shared.errors import ErrorCode, execution_error
 from shared.jobs import Job, JobStatus
+from shared.supervise import guarded
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +24,22 @@ async def expire_leases(ctx: Context, *, limit: int = 100) -> int:
     """Handle every expired lease the store reports now; returns how many jobs moved."""
     moved = 0
     for job in await ctx.store.find_expired_leases(limit=limit):
+        moved += await _expire_guarded(ctx, job)
+    return moved
+
+
+async def _expire_guarded(ctx: Context, job: Job) -> int:
+    """One job of a round, its own item: whatever it raises is logged, the round goes on."""
+    moved: list[int] = []
+
+    async def work() -> None:
         if job.status is JobStatus.RUNNING:
-            moved += await _expire(ctx, job)
+            moved.append(await _expire(ctx, job))
         elif job.lease is not None:  # a stale lease on a job past running: just let it go
             await ctx.store.release_lease(job.job_id, job.lease.owner)
-    return moved
+
+    await guarded(f"lease monitor: job {job.job_id}", work)
+    return sum(moved)
 
 
 async def _expire(ctx: Context, job: Job) -> int:

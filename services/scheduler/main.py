@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 from services.scheduler.context import Context
+from services.scheduler.deadlines import Deadlines
 from services.scheduler.routing import Router
 from services.scheduler.service import Scheduler
 from shared.bus import EventBus
@@ -29,7 +30,9 @@ def create_scheduler(settings: Settings, bus: EventBus, store: JobStore) -> Sche
     after the bus starts; ``close()`` it before closing the bus."""
     section = settings.scheduler
     relay = OutboxRelay(bus, store, batch=section.relay_batch, settle=RELAY_SETTLE_S)
-    ctx = Context(section, store, relay, Router.from_settings(section))
+    ctx = Context(
+        section, store, relay, Router.from_settings(section), Deadlines.from_settings(settings)
+    )
     return Scheduler(ctx, bus)
 
 

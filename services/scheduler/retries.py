@@ -7,10 +7,10 @@ held against the participant. When ``max_attempts`` runs have been made the job 
 
 from __future__ import annotations
 
-from services.scheduler.context import Context, end_key
+from services.scheduler.context import Context, attempt_cause, end_key
 from services.scheduler.intake import run_request
 from shared.errors import ErrorCode, ErrorInfo, execution_error
-from shared.events import JobFailed
+from shared.events import JobFailed, derived_event_id
 from shared.jobs import AttemptRecord, Job, JobStatus, now_ms
 from shared.models import RunOutcome
 from shared.store import JobUpdate, Transition
@@ -42,7 +42,7 @@ async def retry_or_fail(
     request = run_request(ctx, job, attempt=made + 1)
     update = with_outcome(JobUpdate(lease=None, attempt=closed), outcome)
     return await ctx.move(
-        job.job_id,
+        job,
         JobStatus.RUNNING,
         JobStatus.QUEUED,
         update=update,
@@ -69,14 +69,20 @@ async def _give_up(
         last_error=last.code.value,
     ).to_info()
     return await ctx.move(
-        job.job_id,
+        job,
         JobStatus.RUNNING,
         JobStatus.FAILED,
         update=with_outcome(JobUpdate(lease=None, attempt=closed, error=error), outcome),
         event_id=event_id,
         reason=f"{made} attempt(s) failed for platform reasons",
-        emit=[JobFailed(job_id=job.job_id, error=error, attempt=made)],
+        emit=[attempt_failed(job, error, made)],
     )
+
+
+def attempt_failed(job: Job, error: ErrorInfo, attempt: int) -> JobFailed:
+    """``JobFailed`` for a job that ended with run attempt ``attempt``."""
+    event_id = derived_event_id(attempt_cause(job, attempt), "job.failed")
+    return JobFailed(event_id=event_id, job_id=job.job_id, error=error, attempt=attempt)
 
 
 def with_outcome(update: JobUpdate, outcome: RunOutcome | None) -> JobUpdate:

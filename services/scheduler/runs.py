@@ -14,9 +14,10 @@ import logging
 from datetime import timedelta
 
 from services.scheduler.context import Context, end_key, not_ready, start_key
-from services.scheduler.retries import closed_attempt, retry_or_fail
+from services.scheduler.retries import attempt_failed, closed_attempt, retry_or_fail
+from services.scheduler.scoring import score_request
 from shared.errors import ErrorCode, ErrorInfo, execution_error
-from shared.events import JobFailed, RunCompleted, RunHeartbeat, RunStarted, ScoreRequested
+from shared.events import RunCompleted, RunHeartbeat, RunStarted
 from shared.jobs import AttemptRecord, Job, JobStatus, Lease, now_ms
 from shared.store import JobNotFoundError, JobUpdate
 
@@ -43,7 +44,7 @@ async def on_run_started(ctx: Context, event: RunStarted) -> None:
     lease, _ = _lease(ctx, event.instance, event.lease_ttl_s)
     record = AttemptRecord(number=event.attempt, backend=event.backend, started_at=now_ms())
     await ctx.move(
-        job.job_id,
+        job,
         JobStatus.QUEUED,
         JobStatus.RUNNING,
         update=JobUpdate(lease=lease, attempt=record),
@@ -103,7 +104,7 @@ async def _start_late(ctx: Context, job: Job, event: RunCompleted) -> Job:
     )
     why = "score-only: the platform ran it" if job.spec.container is None else "no RunStarted seen"
     done = await ctx.move(
-        job.job_id,
+        job,
         JobStatus.QUEUED,
         JobStatus.RUNNING,
         update=JobUpdate(attempt=record),
@@ -123,7 +124,7 @@ async def _finish(ctx: Context, job: Job, event: RunCompleted) -> None:
         await retry_or_fail(ctx, job, error, outcome=outcome)
         return
     await ctx.move(
-        job.job_id,
+        job,
         JobStatus.RUNNING,
         JobStatus.FAILED,
         update=JobUpdate(
@@ -134,19 +135,14 @@ async def _finish(ctx: Context, job: Job, event: RunCompleted) -> None:
         ),
         event_id=end_key(job.job_id, event.attempt),
         reason=f"run failed: {error.code.value}",
-        emit=[JobFailed(job_id=job.job_id, error=error, attempt=event.attempt)],
+        emit=[attempt_failed(job, error, event.attempt)],
     )
 
 
 async def _to_scoring(ctx: Context, job: Job, event: RunCompleted) -> None:
-    request = ScoreRequested(
-        job_id=job.job_id,
-        spec=job.spec,
-        workspace=event.workspace or job.workspace,
-        attempt=event.attempt,
-    )
+    request = score_request(job, job.scoring_round() + 1, event.workspace)
     await ctx.move(
-        job.job_id,
+        job,
         JobStatus.RUNNING,
         JobStatus.SCORING,
         update=JobUpdate(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from services.scheduler.context import Context
-from shared.events import JobFailed, ScoreCompleted, ScoreRequested
+from services.scheduler.context import Context, scoring_cause
+from shared.errors import ErrorInfo
+from shared.events import JobFailed, ScoreCompleted, ScoreRequested, derived_event_id
 from shared.jobs import Job, JobStatus
 from shared.store import JobUpdate, Transition, TransitionOutcome
 
@@ -23,7 +24,7 @@ async def on_score_completed(ctx: Context, event: ScoreCompleted) -> None:
     error = event.result.error
     if error is None:
         await ctx.move(
-            job.job_id,
+            job,
             JobStatus.SCORING,
             JobStatus.SUCCEEDED,
             update=JobUpdate(result=event.result, error=None),
@@ -32,13 +33,31 @@ async def on_score_completed(ctx: Context, event: ScoreCompleted) -> None:
         )
         return
     await ctx.move(
-        job.job_id,
+        job,
         JobStatus.SCORING,
         JobStatus.FAILED,
         update=JobUpdate(result=event.result, error=error),
         event_id=str(event.event_id),
         reason=f"scoring failed: {error.code.value}",
-        emit=[JobFailed(job_id=job.job_id, error=error, attempt=job.attempts.count or None)],
+        emit=[scoring_failed(job, error)],
+    )
+
+
+def scoring_failed(job: Job, error: ErrorInfo) -> JobFailed:
+    """``JobFailed`` for a job that ended with its current scoring round."""
+    event_id = derived_event_id(scoring_cause(job, job.scoring_round()), "job.failed")
+    attempt = job.attempts.count or None
+    return JobFailed(event_id=event_id, job_id=job.job_id, error=error, attempt=attempt)
+
+
+def score_request(job: Job, scoring_round: int, workspace: str | None = None) -> ScoreRequested:
+    """The request of scoring round ``scoring_round``: the same event however often derived."""
+    return ScoreRequested(
+        event_id=derived_event_id(scoring_cause(job, scoring_round), "score.requested"),
+        job_id=job.job_id,
+        spec=job.spec,
+        workspace=workspace or job.workspace,
+        attempt=scoring_round,
     )
 
 
@@ -56,12 +75,9 @@ async def rescore(
     job = await ctx.known_job(job_id)
     if not rescorable(job):
         return Transition(TransitionOutcome.STATE_MISMATCH, job)
-    rounds = sum(1 for change in job.history if change.status is JobStatus.SCORING)
-    request = ScoreRequested(
-        job_id=job.job_id, spec=job.spec, workspace=job.workspace, attempt=rounds + 1
-    )
+    request = score_request(job, job.scoring_round() + 1)
     return await ctx.move(
-        job.job_id,
+        job,
         RESCORABLE,
         JobStatus.SCORING,
         update=JobUpdate(error=None),

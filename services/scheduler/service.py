@@ -13,6 +13,7 @@ from services.scheduler.cancel import on_cancel_requested
 from services.scheduler.context import Context
 from services.scheduler.intake import on_job_submitted
 from services.scheduler.leases import expire_leases
+from services.scheduler.reaper import reap_overdue
 from services.scheduler.runs import on_run_completed, on_run_heartbeat, on_run_started
 from services.scheduler.scoring import on_score_completed, rescore
 from shared.bus import EventBus
@@ -48,14 +49,14 @@ class Scheduler:
         self._ctx = ctx
         self._bus = bus
         self.supervisor = Supervisor("scheduler")
-        """Runs the outbox relay and the lease monitor; readiness reads its health."""
+        """Runs the outbox relay, the lease monitor and the reaper; readiness reads its health."""
 
     @property
     def settings(self) -> SchedulerSettings:
         return self._ctx.settings
 
     async def start(self) -> None:
-        """Subscribe to ``scheduler.jobs`` and start the relay and lease loops.
+        """Subscribe to ``scheduler.jobs`` and start the relay, lease monitor and reaper.
 
         The relay's first sweep republishes everything a previous process left in outboxes.
         """
@@ -69,6 +70,7 @@ class Scheduler:
             first=lambda: relay.sweep(everything=True),
         )
         self.supervisor.every("lease monitor", s.lease_check_interval_s, self.expire_leases)
+        self.supervisor.every("reaper", s.reaper_interval_s, self.reap_overdue)
 
     async def close(self) -> None:
         await self.supervisor.close()
@@ -99,3 +101,7 @@ class Scheduler:
 
     async def expire_leases(self) -> int:
         return await expire_leases(self._ctx)
+
+    async def reap_overdue(self) -> int:
+        """Move every job past its state's deadline on (``services/scheduler/reaper.py``)."""
+        return await reap_overdue(self._ctx)

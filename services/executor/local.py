@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import resource
 import signal
@@ -30,6 +31,8 @@ from shared.errors import AutoscorerError, ErrorCode, execution_error
 from shared.limits import SandboxLimits, check_within_caps, output_cap_bytes
 from shared.models import JobSpec, RunOutcome
 from shared.workspace import Workspace, prepare_participant_view
+
+_BAD_COMMAND = frozenset({errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR})
 
 
 class LocalConfig(BaseModel):
@@ -177,10 +180,12 @@ class LocalExecutor:
                 start_new_session=True,
                 preexec_fn=_apply_rlimits(_rlimits(self.config.limits)),
             )
-        except OSError as exc:
+        except OSError as exc:  # no such program / not executable: the participant's command
             raise execution_error(
-                ErrorCode.CONTAINER_CREATE_FAILED,
-                f"cannot start {spec.container.cmd[0]!r}: {exc.strerror}",
+                ErrorCode.CONTAINER_FAILED
+                if exc.errno in _BAD_COMMAND
+                else ErrorCode.CONTAINER_CREATE_FAILED,
+                f"cannot start {spec.container.cmd[0][:200]!r}: {exc.strerror}",
                 cmd=spec.container.cmd,
             ) from exc
         self._running[spec.job_id] = process

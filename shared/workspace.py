@@ -18,10 +18,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from shared.bounded_json import JsonTooDeep, loads_bounded
-from shared.errors import AutoscorerError, ErrorCode, validation_error
+from shared.errors import AutoscorerError, ErrorCode, Fault, fault_of_file, validation_error
 from shared.limits import SandboxLimits, hidden_globs
 from shared.models import JobSpec
 
+_META = Fault.ORGANISER  # meta.json is the job's configuration (docs/ERRORS.md, whose fault)
 PRIVATE_DIR = ".autoscorer"
 PATH_MAX = 4096
 """Linux's limit on a whole path, in bytes; longer workspace paths are refused up front."""
@@ -112,7 +113,10 @@ class Workspace:
         path = self.root / relative
         if not path.is_file():
             raise validation_error(
-                ErrorCode.MISSING_FILE, f"required file {relative} is missing", path=relative
+                ErrorCode.MISSING_FILE,
+                f"required file {relative} is missing",
+                path=relative,
+                fault=fault_of_file(relative),  # input/ is the organiser's (docs/ERRORS.md)
             )
         return path
 
@@ -128,12 +132,17 @@ def _read_meta(meta_path: Path) -> bytes:
     """At most MAX_META_BYTES of meta.json, or MISSING_FILE / CONFIG_VALIDATION_ERROR."""
     try:
         if not meta_path.is_file():
-            raise validation_error(ErrorCode.MISSING_FILE, "meta.json is missing", path="meta.json")
+            raise validation_error(
+                ErrorCode.MISSING_FILE, "meta.json is missing", path="meta.json", fault=_META
+            )
         with meta_path.open("rb") as handle:
             raw = handle.read(MAX_META_BYTES + 1)
     except OSError as exc:
         raise validation_error(
-            ErrorCode.MISSING_FILE, f"meta.json cannot be read: {exc.strerror}", path="meta.json"
+            ErrorCode.MISSING_FILE,
+            f"meta.json cannot be read: {exc.strerror}",
+            path="meta.json",
+            fault=_META,
         ) from exc
     if len(raw) > MAX_META_BYTES:
         raise validation_error(
@@ -156,7 +165,10 @@ def load_spec(meta_path: Path) -> JobSpec:
         ) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise validation_error(
-            ErrorCode.PARSE_ERROR, f"meta.json is not valid JSON: {exc}", path="meta.json"
+            ErrorCode.PARSE_ERROR,
+            f"meta.json is not valid JSON: {exc}",
+            path="meta.json",
+            fault=_META,
         ) from exc
     try:
         return JobSpec.model_validate(data)

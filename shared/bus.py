@@ -18,6 +18,8 @@ from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
 from shared.events import BaseEvent, Event
 
 Handler = Callable[[Event], Awaitable[None]]
+InvalidHandler = Callable[[bytes, AutoscorerError], Awaitable[None]]
+"""Told of a body that is no valid event (with why) before it is dead-lettered."""
 
 ATTEMPT_HEADER = "x-autoscorer-attempt"
 ERROR_HEADER = "x-autoscorer-error"
@@ -54,6 +56,7 @@ class Subscription:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     handler_timeout: float = 20 * 60.0
     expires: float | None = None
+    on_invalid: InvalidHandler | None = None
 
     def __post_init__(self) -> None:
         if not self.queue or not self.routing_keys:
@@ -106,13 +109,16 @@ class EventBus(Protocol):
         retry: RetryPolicy | None = None,
         handler_timeout: float = 20 * 60.0,
         expires: float | None = None,
+        on_invalid: InvalidHandler | None = None,
     ) -> None:
         """Bind ``queue`` to ``routing_keys`` (``*``/``#`` wildcards) and serve it with ``handler``.
 
         At most ``concurrency`` events of this queue are handled at once. Allowed before or
         after ``start()``. ``expires``: delete the queue (and its backlog and dead letters) once
         it has had no consumer for that many seconds, for per-replica queues such as the
-        ``scorers.changed`` broadcast; ``None`` keeps it forever.
+        ``scorers.changed`` broadcast; ``None`` keeps it forever. ``on_invalid`` is told of
+        each body that is no valid event before it is dead-lettered (so the consumer can answer
+        its sender); when it raises, that error decides the delivery's fate instead.
         """
 
 

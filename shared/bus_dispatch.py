@@ -79,7 +79,12 @@ async def dispatch(
 
 
 async def _handle(sub: Subscription, body: bytes, span: trace.Span) -> None:
-    event = parse_event(body)
+    try:
+        event = parse_event(body)
+    except AutoscorerError as invalid:
+        if sub.on_invalid is not None:
+            await sub.on_invalid(body, invalid)
+        raise
     span.set_attribute("messaging.message.id", str(event.event_id))
     if event.job_id is not None:
         span.set_attribute("messaging.message.conversation_id", event.job_id)

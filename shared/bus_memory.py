@@ -20,6 +20,7 @@ from shared.bus import (
     ATTEMPT_HEADER,
     DeadLetter,
     Handler,
+    InvalidHandler,
     RetryPolicy,
     Subscription,
     bus_error,
@@ -116,6 +117,7 @@ class MemoryBus:
         retry: RetryPolicy | None = None,
         handler_timeout: float = 20 * 60.0,
         expires: float | None = None,
+        on_invalid: InvalidHandler | None = None,
     ) -> None:
         if queue in self._queues:
             raise ValueError(f"queue {queue!r} already has a handler on this bus")
@@ -127,6 +129,7 @@ class MemoryBus:
             retry or RetryPolicy(),
             handler_timeout,
             expires,
+            on_invalid,
         )
         self._queues[queue] = entry = _Queue(sub)
         if self._started:

@@ -39,6 +39,7 @@ from opentelemetry.trace import Tracer
 from shared.bus import (
     ATTEMPT_HEADER,
     Handler,
+    InvalidHandler,
     RetryPolicy,
     Subscription,
     bus_error,
@@ -87,6 +88,7 @@ class RabbitBusConfig:
     reconnect_interval: float = 1.0
     delivery_limit: int = 20  # quorum redeliveries (crashes, consumer timeouts) before the DLQ
     drain_timeout: float = 30.0  # how long close() lets in-flight handlers finish
+    connection_name: str | None = None  # shown by the broker (management UI, rabbitmqctl)
 
 
 @dataclass(slots=True)
@@ -165,6 +167,7 @@ class RabbitBus:
         retry: RetryPolicy | None = None,
         handler_timeout: float = 20 * 60.0,
         expires: float | None = None,
+        on_invalid: InvalidHandler | None = None,
     ) -> None:
         if queue in self._consumers:
             raise ValueError(f"queue {queue!r} already has a handler on this bus")
@@ -176,6 +179,7 @@ class RabbitBus:
             retry or RetryPolicy(),
             handler_timeout,
             expires,
+            on_invalid,
         )
         self._consumers[queue] = consumer = _Consumer(sub)
         if self._links is not None:
@@ -190,6 +194,9 @@ class RabbitBus:
                 config.url,
                 timeout=config.connect_timeout,
                 reconnect_interval=config.reconnect_interval,
+                client_properties=(
+                    {"connection_name": config.connection_name} if config.connection_name else None
+                ),
             )
         except CONNECTION_EXCEPTIONS as exc:
             raise bus_error(f"cannot connect to RabbitMQ: {exc}", reason="unavailable") from exc

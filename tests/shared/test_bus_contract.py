@@ -205,6 +205,24 @@ async def test_undecodable_message_goes_to_dead_letters(
     assert seen.events == []
 
 
+async def test_a_consumer_is_told_of_an_invalid_body_before_it_is_dead_lettered(
+    harness: BusHarness,
+) -> None:
+    told: list[tuple[bytes, ErrorCode]] = []
+
+    async def on_invalid(body: bytes, error: AutoscorerError) -> None:
+        told.append((body, error.code))
+
+    queue = await harness.subscribe("told", ["job.submitted"], Recorder(), on_invalid=on_invalid)
+    body = b'{"type": "job.submitted", "job_id": "j-1"}'
+
+    await harness.publish_raw("job.submitted", body)
+
+    [dead] = await harness.dead_letters(queue, 1)
+    assert told == [(body, ErrorCode.BAD_FORMAT)]
+    assert dead.error is not None and dead.error.code is ErrorCode.BAD_FORMAT
+
+
 async def test_handler_overrunning_its_budget_is_dead_lettered(harness: BusHarness) -> None:
     async def slow(event: Event) -> None:
         await asyncio.sleep(30)

@@ -31,20 +31,34 @@ class SandboxLimits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_memory: str = Field("16Gi", description="largest resources.memory a job may ask for")
-    max_cpu: float = Field(8.0, gt=0, le=256, allow_inf_nan=False,
-                           description="most resources.cpu (cores) a job may ask for")
+    max_cpu: float = Field(
+        8.0,
+        gt=0,
+        le=256,
+        allow_inf_nan=False,
+        description="most resources.cpu (cores) a job may ask for",
+    )
     max_shm: str = Field("2Gi", description="largest container.shm_size (/dev/shm)")
-    max_time_limit_s: int = Field(24 * 3600, gt=0, le=7 * 24 * 3600,
-                                  description="longest time_limit a job may ask for")
+    max_time_limit_s: int = Field(
+        24 * 3600, gt=0, le=7 * 24 * 3600, description="longest time_limit a job may ask for"
+    )
     max_gpus: int = Field(8, ge=0, le=64, description="most GPUs a job may ask for")
-    max_output: str = Field("1Gi", description="most bytes a run may leave in output/ (with the "
-                            "backend's own output cap, the smaller wins)")
+    max_output: str = Field(
+        "1Gi",
+        description="most bytes a run may leave in output/ (with the "
+        "backend's own output cap, the smaller wins)",
+    )
     ground_truth: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_GROUND_TRUTH), max_length=256,
-        description="input/ globs never shown to participant code; a spec only adds to them")
+        default_factory=lambda: list(DEFAULT_GROUND_TRUTH),
+        max_length=256,
+        description="input/ globs never shown to participant code; a spec only adds to them",
+    )
     nofile: int = Field(4096, ge=64, le=1 << 20, description="open files per process (ulimit -n)")
-    fsize: str = Field("1Gi", description="largest file a run may write (ulimit -f); core dumps "
-                       "are always off (ulimit -c 0)")
+    fsize: str = Field(
+        "1Gi",
+        description="largest file a run may write (ulimit -f); core dumps "
+        "are always off (ulimit -c 0)",
+    )
 
     @field_validator("max_memory", "max_shm", "max_output", "fsize")
     @classmethod

@@ -98,12 +98,22 @@ def test_check_within_caps_names_the_field_over_its_cap(field, overrides):
 
 def test_a_spec_at_the_caps_passes_and_every_excess_is_listed():
     at_caps = over_cap_spec(
-        {"resources": {"cpu": 8, "memory": "16Gi", "gpus": 8}, "time_limit": 24 * 3600,
-         "shm_size": "2Gi"}, cmd=["true"])
+        {
+            "resources": {"cpu": 8, "memory": "16Gi", "gpus": 8},
+            "time_limit": 24 * 3600,
+            "shm_size": "2Gi",
+        },
+        cmd=["true"],
+    )
     check_within_caps(at_caps, SandboxLimits())
     everything = over_cap_spec(
-        {"resources": {"cpu": 9, "memory": "17Gi", "gpus": 9}, "time_limit": 24 * 3600 + 1,
-         "shm_size": "3Gi"}, cmd=["true"])
+        {
+            "resources": {"cpu": 9, "memory": "17Gi", "gpus": 9},
+            "time_limit": 24 * 3600 + 1,
+            "shm_size": "3Gi",
+        },
+        cmd=["true"],
+    )
     with pytest.raises(AutoscorerError) as err:
         check_within_caps(everything, SandboxLimits())
     assert len(err.value.details["exceeded"]) == 5
@@ -127,8 +137,12 @@ async def test_local_backend_refuses_each_cap_before_running(tmp_path, field, ov
 async def test_caps_come_from_the_settings_and_a_backend_may_narrow_them(tmp_path):
     settings = Settings(
         limits={"max_memory": "1Gi"},
-        executor={"backends": {"local": {"type": "local"},
-                               "tight": {"type": "local", "limits": {"max_cpu": 0.5}}}},
+        executor={
+            "backends": {
+                "local": {"type": "local"},
+                "tight": {"type": "local", "limits": {"max_cpu": 0.5}},
+            }
+        },
     )
     spec = over_cap_spec({"resources": {"cpu": 1, "memory": "2Gi"}}, cmd=[PY, "-c", "0"])
     ws = workspace_for(tmp_path / "ws", spec)
@@ -140,13 +154,21 @@ async def test_caps_come_from_the_settings_and_a_backend_may_narrow_them(tmp_pat
     with pytest.raises(AutoscorerError) as err:
         await tight.run(spec, ws)
     assert {i["field"] for i in err.value.details["exceeded"]} == {
-        "resources.memory", "resources.cpu"}
+        "resources.memory",
+        "resources.cpu",
+    }
 
 
 def local_job(tmp_path: Path, code: str, **fields: Any) -> tuple[JobSpec, Workspace]:
-    spec = JobSpec.model_validate({
-        "job_id": "job-sandbox-local", "scorer": "classification_f1", "time_limit": 30,
-        "container": {"image": "unused", "cmd": [PY, "-c", code]}, **fields})
+    spec = JobSpec.model_validate(
+        {
+            "job_id": "job-sandbox-local",
+            "scorer": "classification_f1",
+            "time_limit": 30,
+            "container": {"image": "unused", "cmd": [PY, "-c", code]},
+            **fields,
+        }
+    )
     return spec, workspace_for(tmp_path / "ws", spec)
 
 
@@ -192,13 +214,15 @@ async def test_local_child_gets_nofile_core_and_fsize_limits(tmp_path):
 @pytest.mark.docker
 @pytest.mark.parametrize(("field", "overrides"), OVER_CAPS, ids=CAP_IDS)
 async def test_docker_backend_refuses_each_cap_before_creating_a_container(
-        make_executor, make_job, docker, instance, field, overrides):
+    make_executor, make_job, docker, instance, field, overrides
+):
     overrides = dict(overrides)
     shm = overrides.pop("shm_size", None)
     spec, ws = make_job(["sh", "-c", "echo RAN"], **overrides)
     if shm is not None:
-        spec = spec.model_copy(update={"container": spec.container.model_copy(
-            update={"shm_size": shm})})
+        spec = spec.model_copy(
+            update={"container": spec.container.model_copy(update={"shm_size": shm})}
+        )
     outcome = await make_executor(allow_gpus=True).run(spec, ws)
     assert outcome.status == "failed" and outcome.error is not None
     assert_refused(outcome.error, field)
@@ -210,8 +234,9 @@ async def test_docker_backend_refuses_each_cap_before_creating_a_container(
 
 @pytest.mark.docker
 async def test_docker_ground_truth_stays_hidden_when_the_spec_lists_none(make_executor, make_job):
-    spec, ws = make_job(["sh", "-c", "ls -a /workspace/input; cat /workspace/input/gt.csv"],
-                        ground_truth=[])
+    spec, ws = make_job(
+        ["sh", "-c", "ls -a /workspace/input; cat /workspace/input/gt.csv"], ground_truth=[]
+    )
     outcome = await make_executor().run(spec, ws)
     log = (ws.logs_dir / "container.log").read_text()
     assert outcome.error is not None and outcome.exit_code != 0, log

@@ -36,9 +36,32 @@ CAPS = SandboxLimits()
 # -- memory quantities -----------------------------------------------------------------------
 
 HOSTILE_QUANTITIES = [
-    "1e400Gi", "99999999999999999999999Ti", "9" * 400 + "Ti", "-1", "-1Gi", "NaN", "nan", "inf",
-    "Infinity", "١٢٣Gi", "１２Gi", "²Gi", "0x10Gi", "1_000Gi", "", " ", "Gi", "1.Gi", ".5Gi",
-    "1Pi", "1Ei", "1\x00Gi", "1 Gi Gi", "1" * 65, "0", "0.0000000001Ki",
+    "1e400Gi",
+    "99999999999999999999999Ti",
+    "9" * 400 + "Ti",
+    "-1",
+    "-1Gi",
+    "NaN",
+    "nan",
+    "inf",
+    "Infinity",
+    "١٢٣Gi",
+    "１２Gi",
+    "²Gi",
+    "0x10Gi",
+    "1_000Gi",
+    "",
+    " ",
+    "Gi",
+    "1.Gi",
+    ".5Gi",
+    "1Pi",
+    "1Ei",
+    "1\x00Gi",
+    "1 Gi Gi",
+    "1" * 65,
+    "0",
+    "0.0000000001Ki",
 ]
 
 
@@ -66,8 +89,17 @@ QUANTITY = st.from_regex(
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(QUANTITY, st.text(max_size=80), st.integers(), st.floats(), st.booleans(),
-                 st.none(), st.binary(max_size=20)))
+@given(
+    st.one_of(
+        QUANTITY,
+        st.text(max_size=80),
+        st.integers(),
+        st.floats(),
+        st.booleans(),
+        st.none(),
+        st.binary(max_size=20),
+    )
+)
 def test_parse_memory_only_raises_value_error_and_accepts_only_bounded_amounts(value):
     try:
         amount = parse_memory(value)
@@ -79,20 +111,33 @@ def test_parse_memory_only_raises_value_error_and_accepts_only_bounded_amounts(v
 # -- spec resources: schema, caps, and what a run would get ----------------------------------
 
 ANY_NUMBER = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-(10**30),
-                                                                max_value=10**30),
-    st.booleans(), st.text(max_size=12), st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.booleans(),
+    st.text(max_size=12),
+    st.none(),
 )
-RESOURCES = st.fixed_dictionaries({}, optional={
-    "cpu": ANY_NUMBER, "memory": st.one_of(QUANTITY, ANY_NUMBER), "gpus": ANY_NUMBER,
-    "gpu": ANY_NUMBER})
-SPECS = st.fixed_dictionaries({"scorer": st.just("x")}, optional={
-    "resources": RESOURCES,
-    "time_limit": ANY_NUMBER,
-    "timeout": ANY_NUMBER,
-    "container": st.fixed_dictionaries({"image": st.just("busybox")}, optional={
-        "shm_size": st.one_of(QUANTITY, ANY_NUMBER), "gpus": ANY_NUMBER}),
-})
+RESOURCES = st.fixed_dictionaries(
+    {},
+    optional={
+        "cpu": ANY_NUMBER,
+        "memory": st.one_of(QUANTITY, ANY_NUMBER),
+        "gpus": ANY_NUMBER,
+        "gpu": ANY_NUMBER,
+    },
+)
+SPECS = st.fixed_dictionaries(
+    {"scorer": st.just("x")},
+    optional={
+        "resources": RESOURCES,
+        "time_limit": ANY_NUMBER,
+        "timeout": ANY_NUMBER,
+        "container": st.fixed_dictionaries(
+            {"image": st.just("busybox")},
+            optional={"shm_size": st.one_of(QUANTITY, ANY_NUMBER), "gpus": ANY_NUMBER},
+        ),
+    },
+)
 
 
 def assert_within_caps(spec: JobSpec, caps: SandboxLimits) -> None:
@@ -152,11 +197,14 @@ def nested(depth: int) -> dict[str, Any]:
     return value
 
 
-@pytest.mark.parametrize("text", [
-    '{"scorer": "x", "params": ' + '{"a": ' * 10_000 + "1" + "}" * 10_000 + "}",
-    "[" * 10_000 + "]" * 10_000,
-    '{"scorer": "x", "params": {"a": ' + "[" * 100_000 + "}}",  # deep and broken
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"scorer": "x", "params": ' + '{"a": ' * 10_000 + "1" + "}" * 10_000 + "}",
+        "[" * 10_000 + "]" * 10_000,
+        '{"scorer": "x", "params": {"a": ' + "[" * 100_000 + "}}",  # deep and broken
+    ],
+)
 def test_deeply_nested_meta_json_is_config_validation_error(tmp_path, text):
     (tmp_path / "meta.json").write_text(text)
     with pytest.raises(AutoscorerError) as err:
@@ -212,13 +260,21 @@ def test_bounded_loads_raises_only_too_deep_or_decode_errors(text, limit):
 # -- workspace paths -------------------------------------------------------------------------
 
 BAD_PATHS = [
-    "ws\x00evil", "/tmp/\x00", "a" * 5000, "/tmp/" + "b" * 300, "x/" * 2100, "",
+    "ws\x00evil",
+    "/tmp/\x00",
+    "a" * 5000,
+    "/tmp/" + "b" * 300,
+    "x/" * 2100,
+    "",
     "/tmp/\udc80\ud800",
 ]
 
 
-@pytest.mark.parametrize("path", BAD_PATHS, ids=["nul", "nul-end", "long", "long-name",
-                                                 "many-parts", "empty", "surrogate"])
+@pytest.mark.parametrize(
+    "path",
+    BAD_PATHS,
+    ids=["nul", "nul-end", "long", "long-name", "many-parts", "empty", "surrogate"],
+)
 def test_bad_workspace_paths_are_workspace_invalid(path):
     with pytest.raises(AutoscorerError) as err:
         Workspace.at(path)
@@ -257,4 +313,3 @@ def test_cli_reports_a_deep_meta_json_as_config_validation_error(tmp_path, capsy
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in out + err
     assert json.loads(out)["error"]["code"] == "CONFIG_VALIDATION_ERROR"
-

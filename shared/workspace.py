@@ -185,12 +185,13 @@ def is_ground_truth(relative: str, patterns: list[str]) -> bool:
     """True when ``relative`` (a POSIX path under input/) matches any ground-truth glob.
 
     A pattern ending in ``/`` hides a whole directory; other patterns match the file name and the
-    full relative path, case-insensitively (``GT.CSV`` is ground truth too).
+    full relative path, case-insensitively (``GT.CSV`` is ground truth too). A pattern written
+    from the workspace root (``input/labels.csv``, as ``autoscorer init`` writes them) also
+    matches as if relative to input/: hiding more is the safe side.
     """
     rel = relative.lower()
     name = rel.rsplit("/", 1)[-1]
-    for raw in patterns:
-        pattern = raw.lower()
+    for pattern in _both_readings(patterns):
         if pattern.endswith("/"):
             prefix = pattern.rstrip("/")
             top = rel.split("/")[0]
@@ -199,6 +200,18 @@ def is_ground_truth(relative: str, patterns: list[str]) -> bool:
         elif fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern):
             return True
     return False
+
+
+def _both_readings(patterns: list[str]) -> list[str]:
+    """Each pattern lower-cased, plus its reading relative to input/ when it names input/."""
+    readings = []
+    for raw in patterns:
+        pattern = raw.lower()
+        readings.append(pattern)
+        inner = pattern.lstrip("/").removeprefix("./").removeprefix("input/")
+        if inner and inner != pattern:
+            readings.append(inner)
+    return readings
 
 
 def _hidden_dir(relative: str, patterns: list[str]) -> bool:

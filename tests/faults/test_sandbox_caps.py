@@ -182,6 +182,15 @@ async def test_local_ground_truth_stays_hidden_when_the_spec_lists_none(tmp_path
     assert "SEEN ['data.csv']" in (ws.logs_dir / "container.log").read_text()
 
 
+async def test_a_spec_glob_written_from_the_workspace_root_hides_its_file(tmp_path):
+    code = "import os; print('SEEN', sorted(os.listdir('input')))"
+    spec, ws = local_job(tmp_path, code, ground_truth=["input/labels.csv"])
+    (ws.input_dir / "labels.csv").write_text("id,label\n1,SECRET\n")
+    outcome = await LocalExecutor(LocalConfig()).run(spec, ws)
+    assert outcome.status == "succeeded", outcome.error
+    assert "SEEN ['data.csv']" in (ws.logs_dir / "container.log").read_text()
+
+
 RLIMITS = (
     "import resource as r\n"
     "print('LIMITS', [r.getrlimit(x) for x in (r.RLIMIT_NOFILE, r.RLIMIT_CORE, r.RLIMIT_FSIZE)])\n"

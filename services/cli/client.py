@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from services.cli.serve import KEY_FILE
-from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
+from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Fault, Stage
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -91,10 +91,11 @@ class Client:
             if seen in FINAL:
                 return job
             if time.monotonic() > deadline:
-                raise AutoscorerError(
+                raise AutoscorerError(  # the client's own wait ran out, not the job
                     ErrorCode.TIMEOUT_ERROR,
                     f"job {job_id} still {seen} after {wait_s}s",
                     stage=Stage.PLATFORM,
+                    fault=Fault.PLATFORM,
                     details={"job_id": job_id, "status": seen},
                 )
             await asyncio.sleep(0.25)

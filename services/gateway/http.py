@@ -43,7 +43,9 @@ class HttpError(AutoscorerError):
     def __init__(
         self, status: int, code: ErrorCode, message: str, **details: Any
     ) -> None:
-        super().__init__(code, message, stage=Stage.VALIDATION, details=details)
+        super().__init__(
+            code, message, stage=Stage.VALIDATION, details=details, fault=Fault.PARTICIPANT
+        )
         self.status = status
 
 
@@ -88,7 +90,10 @@ def error_response(error: AutoscorerError) -> web.Response:
 
 
 def api_error(code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
-    return AutoscorerError(code, message, stage=Stage.VALIDATION, details=details)
+    """A request the API refuses: the caller's fault (docs/ERRORS.md), never retryable."""
+    return AutoscorerError(
+        code, message, stage=Stage.VALIDATION, details=details, fault=Fault.PARTICIPANT
+    )
 
 
 def _from_http(exc: web.HTTPException) -> web.Response:

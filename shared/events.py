@@ -47,6 +47,14 @@ def _wire_required(schema: dict[str, Any]) -> None:
     required[:0] = [name for name in WIRE_REQUIRED if name not in required]
 
 
+def _spec_job_id(data: Any) -> Any:
+    """``spec.job_id`` defaults to the event's ``job_id`` (the schema does not require it)."""
+    spec = data.get("spec") if isinstance(data, dict) else None
+    if isinstance(spec, dict) and "job_id" not in spec and "job_id" in data:
+        return {**data, "spec": {**spec, "job_id": data["job_id"]}}
+    return data
+
+
 class BaseEvent(BaseModel):
     """Fields every event has. Unknown fields are ignored so contracts can grow."""
 
@@ -65,7 +73,12 @@ class BaseEvent(BaseModel):
 
 
 class JobSubmitted(BaseEvent):
-    """A participant submission was accepted and stored; the scheduler takes it from here."""
+    """A participant submission was accepted and stored; the scheduler takes it from here.
+
+    ``spec.job_id`` may be left out (it defaults to ``job_id``); when given it must equal
+    ``job_id``. A ``JobSubmitted`` the scheduler refuses (it breaks this schema, or the spec asks
+    for more than the operator's caps) is answered with ``JobFailed`` for its ``job_id`` (when
+    one can be read from it) and dead-lettered (docs/EVENTS.md, "Refused submissions")."""
 
     type: Literal["job.submitted"] = "job.submitted"
     spec: JobSpec
@@ -74,6 +87,11 @@ class JobSubmitted(BaseEvent):
     priority: int = Field(5, ge=0, le=9, description="0 lowest, 9 highest")
     idempotency_key: str | None = Field(None, max_length=256)
     callback_url: Url | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_spec_job_id(cls, data: Any) -> Any:
+        return _spec_job_id(data)
 
     @model_validator(mode="after")
     def _same_job(self) -> Self:
@@ -97,6 +115,11 @@ class RunRequested(BaseEvent):
     @property
     def routing_key(self) -> str:
         return f"{self.type}.{self.backend}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_spec_job_id(cls, data: Any) -> Any:
+        return _spec_job_id(data)
 
     @model_validator(mode="after")
     def _same_job(self) -> Self:
@@ -152,6 +175,11 @@ class ScoreRequested(BaseEvent):
     spec: JobSpec
     workspace: str = Field(min_length=1)
     attempt: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_spec_job_id(cls, data: Any) -> Any:
+        return _spec_job_id(data)
 
     @model_validator(mode="after")
     def _same_job(self) -> Self:

@@ -29,6 +29,7 @@ from shared.config import SchedulerSettings
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import BaseEvent
 from shared.jobs import Job, JobStatus
+from shared.limits import SandboxLimits
 from shared.outbox import OutboxRelay, outbox_entry
 from shared.store import JobStore, JobUpdate, Transition
 
@@ -42,6 +43,7 @@ class Context:
     relay: OutboxRelay
     router: Router
     deadlines: Deadlines = field(default_factory=Deadlines)
+    caps: SandboxLimits = field(default_factory=SandboxLimits)
 
     async def move(
         self,

@@ -1,8 +1,10 @@
-"""``JobSubmitted``: record the job (idempotently) and queue it on a backend."""
+"""``JobSubmitted``: record the job (idempotently) and queue it on a backend, or refuse it
+(``refusals.py``)."""
 
 from __future__ import annotations
 
 from services.scheduler.context import Context, attempt_cause
+from services.scheduler.refusals import refusal, refuse
 from shared.events import JobSubmitted, RunRequested, derived_event_id
 from shared.jobs import Job, JobStatus, new_job
 from shared.store import Transition
@@ -21,8 +23,13 @@ async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
         submitted_wait=ctx.deadlines.submitted,
     ).model_copy(update={"callback_url": event.callback_url})
     stored = (await ctx.store.create(job)).job
-    if stored.status is JobStatus.SUBMITTED:
-        await queue_job(ctx, stored, event_id=str(event.event_id))
+    if stored.status is not JobStatus.SUBMITTED:
+        return
+    refused = refusal(ctx, event)
+    if refused is not None:
+        await refuse(ctx, stored, refused, event_id=str(event.event_id))
+        return
+    await queue_job(ctx, stored, event_id=str(event.event_id))
 
 
 async def queue_job(ctx: Context, job: Job, *, event_id: str) -> Transition:

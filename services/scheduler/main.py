@@ -30,9 +30,8 @@ def create_scheduler(settings: Settings, bus: EventBus, store: JobStore) -> Sche
     after the bus starts; ``close()`` it before closing the bus."""
     section = settings.scheduler
     relay = OutboxRelay(bus, store, batch=section.relay_batch, settle=RELAY_SETTLE_S)
-    ctx = Context(
-        section, store, relay, Router.from_settings(section), Deadlines.from_settings(settings)
-    )
+    router = Router.from_settings(section)
+    ctx = Context(section, store, relay, router, Deadlines.from_settings(settings), settings.limits)
     return Scheduler(ctx, bus)
 
 

@@ -14,10 +14,12 @@ from services.scheduler.context import Context
 from services.scheduler.intake import on_job_submitted
 from services.scheduler.leases import expire_leases
 from services.scheduler.reaper import reap_overdue
+from services.scheduler.refusals import on_invalid_body
 from services.scheduler.runs import on_run_completed, on_run_heartbeat, on_run_started
 from services.scheduler.scoring import on_score_completed, rescore
 from shared.bus import EventBus
 from shared.config import SchedulerSettings
+from shared.errors import AutoscorerError
 from shared.events import (
     CancelRequested,
     Event,
@@ -61,7 +63,13 @@ class Scheduler:
         The relay's first sweep republishes everything a previous process left in outboxes.
         """
         s = self.settings
-        await self._bus.subscribe(s.queue, ROUTING_KEYS, self.handle, concurrency=s.concurrency)
+        await self._bus.subscribe(
+            s.queue,
+            ROUTING_KEYS,
+            self.handle,
+            concurrency=s.concurrency,
+            on_invalid=self.refused,
+        )
         relay = self._ctx.relay
         self.supervisor.every(
             "outbox relay",
@@ -94,6 +102,11 @@ class Scheduler:
                 await rescore(ctx, event.job_id, event_id=str(event.event_id), reason=event.reason)
             case _:
                 log.debug("scheduler ignores %s", event.type)
+
+    async def refused(self, body: bytes, error: AutoscorerError) -> None:
+        """A body on ``scheduler.jobs`` that is no valid event: a refused ``JobSubmitted`` is
+        answered with ``JobFailed`` before the bus dead-letters it."""
+        await on_invalid_body(self._ctx, self._bus, body, error)
 
     async def request_rescore(self, job_id: str, *, reason: str | None = None) -> Transition:
         """Re-score a finished job (embedded mode; the gateway publishes ``RescoreRequested``)."""

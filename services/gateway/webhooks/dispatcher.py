@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import json
 import logging
 import random
@@ -88,6 +89,7 @@ class WebhookDispatcher:
         self._max_in_flight, self._per_tenant = max_in_flight, per_tenant
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._busy: Counter[str] = Counter()
+        self._due: list[float] = []  # loop times when a retry this dispatcher scheduled is due
 
     async def on_event(self, event: Event) -> None:
         job = await self._jobs.get(event.job_id) if event.job_id else None
@@ -138,6 +140,9 @@ class WebhookDispatcher:
         async with self:
             while stop is None or not stop.is_set():
                 self._wake.clear()
+                now = asyncio.get_running_loop().time()
+                while self._due and self._due[0] <= now:
+                    heapq.heappop(self._due)
                 await self._claim_and_start()
                 await self._sleep(stop)
 
@@ -168,12 +173,21 @@ class WebhookDispatcher:
         self._in_flight.pop(delivery_id, None)
         self._wake.set()  # room for another delivery
 
+    def _note_due(self, at: datetime) -> None:
+        """Wake when ``at`` comes, so a retry runs on its schedule rather than at the next poll."""
+        delay = max(0.0, (at - now_ms()).total_seconds()) + 0.005
+        heapq.heappush(self._due, asyncio.get_running_loop().time() + delay)
+        del self._due[256:]  # the poll catches any beyond these
+
     async def _sleep(self, stop: asyncio.Event | None) -> None:
+        timeout = POLL_S
+        if self._due:
+            timeout = min(timeout, max(0.0, self._due[0] - asyncio.get_running_loop().time()))
         waiters = [asyncio.ensure_future(self._wake.wait())]
         if stop is not None:
             waiters.append(asyncio.ensure_future(stop.wait()))
         try:
-            await asyncio.wait(waiters, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -215,6 +229,7 @@ class WebhookDispatcher:
         if self._busy[tenant] >= self._per_tenant:
             later = now_ms() + timedelta(seconds=DEFER_S)
             await self._hooks.defer(delivery.id, later)  # no attempt made: none counted
+            self._note_due(later)
             return
         self._busy[tenant] += 1
         try:
@@ -247,6 +262,8 @@ class WebhookDispatcher:
         if error is not None:
             log.info("webhook %s failed (%s); %s", delivery.id, error, status.value)
         await self._hooks.record_attempt(delivery.id, attempt, status, next_at)
+        if status is DeliveryStatus.PENDING:
+            self._note_due(next_at)
 
     def _next(self, attempts_made: int) -> tuple[DeliveryStatus, datetime]:
         delays = self._settings.retry_delays_s

@@ -11,6 +11,7 @@ core 0, fsize) hold inside a real container and in the local backend's child pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import sys
@@ -23,9 +24,12 @@ import pytest
 
 from services.cli.jobs import backend_config
 from services.executor.local import LocalConfig, LocalExecutor
+from services.executor.main import create_executor_service
 from services.executor.registry import create_executor
+from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
+from shared.events import Event, RunCompleted, RunRequested
 from shared.limits import SandboxLimits, check_within_caps
 from shared.models import JobSpec, RunOutcome
 from shared.workspace import Workspace
@@ -157,6 +161,46 @@ async def test_caps_come_from_the_settings_and_a_backend_may_narrow_them(tmp_pat
         "resources.memory",
         "resources.cpu",
     }
+
+
+async def test_a_run_request_that_skipped_admission_is_refused_by_the_executor_service(
+    tmp_path, no_leaked_tasks
+):
+    """A replayed or hand-published RunRequested never passed the gateway or the scheduler."""
+    settings = Settings(limits={"max_memory": "1Gi"}, executor_service={"heartbeat_s": 0.1})
+    bus = MemoryBus(drain_timeout=2.0)
+    executor = create_executor(backend_config(settings, "local"))
+    service = create_executor_service(settings, bus, executor, instance="caps")
+    done: list[RunCompleted] = []
+
+    async def observe(event: Event) -> None:
+        if isinstance(event, RunCompleted):
+            done.append(event)
+
+    marker = tmp_path / "ran"
+    spec = over_cap_spec(
+        {"resources": {"cpu": 1, "memory": "1000Ti"}},
+        cmd=[PY, "-c", f"open({str(marker)!r}, 'w')"],
+    )
+    ws = workspace_for(tmp_path / "ws", spec)
+    await bus.subscribe("observer", ["run.started", "run.heartbeat", "run.completed"], observe)
+    await service.start()
+    await bus.start()
+    try:
+        await bus.publish(
+            RunRequested(job_id=spec.job_id, backend="local", spec=spec, workspace=str(ws.root))
+        )
+        async with asyncio.timeout(20):
+            while not done:
+                await asyncio.sleep(0.02)
+    finally:
+        await service.close()
+        await bus.close()
+        await executor.close()
+    [completed] = done
+    assert completed.outcome.status == "failed" and completed.outcome.error is not None
+    assert_refused(completed.outcome.error, "resources.memory")
+    assert not marker.exists() and not bus.dead_letters
 
 
 def local_job(tmp_path: Path, code: str, **fields: Any) -> tuple[JobSpec, Workspace]:

@@ -30,6 +30,10 @@ class Loops:
 
     supervisors: list[Supervisor] = field(default_factory=list)
 
+    def names(self) -> list[str]:
+        """Every loop readiness watches, as ``<service>/<name>``."""
+        return sorted(f"{sup.service}/{name}" for sup in self.supervisors for name in sup.health())
+
     def unhealthy(self) -> dict[str, str]:
         """``{"loop <service>/<name>": why}`` for every loop readiness must report."""
         found: dict[str, str] = {}
@@ -77,7 +81,8 @@ async def readyz(request: web.Request) -> web.Response:
             stage=Stage.PLATFORM,
             details=checks,
         )
-    return ok({"ready": True, "checks": checks})
+    watched = loops.names() if loops is not None else []
+    return ok({"ready": True, "checks": checks, "loops": watched})
 
 
 def routes() -> list[web.RouteDef]:

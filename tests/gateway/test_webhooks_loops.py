@@ -265,3 +265,39 @@ def test_serve_reports_the_supervisors_the_services_expose():
         supervisor = "not one"
 
     assert supervisors(WithLoops(), Without(), Wrong()) == [WithLoops.supervisor]
+
+
+async def test_serve_readiness_watches_the_loops_of_all_four_services(tmp_path):
+    """``autoscorer serve`` (embedded: memory bus, SQLite, local backend): /readyz lists the
+    gateway's loops and those of every service that exposes a ``supervisor``."""
+    import aiohttp
+
+    from services.cli.serve import serve
+    from tests.e2e.harness import make_settings
+
+    settings = make_settings(tmp_path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    url = f"http://127.0.0.1:{settings.gateway.port}/readyz"
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = None
+            for _ in range(200):
+                assert not task.done(), task
+                try:
+                    async with session.get(url) as resp:
+                        if resp.status == 200:
+                            body = await resp.json()
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        assert body is not None
+        loops = body["data"]["loops"]
+        assert "gateway/webhook-dispatcher" in loops
+        services = {name.split("/")[0] for name in loops}
+        print("serve readiness watches", sorted(services))
+        assert "scheduler" in services  # the other services' loops, where they have any
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)

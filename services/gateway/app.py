@@ -19,6 +19,10 @@ from shared.bus import EventBus
 from shared.config import GatewaySettings
 from shared.store import JobStore
 
+MAX_REQUEST_LINE = 64 * 1024
+"""bytes of the request line: room for every query parameter at its documented maximum length,
+percent-encoded (a longer line is refused by aiohttp's parser, before any middleware)"""
+
 
 def create_app(
     settings: GatewaySettings,
@@ -38,6 +42,7 @@ def create_app(
             body_middleware,
         ],
         client_max_size=settings.max_json_body_bytes,  # uploads stream past it, with their own
+        handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[GATEWAY] = Gateway(
         settings, store, bus, registry, hooks, instance_id or f"gateway-{uuid.uuid4().hex[:8]}"

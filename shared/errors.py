@@ -107,11 +107,11 @@ _V, _E, _S, _C, _L = (
     Stage.CONFIG,
     Stage.PLATFORM,
 )
-_DATA = (_V, _C)  # a participant's file is checked at validation, the organiser's at config
-_DATA_FAULTS = (_O,)  # ... and the organiser's file is the organiser's fault
+_DATA = (_V, _C, _L)  # a participant's file at validation, the organiser's at config, an event
+_DATA_FAULTS = (_O, _X)  # ... the organiser's file is the organiser's fault, an event ours
 
 CODE_INFO: dict[ErrorCode, CodeInfo] = {
-    ErrorCode.MISSING_FILE: CodeInfo(_P, False, "a required file is missing", _DATA, _DATA_FAULTS),
+    ErrorCode.MISSING_FILE: CodeInfo(_P, False, "a required file is missing", (_V, _C), (_O,)),
     ErrorCode.BAD_FORMAT: CodeInfo(
         _P, False, "a file parses but breaks the expected format", _DATA, _DATA_FAULTS
     ),
@@ -136,9 +136,9 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
         _O, False, "scorer params do not match the scorer's schema", (_V,)
     ),
     ErrorCode.CONFIG_VALIDATION_ERROR: CodeInfo(
-        _O, False, "settings, meta.json or a request are invalid", (_C, _V), (_P,)
+        _O, False, "settings, meta.json or a request are invalid", (_C, _V, _E, _L), (_P,)
     ),
-    ErrorCode.WORKSPACE_INVALID: CodeInfo(_O, False, "the workspace layout is broken", (_V, _E)),
+    ErrorCode.WORKSPACE_INVALID: CodeInfo(_O, False, "the workspace layout is broken", (_V,)),
     ErrorCode.IMAGE_NOT_FOUND: CodeInfo(
         _P, False, "the image does not exist in the registry", (_E,)
     ),
@@ -158,7 +158,7 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ErrorCode.CONTAINER_FAILED: CodeInfo(_P, False, "the participant container failed", (_E,)),
     ErrorCode.CONTAINER_OOM: CodeInfo(_P, False, "the participant ran out of memory", (_E,)),
     ErrorCode.TIMEOUT_ERROR: CodeInfo(
-        _P, False, "the participant program ran past its time limit", (_E,)
+        _P, False, "the participant program ran past its time limit", (_E, _L), (_X,)
     ),
     ErrorCode.RESOURCE_ERROR: CodeInfo(_X, True, "resources asked for are unavailable", (_E, _S)),
     ErrorCode.RESOURCE_LIMIT_EXCEEDED: CodeInfo(
@@ -172,9 +172,9 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ),
     ErrorCode.EXEC_ERROR: CodeInfo(_X, True, "the executor failed for a platform reason", (_E,)),
     ErrorCode.BACKEND_UNAVAILABLE: CodeInfo(
-        _X, True, "the executor backend cannot be reached", (_E,)
+        _X, True, "the executor backend cannot be reached", (_E, _L)
     ),
-    ErrorCode.BACKEND_NOT_FOUND: CodeInfo(_O, False, "no executor backend has that name", (_C, _E)),
+    ErrorCode.BACKEND_NOT_FOUND: CodeInfo(_O, False, "no executor backend has that name", (_C,)),
     ErrorCode.CANCELLED: CodeInfo(_P, False, "the job was cancelled", (_E,)),
     ErrorCode.AUTH_REQUIRED: CodeInfo(_P, False, "no valid API key was given", (_V,)),
     ErrorCode.FORBIDDEN: CodeInfo(_P, False, "the API key's role does not allow this", (_V,)),
@@ -193,7 +193,7 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ErrorCode.DEADLINE_EXCEEDED: CodeInfo(
         _X, True, "nothing moved the job on before its state's deadline", (_E, _S, _V)
     ),
-    ErrorCode.INTERNAL_ERROR: CodeInfo(_X, False, "an unexpected platform bug", (_L,)),
+    ErrorCode.INTERNAL_ERROR: CodeInfo(_X, False, "an unexpected platform bug", tuple(Stage)),
 }
 
 

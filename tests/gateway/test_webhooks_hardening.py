@@ -234,3 +234,35 @@ async def test_a_world_readable_store_file_is_tightened(tmp_path):
         assert _mode(tmp_path) == stat.S_IMODE(os.stat(tmp_path).st_mode)  # not ours: untouched
     finally:
         await store.close()
+
+
+class _Answers:
+    """Stands in for DNS (the one part a test cannot point at its own records): the answers a
+    hostile name could resolve to."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host, port=0, family=0):
+        return [
+            {"hostname": host, "host": a, "port": port, "family": 0, "proto": 0, "flags": 0}
+            for a in self.addresses
+        ]
+
+    async def close(self):
+        pass
+
+
+async def test_the_resolver_refuses_names_that_resolve_to_embedded_private_ipv4():
+    from services.gateway.webhooks.ssrf import GuardedResolver
+
+    resolver = GuardedResolver(Policy([]))
+    try:
+        resolver._inner = _Answers("64:ff9b::a9fe:a9fe", "2002:7f00:1::")
+        with pytest.raises(BlockedAddressError):
+            await resolver.resolve("evil.example", 80)
+        resolver._inner = _Answers("::ffff:10.0.0.1", "2606:4700:4700::1111")
+        [kept] = await resolver.resolve("mixed.example", 80)
+        assert kept["host"] == "2606:4700:4700::1111"  # only the global answer is connected to
+    finally:
+        await resolver.close()

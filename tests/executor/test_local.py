@@ -128,14 +128,15 @@ async def test_output_cap_and_missing_output(tmp_path):
     assert outcome.error is not None and outcome.error.code is ErrorCode.OUTPUT_TOO_LARGE
 
 
-async def test_missing_command_is_a_clear_error(tmp_path):
+async def test_missing_command_is_the_participants_clear_error(tmp_path):
     spec, ws = _job(tmp_path, "pass")
     spec = spec.model_copy(
         update={"container": spec.container.model_copy(update={"cmd": ["/no/such/prog"]})}
     )
     with pytest.raises(AutoscorerError) as err:
         await _run(spec, ws)
-    assert err.value.code is ErrorCode.CONTAINER_CREATE_FAILED
+    assert err.value.code is ErrorCode.CONTAINER_FAILED  # the participant's, never retried
+    assert not err.value.retryable
 
 
 async def test_cancel_stops_the_run(tmp_path):

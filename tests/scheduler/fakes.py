@@ -19,6 +19,7 @@ from shared.events import (
     RunStarted,
     ScoreCompleted,
     ScoreRequested,
+    derived_event_id,
 )
 from shared.models import Result, RunOutcome
 
@@ -71,13 +72,17 @@ class FakeExecutor:
         plan = self.plans.get(event.attempt, "succeed")
         ttl = self.vanish_ttl_s if plan == "vanish" else self.lease_ttl_s
         common = {"job_id": event.job_id, "backend": event.backend, "attempt": event.attempt}
-        await self._send(RunStarted(**common, instance="fake-executor-1", lease_ttl_s=ttl))
+        started_id = derived_event_id(event.event_id, "run.started")  # as the executor service
+        await self._send(
+            RunStarted(**common, event_id=started_id, instance="fake-executor-1", lease_ttl_s=ttl)
+        )
         if plan == "vanish":
             return
         await self._send(RunHeartbeat(**common, instance="fake-executor-1", lease_ttl_s=ttl))
         outcome = outcome_for(event, plan)
         await self._send(
             RunCompleted(
+                event_id=derived_event_id(event.event_id, "run.completed"),
                 job_id=event.job_id,
                 outcome=outcome,
                 attempt=event.attempt,
@@ -93,11 +98,14 @@ class FakeExecutor:
 
 @dataclass
 class FakeScorer:
-    """Answers ``ScoreRequested`` with an accuracy, or with ``result.error`` when ``fail``."""
+    """Answers ``ScoreRequested`` with an accuracy, or with ``result.error`` when ``fail``; with
+    nothing at all when ``silent`` (a scorer whose result is lost). Its ``ScoreCompleted`` has the
+    id the scorer service derives from the request's."""
 
     bus: EventBus
     fail: bool = False
     duplicate: bool = False
+    silent: bool = False
     requests: list[ScoreRequested] = field(default_factory=list)
 
     async def subscribe(self, queue: str) -> None:
@@ -106,9 +114,12 @@ class FakeScorer:
     async def handle(self, event: Event) -> None:
         assert isinstance(event, ScoreRequested)
         self.requests.append(event)
+        if self.silent:
+            return
         error = AutoscorerError(ErrorCode.MISMATCH, "ids differ", stage=Stage.SCORING)
         result = Result(error=error.to_info()) if self.fail else Result(summary={"accuracy": 0.75})
         done = ScoreCompleted(
+            event_id=derived_event_id(event.event_id, "score.completed"),
             job_id=event.job_id, result=result, scorer=event.spec.scorer, scorer_version="1"
         )
         await self.bus.publish(done)

@@ -108,12 +108,14 @@ async def ensure_image(
 
 
 async def _require_local(
-    docker: aiodocker.Docker, reference: str, code: ErrorCode, **details: str
+    docker: aiodocker.Docker, reference: str, code: ErrorCode, archive: str | None = None
 ) -> ResolvedImage:
     resolved = await local_image(docker, reference)
     if resolved is None:
         message = f"image {reference} is still not present"
-        raise execution_error(code, message, image=reference, **details)
+        if archive is None:
+            raise execution_error(code, message, image=reference)
+        raise execution_error(code, message, image=reference, archive=archive)
     return resolved
 
 

@@ -14,6 +14,13 @@ Messages are JSON, persistent, published with confirms and ``mandatory`` (unrout
 W3C ``traceparent``/``tracestate`` headers. Consumers settle every message inside
 ``message.process(requeue=True)``: retries and dead letters are re-published (confirmed) before
 the original is acknowledged; if that fails the original is requeued, never lost.
+
+A lost connection (broker restart, network blip) closes the consumer channels: aio-pika cancels
+the handlers in flight, their unsettled messages go back to the queue, and the robust connection
+reconnects, re-declares and consumes again, so the broker redelivers them. The bus owns nothing
+but the handler's task: work that must outlive a blip (a participant run, a scoring) is a task of
+its service that a redelivered request joins (docs/SERVICES.md), and publishes wait out the
+reconnect (``publish_timeout``). ``connection_name`` names the connection on the broker.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from shared.models import Result, RunOutcome
 
 FAST_RETRY = RetryPolicy(max_attempts=5, delays=(0.2, 0.4))
 
-Plan = Literal["succeed", "platform_error", "participant_error", "vanish"]
+Plan = Literal["succeed", "platform_error", "participant_error", "vanish", "hang", "drop"]
 
 
 def platform_error() -> AutoscorerError:
@@ -51,7 +51,9 @@ def outcome_for(request: RunRequested, plan: Plan) -> RunOutcome:
 class FakeExecutor:
     """Runs nothing: answers ``RunRequested`` per ``plans[attempt]`` (default: succeed).
 
-    ``vanish`` starts the run with a short lease and then goes silent, like a crashed executor.
+    ``vanish`` starts the run with a short lease and then goes silent, like a crashed executor;
+    ``hang`` starts it, heartbeats once and never finishes (a wedged run that keeps its lease);
+    ``drop`` says nothing at all (a request lost on the way).
     ``duplicate`` publishes every event twice (the same event: a redelivery).
     """
 
@@ -70,6 +72,8 @@ class FakeExecutor:
         assert isinstance(event, RunRequested)
         self.requests.append(event)
         plan = self.plans.get(event.attempt, "succeed")
+        if plan == "drop":
+            return
         ttl = self.vanish_ttl_s if plan == "vanish" else self.lease_ttl_s
         common = {"job_id": event.job_id, "backend": event.backend, "attempt": event.attempt}
         started_id = derived_event_id(event.event_id, "run.started")  # as the executor service
@@ -79,6 +83,8 @@ class FakeExecutor:
         if plan == "vanish":
             return
         await self._send(RunHeartbeat(**common, instance="fake-executor-1", lease_ttl_s=ttl))
+        if plan == "hang":
+            return
         outcome = outcome_for(event, plan)
         await self._send(
             RunCompleted(

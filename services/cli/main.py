@@ -8,7 +8,6 @@ errors into the standard envelope (``--json``) or a readable message, and into t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,9 @@ from typing import Any
 from services.cli import commands
 from services.cli.envelope import failure, print_json, success
 from services.scorer.pool import quiet_logging
+from shared.bounded_json import loads_bounded
 from shared.errors import AutoscorerError, Stage, internal_error
+from shared.workspace import MAX_META_DEPTH
 
 
 def _common() -> argparse.ArgumentParser:
@@ -37,6 +38,17 @@ def _common() -> argparse.ArgumentParser:
         "--plugin", type=Path, action="append", default=[], help="extra scorer file or folder"
     )
     return common
+
+
+def _params(text: str) -> dict[str, Any]:
+    """``--params``: a JSON object, bounded in depth (a usage error otherwise, exit 2)."""
+    try:
+        value = loads_bounded(text, max_depth=MAX_META_DEPTH)
+    except ValueError as exc:  # JsonTooDeep and JSONDecodeError are ValueErrors
+        raise argparse.ArgumentTypeError(f"not a JSON object: {str(exc)[:200]}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 def _workspace_command(sub: Any, common: argparse.ArgumentParser, name: str, help_: str) -> Any:
@@ -61,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
     p = _workspace_command(sub, common, "score", "score output/ against the ground truth")
     p.add_argument("--scorer", help="scorer name (default: meta.json's scorer)")
-    p.add_argument("--params", type=json.loads, help="scorer params as JSON (default: meta.json)")
+    p.add_argument(
+        "--params", type=_params, help="scorer params as a JSON object (default: meta.json)"
+    )
     p.set_defaults(handler=commands.score)
 
     scorers = sub.add_parser("scorers", help="list, load, reload and test scorers")

@@ -301,3 +301,91 @@ async def test_serve_readiness_watches_the_loops_of_all_four_services(tmp_path):
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
+async def any_hooks(request, tmp_path):
+    import os
+    import uuid
+
+    from services.gateway.webhooks.store_mongo import MongoWebhookStore
+
+    if request.param == "sqlite":
+        store = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
+    else:
+        url = os.environ.get("AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
+        store = MongoWebhookStore.from_url(url, f"test_hookrows_{uuid.uuid4().hex[:12]}")
+    await store.init()
+    yield store
+    if request.param == "mongo":
+        await store._client.drop_database(store._subs.database.name)
+    await store.close()
+
+
+async def _corrupt(hooks, sub_id: str, delivery_id: str) -> None:
+    """A row written by an older or broken version: it no longer parses."""
+    if isinstance(hooks, SqliteWebhookStore):
+        conn = hooks._d.conn
+        await hooks._worker.run(
+            "corrupt", conn.execute, "UPDATE webhooks SET doc = '{}' WHERE id = ?", (sub_id,)
+        )
+        await hooks._worker.run(
+            "corrupt",
+            conn.execute,
+            "UPDATE webhook_deliveries SET doc = '{\"id\": 1}' WHERE id = ?",
+            (delivery_id,),
+        )
+    else:
+        await hooks._subs.update_one({"_id": sub_id}, {"$unset": {"owner": ""}})
+        await hooks._deliveries.update_one({"_id": delivery_id}, {"$unset": {"url": ""}})
+
+
+async def test_an_unreadable_stored_row_is_set_aside_and_delivery_goes_on(
+    any_hooks, receiver, tmp_path
+):
+    from services.gateway.webhooks.dispatcher import WebhookDispatcher
+    from shared.config import WebhookSettings
+
+    hooks = any_hooks
+    jobs = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    await jobs.init()
+    try:
+        settings = WebhookSettings(allow_private_targets=["127.0.0.1"], retry_delays_s=[])
+        dispatcher = WebhookDispatcher(hooks, jobs, settings)
+        subs = [
+            WebhookSubscription(
+                owner="ops",
+                owner_is_admin=True,
+                url=f"{receiver.base}/{n}",
+                event_types=["score.completed"],
+            )
+            for n in ("broken", "fine")
+        ]
+        for sub in subs:
+            await hooks.add_subscription(sub)
+        job = new_job(JobSpec(scorer="classification_f1"), workspace="/ws", submitter="x")
+        await jobs.create(job)
+        event = ScoreCompleted(
+            job_id=job.job_id,
+            result=Result(summary={"f1_macro": 0.5}),
+            scorer="classification_f1",
+            scorer_version="1",
+        )
+        await dispatcher.on_event(event)
+        [broken] = await hooks.list_deliveries(subs[0].id)
+        await _corrupt(hooks, subs[0].id, broken.id)
+        async with dispatcher:
+            await dispatcher.deliver_due()  # must not raise
+        assert receiver.paths == ["/fine"]
+        assert [s.id for s in await hooks.list_subscriptions()] == [subs[1].id]
+        assert await hooks.get_subscription(subs[0].id) is None  # the API answers 404
+        assert await hooks.list_deliveries(subs[0].id) == []  # the log lists what parses
+        second = event.model_copy(update={"event_id": __import__("uuid").uuid4()})
+        await dispatcher.on_event(second)  # the unreadable subscription does not stop events
+        async with dispatcher:
+            await dispatcher.deliver_due()
+        assert receiver.paths == ["/fine", "/fine"]
+        async with dispatcher:
+            assert await dispatcher.deliver_due() == 0  # the broken row is not claimed again
+    finally:
+        await jobs.close()

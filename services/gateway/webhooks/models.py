@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.jobs import now_ms
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 WEBHOOK_EVENT_TYPES = (
     "job.submitted",
@@ -76,3 +80,15 @@ class Delivery(BaseModel):
 def delivery_id(target: str, event_id: str) -> str:
     """Deterministic, so a redelivered event never creates a second delivery."""
     return "msg_" + hashlib.sha256(f"{target}|{event_id}".encode()).hexdigest()[:24]
+
+
+def readable(model: type[M], raw: str | bytes | dict[str, Any], what: str) -> M | None:
+    """A stored row as ``model``, or None (logged, never raised) when it no longer parses: one
+    unreadable row must not stop every delivery nor fail every listing."""
+    try:
+        if isinstance(raw, str | bytes):
+            return model.model_validate_json(raw)
+        return model.model_validate(raw)
+    except ValidationError:
+        log.warning("a stored %s is unreadable; set aside", what)  # no input: it holds secrets
+        return None

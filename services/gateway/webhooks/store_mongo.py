@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson.codec_options import CodecOptions
-from pydantic import ValidationError
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -16,11 +14,11 @@ from services.gateway.webhooks.models import (
     DeliveryAttempt,
     DeliveryStatus,
     WebhookSubscription,
+    readable,
 )
 from shared.store import store_error
 
 Doc = dict[str, Any]
-log = logging.getLogger(__name__)
 
 
 class MongoWebhookStore:
@@ -71,18 +69,13 @@ class MongoWebhookStore:
 
     async def get_subscription(self, sub_id: str) -> WebhookSubscription | None:
         doc = await self._guard("get_subscription", self._subs.find_one({"_id": sub_id}))
-        return None if doc is None else WebhookSubscription.model_validate(doc)
+        return None if doc is None else readable(WebhookSubscription, doc, "subscription")
 
     async def list_subscriptions(self, owner: str | None = None) -> list[WebhookSubscription]:
         query = {} if owner is None else {"owner": owner}
         docs = await self._guard("list_subscriptions", self._subs.find(query).to_list(None))
-        subs = []
-        for doc in docs:
-            try:
-                subs.append(WebhookSubscription.model_validate(doc))
-            except ValidationError:  # one unreadable subscription must not stop every delivery
-                log.warning("webhook subscription %s is unreadable; skipped", doc.get("_id"))
-        return subs
+        found = (readable(WebhookSubscription, doc, "subscription") for doc in docs)
+        return [sub for sub in found if sub is not None]
 
     async def delete_subscription(self, sub_id: str) -> bool:
         result = await self._guard("delete_subscription", self._subs.delete_one({"_id": sub_id}))
@@ -116,10 +109,10 @@ class MongoWebhookStore:
             )
             if doc is None:
                 break
-            try:
-                claimed.append(Delivery.model_validate(doc))
-            except ValidationError:  # one unreadable delivery must not stop every delivery
-                log.warning("webhook delivery %s is unreadable; marked failed", doc.get("_id"))
+            delivery = readable(Delivery, doc, "delivery")
+            if delivery is not None:
+                claimed.append(delivery)
+            else:  # marked failed, so it is not claimed again
                 await self._guard(
                     "claim_due",
                     self._deliveries.update_one(
@@ -166,4 +159,5 @@ class MongoWebhookStore:
             .limit(limit)
         )
         docs = await self._guard("list_deliveries", cursor.to_list(None))
-        return [Delivery.model_validate(d) for d in docs]
+        found = (readable(Delivery, doc, "delivery") for doc in docs)
+        return [delivery for delivery in found if delivery is not None]

@@ -7,19 +7,17 @@ is mode 0700.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from services.gateway.webhooks.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
     WebhookSubscription,
+    readable,
 )
 from shared.sqlite_worker import SqliteWorker, connect
 
@@ -33,7 +31,6 @@ CREATE INDEX IF NOT EXISTS deliveries_by_sub ON webhook_deliveries (subscription
 """
 
 
-log = logging.getLogger(__name__)
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
@@ -73,20 +70,15 @@ class _Db:
 
     def get_subscription(self, sub_id: str) -> WebhookSubscription | None:
         row = self.conn.execute("SELECT doc FROM webhooks WHERE id = ?", (sub_id,)).fetchone()
-        return None if row is None else WebhookSubscription.model_validate_json(row[0])
+        return None if row is None else readable(WebhookSubscription, row[0], "subscription")
 
     def list_subscriptions(self, owner: str | None) -> list[WebhookSubscription]:
         if owner is None:
             rows = self.conn.execute("SELECT doc FROM webhooks")
         else:
             rows = self.conn.execute("SELECT doc FROM webhooks WHERE owner = ?", (owner,))
-        subs = []
-        for row in rows:
-            try:
-                subs.append(WebhookSubscription.model_validate_json(row[0]))
-            except ValidationError:  # one unreadable subscription must not stop every delivery
-                log.warning("a stored webhook subscription is unreadable; skipped")
-        return subs
+        found = (readable(WebhookSubscription, row[0], "subscription") for row in rows)
+        return [sub for sub in found if sub is not None]
 
     def delete_subscription(self, sub_id: str) -> bool:
         return self.conn.execute("DELETE FROM webhooks WHERE id = ?", (sub_id,)).rowcount == 1
@@ -125,10 +117,10 @@ class _Db:
                 )
             claimed = []
             for row in rows:
-                try:
-                    claimed.append(Delivery.model_validate_json(row[1]))
-                except ValidationError:  # one unreadable row must not stop every delivery
-                    log.warning("webhook delivery %s is unreadable; marked failed", row[0])
+                delivery = readable(Delivery, row[1], "delivery")
+                if delivery is not None:
+                    claimed.append(delivery)
+                else:  # marked failed, so it is not claimed again
                     self.conn.execute(
                         "UPDATE webhook_deliveries SET status = 'failed' WHERE id = ?", (row[0],)
                     )
@@ -180,7 +172,8 @@ class _Db:
             " ORDER BY created_at DESC LIMIT ?",
             (subscription_id, limit),
         )
-        return [Delivery.model_validate_json(r[0]) for r in rows]
+        found = (readable(Delivery, row[0], "delivery") for row in rows)
+        return [delivery for delivery in found if delivery is not None]
 
 
 class SqliteWebhookStore:

@@ -252,3 +252,73 @@ async def _rabbitmqctl(*args: str) -> str:
     out, err = await process.communicate()
     assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {err.decode()}"
     return out.decode()
+
+
+@pytest.mark.slow
+async def test_a_lost_connection_cancels_only_the_handler_and_consumption_resumes(
+    bus_prefix: str, rabbit_tools: RabbitTools, no_leaked_tasks: None
+) -> None:
+    """What services build on to keep long work across a blip: the handler is cancelled, a task
+    it started is not, and the unsettled message is delivered again after the reconnect."""
+    name = f"{bus_prefix}-consumer"
+    bus = RabbitBus(rabbit_tools.config(bus_prefix, reconnect_interval=0.5, connection_name=name))
+    queue, retry = f"{bus_prefix}.blip", RetryPolicy(delays=(1.0,))
+    deliveries: list[str] = []
+    cancelled: list[str] = []
+    release = asyncio.Event()
+    work: dict[str, asyncio.Task[None]] = {}
+
+    async def handler(event: Event) -> None:
+        deliveries.append(event.job_id or "")
+        task = work.get(event.job_id or "")
+        if task is None:  # the long work, owned outside the delivery
+            task = work[event.job_id or ""] = asyncio.create_task(release.wait())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled.append(event.job_id or "")
+            raise
+
+    await bus.subscribe(queue, ["job.submitted"], handler, retry=retry)
+    try:
+        await bus.start()
+        await bus.publish(submitted("job-long"))
+        async with asyncio.timeout(10):
+            while not deliveries:
+                await asyncio.sleep(0.05)
+
+        await _close_connection(name)
+        async with asyncio.timeout(30):  # cancelled, reconnected, delivered again
+            while len(deliveries) < 2:
+                await asyncio.sleep(0.05)
+        assert cancelled == ["job-long"]
+        assert not work["job-long"].done(), "the bus cancelled work it does not own"
+        release.set()
+        async with asyncio.timeout(10):
+            while bus.ready() is False or await _depth(queue) != 0:
+                await asyncio.sleep(0.1)
+    finally:
+        release.set()
+        await bus.close()
+        await rabbit_tools.delete_topology(bus_prefix, [(queue, retry)])
+    assert deliveries == ["job-long", "job-long"]
+
+
+async def _close_connection(name: str) -> None:
+    listing = await _rabbitmqctl("list_connections", "pid", "client_properties", "-q")
+    [pid] = [
+        line.split("\t", 1)[0]
+        for line in listing.splitlines()
+        if f'{{"connection_name","{name}"}}' in line
+    ]
+    await _rabbitmqctl("close_connection", pid, "test: a connection blip")
+
+
+async def _depth(queue: str) -> int:
+    """Messages in ``queue``, ready or unacknowledged."""
+    listing = await _rabbitmqctl("list_queues", "-q", "name", "messages")
+    for line in listing.splitlines():
+        columns = line.split("\t")
+        if columns[0] == queue:
+            return int(columns[1])
+    raise AssertionError(f"no queue {queue}")

@@ -191,7 +191,7 @@ async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered(
 
     assert parse_event(dead.body).job_id == "job-1"
     death = dead.headers["x-death"][0]  # type: ignore[index]
-    assert death["reason"] == "delivery_limit"  # type: ignore[index]
+    assert death["reason"] == "delivery_limit"  # type: ignore[index, call-overload]
 
 
 @pytest.mark.slow
@@ -266,7 +266,7 @@ async def test_a_lost_connection_cancels_only_the_handler_and_consumption_resume
     deliveries: list[str] = []
     cancelled: list[str] = []
     release = asyncio.Event()
-    work: dict[str, asyncio.Task[None]] = {}
+    work: dict[str, asyncio.Task[bool]] = {}
 
     async def handler(event: Event) -> None:
         deliveries.append(event.job_id or "")

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -144,16 +144,31 @@ class Resources(BaseModel):
         return parse_memory(self.memory)
 
 
+def _plain(value: str, what: str) -> str:
+    """Text an engine or ``exec`` can take: no NUL byte, encodable as UTF-8 (no lone surrogate)."""
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain a NUL byte")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} must be valid Unicode text") from exc
+    return value
+
+
+_ARGS_MAX_BYTES = 128 * 1024
+"""Command line and environment, each: far below the kernel's ARG_MAX."""
+
+
 class ContainerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(min_length=1)
-    cmd: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    image: str = Field(min_length=1, max_length=512, pattern=r"^[^\s\x00-\x1f\x7f]+$")
+    cmd: list[str] = Field(default_factory=list, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict, max_length=1024)
     shm_size: str | None = Field(None, max_length=MAX_QUANTITY_CHARS)
     gpus: int | None = Field(None, ge=0, le=64)
-    network_policy: Literal["none"] | str = "none"
-    workdir: str = "/workspace"
+    network_policy: Literal["none"] | str = Field("none", max_length=256)
+    workdir: str = Field("/workspace", max_length=4096, pattern=r"^/")
 
     @field_validator("shm_size")
     @classmethod
@@ -162,6 +177,32 @@ class ContainerSpec(BaseModel):
             parse_memory(value)
         return value
 
+    @field_validator("cmd")
+    @classmethod
+    def _cmd(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            _plain(arg, "container.cmd")
+        if sum(len(arg.encode()) + 1 for arg in value) > _ARGS_MAX_BYTES:
+            raise ValueError(f"container.cmd is longer than {_ARGS_MAX_BYTES} bytes")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not key or "=" in key:
+                raise ValueError("container.env names must be non-empty and without '='")
+            _plain(key, "container.env names")
+            _plain(item, "container.env values")
+        if sum(len(k.encode()) + len(v.encode()) + 2 for k, v in value.items()) > _ARGS_MAX_BYTES:
+            raise ValueError(f"container.env is larger than {_ARGS_MAX_BYTES} bytes")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str) -> str:
+        return _plain(value, "container.workdir")
+
 
 class JobSpec(BaseModel):
     """What to run and how to score it: the content of ``meta.json``."""
@@ -169,22 +210,23 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job_id: str = Field(default_factory=new_job_id)
-    task_type: str = "unknown"
-    scorer: str = Field(min_length=1)
+    task_type: str = Field("unknown", max_length=128)
+    scorer: str = Field(min_length=1, max_length=256)
     params: dict[str, Any] = Field(default_factory=dict)
-    input_uri: str = "file://./input"
-    output_uri: str = "file://./output"
+    input_uri: str = Field("file://./input", max_length=4096)
+    output_uri: str = Field("file://./output", max_length=4096)
     time_limit: int = Field(1800, gt=0, le=7 * 24 * 3600)
     resources: Resources = Field(default_factory=Resources)
     container: ContainerSpec | None = None
-    ground_truth: list[str] = Field(
+    ground_truth: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=lambda: list(DEFAULT_GROUND_TRUTH),
         max_length=256,
         description="globs (relative to input/) that participant code must never see; they "
         "add to the organiser's (settings limits.ground_truth), never replace them",
     )
-    expected_outputs: list[str] | None = Field(
+    expected_outputs: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
         None,
+        max_length=1024,
         description="paths relative to output/ (e.g. 'pred.csv') the run must produce; "
         "default: the output/ files the scorer expects",
     )

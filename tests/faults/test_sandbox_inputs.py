@@ -10,7 +10,9 @@ manifest that a run would get) and ``Workspace.at``; the CLI is driven in-proces
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from services.executor.docker_config import DockerConfig
 from services.executor.docker_sandbox import SandboxPaths, host_config
 from services.executor.k8s_config import KubernetesConfig
 from services.executor.k8s_manifest import resources as k8s_resources
+from services.executor.local import LocalConfig, LocalExecutor
 from shared.bounded_json import JsonTooDeep, depth_exceeds, loads_bounded
 from shared.errors import AutoscorerError, ErrorCode
 from shared.limits import SandboxLimits, check_within_caps, requested_gpus
@@ -184,6 +187,58 @@ def test_any_meta_json_loads_or_is_a_standard_error(body: dict[str, Any]):
             load_spec(meta)
         except AutoscorerError as exc:
             assert exc.code is ErrorCode.CONFIG_VALIDATION_ERROR
+
+
+# -- container fields an engine or exec would choke on -----------------------------------------
+
+HOSTILE_CONTAINERS = [
+    {"cmd": ["python", "-c", "0\x00"]},
+    {"cmd": ["\ud800"]},
+    {"cmd": ["x" * 200_000]},
+    {"env": {"A\x00": "1"}},
+    {"env": {"A": "\x00"}},
+    {"env": {"A=B": "1"}},
+    {"env": {"": "1"}},
+    {"image": "busybox\x00"},
+    {"image": "busy box"},
+    {"image": "i" * 513},
+    {"workdir": "relative"},
+    {"workdir": "/w\x00"},
+]
+
+
+@pytest.mark.parametrize("fields", HOSTILE_CONTAINERS)
+def test_container_fields_no_engine_could_take_are_refused_by_the_schema(fields):
+    with pytest.raises(ValidationError):
+        JobSpec.model_validate({"scorer": "x", "container": {"image": "busybox", **fields}})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.text(max_size=20), max_size=4),
+    st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3),
+)
+def test_local_backend_runs_or_refuses_any_command_line_cleanly(args, env):
+    """Any args and env after a harmless program: a RunOutcome or a standard error."""
+    try:
+        spec = JobSpec.model_validate(
+            {
+                "job_id": "job-argv",
+                "scorer": "x",
+                "time_limit": 10,
+                "container": {
+                    "image": "unused",
+                    "cmd": [sys.executable, "-c", "0", *args],
+                    "env": env,
+                },
+            }
+        )
+    except ValidationError:
+        return
+    with tempfile.TemporaryDirectory() as where:
+        (Path(where) / "input").mkdir()
+        outcome = asyncio.run(LocalExecutor(LocalConfig()).run(spec, Workspace.at(where)))
+    assert outcome.status == "succeeded", outcome.error
 
 
 # -- deep and large meta.json / params -------------------------------------------------------

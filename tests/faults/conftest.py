@@ -25,7 +25,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.faults.harness import Api, FaultStack, Tap, build_example_image, run_async
+from tests.faults.harness import (
+    Api,
+    FaultStack,
+    MakeStack,
+    Tap,
+    build_example_image,
+    run_async,
+)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +79,7 @@ async def fault_stack(_module_stack: FaultStack) -> FaultStack:
 @pytest.fixture
 async def make_stack(
     tmp_path: Path, rabbit_url: str, mongo_url: str, example_image: str
-) -> AsyncIterator[Callable[..., Any]]:
+) -> AsyncIterator[MakeStack]:
     made: list[FaultStack] = []
 
     async def make(**options: Any) -> FaultStack:
@@ -133,6 +140,7 @@ class PrivateFerretDB:
                     f"--listen-addr=127.0.0.1:{self.port}",
                     "--telemetry=disable",
                     f"--state-dir={self.data}",
+                    "--debug-addr=-",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

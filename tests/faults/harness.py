@@ -57,6 +57,8 @@ EXAMPLE_IMAGE = "autoscorer-examples/classification:1"
 BASE_IMAGE = "autoscorer-test/python:3.11"
 
 T = TypeVar("T")
+MakeStack = Callable[..., Awaitable["FaultStack"]]
+"""The ``make_stack`` fixture: ``await make_stack(tweak=..., scorer_delay=...)``."""
 
 SLOW_SCORER = '''"""classification_f1 after SLOW_S seconds: a scoring a test can kill midway."""
 
@@ -449,25 +451,38 @@ class Tapped:
 
 
 class Tap:
-    """Every message published on the exchange from now on (exclusive queue bound to ``#``)."""
+    """Every message published on the exchange from now on: a queue bound to ``#``, exclusive
+    (gone with the connection), or durable when named (``queue``: it keeps what is published
+    while the tap reconnects after a broker restart, and is deleted on exit)."""
 
-    def __init__(self, url: str, exchange: str) -> None:
-        self.url, self.exchange_name = url, exchange
+    def __init__(self, url: str, exchange: str, queue: str | None = None) -> None:
+        self.url, self.exchange_name, self.queue_name = url, exchange, queue
         self.seen: list[Tapped] = []
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.exchange: aio_pika.abc.AbstractExchange | None = None
 
     async def __aenter__(self) -> Tap:
-        self._connection = await aio_pika.connect_robust(self.url)
+        self._connection = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
         channel = await self._connection.channel(publisher_confirms=True)
         self.exchange = await channel.get_exchange(self.exchange_name)
-        queue = await channel.declare_queue(exclusive=True)
+        if self.queue_name is None:
+            queue = await channel.declare_queue(exclusive=True)
+        else:
+            queue = await channel.declare_queue(
+                self.queue_name, durable=True, arguments={"x-queue-type": "quorum"}
+            )
         await queue.bind(self.exchange_name, routing_key="#")
         await queue.consume(self._on_message, no_ack=True)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._connection is not None:
+        if self._connection is None:
+            return
+        try:
+            if self.queue_name is not None:
+                channel = await self._connection.channel()
+                await channel.queue_delete(self.queue_name)
+        finally:
             await self._connection.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -501,6 +516,26 @@ class Tap:
             ),
             routing_key=tapped.routing_key,
         )
+
+
+async def rabbitmqctl(*args: str, timeout: float = 120) -> str:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {err.decode()}"
+    return out.decode()
+
+
+async def restart_broker(down_s: float = 3.0) -> None:
+    """Stop the shared RabbitMQ's application for ``down_s`` seconds and start it again: only
+    for tests marked ``broker_restart``."""
+    await rabbitmqctl("stop_app")
+    try:
+        await asyncio.sleep(down_s)
+    finally:
+        await rabbitmqctl("start_app")
+        await rabbitmqctl("await_startup")
 
 
 # --- checks -----------------------------------------------------------------------------------

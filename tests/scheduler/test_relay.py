@@ -119,3 +119,56 @@ async def test_young_entries_are_left_to_the_handler_that_wrote_them(
 
 async def _ignore(event: Event) -> None:
     del event
+
+
+async def pending_request(store: SqliteJobStore, job_id: str, backend: str) -> None:
+    """A queued job whose RunRequested for ``backend`` waits in its outbox."""
+    event = submitted(job_id)
+    await store.create(new_job(event.spec, workspace=event.workspace))
+    request = RunRequested(
+        job_id=job_id, backend=backend, attempt=1, spec=event.spec, workspace=event.workspace
+    )
+    await store.transition(job_id, S.SUBMITTED, S.QUEUED, outbox=[outbox_entry(request)])
+
+
+async def test_a_job_whose_entry_cannot_go_does_not_hold_up_the_others(
+    bus: MemoryBus, store: SqliteJobStore
+) -> None:
+    await pending_request(store, "job-stuck", "gpu")  # oldest; no executor serves "gpu"
+    for job_id in ("job-a", "job-b"):
+        await pending_request(store, job_id, "local")
+    seen: list[Event] = []
+
+    async def collect(event: Event) -> None:
+        seen.append(event)
+
+    await bus.subscribe("executor.local", ["run.requested.local"], collect)
+    relay = OutboxRelay(bus, store)
+
+    assert await relay.sweep(everything=True) == 2
+    await eventually(lambda: len(seen) == 2)
+    assert relay.waiting() == {"job-stuck": 1}  # backed off, not retried in a tight loop
+    assert await relay.sweep(everything=True) == 0
+    assert relay.waiting() == {"job-stuck": 1}  # left out of the query while it waits
+    stuck = await store.get("job-stuck")
+    assert stuck is not None and len(stuck.outbox) == 1
+
+
+async def test_backed_off_jobs_cannot_fill_every_batch(
+    bus: MemoryBus, store: SqliteJobStore
+) -> None:
+    for job_id in ("job-stuck-1", "job-stuck-2"):  # the oldest: first in every unfiltered batch
+        await pending_request(store, job_id, "gpu")
+    good = ["job-g1", "job-g2", "job-g3"]
+    for job_id in good:
+        await pending_request(store, job_id, "local")
+    await bus.subscribe("executor.local", ["run.requested.local"], _ignore)
+    relay = OutboxRelay(bus, store, batch=2, max_backoff=60.0)
+
+    published = [await relay.sweep(everything=True) for _ in range(3)]
+
+    assert published == [0, 2, 1]
+    for job_id in good:
+        job = await store.get(job_id)
+        assert job is not None and job.outbox == []
+    assert relay.waiting() == {"job-stuck-1": 1, "job-stuck-2": 1}

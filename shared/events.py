@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
+from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Fault, Stage
 from shared.models import JobSpec, Result, RunOutcome, utcnow
 from shared.urls import TargetUrl
 
@@ -318,6 +318,7 @@ def parse_event(body: bytes | str) -> Event:
             ErrorCode.BAD_FORMAT,
             f"event lacks required field(s) {', '.join(missing)}",
             stage=Stage.PLATFORM,
+            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
             details={"event_type": event_type, "missing": missing},
         )
     if event_type not in KNOWN_TYPES:
@@ -325,6 +326,7 @@ def parse_event(body: bytes | str) -> Event:
             ErrorCode.BAD_FORMAT,
             f"unknown event type {event_type!r}",
             stage=Stage.PLATFORM,
+            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
             details={"event_type": event_type, "known": sorted(KNOWN_TYPES)},
         )
     try:
@@ -334,6 +336,7 @@ def parse_event(body: bytes | str) -> Event:
             ErrorCode.BAD_FORMAT,
             f"invalid {event_type} event: {exc.error_count()} error(s)",
             stage=Stage.PLATFORM,
+            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
             details={"event_type": event_type, "errors": _error_list(exc)},
         ) from exc
 
@@ -346,6 +349,7 @@ def _load_json(body: bytes | str) -> dict[str, Any]:
             ErrorCode.PARSE_ERROR,
             f"event body is not JSON: {exc}",
             stage=Stage.PLATFORM,
+            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
             details={"size": len(body)},
         ) from exc
     if not isinstance(data, dict):
@@ -353,6 +357,7 @@ def _load_json(body: bytes | str) -> dict[str, Any]:
             ErrorCode.BAD_FORMAT,
             f"event body must be a JSON object, not {type(data).__name__}",
             stage=Stage.PLATFORM,
+            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
         )
     return data
 

@@ -36,7 +36,7 @@ from enum import StrEnum
 from pydantic import ValidationError
 
 from shared.bus import EventBus
-from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
 from shared.events import EVENT_ADAPTER, BaseEvent
 from shared.jobs import Job, OutboxEntry, now_ms
 from shared.store import JobStore
@@ -70,6 +70,7 @@ def entry_event(entry: OutboxEntry) -> BaseEvent:
             ErrorCode.BAD_FORMAT,
             f"outbox entry {entry.event_id} ({entry.type}) is not a valid event",
             stage=Stage.PLATFORM,
+            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
             details={"event_id": entry.event_id, "type": entry.type},
         ) from exc
 

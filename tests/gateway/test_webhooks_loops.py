@@ -389,3 +389,20 @@ async def test_an_unreadable_stored_row_is_set_aside_and_delivery_goes_on(
             assert await dispatcher.deliver_due() == 0  # the broken row is not claimed again
     finally:
         await jobs.close()
+
+
+async def test_subscriptions_per_owner_are_bounded_and_ids_are_not_echoed(gw):
+    from services.gateway.webhooks.api import MAX_PER_OWNER
+
+    body = {"url": "https://hooks.example/x", "event_types": ["score.completed"]}
+    for _ in range(MAX_PER_OWNER):
+        resp = await gw.client.post("/v1/webhooks", json=body, headers=_auth("alice-key"))
+        assert resp.status == 201
+    resp = await gw.client.post("/v1/webhooks", json=body, headers=_auth("alice-key"))
+    refused = await resp.json()
+    assert resp.status == 409 and refused["error"]["code"] == "INVALID_STATE"
+    resp = await gw.client.post("/v1/webhooks", json=body, headers=_auth("ops-key"))
+    assert resp.status == 201  # another owner's budget is its own
+    probe = "wh_" + "A" * 4000
+    resp = await gw.client.get(f"/v1/webhooks/{probe}", headers=_auth("alice-key"))
+    assert resp.status == 404 and probe not in await resp.text()

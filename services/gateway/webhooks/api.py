@@ -15,6 +15,7 @@ from shared.errors import ErrorCode
 from shared.urls import TargetUrl
 
 INVALID = ErrorCode.CONFIG_VALIDATION_ERROR
+MAX_PER_OWNER = 50  # each subscription multiplies every event of the owner's jobs
 
 
 class SubscribeRequest(BaseModel):
@@ -41,7 +42,7 @@ async def _owned(request: web.Request) -> WebhookSubscription:
     sub_id = request.match_info["sub_id"]
     sub = await request.app[GATEWAY].hooks.get_subscription(sub_id)
     if sub is None or not (principal.is_admin or sub.owner == principal.subject):
-        raise api_error(ErrorCode.NOT_FOUND, f"no webhook {sub_id!r}")
+        raise api_error(ErrorCode.NOT_FOUND, "no such webhook")  # the id is not echoed
     return sub
 
 
@@ -60,7 +61,12 @@ async def subscribe(request: web.Request) -> web.Response:
         url=body.url,
         event_types=body.event_types,
     )
-    await request.app[GATEWAY].hooks.add_subscription(sub)
+    hooks = request.app[GATEWAY].hooks
+    if len(await hooks.list_subscriptions(principal.subject)) >= MAX_PER_OWNER:
+        raise api_error(
+            ErrorCode.INVALID_STATE, f"at most {MAX_PER_OWNER} webhooks each; delete one first"
+        )
+    await hooks.add_subscription(sub)
     return ok(public(sub, with_secret=True), status=201)  # the only time the secret is shown
 
 

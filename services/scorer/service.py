@@ -39,7 +39,7 @@ from services.scorer.pool import ScoreTask, ScoringPool
 from services.scorer.registry import ScorerRegistry
 from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.bus import EventBus, RetryPolicy
-from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
 from shared.events import (
     Event,
     ScoreCompleted,
@@ -344,6 +344,7 @@ def _event_source(event: ScorersChanged) -> str:
             f"scorer {event.scorer} source does not match its sha256",
             stage=Stage.CONFIG,
             details={"scorer": event.scorer, "origin": event.origin},
+            fault=Fault.ORGANISER,  # the organiser's scorer source (docs/ERRORS.md)
         )
     return source
 

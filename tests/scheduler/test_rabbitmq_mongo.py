@@ -8,46 +8,30 @@ fail, never skip. Every test has its own exchange, queues and database, removed 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
-import aio_pika
 import pytest
-from pymongo import AsyncMongoClient
 
 from services.scheduler.main import create_scheduler
-from shared.bus import EventBus, RetryPolicy
-from shared.bus_memory import MemoryBus
-from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig, dead_letter_queue, retry_queue
+from shared.bus import RetryPolicy
 from shared.errors import ErrorCode
 from shared.events import JobFailed, RunCompleted, ScoreCompleted
 from shared.jobs import JobStatus
 from shared.models import RunOutcome
-from shared.store_mongo import MongoJobStore
 from tests.scheduler.fakes import FAST_RETRY, FakeExecutor, FakeScorer, Observer, eventually
+from tests.scheduler.real import (
+    Names,
+    delete_topology,
+    drop_database,
+    open_bus,
+    open_store,
+    within,
+)
 from tests.scheduler.rig import Rig, eventually_async, scheduler_settings, submitted
 
 pytestmark = pytest.mark.mongo
 
 S = JobStatus
-RABBIT_URL = os.environ.get("AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-MONGO_URL = os.environ.get("AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
-
-
-@dataclass
-class Names:
-    prefix: str
-
-    def queue(self, name: str) -> str:
-        return f"{self.prefix}.{name}"
-
-    @property
-    def database(self) -> str:
-        return f"autoscorer_test_{self.prefix.replace('-', '_')}"
 
 
 @pytest.fixture(params=[pytest.param("rabbitmq", marks=pytest.mark.rabbitmq), "memory"])
@@ -58,13 +42,13 @@ def bus_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def names() -> Names:
-    return Names(f"sched-{uuid.uuid4().hex[:12]}")
+    return Names.fresh()
 
 
 @pytest.fixture
 async def real_rig(names: Names, bus_kind: str) -> AsyncIterator[Rig]:
-    bus = _open_bus(bus_kind, names)
-    store = MongoJobStore.from_url(MONGO_URL, names.database, timeoutMS=10_000)
+    bus = open_bus(bus_kind, names)
+    store = open_store(names)
     settings = scheduler_settings(queue=names.queue("scheduler.jobs"), max_attempts=2)
     scheduler = create_scheduler(settings, bus, store)
     try:
@@ -77,37 +61,22 @@ async def real_rig(names: Names, bus_kind: str) -> AsyncIterator[Rig]:
         await scheduler.start()
         yield Rig(bus, store, scheduler, executor, scorer, observer)
     finally:
-        async with _within("closing the scheduler, bus and store"):
+        async with within("closing the scheduler, bus and store"):
             await scheduler.close()
             await bus.close()
             await store.close()
-        async with _within("dropping the test database"):
-            await _drop_database(names.database)
+        async with within("dropping the test database"):
+            await drop_database(names.database)
         if bus_kind == "rabbitmq":
-            async with _within("deleting the test queues"):
-                await _delete_topology(names)
+            async with within("deleting the test queues"):
+                await delete_topology(names, topology(names))
 
 
-@asynccontextmanager
-async def _within(what: str, seconds: float = 30.0) -> AsyncIterator[None]:
-    """Fail with a clear message instead of waiting for the per-test timeout."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        pytest.fail(f"{what} took more than {seconds:g} s")
-
-
-def _open_bus(kind: str, names: Names) -> EventBus:
-    if kind == "memory":
-        return MemoryBus(drain_timeout=5.0)
-    config = RabbitBusConfig(
-        url=RABBIT_URL,
-        exchange=f"{names.prefix}.events",
-        dead_letter_exchange=f"{names.prefix}.dlx",
-        drain_timeout=5.0,
-    )
-    return RabbitBus(config)
+def topology(names: Names) -> list[tuple[str, RetryPolicy]]:
+    return [
+        (names.queue("scheduler.jobs"), RetryPolicy()),
+        *((names.queue(q), FAST_RETRY) for q in ("executor.local", "scorer.requests", "observer")),
+    ]
 
 
 async def test_jobs_take_every_path(real_rig: Rig) -> None:
@@ -166,30 +135,3 @@ async def test_a_score_only_job_is_scored_when_the_platform_reports_its_run(
 
 async def _outbox_empty(rig: Rig, job_id: str) -> bool:
     return (await rig.job(job_id)).outbox == []
-
-
-async def _drop_database(database: str) -> None:
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(MONGO_URL, timeoutMS=10_000)
-    try:
-        await client.drop_database(database)
-    finally:
-        await client.close()
-
-
-async def _delete_topology(names: Names) -> None:
-    queues = [
-        (names.queue("scheduler.jobs"), RetryPolicy()),
-        *((names.queue(q), FAST_RETRY) for q in ("executor.local", "scorer.requests", "observer")),
-    ]
-    connection = await aio_pika.connect(RABBIT_URL)
-    async with connection:
-        channel = await connection.channel()
-        for name, retry in queues:
-            for queue in [
-                name,
-                dead_letter_queue(name),
-                *(retry_queue(name, d) for d in retry.delays),
-            ]:
-                await channel.queue_delete(queue)
-        await channel.exchange_delete(f"{names.prefix}.events")
-        await channel.exchange_delete(f"{names.prefix}.dlx")

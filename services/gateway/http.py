@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
 
@@ -135,9 +136,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _from_http(exc)
-    except HttpProcessingError as exc:  # a broken body (bad chunking, corrupt Content-Encoding)
+    except (HttpProcessingError, RequestPayloadError) as exc:  # bad chunking, corrupt gzip body
         error = HttpError(400, ErrorCode.PARSE_ERROR, "the request body cannot be read")
-        log.info("unreadable body on %s %s: %s", request.method, request.path[:200], exc.code)
+        log.info("unreadable body on %s %s: %s", request.method, request.path[:200], type(exc))
         return error_response(error)
     except Exception as exc:  # noqa: BLE001  # the gateway's one boundary
         return _unexpected(request, exc)

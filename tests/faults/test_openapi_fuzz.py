@@ -76,6 +76,7 @@ class Gateway:
         )
         bus, store = MemoryBus(), SqliteJobStore(self.root / "jobs.sqlite3")
         hooks = SqliteWebhookStore(self.root / "hooks.sqlite3")
+        await bus.subscribe("fuzz.sink", ["#"], self._drop)  # the memory bus refuses unroutable
         await bus.start()
         await store.init()
         await hooks.init()
@@ -92,6 +93,10 @@ class Gateway:
         await runner.cleanup()
         await bus.close()
         await store.close()
+
+    @staticmethod
+    async def _drop(event: object) -> None:
+        return None
 
     def __enter__(self) -> Gateway:
         self._thread.start()

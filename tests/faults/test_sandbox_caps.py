@@ -394,3 +394,25 @@ async def test_kubernetes_ground_truth_stays_hidden_when_the_spec_lists_none(k8s
     mounts = manifest["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     source = {m["mountPath"]: m.get("subPath") for m in mounts}["/workspace/input"]
     assert source.endswith(".autoscorer/participant/input")
+
+
+async def test_kubernetes_manifest_of_a_spec_at_the_caps_stays_within_them(k8s):
+    cluster, executor, root = k8s
+    at_caps = {
+        "resources": {"cpu": 8, "memory": "16Gi", "gpus": 8},
+        "time_limit": 24 * 3600,
+        "shm_size": "2Gi",
+    }
+    spec = over_cap_spec(at_caps, cmd=["python", "run.py"], image="ghcr.io/team/m")
+    ws = workspace_for(root / spec.job_id, spec)
+    outcome = await executor.run(spec, ws)
+    assert outcome.status == "succeeded", outcome.error
+    (manifest,) = cluster.created
+    caps = SandboxLimits()
+    pod = manifest["spec"]["template"]["spec"]
+    limits = pod["containers"][0]["resources"]["limits"]
+    assert int(limits["memory"]) == caps.max_memory_bytes
+    assert limits["cpu"] == "8000m" and limits["nvidia.com/gpu"] == "8"
+    assert manifest["spec"]["activeDeadlineSeconds"] == caps.max_time_limit_s
+    shm = next(v for v in pod["volumes"] if v["name"] == "shm")
+    assert int(shm["emptyDir"]["sizeLimit"]) == caps.max_shm_bytes

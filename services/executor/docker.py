@@ -394,6 +394,9 @@ def _create_error(exc: aiodocker.DockerError) -> AutoscorerError:
         return execution_error(ErrorCode.RESOURCE_ERROR, message)
     if exc.status == 900:
         return _engine_error(exc)
+    if "no command specified" in text:  # the participant's image has no CMD and none was given
+        message = f"the program could not start: {exc.message}"
+        return execution_error(ErrorCode.CONTAINER_FAILED, message)
     message = f"creating the container failed: {exc.message}"
     return execution_error(ErrorCode.CONTAINER_CREATE_FAILED, message)
 

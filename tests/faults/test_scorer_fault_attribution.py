@@ -276,3 +276,30 @@ async def _bounded(start: Callable[[], Awaitable[None]]) -> None:
 
     async with asyncio.timeout(60):
         await start()
+
+
+@pytest.mark.docker
+async def test_docker_image_without_a_command_is_the_participants(tmp_path: Path) -> None:
+    """An image with no CMD (``docker import`` of an empty tar) and no container.cmd."""
+    import io
+    import tarfile
+
+    import aiodocker
+
+    empty = io.BytesIO()
+    with tarfile.open(fileobj=empty, mode="w"):
+        pass
+    docker = aiodocker.Docker()
+    try:
+        async with docker._query(  # the engine's image import: POST /images/create?fromSrc=-
+            "images/create",
+            method="POST",
+            params={"fromSrc": "-", "repo": "autoscorer-test/nocmd", "tag": "1"},
+            data=empty.getvalue(),
+            headers={"Content-Type": "application/x-tar"},
+        ) as response:
+            await response.read()
+    finally:
+        await docker.close()
+    outcome = await _docker_run(tmp_path, [], image="autoscorer-test/nocmd:1")
+    _check(outcome.error, ("CONTAINER_FAILED", "execution", PART, False))

@@ -320,7 +320,7 @@ async def test_tmp_is_noexec_in_a_real_container(make_executor, make_job):
 
 
 ULIMITS = """
-echo "nofile=$(ulimit -n) core=$(ulimit -c)"
+echo "nofile=$(ulimit -n) core=$(ulimit -c) fsize-blocks=$(ulimit -f)"
 python3 - <<'EOF'
 import errno, resource as r, signal
 print('LIMITS', [r.getrlimit(x) for x in (r.RLIMIT_NOFILE, r.RLIMIT_CORE, r.RLIMIT_FSIZE)])
@@ -341,7 +341,7 @@ async def test_ulimits_are_visible_and_hold_inside_the_container(make_executor, 
     log = (ws.logs_dir / "container.log").read_text()
     assert outcome.status == "succeeded", (outcome.error, log)
     two_mib = 2 * 1024 * 1024
-    assert "nofile=512 core=0" in log
+    assert f"nofile=512 core=0 fsize-blocks={two_mib // 512}" in log  # sh counts 512-byte blocks
     assert f"LIMITS [(512, 512), (0, 0), ({two_mib}, {two_mib})]" in log
     assert "WRITE EFBIG" in log
 

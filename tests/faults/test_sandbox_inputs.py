@@ -29,6 +29,7 @@ from services.executor.k8s_config import KubernetesConfig
 from services.executor.k8s_manifest import resources as k8s_resources
 from services.executor.local import LocalConfig, LocalExecutor
 from shared.bounded_json import JsonTooDeep, depth_exceeds, loads_bounded
+from shared.config import load_settings
 from shared.errors import AutoscorerError, ErrorCode
 from shared.limits import SandboxLimits, check_within_caps, requested_gpus
 from shared.models import MAX_MEMORY_BYTES, MAX_PARAMS_DEPTH, JobSpec, parse_memory
@@ -368,3 +369,14 @@ def test_cli_reports_a_deep_meta_json_as_config_validation_error(tmp_path, capsy
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in out + err
     assert json.loads(out)["error"]["code"] == "CONFIG_VALIDATION_ERROR"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("MAX_MEMORY", "1e400Gi"), ("MAX_CPU", "NaN"), ("FSIZE", "-1"), ("NOFILE", "9" * 50)],
+)
+def test_hostile_operator_limits_are_config_validation_errors(monkeypatch, key, value):
+    monkeypatch.setenv(f"AUTOSCORER__LIMITS__{key}", value)
+    with pytest.raises(AutoscorerError) as err:
+        load_settings()
+    assert err.value.code is ErrorCode.CONFIG_VALIDATION_ERROR

@@ -460,6 +460,8 @@ class Tap:
         self.seen: list[Tapped] = []
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.exchange: aio_pika.abc.AbstractExchange | None = None
+        self._queue: aio_pika.abc.AbstractQueue
+        self._consumer = ""
 
     async def __aenter__(self) -> Tap:
         self._connection = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
@@ -472,7 +474,8 @@ class Tap:
                 self.queue_name, durable=True, arguments={"x-queue-type": "quorum"}
             )
         await queue.bind(self.exchange_name, routing_key="#")
-        await queue.consume(self._on_message, no_ack=True)
+        self._queue = queue
+        self._consumer = await queue.consume(self._on_message, no_ack=True)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -480,8 +483,8 @@ class Tap:
             return
         try:
             if self.queue_name is not None:
-                channel = await self._connection.channel()
-                await channel.queue_delete(self.queue_name)
+                await self._queue.cancel(self._consumer)
+                await self._queue.delete(if_unused=False, if_empty=False)
         finally:
             await self._connection.close()
 

@@ -10,7 +10,7 @@ from services.gateway import health, jobs_api, openapi, scorers_api
 from services.gateway.auth import KeyRing, auth_middleware
 from services.gateway.bodies import body_middleware
 from services.gateway.context import GATEWAY, Gateway
-from services.gateway.http import error_middleware
+from services.gateway.http import BoundedAccessLogger, error_middleware
 from services.gateway.tracing import tracing_middleware
 from services.gateway.webhooks import api as webhooks_api
 from services.gateway.webhooks.store import WebhookStore
@@ -42,7 +42,7 @@ def create_app(
             body_middleware,
         ],
         client_max_size=settings.max_json_body_bytes,  # uploads stream past it, with their own
-        handler_args={"max_line_size": MAX_REQUEST_LINE},
+        handler_args={"max_line_size": MAX_REQUEST_LINE, "access_log_class": BoundedAccessLogger},
     )
     app[GATEWAY] = Gateway(
         settings, store, bus, registry, hooks, instance_id or f"gateway-{uuid.uuid4().hex[:8]}"

@@ -15,6 +15,7 @@ from importlib.metadata import version
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -110,6 +111,22 @@ def _from_http(exc: web.HTTPException) -> web.Response:
     if "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response
+
+
+class BoundedAccessLogger(AbstractAccessLogger):
+    """One access-log line per request that quotes at most a few hundred characters of what the
+    client sent (aiohttp's default line quotes the whole request line and User-Agent)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %d %.3fs",
+            request.remote,
+            request.method[:16],
+            request.path[:200],
+            response.status,
+            response.body_length,
+            time,
+        )
 
 
 def _unexpected(request: web.Request, exc: Exception) -> web.Response:

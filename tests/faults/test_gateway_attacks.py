@@ -848,3 +848,16 @@ async def test_errors_never_echo_unbounded_input_or_internal_paths(
     resp = await gw.client.get("/v1/jobs/" + "j" * 3000, headers=auth(ALICE))
     assert_envelope(resp.status, await resp.json())
     assert all(len(record.getMessage()) < ENVELOPE_LIMIT for record in caplog.records)
+
+
+async def test_the_access_log_quotes_little_of_a_long_request(
+    gw: Gw, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="aiohttp.access")
+    resp = await gw.client.get(
+        "/v1/jobs?scorer=" + "s" * 20_000,
+        headers={**auth(ALICE), "User-Agent": "u" * 8000},
+    )
+    assert resp.status == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert lines and all(len(line) < 400 for line in lines)

@@ -15,11 +15,12 @@ participant's by default; a raise site about the organiser's data passes ``fault
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Stage(StrEnum):
@@ -209,6 +210,28 @@ class ErrorInfo(BaseModel):
     logs: str | None = None
     fault: Fault
     retryable: bool
+
+    @field_validator("details", mode="after")
+    @classmethod
+    def _plain_json(cls, details: dict[str, Any]) -> dict[str, Any]:
+        """Details as plain JSON values, so the error can always be written and sent (a scorer
+        may put a NumPy value or an object in them): other values become their text."""
+        try:
+            plain = json.loads(json.dumps(details, default=_as_text))
+        except (ValueError, TypeError, RecursionError) as exc:
+            return {"unrepresentable": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        return plain if isinstance(plain, dict) else {"value": plain}
+
+
+def _as_text(value: object) -> Any:
+    tolist = getattr(value, "tolist", None)  # NumPy scalars and (small) arrays
+    if callable(tolist) and getattr(value, "size", 0) <= MAX_DETAIL_ITEMS:
+        return tolist()
+    return str(value)[:MAX_DETAIL_TEXT]
+
+
+MAX_DETAIL_ITEMS = 100
+MAX_DETAIL_TEXT = 1000
 
 
 class AutoscorerError(Exception):

@@ -78,8 +78,7 @@ class ScorerDef(Generic[P]):
         parsed = self.parse_params(params)
         for relative in self.info.expected_files:
             _require(ws, relative)
-        result = self.fn(ws, parsed)
-        _check_result(self.info.name, result)
+        result = _checked_result(self.info.name, self.fn(ws, parsed))
         result.versioning.setdefault("scorer", self.info.name)
         result.versioning.setdefault("version", self.info.version)
         return result
@@ -136,7 +135,9 @@ def _finite(value: object) -> bool:
         return False
 
 
-def _check_result(name: str, result: object) -> None:
+def _checked_result(name: str, result: object) -> Result:
+    """The scorer's result, validated again (a scorer may have changed it after building it),
+    or SCORE_ERROR: no Result, a NaN or infinite number, or values the model does not allow."""
     if not isinstance(result, Result):
         raise scoring_error(
             ErrorCode.SCORE_ERROR,
@@ -153,6 +154,19 @@ def _check_result(name: str, result: object) -> None:
             count=len(bad),
             paths=[p[:200] for p in bad[:5]],
         )
+    try:
+        return Result.model_validate(
+            {field: getattr(result, field) for field in Result.model_fields}
+        )
+    except ValidationError as exc:
+        where = [".".join(str(part) for part in e["loc"])[:200] for e in exc.errors()[:5]]
+        raise scoring_error(
+            ErrorCode.SCORE_ERROR,
+            f"scorer {name} returned values a Result does not allow at {', '.join(where)}",
+            scorer=name,
+            count=exc.error_count(),
+            paths=where,
+        ) from exc
 
 
 def register(

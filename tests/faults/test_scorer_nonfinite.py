@@ -63,6 +63,23 @@ def numpy_nan(ws, params):
     return result
 
 
+@register("wrong_type", version="1.0.0", task_type="demo", description="a list as a summary",
+          expected_files=(), primary_metric="value")
+def wrong_type(ws, params):
+    result = Result(summary={"value": 0.5})
+    result.summary["value"] = [1, 2]  # no validation on assignment
+    return result
+
+
+@register("numpy_details", version="1.0.0", task_type="demo", description="odd error details",
+          expected_files=(), primary_metric="value")
+def numpy_details(ws, params):
+    import numpy as np
+    from shared.errors import AutoscorerError, ErrorCode, Stage
+    raise AutoscorerError(ErrorCode.BAD_FORMAT, "bad rows", stage=Stage.VALIDATION,
+                          details={"rows": np.arange(3), "worst": np.float64("nan"), "x": object()})
+
+
 @register("finite", version="1.0.0", task_type="demo", description="all fine",
           expected_files=(), primary_metric="value")
 def finite(ws, params):
@@ -96,10 +113,10 @@ def workspace(tmp_path: Path) -> Path:
     return root
 
 
-def _assert_score_error(error: dict[str, Any], scorer: str) -> None:
+def _assert_score_error(error: dict[str, Any], scorer: str, words: str = "non-finite") -> None:
     assert error["code"] == "SCORE_ERROR", error
     assert (error["stage"], error["fault"], error["retryable"]) == ("scoring", "organiser", False)
-    assert "non-finite" in error["message"]
+    assert words in error["message"]
     assert error["details"]["scorer"] == scorer
 
 
@@ -115,6 +132,23 @@ def test_engine_turns_non_finite_into_score_error(plugin_file, workspace, scorer
     assert result.metrics == {} and result.summary == {}
     written = _strict_json((workspace / "output" / "result.json").read_text())
     assert written["error"]["code"] == "SCORE_ERROR"
+
+
+@pytest.mark.parametrize("scorer", ["wrong_type", "numpy_details"])
+def test_cli_reports_malformed_results_and_errors_cleanly(plugin_file, workspace, capfd, scorer):
+    """A result changed after validation, or an error with NumPy values in its details, still
+    gives a standard error in strict JSON (they used to crash the writer of result.json)."""
+    argv = ["score", str(workspace), "--scorer", scorer, "--plugin", str(plugin_file), "--json"]
+    code = main(argv)
+    out, err = capfd.readouterr()
+    assert code == 1 and "Traceback" not in err
+    error = _strict_json(out)["error"]
+    if scorer == "wrong_type":
+        _assert_score_error(error, scorer, "does not allow")
+    else:
+        assert error["code"] == "BAD_FORMAT"
+        assert error["details"]["rows"] == [0, 1, 2] and error["details"]["worst"] is None
+    assert _strict_json((workspace / "output" / "result.json").read_text())["error"] == error
 
 
 def test_a_finite_result_still_scores(plugin_file, workspace):

@@ -112,6 +112,7 @@ class FakeScorer:
     fail: bool = False
     duplicate: bool = False
     silent: bool = False
+    ignore: set[str] = field(default_factory=set)  # job ids it never answers
     requests: list[ScoreRequested] = field(default_factory=list)
 
     async def subscribe(self, queue: str) -> None:
@@ -120,7 +121,7 @@ class FakeScorer:
     async def handle(self, event: Event) -> None:
         assert isinstance(event, ScoreRequested)
         self.requests.append(event)
-        if self.silent:
+        if self.silent or event.job_id in self.ignore:
             return
         error = AutoscorerError(ErrorCode.MISMATCH, "ids differ", stage=Stage.SCORING)
         result = Result(error=error.to_info()) if self.fail else Result(summary={"accuracy": 0.75})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from services.scheduler.service import Scheduler
 from shared.bus import EventBus
-from shared.config import SchedulerSettings, Settings
+from shared.config import ExecutorServiceSettings, SchedulerSettings, ScorerSettings, Settings
 from shared.events import JobSubmitted
 from shared.jobs import Job, JobStatus
 from shared.models import ContainerSpec, JobSpec
@@ -26,6 +26,26 @@ FAST = {
 def scheduler_settings(**overrides: object) -> Settings:
     section = SchedulerSettings.model_validate({**FAST, **overrides})
     return Settings(scheduler=section)
+
+
+def reaper_settings(**overrides: object) -> Settings:
+    """Deadlines of a fraction of a second (and a reaper looking every 50 ms), one re-send."""
+    section = SchedulerSettings.model_validate(
+        {
+            **FAST,
+            "reaper_interval_s": 0.05,
+            "deadline_grace_s": 0.0,
+            "deadline_resends": 1,
+            "submitted_wait_s": 0.3,
+            "queue_wait_s": 0.4,
+            **overrides,
+        }
+    )
+    return Settings(
+        scheduler=section,
+        scorer=ScorerSettings(time_limit=0.4),
+        executor_service=ExecutorServiceSettings(run_margin_s=0.2),
+    )
 
 
 def submitted(job_id: str, *, container: bool = True, priority: int = 5) -> JobSubmitted:

@@ -18,7 +18,7 @@ from services.scheduler.reaper import reap
 from services.scheduler.routing import Router
 from services.scheduler.service import Scheduler
 from shared.bus_memory import MemoryBus
-from shared.config import ExecutorServiceSettings, SchedulerSettings, ScorerSettings, Settings
+from shared.config import Settings
 from shared.errors import ErrorCode, Stage
 from shared.events import Event, JobFailed, JobSubmitted, ScoreCompleted, derived_event_id
 from shared.jobs import TERMINAL_STATES, Job, JobStatus, new_job
@@ -26,28 +26,9 @@ from shared.models import ContainerSpec, JobSpec, Result
 from shared.outbox import OutboxRelay
 from shared.store_sqlite import SqliteJobStore
 from tests.scheduler.fakes import Observer, eventually
-from tests.scheduler.rig import FAST, Rig, submitted
+from tests.scheduler.rig import Rig, reaper_settings, submitted
 
 S = JobStatus
-
-
-def reaper_settings(**overrides: object) -> Settings:
-    section = SchedulerSettings.model_validate(
-        {
-            **FAST,
-            "reaper_interval_s": 0.05,
-            "deadline_grace_s": 0.0,
-            "deadline_resends": 1,
-            "submitted_wait_s": 0.3,
-            "queue_wait_s": 0.4,
-            **overrides,
-        }
-    )
-    return Settings(
-        scheduler=section,
-        scorer=ScorerSettings(time_limit=0.4),
-        executor_service=ExecutorServiceSettings(run_margin_s=0.2),
-    )
 
 
 @pytest.fixture

@@ -51,7 +51,10 @@ def score_workspace(
     if name:
         result.versioning.setdefault("scorer", name)
     if write:
-        atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
+        try:
+            atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
+        except OSError as exc:  # the result still travels (event, CLI output); say so in logs
+            log.warning("could not write %s: %s", ws.result_path, exc.strerror)
     return result
 
 

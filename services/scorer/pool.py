@@ -37,7 +37,7 @@ from typing import Any
 from services.scorer.engine import score_workspace
 from services.scorer.plugins import Manifest
 from services.scorer.registry import ScorerRegistry
-from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.errors import AutoscorerError, ErrorCode, Stage, internal_error
 from shared.files import atomic_write_text
 from shared.models import Result
 from shared.workspace import Workspace
@@ -85,7 +85,13 @@ def score_in_worker(task: ScoreTask) -> Result:
         ws = Workspace.at(task.workspace)
     except AutoscorerError as exc:
         return Result(error=exc.to_info())
-    return score_workspace(registry, ws, scorer=task.scorer, params=task.params, write=task.write)
+    try:
+        return score_workspace(
+            registry, ws, scorer=task.scorer, params=task.params, write=task.write
+        )
+    except Exception as exc:  # the worker's boundary: a bug here must not lose the job
+        log.exception("scoring with %s failed unexpectedly", task.label)
+        return Result(error=internal_error(exc, stage=Stage.SCORING).to_info())
 
 
 def warm_up_worker() -> None:

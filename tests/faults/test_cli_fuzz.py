@@ -189,3 +189,13 @@ def test_deep_params_on_the_command_line_are_a_usage_error(tmp_path, capfd):
     _, err = capfd.readouterr()
     assert caught.value.code == 2
     assert "deeper than" in err and "Traceback" not in err
+
+
+@FUZZ
+@given(meta=st.one_of(st.binary(max_size=300), json_values.map(_dump)))
+def test_any_meta_json_bytes(tmp_path, capfd, meta):
+    files = {"input/gt.csv": b"id,label\na,x\n", "output/pred.csv": b"id,label\na,x\n"}
+    ws = _workspace(tmp_path, meta, files)
+    code, envelope = _score(capfd, str(ws))
+    if code == 1:
+        assert envelope["error"]["fault"] in ("organiser", "participant"), envelope["error"]

@@ -19,6 +19,11 @@ from shared.errors import AutoscorerError, ErrorCode, execution_error
 PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})
 _NOT_FOUND_RE = re.compile(r"not found|manifest unknown|does not exist|NotFound", re.IGNORECASE)
 _KILLED_BY_SIGNAL = frozenset({137, 143})
+_START_REASONS = frozenset({"CreateContainerError", "RunContainerError"})
+_BAD_COMMAND_RE = re.compile(
+    r"executable file not found|no such file or directory|permission denied|no command specified",
+    re.IGNORECASE,
+)
 
 Json = dict[str, Any]
 
@@ -70,6 +75,9 @@ def classify_waiting(waiting: Json) -> Verdict | None:
     if reason == "ErrImageNeverPull":
         return Verdict(error=execution_error(
             ErrorCode.IMAGE_NOT_PRESENT, f"image not on the node: {waiting.get('message')}"))
+    if reason in _START_REASONS and _BAD_COMMAND_RE.search(str(waiting.get("message") or "")):
+        return Verdict(error=execution_error(  # the participant's command: no retry can help
+            ErrorCode.CONTAINER_FAILED, f"the program could not start: {waiting.get('message')}"))
     if reason == "CreateContainerConfigError":
         return Verdict(error=execution_error(
             ErrorCode.CONTAINER_CREATE_FAILED, f"bad pod configuration: {waiting.get('message')}"))

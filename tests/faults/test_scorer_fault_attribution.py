@@ -303,3 +303,54 @@ async def test_docker_image_without_a_command_is_the_participants(tmp_path: Path
         await docker.close()
     outcome = await _docker_run(tmp_path, [], image="autoscorer-test/nocmd:1")
     _check(outcome.error, ("CONTAINER_FAILED", "execution", PART, False))
+
+
+# Kubernetes: no cluster here, so the pod statuses a kubelet reports are given to the classifier
+# as data (the shapes containerd and CRI-O report for a command that cannot start).
+K8S_CASES = {
+    "containerd StartError": (
+        "terminated",
+        {
+            "reason": "StartError",
+            "exitCode": 128,
+            "message": 'exec: "nope": executable file not found in $PATH',
+        },
+        ("CONTAINER_FAILED", "execution", PART, False),
+    ),
+    "CRI-O CreateContainerError": (
+        "waiting",
+        {
+            "reason": "CreateContainerError",
+            "message": 'container create failed: exec: "nope": executable file not found in $PATH',
+        },
+        ("CONTAINER_FAILED", "execution", PART, False),
+    ),
+    "RunContainerError no such file": (
+        "waiting",
+        {"reason": "RunContainerError", "message": "exec: /bin/x: no such file or directory"},
+        ("CONTAINER_FAILED", "execution", PART, False),
+    ),
+    "OOMKilled": (
+        "terminated",
+        {"reason": "OOMKilled", "exitCode": 137},
+        ("CONTAINER_OOM", "execution", PART, False),
+    ),
+    "missing image": (
+        "waiting",
+        {"reason": "ErrImageNeverPull", "message": "image not present"},
+        ("IMAGE_NOT_PRESENT", "execution", PART, False),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(K8S_CASES))
+def test_kubernetes_statuses(case: str) -> None:
+    from services.executor.k8s_status import classify_waiting, terminated_error
+
+    state, status, expected = K8S_CASES[case]
+    if state == "waiting":
+        verdict = classify_waiting(status)
+        error = verdict.error if verdict is not None else None
+    else:
+        error = terminated_error(status)
+    _check(error.to_info() if error is not None else None, expected)

@@ -90,9 +90,14 @@ def fate(entry: OutboxEntry, exc: AutoscorerError) -> Fate:
     return Fate.KEPT
 
 
+BROKER_DOWN = frozenset({"unavailable", "not_started", "topology"})
+"""``BUS_ERROR`` reasons that are about the bus, not about one entry (``unroutable`` and
+``nacked`` are about the entry)."""
+
+
 def broker_down(exc: AutoscorerError) -> bool:
     """A bus failure that is not about one entry (no connection, no confirm in time)."""
-    return exc.code is ErrorCode.BUS_ERROR and exc.details.get("reason") != "unroutable"
+    return exc.code is ErrorCode.BUS_ERROR and exc.details.get("reason") in BROKER_DOWN
 
 
 @dataclass(slots=True)
@@ -142,6 +147,10 @@ class OutboxRelay:
             await self._relay(job, job.outbox, known, done)
 
         await guarded(f"outbox of job {job.job_id}", work)
+        if done.broker_down is not None:
+            log.warning(
+                "outbox of job %s left for the sweep: %s", job.job_id, done.broker_down.message
+            )
         return done.published
 
     async def sweep(self, *, everything: bool = False) -> int:

@@ -25,7 +25,7 @@ async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
     stored = (await ctx.store.create(job)).job
     if stored.status is not JobStatus.SUBMITTED:
         return
-    refused = refusal(ctx, event)
+    refused = refusal(ctx, event.spec, event.callback_url)
     if refused is not None:
         await refuse(ctx, stored, refused, event_id=str(event.event_id))
         return

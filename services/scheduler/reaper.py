@@ -4,7 +4,8 @@ Every move into an active state sets ``Job.deadline_at`` (:mod:`services.schedul
 Every ``reaper_interval_s`` the reaper takes the jobs past it, each its own guarded item, and
 moves each on by compare-and-set:
 
-- ``submitted``: the scheduler queues it itself (its ``JobSubmitted`` was lost or is late);
+- ``submitted``: the scheduler queues (or refuses) it itself (its ``JobSubmitted`` was lost or
+  is late);
 - ``queued`` / ``scoring``: the request is sent again (``queued -> queued``, ``scoring ->
   scoring``: the same request, same event id) while ``deadline_resends`` allow, then the job fails
   with ``DEADLINE_EXCEEDED`` and ``JobFailed``; a score-only job waiting for a platform's
@@ -22,6 +23,7 @@ import logging
 
 from services.scheduler.context import Context
 from services.scheduler.intake import queue_job, run_request
+from services.scheduler.refusals import refusal, refuse
 from services.scheduler.retries import attempt_failed, retry_or_fail
 from services.scheduler.scoring import score_request, scoring_failed
 from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
@@ -68,6 +70,9 @@ async def reap(ctx: Context, job: Job) -> Transition:
     )
     match job.status:
         case JobStatus.SUBMITTED:
+            refused = refusal(ctx, job.spec, job.callback_url)
+            if refused is not None:
+                return await refuse(ctx, job, refused, event_id=deadline_key(job))
             return await queue_job(ctx, job, event_id=deadline_key(job))
         case JobStatus.RUNNING:
             return await retry_or_fail(ctx, job, deadline_error(job))

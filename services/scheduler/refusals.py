@@ -23,9 +23,10 @@ from typing import Any
 from services.scheduler.context import Context
 from shared.bus import EventBus
 from shared.errors import AutoscorerError, ErrorCode, Stage
-from shared.events import JobFailed, JobSubmitted, derived_event_id
+from shared.events import JobFailed, derived_event_id
 from shared.jobs import Job, JobStatus
 from shared.limits import check_within_caps
+from shared.models import JobSpec
 from shared.outbox import NOTIFICATIONS
 from shared.store import JobUpdate, Transition
 from shared.urls import check_target_url
@@ -35,12 +36,12 @@ log = logging.getLogger(__name__)
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def refusal(ctx: Context, event: JobSubmitted) -> AutoscorerError | None:
-    """Why the scheduler will not run this (valid) submission, or ``None``."""
+def refusal(ctx: Context, spec: JobSpec, callback_url: str | None) -> AutoscorerError | None:
+    """Why the scheduler will not run a (valid) submission of ``spec``, or ``None``."""
     try:
-        if event.callback_url is not None:
-            check_target_url(event.callback_url)
-        check_within_caps(event.spec, ctx.caps)
+        if callback_url is not None:
+            check_target_url(callback_url)
+        check_within_caps(spec, ctx.caps)
     except AutoscorerError as refused:
         return refused
     return None

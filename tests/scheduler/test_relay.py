@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.scheduler.main import create_scheduler
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
@@ -172,3 +174,21 @@ async def test_backed_off_jobs_cannot_fill_every_batch(
         job = await store.get(job_id)
         assert job is not None and job.outbox == []
     assert relay.waiting() == {"job-stuck-1": 1, "job-stuck-2": 1}
+
+
+async def test_a_bus_that_cannot_publish_ends_the_sweep_without_blaming_a_job(
+    store: SqliteJobStore,
+) -> None:
+    for job_id in ("job-1", "job-2", "job-3"):
+        await pending_request(store, job_id, "local")
+    down = MemoryBus()  # never started: every publish fails as "not_started"
+    relay = OutboxRelay(down, store)
+
+    with pytest.raises(AutoscorerError) as raised:
+        await relay.sweep(everything=True)
+
+    assert raised.value.code is ErrorCode.BUS_ERROR  # the supervisor backs the loop off
+    assert relay.waiting() == {}
+    job = await store.get("job-1")
+    assert job is not None
+    assert await relay.flush(job) == 0  # a writer's flush logs it and leaves it to the sweep

@@ -354,3 +354,16 @@ def test_kubernetes_statuses(case: str) -> None:
     else:
         error = terminated_error(status)
     _check(error.to_info() if error is not None else None, expected)
+
+
+async def test_store_down_is_a_retryable_platform_fault() -> None:
+    from shared.store_mongo import MongoJobStore
+
+    url = f"mongodb://127.0.0.1:{_closed_port()}/?serverSelectionTimeoutMS=1000"
+    store = MongoJobStore.from_url(url, f"attr-{uuid.uuid4().hex[:8]}")
+    try:
+        with pytest.raises(AutoscorerError) as caught:
+            await _bounded(store.init)
+    finally:
+        await store.close()
+    _check(caught.value.to_info(), ("STORE_ERROR", "platform", PLAT, True))

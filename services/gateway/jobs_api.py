@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
+import stat
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -315,8 +317,17 @@ async def get_result(request: web.Request) -> web.Response:
     )
 
 
-def _tail(path: Path, lines: int) -> tuple[str, bool]:
-    with path.open("rb") as handle:
+def _tail(path: Path, lines: int) -> tuple[str, bool] | None:
+    """The last ``lines`` of the log; None when it is absent or a link (never followed)."""
+    if path.parent.is_symlink():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
         handle.seek(0, 2)
         size = handle.tell()
         handle.seek(max(0, size - LOG_TAIL_MAX_BYTES))
@@ -332,9 +343,10 @@ async def get_logs(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise api_error(ErrorCode.CONFIG_VALIDATION_ERROR, "tail must be a whole number") from exc
     path = Path(job.workspace) / "logs" / "container.log"
-    if not path.is_file():
+    tail = await asyncio.to_thread(_tail, path, lines)
+    if tail is None:
         raise api_error(ErrorCode.NOT_FOUND, f"job {job.job_id} has no container log yet")
-    content, truncated = await asyncio.to_thread(_tail, path, lines)
+    content, truncated = tail
     return ok(
         {
             "job_id": job.job_id,

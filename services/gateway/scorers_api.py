@@ -25,7 +25,7 @@ from services.gateway.http import api_error, ok, shown
 from services.gateway.jobs_api import MAX_WORKSPACE, existing_workspace
 from services.scorer.engine import score_workspace
 from services.scorer.watch import ReloadEvent, watch_scorers
-from shared.errors import ErrorCode
+from shared.errors import AutoscorerError, ErrorCode
 from shared.events import ScorersChanged
 from shared.workspace import Workspace
 
@@ -103,11 +103,23 @@ async def _load(request: web.Request, action: Action) -> web.Response:
     previous = await asyncio.to_thread(_replace, file, body.source)
     try:
         names = gw.registry.load_file(file)
-    except Exception:
+    except AutoscorerError as exc:
         await asyncio.to_thread(_restore, file, previous)  # keep the last good file on disk too
+        raise _without_paths(exc, file) from exc
+    except Exception:
+        await asyncio.to_thread(_restore, file, previous)
         raise
     await announce(gw, file, names, action)
     return ok({"loaded": names, "file": body.filename})
+
+
+def _without_paths(exc: AutoscorerError, file: Path) -> AutoscorerError:
+    """The registry's error as the client may see it: the file's name, not where it lives."""
+    kept = {k: v for k, v in exc.details.items() if k in ("exception", "scorer")}
+    message = exc.message.replace(str(file.resolve()), file.name).replace(str(file), file.name)
+    return AutoscorerError(
+        exc.code, message, stage=exc.stage, details={**kept, "file": file.name}
+    )
 
 
 def _replace(file: Path, source: str) -> str | None:

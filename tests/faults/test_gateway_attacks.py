@@ -861,3 +861,23 @@ async def test_the_access_log_quotes_little_of_a_long_request(
     assert resp.status == 400
     lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert lines and all(len(line) < 400 for line in lines)
+
+
+async def test_a_log_that_is_a_link_is_not_followed(gw: Gw) -> None:
+    status, body = await gw.post_json("/v1/jobs", {"workspace": "alice/classification"})
+    assert status == 202
+    logs = gw.root / "alice" / "classification" / "logs"
+    logs.mkdir(exist_ok=True)
+    secret = gw.root / "secret.txt"
+    secret.write_text("do not show")
+    (logs / "container.log").symlink_to(secret)
+    resp = await gw.client.get(f"/v1/jobs/{body['data']['job_id']}/logs", headers=auth(ALICE))
+    assert_envelope(resp.status, await resp.json(), "NOT_FOUND")
+
+
+async def test_a_failed_scorer_load_names_the_file_not_where_it_lives(gw: Gw) -> None:
+    status, body = await gw.post_json(
+        "/v1/scorers/load", {"filename": "bad.py", "source": "raise SystemExit(3)"}, ADMIN
+    )
+    assert_envelope(status, body, "SCORER_LOAD_ERROR")
+    assert str(gw.root) not in json.dumps(body) and "bad.py" in body["error"]["message"]

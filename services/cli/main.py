@@ -122,15 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show(args: argparse.Namespace, outcome: commands.Outcome, started: float) -> None:
+def _show(args: argparse.Namespace, outcome: commands.Outcome, started: float) -> commands.Outcome:
+    """Print the outcome; returns what was shown (an error if the data cannot be JSON)."""
     elapsed = time.perf_counter() - started
-    if args.json:
-        if outcome.error is None:
-            print_json(success(outcome.data, elapsed))
-        else:
-            print_json(failure(outcome.error, elapsed, outcome.data))
-    else:
+    if not args.json:
         outcome.show()
+        return outcome
+    if outcome.error is None:
+        envelope = success(outcome.data, elapsed)
+    else:
+        envelope = failure(outcome.error, elapsed, outcome.data)
+    try:
+        print_json(envelope)
+    except ValueError as exc:  # NaN or infinity left in the data: never print invalid JSON
+        error = internal_error(exc, stage=Stage.PLATFORM).to_info()
+        print_json(failure(error, elapsed))
+        return commands.Outcome(error=error)
+    return outcome
 
 
 def _setup_logging(debug: bool) -> None:
@@ -156,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         outcome = commands.Outcome(error=internal_error(exc, stage=Stage.PLATFORM).to_info())
     try:
-        _show(args, outcome, started)
+        outcome = _show(args, outcome, started)
         sys.stdout.flush()
     except BrokenPipeError:  # `autoscorer ... | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -410,7 +410,7 @@ async def test_a_cancelled_unpack_is_cleaned_up_when_its_thread_ends(tmp_path: P
     archive.write_bytes(gzip.compress(tar_bytes([("zeros", b"\0" * 60_000_000)], "w")))
     target = tmp_path / "target"
     task = asyncio.create_task(_unpack(archive, target, Limits(10, 100_000_000)))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the thread starts; unpacking 60 MB takes far longer than this
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -336,6 +336,12 @@ async def test_openapi_documents_every_route(gw):
     assert routes == documented
     assert all(op["summary"] for ops in doc["paths"].values() for op in ops.values())
     assert "JobSpec" in doc["components"]["schemas"]
+    submit = doc["paths"]["/v1/jobs"]["post"]
+    assert set(submit["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert {"202", "409", "422", "413", "415"} <= set(submit["responses"])
+    assert "default" not in submit["responses"]
+    listed = {p["name"] for p in doc["paths"]["/v1/jobs"]["get"]["parameters"]}
+    assert listed >= {"status", "created_from", "created_to", "cursor", "limit"}
 
 
 async def test_readyz_reports_a_closed_bus(gw):

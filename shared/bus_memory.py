@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -152,11 +152,16 @@ class MemoryBus:
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
 
-    async def blip(self) -> int:
-        """Do to the consumers what a broker restart does: every handler in flight is cancelled
-        (its channel died) and its message, never settled, is delivered again. For tests of
-        what a service keeps across a blip; returns how many deliveries were interrupted."""
-        interrupted = list(self._inflight.items())
+    async def blip(self, queues: Collection[str] | None = None) -> int:
+        """Do to the consumers what a broker restart does: every handler in flight (on
+        ``queues``, default all) is cancelled (its channel died) and its message, never settled,
+        is delivered again. For tests of what a service keeps across a blip; returns how many
+        deliveries were interrupted."""
+        interrupted = [
+            (task, (queue, delivery))
+            for task, (queue, delivery) in self._inflight.items()
+            if queues is None or queue.sub.queue in queues
+        ]
         for task, _ in interrupted:
             task.cancel()
         await asyncio.gather(*(task for task, _ in interrupted), return_exceptions=True)

@@ -184,8 +184,8 @@ class ExecutorService:
             run.handed_back = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
-                for run in left:
-                    await self._stop(run)
+                # all at once: a run still waiting for a slot only ends when the others free one
+                await asyncio.gather(*(self._stop(run) for run in left))
                 await _wait_all(left, STOP_TIMEOUT_S)
         # a run the backend could not stop in time is abandoned to the bus (it is handed back)
         tasks = [run.task for run in left if run.task is not None]

@@ -371,7 +371,7 @@ async def test_a_broker_blip_does_not_restart_the_run_its_redelivery_joins_it(ri
     await asyncio.sleep(0.2)
 
     # the delivery's channel dies: the bus cancels the handler and delivers the request again
-    assert await rig.bus.blip() == 1
+    assert await rig.bus.blip([rig.service.config.queue]) == 1
     await rig.until(RunHeartbeat, count=len(rig.of(RunHeartbeat)) + 2)  # beats go on meanwhile
     [done] = await rig.until(RunCompleted, timeout=20)
     await asyncio.sleep(0.3)
@@ -411,3 +411,38 @@ async def test_a_heartbeat_that_cannot_be_published_does_not_end_the_run(tmp_pat
     assert failing["left"] == 0
     assert rig.of(RunHeartbeat), "heartbeats stopped after the failed ones"
     assert service.supervisor.unhealthy() == []
+
+
+async def test_runs_a_blip_left_without_a_delivery_still_count_against_concurrency(
+    tmp_path, no_leaked_tasks
+):
+    bus = MemoryBus(drain_timeout=2.0)
+    executor = LocalExecutor(LocalConfig())
+    scorers = ScorerRegistry.with_builtins()
+    service = create_executor_service(
+        _settings(concurrency=1), bus, executor, scorers=scorers, instance="x"
+    )
+    rig = await _rig(service, bus)
+    starts = tmp_path / "starts"
+    long_spec, long_root = _workspace(tmp_path, [PY, "-c", _counting_run(starts, 1.5)])
+    other = long_spec.model_copy(update={"job_id": "job-other"})
+    other_root = tmp_path / "other"
+    shutil.copytree(long_root, other_root)
+    try:
+        await bus.publish(_request(long_spec, long_root))
+        await rig.until(RunStarted)
+        await bus.publish(_request(other, other_root))  # waits for the bus's one slot
+        # the long run loses its delivery; the other request is delivered before its redelivery
+        assert await bus.blip([service.config.queue]) == 1
+        done = await rig.until(RunCompleted, count=2, timeout=30)
+    finally:
+        await service.close()
+        await bus.close()
+        await executor.close()
+    # the long run answered when it ended, its redelivery later got the same event again
+    assert [e.job_id for e in done[:2]] == [long_spec.job_id, "job-other"]
+    assert len({e.event_id for e in done if e.job_id == long_spec.job_id}) == 1
+    started = {e.job_id: rig.seen.index(e) for e in rig.of(RunStarted)}
+    assert started["job-other"] > rig.seen.index(done[0]), "two runs at once on one slot"
+    assert starts.read_text() == "start\nstart\n"  # one each: the long run was not restarted
+    assert not bus.dead_letters

@@ -338,7 +338,7 @@ async def test_a_broker_blip_does_not_redo_a_scoring_its_redelivery_joins_it(rig
     await _until((root / "output" / "scorings").exists)
 
     # the delivery's channel dies: the bus cancels the handler and delivers the request again
-    assert await rig.bus.blip() == 1
+    assert await rig.bus.blip([rig.services[0].config.requests_queue]) == 1
     async with asyncio.timeout(30):
         while not rig.of(job.job_id):
             await asyncio.sleep(0.02)

@@ -236,9 +236,12 @@ class JobStore(Protocol):
         event_id: str | None = None,
         reason: str | None = None,
         outbox: Sequence[OutboxEntry] = (),
+        if_deadline: datetime | None = None,
     ) -> Transition:
         """Compare-and-set: move to ``to_state`` only if the job is in one of ``from_states`` and
-        has not processed ``event_id``; write ``update``, a history entry and ``outbox`` with it.
+        has not processed ``event_id`` (and, when ``if_deadline`` is given, its ``deadline_at`` is
+        that: the reaper acts on the deadline it read, not on a later one); write ``update``, a
+        history entry and ``outbox`` with it.
 
         Raises :class:`~shared.jobs.IllegalTransitionError` before touching the store if the state
         machine forbids any of the moves, :class:`JobNotFoundError` if there is no such job.

@@ -134,9 +134,15 @@ def transition_operators(
 
 
 def transition_filter(
-    job_id: str, states: frozenset[JobStatus], event_id: str | None, update: JobUpdate | None
+    job_id: str,
+    states: frozenset[JobStatus],
+    event_id: str | None,
+    update: JobUpdate | None,
+    if_deadline: datetime | None = None,
 ) -> Document:
     query: Document = {"_id": job_id, "status": {"$in": sorted(s.value for s in states)}}
+    if if_deadline is not None:
+        query["deadline_at"] = if_deadline
     if event_id is not None:
         query["processed_event_ids"] = {"$ne": event_id}
     if update is not None and update.attempt is not None:
@@ -270,13 +276,14 @@ class MongoJobStore:
         event_id: str | None = None,
         reason: str | None = None,
         outbox: Sequence[OutboxEntry] = (),
+        if_deadline: datetime | None = None,
     ) -> Transition:
         states = state_set(from_states)
         check_transition(states, to_state)
         change = StatusChange(status=to_state, at=now_ms(), reason=reason, event_id=event_id)
         async with driver_errors("transition"), self._exclusive(job_id):
             doc = await self._jobs.find_one_and_update(
-                transition_filter(job_id, states, event_id, update),
+                transition_filter(job_id, states, event_id, update, if_deadline),
                 transition_operators(to_state, update, change, outbox),
                 return_document=ReturnDocument.AFTER,
             )

@@ -214,12 +214,14 @@ class JobsDb:
         update: JobUpdate | None,
         change: StatusChange,
         outbox: Sequence[OutboxEntry],
+        if_deadline: datetime | None = None,
     ) -> Transition:
         with self._write():
             job = self._must_get(job_id)
             if change.event_id is not None and change.event_id in job.processed_event_ids:
                 return Transition(TransitionOutcome.DUPLICATE_EVENT, job)
-            if job.status not in states or not attempt_fits(job, update):
+            moved_on = if_deadline is not None and job.deadline_at != if_deadline
+            if job.status not in states or not attempt_fits(job, update) or moved_on:
                 return Transition(TransitionOutcome.STATE_MISMATCH, job)
             new = apply_transition(job, to_state, update, change=change, outbox=outbox)
             values = [s.value for s in states]
@@ -349,6 +351,7 @@ class SqliteJobStore:
         event_id: str | None = None,
         reason: str | None = None,
         outbox: Sequence[OutboxEntry] = (),
+        if_deadline: datetime | None = None,
     ) -> Transition:
         states = state_set(from_states)
         check_transition(states, to_state)
@@ -363,6 +366,7 @@ class SqliteJobStore:
             update=update,
             change=change,
             outbox=outbox,
+            if_deadline=if_deadline,
         )
 
     async def acquire_lease(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from services.scheduler.deadlines import Deadlines
 from services.scheduler.routing import Router
@@ -55,6 +56,7 @@ class Context:
         event_id: str | None = None,
         reason: str | None = None,
         emit: Sequence[BaseEvent] = (),
+        if_deadline: datetime | None = None,
     ) -> Transition:
         """Move ``job`` (as last read) by compare-and-set, setting the deadline of ``to_state``."""
         job_id = job.job_id
@@ -67,6 +69,7 @@ class Context:
             event_id=event_id,
             reason=reason,
             outbox=[outbox_entry(event) for event in emit],
+            if_deadline=if_deadline,
         )
         if done.applied:
             log.info("job %s -> %s (%s)", job_id, to_state.value, reason or "")

@@ -12,9 +12,11 @@ moves each on by compare-and-set:
   ``RunCompleted`` has nothing to send and fails at once;
 - ``running``: the attempt is lost, as when its lease expires: retried while attempts remain.
 
-The move is recorded under a key naming the deadline it acts on, so two schedulers reaping the
-same job move it once, and a result that lands first (a late ``ScoreCompleted``) makes the
-reaper's compare-and-set a no-op; whichever lands first is the job's one terminal state.
+The move is recorded under a key naming the deadline it acts on and only applies while the job
+still has that deadline (``if_deadline``), so two schedulers reaping the same job move it once, a
+reaper acting on an old read cannot touch a later round of the job, and a result that lands
+first (a late ``ScoreCompleted``) makes the reaper's compare-and-set a no-op; whichever lands
+first is the job's one terminal state.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ async def _resend_or_fail(ctx: Context, job: Job, request: BaseEvent) -> Transit
         event_id=deadline_key(job),
         reason=f"deadline passed; {request.type} sent again ({job.resent() + 1})",
         emit=[request],
+        if_deadline=job.deadline_at,
     )
 
 
@@ -111,6 +114,7 @@ async def _fail(ctx: Context, job: Job) -> Transition:
         event_id=deadline_key(job),
         reason=f"{job.status.value} past its deadline: {error.code.value}",
         emit=[failed],
+        if_deadline=job.deadline_at,
     )
 
 

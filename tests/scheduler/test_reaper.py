@@ -20,9 +20,16 @@ from services.scheduler.service import Scheduler
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import ErrorCode, Stage
-from shared.events import Event, JobFailed, JobSubmitted, ScoreCompleted, derived_event_id
+from shared.events import (
+    Event,
+    JobFailed,
+    JobSubmitted,
+    RunCompleted,
+    ScoreCompleted,
+    derived_event_id,
+)
 from shared.jobs import TERMINAL_STATES, Job, JobStatus, new_job
-from shared.models import ContainerSpec, JobSpec, Result
+from shared.models import ContainerSpec, JobSpec, Result, RunOutcome
 from shared.outbox import OutboxRelay
 from shared.store_sqlite import SqliteJobStore
 from tests.scheduler.fakes import Observer, eventually
@@ -225,3 +232,26 @@ async def test_reaper_completion_and_a_second_reaper_racing_end_in_one_terminal_
     await asyncio.sleep(0.2)
     failed = observer.of_type(JobFailed, job_id)
     assert len(failed) == (1 if job.status is S.FAILED else 0)
+
+
+async def test_a_reaper_acting_on_an_old_read_leaves_the_next_attempt_alone(
+    quiet: tuple[Scheduler, Context, Observer], store: SqliteJobStore
+) -> None:
+    from tests.scheduler.fakes import platform_error
+    from tests.scheduler.test_event_ids import started
+
+    scheduler, ctx, observer = quiet
+    await scheduler.handle(submitted("job-cycle"))
+    stale = await store.get("job-cycle")  # queued, attempt 1 pending
+    assert stale is not None
+    lost = RunOutcome(
+        job_id="job-cycle", backend="local", status="failed", error=platform_error().to_info()
+    )
+    await scheduler.handle(started("job-cycle"))
+    await scheduler.handle(RunCompleted(job_id="job-cycle", outcome=lost))  # retried: attempt 2
+
+    assert not (await reap(ctx, stale)).applied
+
+    job = await store.get("job-cycle")
+    assert job is not None and job.status is S.QUEUED and job.attempts.count == 1
+    assert observer.of_type(JobFailed, "job-cycle") == []

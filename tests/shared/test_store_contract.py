@@ -528,6 +528,21 @@ async def test_overdue_active_jobs_come_earliest_deadline_first(store: JobStore)
     ]
 
 
+async def test_a_transition_may_require_the_deadline_it_read(store: JobStore) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    job = await created(store, make_job())
+    read = await store.transition(job.job_id, S.SUBMITTED, S.QUEUED, JobUpdate(deadline_at=now))
+    later = now + TTL
+    await store.transition(job.job_id, S.QUEUED, S.QUEUED, JobUpdate(deadline_at=later))
+
+    stale = await store.transition(job.job_id, S.QUEUED, S.FAILED, if_deadline=now)
+    current = await store.transition(job.job_id, S.QUEUED, S.FAILED, if_deadline=later)
+
+    assert read.job.deadline_at == now
+    assert stale.outcome is TransitionOutcome.STATE_MISMATCH
+    assert current.applied and current.job.status is S.FAILED
+
+
 # --- workspace, outbox, re-open -------------------------------------------------------------
 
 

@@ -239,6 +239,7 @@ async def _submit_upload(gw: Gateway, request: web.Request) -> web.Response:
     Whatever is unpacked is removed again unless a new job now owns it.
     """
     settings = gw.settings
+    _idempotency_key(request, request[PRINCIPAL])  # a malformed key is refused before unpacking
     uploads = settings.data_root / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     target = uploads / uuid.uuid4().hex

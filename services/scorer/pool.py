@@ -335,11 +335,19 @@ def _receive(receive: Any, task: ScoreTask, time_limit: float) -> Result | tuple
 
 
 def _score_and_send(task: ScoreTask, send: Any, parent: int, log_level: int) -> None:
+    _stdout_to_stderr()  # a scorer's print() must not mix into the CLI's --json output
     quiet_logging(log_level)
     start_worker(parent)
     send.send(None)
     send.send(score_in_worker(task))
     send.close()
+
+
+def _stdout_to_stderr() -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
 
 
 class _NoTraceback(logging.Formatter):

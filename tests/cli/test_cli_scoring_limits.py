@@ -36,6 +36,14 @@ def crashing(ws, params):
     raise RuntimeError("division by zero in the organiser's code")
 
 
+@register("chatty", version="1.0.0", task_type="demo", description="prints",
+          expected_files=(), primary_metric="value")
+def chatty(ws, params):
+    print("hello from the scorer")
+    os.write(1, b"raw bytes on fd 1\\n")
+    return Result(summary={"value": 1.0})
+
+
 @register("vanishing", version="1.0.0", task_type="demo", description="kills its interpreter",
           expected_files=(), primary_metric="value")
 def vanishing(ws, params):
@@ -141,3 +149,29 @@ def test_debug_shows_the_scorer_traceback(setup):
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "division by zero" in done.stderr
     assert "error SCORE_ERROR" in done.stderr
+
+
+def test_a_scorer_printing_to_stdout_cannot_break_the_json_output(setup):
+    plugin, ws, _ = setup
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "score",
+            str(ws),
+            "--scorer",
+            "chatty",
+            "--plugin",
+            str(plugin),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["data"]["summary"] == {"value": 1.0}
+    assert "hello from the scorer" in done.stderr and "raw bytes on fd 1" in done.stderr

@@ -3,9 +3,12 @@ dispatcher, scorer watcher, ...).
 
 A loop is a coroutine function. ``Supervisor.forever`` runs one that should never return (a
 watcher, a dispatcher's ``run``): when it raises or returns while the supervisor is open, it is
-logged and started again after a growing back-off; once a started body has run for
-``recover_after_s`` without failing, its failures in a row count from zero again (it never
-returns, so running is its success). ``Supervisor.every`` runs a step every ``interval``
+logged and started again after a growing back-off. Such a body never returns, so it reports
+its progress with :meth:`Supervisor.beat` (the webhook dispatcher beats after each round of
+claims): a beat counts its failures in a row from zero again. A forever body that never beats is
+taken as recovered once it has run ``recover_after_s`` without failing; that guess is wrong for
+a body whose failures take longer than that (a store timeout), which is why loops should beat.
+``Supervisor.every`` runs a step every ``interval``
 seconds; a step that raises is logged and the next period runs it again (``first`` is run
 again until it succeeds once). Nothing a loop raises ends it, not even a ``CancelledError``
 that a library raised by itself; only :meth:`Supervisor.close` does. Every loop's state is in
@@ -92,6 +95,7 @@ async def guarded(label: str, work: Body) -> bool:
 class _Loop:
     health: LoopHealth
     forever: bool = False
+    beats: bool = False  # it reports progress itself: no guessing from how long it ran
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -136,11 +140,19 @@ class Supervisor:
         if name in self._loops:
             self._loops[name].wake.set()
 
+    def beat(self, name: str) -> None:
+        """The loop ``name`` made progress (a forever body calls this as it works)."""
+        loop = self._loops.get(name)
+        if loop is not None:
+            loop.beats = True
+            loop.health.consecutive_failures = 0
+            loop.health.last_ok_at = time.time()
+
     def health(self) -> dict[str, LoopHealth]:
         for loop in self._loops.values():
             if loop.task is not None and loop.task.done() and not self._closing:
                 loop.health.ended = True
-            if loop.forever and self._recovered(loop.health):
+            if self._recovered(loop):
                 loop.health.consecutive_failures = 0
         return {name: loop.health for name, loop in self._loops.items()}
 
@@ -210,15 +222,15 @@ class Supervisor:
             task = asyncio.current_task()
             if self._closing or (task is not None and task.cancelling()):
                 raise  # close(), or whoever owns the task, cancelled it
-            self._failed(h, exc, self._recovered(h) and loop.forever)
+            self._failed(h, exc, self._recovered(loop))
             log.warning("%s: loop %s was cancelled from inside", self.service, h.name)
             return False
         except AutoscorerError as exc:
-            self._failed(h, exc, self._recovered(h) and loop.forever)
+            self._failed(h, exc, self._recovered(loop))
             log.warning("%s: loop %s: %s", self.service, h.name, describe(exc))
             return False
         except Exception as exc:  # the one boundary of every supervised background loop
-            self._failed(h, exc, self._recovered(h) and loop.forever)
+            self._failed(h, exc, self._recovered(loop))
             log.exception("%s: loop %s failed unexpectedly", self.service, h.name)
             return False
         finally:
@@ -227,9 +239,11 @@ class Supervisor:
         h.last_ok_at = time.time()
         return True
 
-    def _recovered(self, h: LoopHealth) -> bool:
-        """The running body has gone ``recover_after_s`` without failing."""
-        since = h.running_since
+    def _recovered(self, loop: _Loop) -> bool:
+        """A forever body that does not beat has gone ``recover_after_s`` without failing."""
+        if not loop.forever or loop.beats:
+            return False
+        since = loop.health.running_since
         return since is not None and time.monotonic() - since >= self.recover_after_s
 
     @staticmethod

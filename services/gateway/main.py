@@ -46,7 +46,7 @@ class GatewayService:
 
     def start(self) -> None:
         """Start the background loops (after the bus started)."""
-        self.supervisor.forever("webhook-dispatcher", self.dispatcher.run)
+        self.dispatcher.supervise(self.supervisor)
 
     async def close(self) -> None:
         await self.supervisor.close()

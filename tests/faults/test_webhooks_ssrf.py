@@ -108,7 +108,7 @@ async def _deliver_all(hooks, jobs, urls, allow):
     settings = WebhookSettings(allow_private_targets=allow, timeout_s=1.0, retry_delays_s=[0.05])
     dispatcher = WebhookDispatcher(hooks, jobs, settings, jitter=lambda: 0.0)
     supervisor = Supervisor("gateway")
-    supervisor.forever("webhook-dispatcher", dispatcher.run)
+    dispatcher.supervise(supervisor)
     try:
         job = new_job(JobSpec(scorer="classification_f1"), workspace="/ws", submitter="x")
         await jobs.create(job)

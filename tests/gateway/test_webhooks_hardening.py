@@ -266,3 +266,42 @@ async def test_the_resolver_refuses_names_that_resolve_to_embedded_private_ipv4(
         assert kept["host"] == "2606:4700:4700::1111"  # only the global answer is connected to
     finally:
         await resolver.close()
+
+
+async def test_a_store_made_before_deliveries_had_a_tenant_is_upgraded(tmp_path):
+    import sqlite3
+
+    from services.gateway.webhooks.models import Delivery
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE webhooks (id TEXT PRIMARY KEY, owner TEXT NOT NULL, doc TEXT NOT NULL);"
+        "CREATE TABLE webhook_deliveries (id TEXT PRIMARY KEY, subscription_id TEXT,"
+        " status TEXT NOT NULL, next_attempt_at TEXT NOT NULL, claimed_until TEXT,"
+        " created_at TEXT NOT NULL, doc TEXT NOT NULL);"
+    )
+    conn.close()
+    store = SqliteWebhookStore(path)
+    await store.init()
+    try:
+        new = Delivery(
+            id="msg_1",
+            subscription_id=None,
+            url="https://a.example/",
+            event_id="e",
+            event_type="job.failed",
+            job_id=None,
+            body={},
+            tenant="alice",
+        )
+        assert await store.add_delivery(new)
+        from datetime import timedelta
+
+        from shared.jobs import now_ms
+
+        assert await store.claim_due(now_ms(), timedelta(seconds=5), 10, ["alice"]) == []
+        [claimed] = await store.claim_due(now_ms(), timedelta(seconds=5), 10, ["bob"])
+        assert claimed.tenant == "alice"
+    finally:
+        await store.close()

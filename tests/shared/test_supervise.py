@@ -279,3 +279,34 @@ async def test_guarded_lets_a_cancel_through():
 
 def test_describe_is_bounded():
     assert len(describe(RuntimeError("x" * 10_000))) == 300
+
+
+async def test_a_beating_loop_whose_failures_are_slow_is_still_reported():
+    """A store timeout takes longer than recover_after_s to fail: only beats count as progress,
+    so three slow failures in a row make the loop unhealthy; a beat makes it healthy again."""
+    sup = Supervisor(
+        "svc", backoff_s=0.01, max_backoff_s=0.01, unhealthy_after=3, recover_after_s=0.05
+    )
+    calls = []
+    store_up = asyncio.Event()
+
+    async def body():
+        calls.append(1)
+        if len(calls) == 1:
+            sup.beat("dispatcher")  # it worked once
+        if not store_up.is_set():
+            await asyncio.sleep(0.1)  # a timeout, longer than recover_after_s
+            raise AutoscorerError(ErrorCode.STORE_ERROR, "timed out", stage=Stage.PLATFORM)
+        sup.beat("dispatcher")
+        await asyncio.Event().wait()
+
+    sup.forever("dispatcher", body)
+    try:
+        await _until(lambda: sup.unhealthy() == ["dispatcher"])
+        assert sup.health()["dispatcher"].consecutive_failures >= 3
+        store_up.set()
+        await _until(lambda: sup.unhealthy() == [])
+        assert sup.health()["dispatcher"].last_ok_at is not None
+        sup.beat("nobody")  # an unknown name is ignored
+    finally:
+        await sup.close()

@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -50,7 +50,7 @@ from shared.errors import AutoscorerError
 from shared.events import Event
 from shared.jobs import Job, now_ms
 from shared.store import JobStore
-from shared.supervise import guarded
+from shared.supervise import Supervisor, guarded
 from shared.urls import check_target_url
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ BATCH = 20  # deliveries claimed at once
 MAX_IN_FLIGHT = 64  # attempts running at once
 PER_TENANT = 4  # attempts running at once for one tenant; more wait (deferred, not counted)
 DEFER_S = 1.0
+LOOP = "webhook-dispatcher"  # its name under the gateway's Supervisor (and in /readyz)
 
 
 def _visible(sub: WebhookSubscription, job: Job | None) -> bool:
@@ -97,15 +98,16 @@ class WebhookDispatcher:
         event_id = str(event.event_id)
         for sub in await self._hooks.list_subscriptions():
             if sub.active and event.type in sub.event_types and _visible(sub, job):
-                await self._hooks.add_delivery(self._delivery(sub.id, sub.url, event, body))
-        callback = job.callback_url if job is not None else None
-        if callback and event.type in FINAL_EVENTS:
-            await self._hooks.add_delivery(self._delivery(None, callback, event, body))
+                delivery = self._delivery(sub.id, sub.url, event, body, sub.owner)
+                await self._hooks.add_delivery(delivery)
+        if job is not None and job.callback_url and event.type in FINAL_EVENTS:
+            delivery = self._delivery(None, job.callback_url, event, body, job.submitter)
+            await self._hooks.add_delivery(delivery)
         log.debug("event %s queued for webhooks", event_id)
         self._wake.set()
 
     def _delivery(
-        self, sub_id: str | None, url: str, event: Event, body: dict[str, object]
+        self, sub_id: str | None, url: str, event: Event, body: dict[str, object], tenant: str
     ) -> Delivery:
         target = sub_id or f"callback:{url}"
         return Delivery(
@@ -116,6 +118,7 @@ class WebhookDispatcher:
             event_type=event.type,
             job_id=event.job_id,
             body=body,
+            tenant=tenant,
         )
 
     async def __aenter__(self) -> WebhookDispatcher:
@@ -132,11 +135,18 @@ class WebhookDispatcher:
             await self._session.close()
             self._session = None
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
+    def supervise(self, supervisor: Supervisor, name: str = LOOP) -> None:
+        """Run :meth:`run` under ``supervisor``, beating after each round of claims."""
+        supervisor.forever(name, lambda: self.run(progress=lambda: supervisor.beat(name)))
+
+    async def run(
+        self, stop: asyncio.Event | None = None, *, progress: Callable[[], None] | None = None
+    ) -> None:
         """Claim due deliveries and attempt each in its own task, until ``stop`` is set or the
         task is cancelled (the gateway runs this under its ``Supervisor``). A slow or hanging
         target holds only its own deliveries, and at most ``per_tenant`` at once per tenant;
-        one delivery that fails in any way is recorded on that delivery, never ends the loop."""
+        one delivery that fails in any way is recorded on that delivery, never ends the loop.
+        ``progress`` is called after each round of claims that worked (the store answered)."""
         async with self:
             while stop is None or not stop.is_set():
                 self._wake.clear()
@@ -144,6 +154,8 @@ class WebhookDispatcher:
                 while self._due and self._due[0] <= now:
                     heapq.heappop(self._due)
                 await self._claim_and_start()
+                if progress is not None:
+                    progress()
                 await self._sleep(stop)
 
     async def deliver_due(self) -> int:
@@ -160,17 +172,46 @@ class WebhookDispatcher:
         if room <= 0:
             return 0
         claim = timedelta(seconds=self._settings.timeout_s + 30)
-        due = await self._hooks.claim_due(now_ms(), claim, room)
+        full = [tenant for tenant, n in self._busy.items() if n >= self._per_tenant]
+        due = await self._hooks.claim_due(now_ms(), claim, room, full)
         for delivery in due:
             if delivery.id in self._in_flight:
                 continue  # its claim ran out while it was still being attempted here
-            task = asyncio.create_task(self._deliver(delivery), name=f"webhook:{delivery.id}")
-            self._in_flight[delivery.id] = task
-            task.add_done_callback(functools.partial(self._finished, delivery.id))
+            tenant = delivery.tenant
+            if tenant is not None and self._busy[tenant] >= self._per_tenant:
+                self._start(delivery, self._defer(delivery))  # more of one tenant than it may run
+                continue
+            if tenant is not None:
+                self._busy[tenant] += 1  # its share is taken from now, so claims skip it
+            self._start(delivery, self._deliver(delivery, tenant), holds=tenant)
         return len(due)
 
-    def _finished(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
+    def _start(
+        self, delivery: Delivery, work: Coroutine[object, object, None], holds: str | None = None
+    ) -> None:
+        """Run ``work`` as a task; when it ends (even cancelled before it began), the share of
+        tenant ``holds`` is given back."""
+        task = asyncio.create_task(work, name=f"webhook:{delivery.id}")
+        self._in_flight[delivery.id] = task
+        task.add_done_callback(functools.partial(self._finished, delivery.id, holds))
+
+    def _release(self, tenant: str) -> None:
+        self._busy[tenant] -= 1
+        if self._busy[tenant] <= 0:
+            del self._busy[tenant]
+
+    async def _defer(self, delivery: Delivery) -> None:
+        """Back in the queue without an attempt (none counted): its tenant's share is in use."""
+        later = now_ms() + timedelta(seconds=DEFER_S)
+        if await guarded(
+            f"webhook delivery {delivery.id}", lambda: self._hooks.defer(delivery.id, later)
+        ):
+            self._note_due(later)
+
+    def _finished(self, delivery_id: str, holds: str | None, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
+        if holds is not None:
+            self._release(holds)
         self._wake.set()  # room for another delivery
 
     def _note_due(self, at: datetime) -> None:
@@ -200,10 +241,13 @@ class WebhookDispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery, reserved: str | None) -> None:
+        """One delivery's boundary; ``reserved``: the tenant whose share it already holds."""
         assert self._session is not None
         session = self._session
-        await guarded(f"webhook delivery {delivery.id}", lambda: self._attempt(session, delivery))
+        await guarded(
+            f"webhook delivery {delivery.id}", lambda: self._attempt(session, delivery, reserved)
+        )
 
     async def _target(self, delivery: Delivery) -> tuple[str, str | None] | None:
         """(tenant, signing secret) of a delivery; None when its subscription was deleted."""
@@ -214,7 +258,9 @@ class WebhookDispatcher:
         sub = await self._hooks.get_subscription(delivery.subscription_id)
         return None if sub is None else (sub.owner, sub.secret)
 
-    async def _attempt(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+    async def _attempt(
+        self, session: aiohttp.ClientSession, delivery: Delivery, reserved: str | None
+    ) -> None:
         started = time.perf_counter()
         target = await self._target(delivery)
         if target is None:
@@ -226,18 +272,16 @@ class WebhookDispatcher:
             await self._record(delivery, None, exc.message, started, final=True)
             return
         tenant, secret = target
-        if self._busy[tenant] >= self._per_tenant:
-            later = now_ms() + timedelta(seconds=DEFER_S)
-            await self._hooks.defer(delivery.id, later)  # no attempt made: none counted
-            self._note_due(later)
-            return
-        self._busy[tenant] += 1
+        if reserved is None:  # stored before deliveries knew their tenant: take a share now
+            if self._busy[tenant] >= self._per_tenant:
+                await self._defer(delivery)
+                return
+            self._busy[tenant] += 1
         try:
             status_code, error = await self._post(session, delivery, secret)
         finally:
-            self._busy[tenant] -= 1
-            if self._busy[tenant] <= 0:
-                del self._busy[tenant]
+            if reserved is None:
+                self._release(tenant)
         await self._record(delivery, status_code, error, started)
 
     async def _record(

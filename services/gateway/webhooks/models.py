@@ -70,6 +70,7 @@ class Delivery(BaseModel):
     event_type: str
     job_id: str | None
     body: dict[str, Any]
+    tenant: str | None = None  # whose delivery (subscription owner, job submitter): fair share
     status: DeliveryStatus = DeliveryStatus.PENDING
     attempts: list[DeliveryAttempt] = Field(default_factory=list)
     next_attempt_at: datetime = Field(default_factory=now_ms)

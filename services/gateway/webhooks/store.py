@@ -8,6 +8,7 @@ same attempt twice.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -38,8 +39,11 @@ class WebhookStore(Protocol):
         """False when a delivery with this id exists already (a redelivered event)."""
         ...
 
-    async def claim_due(self, now: datetime, claim: timedelta, limit: int) -> list[Delivery]:
-        """Pending deliveries due by ``now`` and not claimed, each claimed until ``now + claim``.
+    async def claim_due(
+        self, now: datetime, claim: timedelta, limit: int, skip_tenants: Collection[str] = ()
+    ) -> list[Delivery]:
+        """Pending deliveries due by ``now`` and not claimed, each claimed until ``now + claim``,
+        except those of ``skip_tenants`` (tenants with all their attempts in flight already).
         A stored delivery that no longer parses is marked failed and left out, never raised."""
         ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,25 +91,34 @@ class MongoWebhookStore:
             raise store_error(exc, "add_delivery") from exc
         return True
 
-    async def claim_due(self, now: datetime, claim: timedelta, limit: int) -> list[Delivery]:
+    async def claim_due(
+        self, now: datetime, claim: timedelta, limit: int, skip_tenants: Collection[str] = ()
+    ) -> list[Delivery]:
         claimed: list[Delivery] = []
-        query = {
+        query: Doc = {
             "status": "pending",
             "next_attempt_at": {"$lte": now},
             "$or": [{"claimed_until": None}, {"claimed_until": {"$lt": now}}],
         }
-        for _ in range(limit):
+        if skip_tenants:
+            query["tenant"] = {"$nin": sorted(skip_tenants)}  # also matches rows without one
+        # One sorted query for the candidates, then one atomic claim each by id (the filter
+        # repeats the conditions, so two replicas never claim the same one): a sorted
+        # find_one_and_update per row scans the whole queue each time on FerretDB.
+        candidates = (
+            self._deliveries.find(query, {"_id": 1}).sort("next_attempt_at", ASCENDING).limit(limit)
+        )
+        for found in await self._guard("claim_due", candidates.to_list(None)):
             doc = await self._guard(
                 "claim_due",
                 self._deliveries.find_one_and_update(
-                    query,
+                    {"_id": found["_id"], **query},
                     {"$set": {"claimed_until": now + claim}},
-                    sort=[("next_attempt_at", ASCENDING)],
                     return_document=ReturnDocument.AFTER,
                 ),
             )
             if doc is None:
-                break
+                continue  # claimed by another replica in between
             delivery = readable(Delivery, doc, "delivery")
             if delivery is not None:
                 claimed.append(delivery)

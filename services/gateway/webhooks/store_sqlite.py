@@ -7,8 +7,10 @@ is mode 0700.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -60,6 +62,9 @@ class _Db:
     def __init__(self, path: str) -> None:
         private_file(path)
         self.conn = connect(path, SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(webhook_deliveries)")}
+        if "tenant" not in columns:  # a store made before deliveries knew their tenant
+            self.conn.execute("ALTER TABLE webhook_deliveries ADD COLUMN tenant TEXT")
         if path != ":memory:" and not path.startswith("file:"):
             tighten(path)  # SQLite gives -wal/-shm the database's mode; make sure of it
 
@@ -86,7 +91,8 @@ class _Db:
     def add_delivery(self, d: Delivery) -> bool:
         try:
             self.conn.execute(
-                "INSERT INTO webhook_deliveries VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                "INSERT INTO webhook_deliveries (id, subscription_id, status, next_attempt_at,"
+                " claimed_until, created_at, doc, tenant) VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
                 (
                     d.id,
                     d.subscription_id,
@@ -94,13 +100,16 @@ class _Db:
                     d.next_attempt_at.isoformat(),
                     d.created_at.isoformat(),
                     d.model_dump_json(),
+                    d.tenant,
                 ),
             )
         except sqlite3.IntegrityError:
             return False
         return True
 
-    def claim_due(self, now: datetime, claim: timedelta, limit: int) -> list[Delivery]:
+    def claim_due(
+        self, now: datetime, claim: timedelta, limit: int, skip: Collection[str]
+    ) -> list[Delivery]:
         until = (now + claim).isoformat()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -108,8 +117,9 @@ class _Db:
                 "SELECT id, doc FROM webhook_deliveries"
                 " WHERE status = 'pending' AND next_attempt_at <= ?"
                 " AND (claimed_until IS NULL OR claimed_until < ?)"
+                " AND (tenant IS NULL OR tenant NOT IN (SELECT value FROM json_each(?)))"
                 " ORDER BY next_attempt_at LIMIT ?",
-                (now.isoformat(), now.isoformat(), limit),
+                (now.isoformat(), now.isoformat(), json.dumps(sorted(skip)), limit),
             ).fetchall()
             for row in rows:
                 self.conn.execute(
@@ -214,8 +224,12 @@ class SqliteWebhookStore:
     async def add_delivery(self, delivery: Delivery) -> bool:
         return await self._worker.run("add_delivery", self._d.add_delivery, delivery)
 
-    async def claim_due(self, now: datetime, claim: timedelta, limit: int) -> list[Delivery]:
-        return await self._worker.run("claim_due", self._d.claim_due, now, claim, limit)
+    async def claim_due(
+        self, now: datetime, claim: timedelta, limit: int, skip_tenants: Collection[str] = ()
+    ) -> list[Delivery]:
+        return await self._worker.run(
+            "claim_due", self._d.claim_due, now, claim, limit, skip_tenants
+        )
 
     async def defer(self, delivery_id: str, next_attempt_at: datetime) -> None:
         await self._worker.run("defer", self._d.defer, delivery_id, next_attempt_at)

@@ -881,3 +881,29 @@ async def test_a_failed_scorer_load_names_the_file_not_where_it_lives(gw: Gw) ->
     )
     assert_envelope(status, body, "SCORER_LOAD_ERROR")
     assert str(gw.root) not in json.dumps(body) and "bad.py" in body["error"]["message"]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                max_size=4),
+    max_leaves=20,
+)
+_fields = st.sampled_from(["workspace", "spec", "priority", "callback_url", "filename", "source",
+                           "scorer_name", "url", "event_types"])
+_bodies = st.one_of(_json_values, st.dictionaries(_fields, _json_values, max_size=5))
+_POSTS = ["/v1/jobs", "/v1/scorers/load", "/v1/scorers/test", "/v1/scorers/watch",
+          "/v1/webhooks", "/v1/jobs/j1/cancel", "/v1/jobs/j1/rescore"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(_POSTS), body=_bodies, key=st.sampled_from([ADMIN, ALICE]))
+async def test_any_json_body_on_any_route_is_never_a_5xx(
+    tmp_path: Path, path: str, body: Any, key: str
+) -> None:
+    async with running_gateway(tmp_path / uuid.uuid4().hex) as gw:
+        resp = await gw.client.post(path, json=body, headers=auth(key))
+        answer = await resp.json()
+        assert resp.status < 500, answer
+        if not answer["ok"]:
+            assert_envelope(resp.status, answer)

@@ -60,8 +60,9 @@ def _env_config() -> str | None:
 
 def _registry(settings: Settings, extra: list[Path]) -> ScorerRegistry:
     registry = ScorerRegistry.with_builtins()
-    for path in [*settings.scorer.plugin_paths, *extra]:
-        registry.load_path(path)
+    with contextlib.redirect_stdout(sys.stderr):  # a plugin printing on import: not into --json
+        for path in [*settings.scorer.plugin_paths, *extra]:
+            registry.load_path(path)
     return registry
 
 

@@ -66,6 +66,7 @@ class SoakReport:
     seed: int
     seconds: float
     accepted: list[str] = field(default_factory=list)
+    expected: dict[str, str] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     kills: Counter[str] = field(default_factory=Counter)
     broker_restarts: int = 0
@@ -229,7 +230,9 @@ class Soak:
             except (aiohttp.ClientError, OSError, TimeoutError):
                 status, body = 0, {}
             if status in (200, 202):
-                self.report.accepted.append(str(body["data"]["job_id"]))
+                job_id = str(body["data"]["job_id"])
+                self.report.accepted.append(job_id)
+                self.report.expected[job_id] = "failed" if fails else "succeeded"
                 return
             if status and status < 500:
                 self.report.problems.append(f"good submission refused {status}: {body}")
@@ -310,6 +313,11 @@ class Soak:
                 self.report.problems.append(str(exc)[:300])
                 continue
             self.report.outcomes[job["status"]] += 1
+            if job["status"] != self.report.expected[job_id]:
+                self.report.problems.append(
+                    f"{job_id} {job['status']}, expected {self.report.expected[job_id]}: "
+                    f"{json.dumps(job['error'])[:300]}"
+                )
             await wait_webhook(self.stack.receiver, job, timeout=30, settle=0)
         await asyncio.sleep(3.0)  # room for a late duplicate to show
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
@@ -46,11 +47,32 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+@dataclass
+class _Style:
+    details: bool = False
+
+
+_STYLE = _Style()
+MAX_LINE = 2000
+
+
+def show_details(flag: bool) -> None:
+    """Readable errors: one line (the default), or with their details and logs (--debug)."""
+    _STYLE.details = flag
+
+
 def print_error(error: ErrorInfo) -> None:
+    """One line on stderr: ``error CODE (stage, fault fault[, retryable]): message``; the
+    details follow, indented, with --debug (--json always carries them)."""
     err = sys.stderr
-    err.write(f"error {error.code.value} ({error.stage.value}, {error.fault.value} fault")
-    err.write(", retryable)" if error.retryable else ")")
-    err.write(f": {error.message}\n")
+    message = " ".join(error.message.split())[:MAX_LINE]
+    retry = ", retryable" if error.retryable else ""
+    err.write(f"error {error.code.value} ({error.stage.value}, {error.fault.value} fault{retry})")
+    logs = error.logs or ""
+    where = f" (logs: {logs})" if logs and "\n" not in logs and len(logs) < 200 else ""
+    err.write(f": {message}{where}\n")
+    if not _STYLE.details:
+        return
     for key, value in error.details.items():
         text = json.dumps(value, ensure_ascii=False, default=str)
         err.write(f"  {key}: {text[:600]}\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.cli import commands
-from services.cli.envelope import failure, print_json, success
+from services.cli.envelope import failure, print_json, show_details, success
 from services.scorer.pool import quiet_logging
 from shared.bounded_json import loads_bounded
 from shared.errors import AutoscorerError, Stage, internal_error
@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False) or os.environ.get("AUTOSCORER_DEBUG"))
     _setup_logging(debug)
+    show_details(debug)
     started = time.perf_counter()
     try:
         outcome = args.handler(args)

@@ -221,6 +221,7 @@ async def test_a_scorer_loaded_on_one_replica_reaches_the_other(tmp_path, predic
         done = await rig.score(_job(spec, "job-shared", "shared_demo"), root, count=2)
         assert [e.result.summary["value"] for e in done] == [7.0, 7.0]  # both replicas' workers
         assert {e.scorer_version for e in done} == {"2.0.0"}
+        assert len({e.event_id for e in done}) == 1  # one request, one answer, whoever scored
         caplog.set_level("INFO", logger="services.scorer.service")
         await beta.load_scorer(source_file)  # same bytes: alpha keeps what it has
         await _until(lambda: "already here" in caplog.text)

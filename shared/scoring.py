@@ -66,7 +66,8 @@ class ScorerDef(Generic[P]):
                 ErrorCode.BAD_PARAMS,
                 f"params do not fit scorer {self.info.name}",
                 scorer=self.info.name,
-                errors=exc.errors(include_url=False, include_context=False),
+                errors=_brief_errors(exc),
+                error_count=exc.error_count(),
             ) from exc
 
     def score(self, ws: Workspace, params: Mapping[str, Any]) -> Result:
@@ -87,6 +88,19 @@ class ScorerDef(Generic[P]):
         return ScorerDef(
             self.info.model_copy(update={"source": source}), self.params_model, self.fn
         )
+
+
+def _brief_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """The first validation errors, without the input and with bounded text: params are
+    untrusted and may be large or deep (docs/ERRORS.md: errors never echo unbounded input)."""
+    return [
+        {
+            "loc": [str(part)[:100] for part in error["loc"][:10]],
+            "msg": error["msg"][:200],
+            "type": error["type"],
+        }
+        for error in exc.errors(include_url=False, include_context=False)[:20]
+    ]
 
 
 MAX_DEPTH = 32

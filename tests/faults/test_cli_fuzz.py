@@ -121,6 +121,7 @@ def _score(capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str
         error = envelope["error"]
         assert ErrorCode(error["code"]) and Stage(error["stage"]) and Fault(error["fault"])
         assert isinstance(error["message"], str) and len(error["message"]) < 20_000
+        assert len(json.dumps(error)) < 100_000  # never an unbounded echo of the input
         assert error["code"] not in CRASHES, error
     return code, envelope
 
@@ -199,3 +200,12 @@ def test_any_meta_json_bytes(tmp_path, capfd, meta):
     code, envelope = _score(capfd, str(ws))
     if code == 1:
         assert envelope["error"]["fault"] in ("organiser", "participant"), envelope["error"]
+
+
+def test_large_params_within_the_depth_limit_are_not_echoed(tmp_path, capfd):
+    big = "k" * 200_000
+    params = {big: {big[:50_000]: [1] * 10}, "nested": json.loads(_deep(25, {big: 1}))}
+    ws = _workspace(tmp_path, json.dumps({"scorer": "classification_f1", "params": params}), {})
+    code, envelope = _score(capfd, str(ws))
+    assert code == 1 and envelope["error"]["code"] == "BAD_PARAMS"
+    assert envelope["error"]["fault"] == "organiser"

@@ -209,3 +209,19 @@ def test_large_params_within_the_depth_limit_are_not_echoed(tmp_path, capfd):
     code, envelope = _score(capfd, str(ws))
     assert code == 1 and envelope["error"]["code"] == "BAD_PARAMS"
     assert envelope["error"]["fault"] == "organiser"
+
+
+@pytest.mark.parametrize(
+    ("gt", "pred"),
+    [
+        (b"id,label\n" + b"a" * 1_000_000 + b",x\n", b"id,label\nb,x\n"),  # MISMATCH
+        (b"id,label\na,x\n", b"id,label\n" + b"z" * 1_000_000 + b",x\n"),
+        (b"id," + b"h" * 60_000 + b"\na,x\n", b"id,label\na,x\n"),  # a header of 60 KB
+        (b"id,label\nq,x\nq,y\n".replace(b"q", b"q" * 500_000), b"id,label\na,x\n"),  # duplicates
+    ],
+)
+def test_huge_cells_are_not_echoed(tmp_path, capfd, gt, pred):
+    files = {"input/gt.csv": gt, "output/pred.csv": pred}
+    ws = _workspace(tmp_path, '{"scorer": "classification_f1"}', files)
+    code, envelope = _score(capfd, str(ws))
+    assert code == 1 and len(json.dumps(envelope["error"])) < 10_000

@@ -54,8 +54,28 @@ class CsvFile:
     def error(self, code: ErrorCode, message: str, **details: Any) -> AutoscorerError:
         info = {"file": self.role, "path": self.relative, "side": self.fault.value, **details}
         return AutoscorerError(
-            code, f"{self.relative}: {message}", stage=self.stage, details=info, fault=self.fault
+            code,
+            clip(f"{self.relative}: {message}", MAX_MESSAGE),
+            stage=self.stage,
+            details=clip(info),
+            fault=self.fault,
         )
+
+
+MAX_TEXT = 200
+MAX_MESSAGE = 2000
+
+
+def clip(value: Any, limit: int = MAX_TEXT) -> Any:
+    """``value`` with every string cut to ``limit`` characters: ids and values in an error come
+    from the files, and one cell may be megabytes long."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    if isinstance(value, dict):
+        return {key: clip(item, limit) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clip(item, limit) for item in value]
+    return value
 
 
 GT = CsvFile("gt", GT_PATH)
@@ -136,11 +156,12 @@ def _check_header(
     for header in headers:
         if tuple(found) == header:
             return header
+    shown = [name[:100] for name in found[:10]]  # a header line may be 64 KiB of anything
     raise source.error(
         ErrorCode.BAD_FORMAT,
-        f"header must be {expected}, found {','.join(found)}",
+        f"header must be {expected}, found {','.join(found)[:200]}",
         expected=[list(h) for h in headers],
-        found=found,
+        found=shown,
     )
 
 
@@ -277,6 +298,7 @@ def _mismatch(
 ) -> AutoscorerError:
     missing_ids = gt_ids.take(pa.array(missing[:EXAMPLES])).to_pylist()
     extra_ids = pred_ids.take(pa.array(np.flatnonzero(found < 0)[:EXAMPLES])).to_pylist()
+    missing_ids, extra_ids = clip(missing_ids), clip(extra_ids)
     return AutoscorerError(
         ErrorCode.MISMATCH,
         f"{PRED_PATH} does not list the ground-truth ids: {len(missing)} missing "

@@ -105,10 +105,10 @@ class SchedulerSettings(_Section):
         24 * 3600.0, gt=0, description="deadline of queued: longest wait for a run to start"
     )
     deadline_grace_s: float = Field(
-        300.0,
+        900.0,
         ge=0,
         description="added to the deadlines of running (time_limit + executor run_margin_s) and "
-        "scoring (scorer.time_limit)",
+        "scoring (scorer.time_limit); it must cover a scorer queue's backlog",
     )
     deadline_resends: int = Field(
         1, ge=0, le=5, description="times the reaper sends an overdue request again before failing"

@@ -7,6 +7,9 @@
 | ``queued`` | an executor (``RunRequested``), or a platform (score-only) | ``queue_wait_s`` |
 | ``running`` | the executor holding the lease | ``time_limit`` + ``run_margin_s`` + grace |
 | ``scoring`` | a scorer (``ScoreRequested``) | ``scorer.time_limit`` + grace |
+
+The scheduler does not hear when a scorer starts on a request, so the scoring deadline includes
+the wait in the scorer's queue: the grace (``deadline_grace_s``, 15 min) must cover its backlog.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from shared.models import JobSpec
 class Deadlines:
     submitted: timedelta = SUBMITTED_WAIT
     queued: timedelta = timedelta(hours=24)
-    run_margin: timedelta = timedelta(seconds=600 + 300)
-    scoring: timedelta = timedelta(seconds=600 + 300)
+    run_margin: timedelta = timedelta(seconds=600 + 900)
+    scoring: timedelta = timedelta(seconds=600 + 900)
     resends: int = 1
 
     @classmethod

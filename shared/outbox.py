@@ -100,6 +100,9 @@ def broker_down(exc: AutoscorerError) -> bool:
     return exc.code is ErrorCode.BUS_ERROR and exc.details.get("reason") in BROKER_DOWN
 
 
+_LOG_LEVEL = {Fate.KEPT: logging.WARNING, Fate.DROPPED: logging.INFO, Fate.SENT: logging.DEBUG}
+
+
 @dataclass(slots=True)
 class _Relayed:
     """What one job's relay step did."""
@@ -220,7 +223,7 @@ class OutboxRelay:
             if broker_down(exc):
                 raise
             decided = fate(entry, exc)
-            level = logging.WARNING if decided is Fate.KEPT else logging.INFO
+            level = _LOG_LEVEL[decided] if exc.code is not ErrorCode.BAD_FORMAT else logging.ERROR
             log.log(
                 level,
                 "outbox entry %s (%s) of job %s %s: %s",

@@ -9,7 +9,7 @@ from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import Event, JobFailed, RunRequested
-from shared.jobs import JobStatus, new_job
+from shared.jobs import JobStatus, OutboxEntry, new_job
 from shared.outbox import OutboxRelay, outbox_entry
 from shared.store_sqlite import SqliteJobStore
 from tests.scheduler.fakes import FakeExecutor, FakeScorer, Observer, eventually
@@ -192,3 +192,17 @@ async def test_a_bus_that_cannot_publish_ends_the_sweep_without_blaming_a_job(
     job = await store.get("job-1")
     assert job is not None
     assert await relay.flush(job) == 0  # a writer's flush logs it and leaves it to the sweep
+
+
+async def test_an_entry_that_is_no_event_is_dropped_and_the_rest_go(
+    bus: MemoryBus, store: SqliteJobStore
+) -> None:
+    await pending_request(store, "job-junk", "local")
+    junk = OutboxEntry(event_id="junk-1", type="run.requested", payload={"type": "run.requested"})
+    await store.append_outbox("job-junk", [junk])
+    await bus.subscribe("executor.local", ["run.requested.local"], _ignore)
+
+    assert await OutboxRelay(bus, store).sweep(everything=True) == 1
+
+    job = await store.get("job-junk")
+    assert job is not None and job.outbox == []

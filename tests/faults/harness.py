@@ -609,6 +609,21 @@ def check_ended_once(job: dict[str, Any], tap: Tap, receiver: HookReceiver) -> l
     return problems
 
 
+async def leftover_containers(job_id: str, timeout: float = 15) -> list[str]:
+    """The job's containers still on the engine after ``timeout`` seconds (none expected)."""
+    import aiodocker
+
+    deadline = time.monotonic() + timeout
+    async with aiodocker.Docker() as docker:
+        while True:
+            found = await docker.containers.list(
+                all=True, filters={"label": [f"autoscorer.job_id={job_id}"]}
+            )
+            if not found or time.monotonic() > deadline:
+                return [str(c.id)[:12] for c in found]
+            await asyncio.sleep(0.5)
+
+
 async def wait_webhook(
     receiver: HookReceiver, job: dict[str, Any], timeout: float = 30, settle: float = 1.0
 ) -> None:

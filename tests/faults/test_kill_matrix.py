@@ -5,7 +5,8 @@ processes on RabbitMQ, FerretDB and Docker). Each case submits one job (the clas
 example; its run sleeps first and its scorer, ``slow_f1``, pauses, so every step lasts long enough
 to be hit), waits on the tap for the step, SIGKILLs the service, starts it again, and checks the
 promise of docs/RELIABILITY.md: the job succeeds, once — one terminal state in its history, one
-``score.completed`` event id on the bus, one webhook delivery carrying it.
+``score.completed`` event id on the bus, one webhook delivery carrying it — and no container of
+the job is left on the engine.
 
 The steps, and what marks them on the bus:
 
@@ -32,6 +33,7 @@ from tests.faults.harness import (
     FaultStack,
     Tap,
     check_ended_once,
+    leftover_containers,
     queue_counts,
     stack_queue_names,
     wait_webhook,
@@ -82,6 +84,7 @@ async def test_sigkill_at_each_step_ends_the_job_once(
     assert 0.5 < job["result"]["summary"]["f1_macro"] < 1.0
     problems = check_ended_once(job, tap, fault_stack.receiver)
     assert not problems, (problems, job["history"], job["attempts"])
+    assert await leftover_containers(job_id) == []
 
 
 # --- poison messages ----------------------------------------------------------------------------
@@ -136,3 +139,21 @@ async def test_poison_on_every_queue_is_dead_lettered_and_consumption_goes_on(
     await wait_webhook(fault_stack.receiver, job)
     assert job["status"] == "succeeded", job["error"]
     assert not check_ended_once(job, tap, fault_stack.receiver)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_sigkill_on_the_failure_path_ends_the_job_once(
+    fault_stack: FaultStack, api: Api, tap: Tap, service: str
+) -> None:
+    """A participant that exits 1 fails its job: a kill of any service as the failing
+    ``RunCompleted`` is published still gives one ``failed``, one ``job.failed``, one webhook."""
+    job_id = await api.submit(fault_stack.add_workspace(sleep_s=1, exit_code=1))
+    await tap.wait_for(job_id, "run.completed", timeout=90)
+    await fault_stack.restart(service)
+
+    job = await api.wait_terminal(job_id, timeout=150)
+    await wait_webhook(fault_stack.receiver, job)
+    assert job["status"] == "failed", job
+    assert job["error"]["fault"] == "participant", job["error"]
+    problems = check_ended_once(job, tap, fault_stack.receiver)
+    assert not problems, (problems, job["history"])

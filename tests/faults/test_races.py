@@ -6,10 +6,12 @@
 * A second ``RunCompleted`` for the same attempt under a new ``event_id`` (a request run twice by
   two replicas): the scheduler keeps the first (docs/SERVICES.md, attempt start and end ids).
 * A cancel racing the job at each step: whichever wins, the job ends once.
+* Two re-scores of a finished job at once: one more scoring round, not two.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -87,3 +89,26 @@ async def test_a_cancel_racing_each_step_ends_the_job_once(
 
     assert job["status"] in ("cancelled", "succeeded"), job
     assert not check_ended_once(job, tap, fault_stack.receiver)
+
+
+async def test_two_rescores_racing_make_one_more_scoring_round(
+    fault_stack: FaultStack, api: Api, tap: Tap
+) -> None:
+    job_id = await api.submit(fault_stack.add_workspace())
+    first = await api.wait_terminal(job_id)
+    assert first["status"] == "succeeded", first["error"]
+    answers = await asyncio.gather(
+        api.request("POST", f"/v1/jobs/{job_id}/rescore?reason=a"),
+        api.request("POST", f"/v1/jobs/{job_id}/rescore?reason=b"),
+    )
+    assert [status for status, _ in answers].count(202) >= 1, answers
+    await asyncio.sleep(0.5)
+    job = await api.wait_terminal(job_id)
+    await asyncio.sleep(3.0)  # room for a second round to show
+    job = await api.job(job_id)
+
+    assert job["status"] == "succeeded", job["error"]
+    ends = [h["status"] for h in job["history"] if h["status"] in ("succeeded", "failed")]
+    assert ends == ["succeeded", "succeeded"], job["history"]
+    assert _distinct(tap, job_id, "score.requested") == 2
+    assert _distinct(tap, job_id, "score.completed") == 2

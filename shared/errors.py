@@ -307,8 +307,30 @@ def data_error(code: ErrorCode, message: str, *, file: str, **details: Any) -> A
     fault = fault_of_file(file)
     stage = Stage.CONFIG if fault is Fault.ORGANISER else Stage.VALIDATION
     return AutoscorerError(
-        code, message, stage=stage, details={"file": file, **details}, fault=fault
+        code,
+        clip(message, MAX_MESSAGE),
+        stage=stage,
+        details=clip({"file": file, **details}),
+        fault=fault,
     )
+
+
+MAX_TEXT = 200
+MAX_MESSAGE = 2000
+
+
+def clip(value: Any, limit: int = MAX_TEXT, depth: int = 8) -> Any:
+    """``value`` with every string cut to ``limit`` characters (keys too) and nesting cut at
+    ``depth``: what an error quotes from a file (ids, values, a header) may be megabytes long."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    if isinstance(value, dict | list | tuple) and depth <= 0:
+        return "…"
+    if isinstance(value, dict):
+        return {clip(str(k), limit): clip(v, limit, depth - 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clip(item, limit, depth - 1) for item in value]
+    return value
 
 
 def validation_error(

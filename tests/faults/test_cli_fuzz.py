@@ -225,3 +225,44 @@ def test_huge_cells_are_not_echoed(tmp_path, capfd, gt, pred):
     ws = _workspace(tmp_path, '{"scorer": "classification_f1"}', files)
     code, envelope = _score(capfd, str(ws))
     assert code == 1 and len(json.dumps(envelope["error"])) < 10_000
+
+
+HUGE = "i" * 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("gt", "pred"),
+    [
+        (
+            {"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1}]},
+            [{"image_id": HUGE, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}],
+        ),
+        (
+            {"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1}]},
+            [{"image_id": 1, "category_id": HUGE, "bbox": [0, 0, 1, 1], "score": 0.5}],
+        ),
+        (
+            {"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1}]},
+            [{"image_id": 1, "category_id": 1, "bbox": [HUGE, 0, 1, 1], "score": 0.5}],
+        ),
+        (
+            {"images": [{"id": HUGE}], "annotations": [{"image_id": 2}], "categories": [{"id": 1}]},
+            [],
+        ),
+        ([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], HUGE: 1, "iscrowd": HUGE}], []),
+    ],
+)
+def test_huge_detection_values_are_not_echoed(tmp_path, capfd, gt, pred):
+    files = {"input/gt.json": _dump(gt), "output/pred.json": _dump(pred)}
+    ws = _workspace(tmp_path, '{"scorer": "detection_map"}', files)
+    code, envelope = _score(capfd, str(ws))
+    assert code == 1 and len(json.dumps(envelope["error"])) < 10_000, envelope["error"]["code"]
+
+
+def test_a_deeply_nested_image_id_is_a_clean_mismatch(tmp_path, capfd):
+    gt = {"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1}]}
+    pred = '[{"image_id": ' + _deep(900) + ', "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]'
+    files = {"input/gt.json": _dump(gt), "output/pred.json": pred.encode()}
+    ws = _workspace(tmp_path, '{"scorer": "detection_map"}', files)
+    code, envelope = _score(capfd, str(ws))
+    assert code == 1 and envelope["error"]["fault"] == "participant"

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from services.scorer.builtin import tabular_ints
-from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
+from shared.errors import MAX_MESSAGE, AutoscorerError, ErrorCode, Fault, Stage, clip
 from shared.workspace import Workspace
 
 GT_PATH = "input/gt.csv"
@@ -60,22 +60,6 @@ class CsvFile:
             details=clip(info),
             fault=self.fault,
         )
-
-
-MAX_TEXT = 200
-MAX_MESSAGE = 2000
-
-
-def clip(value: Any, limit: int = MAX_TEXT) -> Any:
-    """``value`` with every string cut to ``limit`` characters: ids and values in an error come
-    from the files, and one cell may be megabytes long."""
-    if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + "…"
-    if isinstance(value, dict):
-        return {key: clip(item, limit) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [clip(item, limit) for item in value]
-    return value
 
 
 GT = CsvFile("gt", GT_PATH)

@@ -24,7 +24,7 @@ from services.scorer.builtin.coco.records import (
     number_array,
     number_problem,
 )
-from shared.errors import AutoscorerError, ErrorCode, validation_error
+from shared.errors import AutoscorerError, ErrorCode, data_error
 
 ID_TYPES = frozenset({int, float, str})
 _REQUIRED = ("image_id", "category_id", "bbox", "score")
@@ -64,10 +64,10 @@ def _detection_error(
             unknown.append(i)
     if problems or not unknown:
         return bad_format(file, "malformed detections", problems, count)
-    return validation_error(
+    return data_error(
         ErrorCode.MISMATCH,
         f"{file}: {len(unknown)} detections are on images the ground truth does not have, e.g. "
-        + ", ".join(repr(records[i]["image_id"]) for i in unknown[:MAX_REPORTED]),
+        + ", ".join(repr(records[i]["image_id"])[:100] for i in unknown[:MAX_REPORTED]),
         file=file,
         indices=unknown[:MAX_REPORTED],
         image_ids=[records[i]["image_id"] for i in unknown[:MAX_REPORTED]],

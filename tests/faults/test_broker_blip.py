@@ -349,7 +349,11 @@ async def _two_jobs_across(blip: Blip, tmp_path: Path, docker: aiodocker.Docker)
         await stack.cleanup()
         await store.close()
 
-    print(f"{blip.__name__} took {blip_s:.1f} s")
+    answers = [e for e in tapped if isinstance(e, (RunCompleted, ScoreCompleted))]
+    print(  # the numbers docs/RELIABILITY.md quotes
+        f"{blip.__name__} took {blip_s:.1f} s; {len(answers)} answers delivered to the tap, "
+        f"{len({e.event_id for e in answers})} distinct"
+    )
     for job in (run_job, score_job):
         assert job.status is JobStatus.SUCCEEDED, (job.job_id, job.error)
         assert job.attempts.count == 1, "the run was taken back and started again"

@@ -78,8 +78,11 @@ async def drop_database(database: str) -> None:
         await client.close()
 
 
-async def delete_topology(names: Names, queues: Iterable[tuple[str, RetryPolicy]]) -> None:
-    """Delete the test's queues (with their DLQs and retry queues) and its exchanges."""
+async def delete_topology(
+    names: Names, queues: Iterable[tuple[str, RetryPolicy]], *, own_dead_letters: bool = True
+) -> None:
+    """Delete the test's queues (with their DLQs and retry queues) and its exchanges (its dead
+    letter exchange too, unless it used the shared one)."""
     connection = await aio_pika.connect(RABBIT_URL)
     async with connection:
         channel = await connection.channel()
@@ -91,4 +94,5 @@ async def delete_topology(names: Names, queues: Iterable[tuple[str, RetryPolicy]
             ]:
                 await channel.queue_delete(queue)
         await channel.exchange_delete(f"{names.prefix}.events")
-        await channel.exchange_delete(f"{names.prefix}.dlx")
+        if own_dead_letters:
+            await channel.exchange_delete(f"{names.prefix}.dlx")

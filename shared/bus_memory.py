@@ -152,11 +152,13 @@ class MemoryBus:
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
 
-    async def blip(self, queues: Collection[str] | None = None) -> int:
+    async def blip(
+        self, queues: Collection[str] | None = None, *, redeliver_after: float = 0.0
+    ) -> int:
         """Do to the consumers what a broker restart does: every handler in flight (on
         ``queues``, default all) is cancelled (its channel died) and its message, never settled,
-        is delivered again. For tests of what a service keeps across a blip; returns how many
-        deliveries were interrupted."""
+        is delivered again ``redeliver_after`` seconds later (the broker is back). For tests of
+        what a service keeps across a blip; returns how many deliveries were interrupted."""
         interrupted = [
             (task, (queue, delivery))
             for task, (queue, delivery) in self._inflight.items()
@@ -166,7 +168,9 @@ class MemoryBus:
             task.cancel()
         await asyncio.gather(*(task for task, _ in interrupted), return_exceptions=True)
         for _, (queue, delivery) in interrupted:
-            queue.pending.put_nowait(delivery)
+            timer = asyncio.create_task(_put_later(queue.pending, delivery, redeliver_after))
+            self._timers.add(timer)
+            timer.add_done_callback(self._timers.discard)
         return len(interrupted)
 
     async def _process(self, queue: _Queue, delivery: _Delivery) -> None:

@@ -446,3 +446,41 @@ async def test_runs_a_blip_left_without_a_delivery_still_count_against_concurren
     assert started["job-other"] > rig.seen.index(done[0]), "two runs at once on one slot"
     assert starts.read_text() == "start\nstart\n"  # one each: the long run was not restarted
     assert not bus.dead_letters
+
+
+async def test_a_run_that_ends_while_the_broker_is_away_is_answered_on_redelivery(
+    tmp_path, no_leaked_tasks
+):
+    bus = MemoryBus(drain_timeout=2.0)
+    executor = LocalExecutor(LocalConfig())
+    scorers = ScorerRegistry.with_builtins()
+    service = create_executor_service(_settings(), bus, executor, scorers=scorers, instance="x")
+    rig = await _rig(service, bus)
+    publish = bus.publish
+    refused: list[BaseEvent] = []
+
+    async def away(event: BaseEvent) -> None:  # the first answer finds no broker
+        if isinstance(event, RunCompleted) and not refused:
+            refused.append(event)
+            raise AutoscorerError(ErrorCode.BUS_ERROR, "broker away", stage=Stage.PLATFORM)
+        await publish(event)
+
+    bus.publish = away  # type: ignore[method-assign]
+    starts = tmp_path / "starts"
+    spec, root = _workspace(tmp_path, [PY, "-c", _counting_run(starts, 0.5)])
+    request = _request(spec, root)
+    try:
+        await bus.publish(request)
+        await rig.until(RunStarted)
+        # the delivery is lost and the broker gives it back only after the run has ended
+        assert await bus.blip([service.config.queue], redeliver_after=2.0) == 1
+        [done] = await rig.until(RunCompleted, timeout=20)
+    finally:
+        await service.close()
+        await bus.close()
+        await executor.close()
+    assert [e.event_id for e in refused] == [done.event_id]  # the same answer, published again
+    assert done.outcome.status == "succeeded", done.outcome.error
+    assert starts.read_text() == "start\n"
+    assert len(rig.of(RunStarted)) == 1
+    assert not bus.dead_letters

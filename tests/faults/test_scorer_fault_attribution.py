@@ -367,3 +367,9 @@ async def test_store_down_is_a_retryable_platform_fault() -> None:
     finally:
         await store.close()
     _check(caught.value.to_info(), ("STORE_ERROR", "platform", PLAT, True))
+
+
+@pytest.mark.docker
+async def test_docker_timeout_is_the_participants(tmp_path: Path) -> None:
+    outcome = await _docker_run(tmp_path, ["sleep", "30"], time_limit=1)
+    _check(outcome.error, ("TIMEOUT_ERROR", "execution", PART, False))

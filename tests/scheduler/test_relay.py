@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
+from pathlib import Path
+
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from services.scheduler.main import create_scheduler
 from shared.bus_memory import MemoryBus
@@ -123,10 +130,12 @@ async def _ignore(event: Event) -> None:
     del event
 
 
-async def pending_request(store: SqliteJobStore, job_id: str, backend: str) -> None:
+async def pending_request(
+    store: SqliteJobStore, job_id: str, backend: str, *, priority: int = 5
+) -> None:
     """A queued job whose RunRequested for ``backend`` waits in its outbox."""
     event = submitted(job_id)
-    await store.create(new_job(event.spec, workspace=event.workspace))
+    await store.create(new_job(event.spec, workspace=event.workspace, priority=priority))
     request = RunRequested(
         job_id=job_id, backend=backend, attempt=1, spec=event.spec, workspace=event.workspace
     )
@@ -206,3 +215,41 @@ async def test_an_entry_that_is_no_event_is_dropped_and_the_rest_go(
 
     job = await store.get("job-junk")
     assert job is not None and job.outbox == []
+
+
+@examples(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    good=st.lists(st.integers(0, 9), min_size=1, max_size=8),
+    stuck=st.integers(0, 4),
+    batch=st.integers(1, 5),
+)
+def test_stuck_jobs_never_keep_the_good_ones_waiting(
+    good: list[int], stuck: int, batch: int
+) -> None:
+    """Whatever the mix, every job whose entries can go is relayed within the sweeps its batch
+    needs plus one per batch of stuck jobs, and each stuck job is tried once, then backed off."""
+    asyncio.run(_drain(good, stuck, batch))
+
+
+async def _drain(good: list[int], stuck: int, batch: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqliteJobStore(Path(folder) / "jobs.sqlite3")
+        await store.init()
+        bus = MemoryBus()
+        await bus.start()
+        try:
+            for n in range(stuck):  # the oldest: an unfiltered query would return them first
+                await pending_request(store, f"job-stuck-{n}", "gpu")
+            for n, priority in enumerate(good):
+                await pending_request(store, f"job-good-{n}", "local", priority=priority)
+            await bus.subscribe("executor.local", ["run.requested.local"], _ignore)
+            relay = OutboxRelay(bus, store, batch=batch, backoff=600.0)
+            rounds = -(-stuck // batch) + -(-len(good) // batch) + 1
+            for _ in range(rounds):
+                await relay.sweep(everything=True)
+            pending = {job.job_id for job in await store.find_pending_outbox(limit=500)}
+            assert pending == {f"job-stuck-{n}" for n in range(stuck)}
+            assert relay.waiting() == {f"job-stuck-{n}": 1 for n in range(stuck)}
+        finally:
+            await bus.close()
+            await store.close()

@@ -58,6 +58,9 @@ HANDLER_MARGIN_S = 120.0
 MEMO_SIZE = 256
 """Answered requests remembered, so that a duplicate re-publishes instead of scoring again."""
 
+STOP_TIMEOUT_S = 5.0
+"""On close, after the workers are killed: how long a scoring may take to notice."""
+
 WATCHER_READY_S = 10.0
 """How long ``start()`` waits for the hot-reload watcher to watch (it is retried after)."""
 
@@ -142,8 +145,13 @@ class ScorerService:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._config.grace_s):
                 await self._idle.wait()
-        await self._pool.close()  # what still scores raises "handed back"
-        await asyncio.gather(*self._scoring.values(), return_exceptions=True)
+        await self._pool.close()  # what still scores raises "handed back"...
+        left = list(self._scoring.values())
+        if left:  # ...and what still waits for a worker is cancelled (handed back too)
+            _, waiting = await asyncio.wait(left, timeout=STOP_TIMEOUT_S)
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
         self._closed.set()
 
     async def load_scorer(self, source: Path | str) -> Installed:
@@ -204,9 +212,7 @@ class ScorerService:
                 self._score(event), name=f"score:{event.job_id}:{event.event_id}"
             )
             scoring.add_done_callback(_log_unjoined_failure)
-        # Shielded: when the bus cancels this handler (its channel died in a broker blip), the
-        # scoring goes on, and the broker's redelivery of the request joins it here.
-        await asyncio.shield(scoring)
+        await _join(scoring)
 
     async def _score(self, event: ScoreRequested) -> ScoreCompleted:
         """Score one request and publish its answer (raises when handed back or unpublished:
@@ -347,6 +353,19 @@ def _event_source(event: ScorersChanged) -> str:
             fault=Fault.ORGANISER,  # the organiser's scorer source (docs/ERRORS.md)
         )
     return source
+
+
+async def _join(task: asyncio.Task[ScoreCompleted]) -> None:
+    """Wait for a scoring. Shielded: when the bus cancels this handler (its channel died in a
+    broker blip), the scoring goes on, and the broker's redelivery of the request joins it
+    again. A scoring that ``close()`` had to cancel is handed back."""
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if task.cancelled() and (current is None or current.cancelling() == 0):
+            raise _handed_back() from None
+        raise
 
 
 def _log_unjoined_failure(task: asyncio.Task[ScoreCompleted]) -> None:

@@ -369,3 +369,34 @@ async def test_the_hot_reload_watcher_runs_under_the_supervisor(tmp_path, no_lea
         assert service.supervisor.unhealthy() == []
     finally:
         await service.close()
+
+
+async def test_close_hands_back_a_scoring_still_waiting_for_a_worker(
+    tmp_path, predicted, no_leaked_tasks
+):
+    spec, root = predicted
+    bus = MemoryBus(drain_timeout=2.0)
+    base = _service(bus, tmp_path, "crowded", grace_s=0.1)
+    config = dataclasses.replace(base.config, retry=RetryPolicy(max_attempts=2, delays=(0.05,)))
+    service = ScorerService(config, bus, base.registry, ScoringPool(1, 60.0))
+    rig = Rig(bus, [service], [])
+    await bus.subscribe("observer", ["score.completed"], _collect(rig.completed))
+    await service.start()
+    await bus.start()
+    try:
+        await service.load_scorer(SLOW)
+        first, second = (_job(spec, f"job-{n}", "slow_count") for n in ("first", "second"))
+        await bus.publish(ScoreRequested(job_id=first.job_id, spec=first, workspace=str(root)))
+        await _until((root / "output" / "scorings").exists)
+        await bus.publish(ScoreRequested(job_id=second.job_id, spec=second, workspace=str(root)))
+        # after a blip the second request is delivered while the first still holds the worker
+        assert await bus.blip([config.requests_queue], redeliver_after=30.0) == 1
+        await _until(lambda: service._busy == 2)  # both scorings belong to the service
+        async with asyncio.timeout(15):
+            await service.close()
+        await _until(lambda: len(bus.dead_letters) == 1)
+    finally:
+        await _close(rig)
+    [dead] = bus.dead_letters
+    assert dead.error.details["reason"] == "handed_back"
+    assert rig.completed == []

@@ -67,6 +67,8 @@ class SoakReport:
     seconds: float
     accepted: list[str] = field(default_factory=list)
     expected: dict[str, str] = field(default_factory=dict)
+    expected_code: dict[str, str] = field(default_factory=dict)
+    refused_late: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     kills: Counter[str] = field(default_factory=Counter)
     broker_restarts: int = 0
@@ -106,6 +108,7 @@ class SoakReport:
             f"bad inputs: {sum(self.bad_inputs.values())} "
             f"(statuses {dict(sorted(self.bad_statuses.items()))}, 5xx {len(self.server_errors)})",
             f"submissions retried after a connection error or 5xx: {self.submit_retries}",
+            f"bad inputs accepted, then failed with the expected code: {self.refused_late}",
             f"queues: {len(self.queues)} checked, messages left: {left or 0}",
             *(f"PROBLEM {p}" for p in self.problems[:20]),
             "result: " + ("OK" if self.ok else "VIOLATED"),
@@ -136,6 +139,15 @@ def _deep(n: int) -> str:
     return '{"workspace": "x", "spec": ' + '{"a": ' * n + "1" + "}" * n + "}"
 
 
+BASE = "soak-base"
+"""A workspace that exists, so a refusal is about the rest of the request."""
+OVER_CAP = {
+    "scorer": "classification_f1",
+    "time_limit": 60,
+    "resources": {"cpu": 1, "memory": "1000Ti"},
+    "container": {"image": "autoscorer-examples/classification:1", "cmd": ["true"]},
+}
+
 BAD_INPUTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "not json": ("POST", "/v1/jobs", {"data": b'{"workspace": ', "json_ct": True}),
     "unknown field": ("POST", "/v1/jobs", {"json": {"workspace": "x", "colour": "red"}}),
@@ -155,30 +167,61 @@ BAD_INPUTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "crafted cursor": ("GET", "/v1/jobs?cursor=eyJ4IjogMX0", {}),
     "bad date": ("GET", "/v1/jobs?created_from=yesterday", {}),
     "unknown job": ("GET", "/v1/jobs/job-does-not-exist", {}),
+    "NUL in the path": ("POST", "/v1/jobs", {"json": {"workspace": "soak-base\u0000x"}}),
+    "over-long path": ("POST", "/v1/jobs", {"json": {"workspace": "a/" * 3000}}),
+    "memory over the cap": ("POST", "/v1/jobs", {"json": {"workspace": BASE, "spec": OVER_CAP}}),
+    "invalid UTF-8 body": (
+        "POST",
+        "/v1/jobs",
+        {"data": b'{"workspace": "\xff\xfe"}', "json_ct": True},
+    ),
+    "unknown charset": (
+        "POST",
+        "/v1/jobs",
+        {"data": b'{"workspace": "x"}', "content_type": "application/json; charset=klingon"},
+    ),
+    "multipart without boundary": (
+        "POST",
+        "/v1/jobs",
+        {"data": b"--x\r\n", "content_type": "multipart/form-data"},
+    ),
+    "over-long rescore reason": ("POST", "/v1/jobs/{job}/rescore?reason=" + "r" * 5000, {}),
     "non-utf8 key": ("GET", "/v1/jobs", {"raw_auth": b"Bearer \xff\xfe"}),
 }
 
 
-async def _bad_input(api: Api, name: str) -> tuple[int, bool]:
-    """The status of one refused request, and whether its body is the standard error envelope."""
+LATE_REFUSALS = {"memory over the cap": "RESOURCE_LIMIT_EXCEEDED"}
+"""Bad inputs the gateway may accept (202) as long as the job then fails with this code: the
+operator caps are checked by the scheduler at admission and by every backend."""
+
+
+async def _bad_input(api: Api, name: str, job_id: str) -> tuple[int, bool, str | None]:
+    """The status of one refused request (``{job}`` in its path: ``job_id``), whether its body
+    is the standard error envelope, and the job id when it was accepted after all."""
     method, path, spec = BAD_INPUTS[name]
+    path = path.replace("{job}", job_id)
     kw: dict[str, Any] = {}
     headers: dict[str, str] = {}
+    if "content_type" in spec:
+        headers["Content-Type"] = spec["content_type"]
+        kw["data"] = spec["data"]
     if "json" in spec:
         kw["json"] = spec["json"]
-    if "data" in spec:
+    if "json_ct" in spec:
         kw["data"] = spec["data"]
         headers["Content-Type"] = "application/json"
     if "form" in spec:
         kw["data"] = spec["form"]()
     if "raw_auth" in spec:
         # aiohttp refuses non-ASCII header values: send the bytes on a raw connection
-        return await _raw_request(api.url, method, path, spec["raw_auth"]), True
+        return await _raw_request(api.url, method, path, spec["raw_auth"]), True, None
     try:
         status, body = await api.request(method, path, headers=headers, **kw)
     except (json.JSONDecodeError, aiohttp.ContentTypeError):
-        return 0, False
-    return status, isinstance(body, dict) and body.get("ok") is False and "error" in body
+        return 0, False, None
+    if status in (200, 202) and body.get("ok") and "job_id" in body.get("data", {}):
+        return status, True, str(body["data"]["job_id"])
+    return status, body.get("ok") is False and "error" in body, None
 
 
 async def _raw_request(url: str, method: str, path: str, auth: bytes) -> int:
@@ -262,10 +305,17 @@ class Soak:
         while self.running():
             name = rng.choice(sorted(BAD_INPUTS))
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                status, enveloped = await _bad_input(self.api, name)
+                job_id = rng.choice(self.report.accepted) if self.report.accepted else "job-x"
+                status, enveloped, accepted = await _bad_input(self.api, name, job_id)
                 self.report.bad_inputs[name] += 1
                 self.report.bad_statuses[status] += 1
-                if status >= 500:
+                if accepted is not None and name in LATE_REFUSALS:
+                    if accepted not in self.report.expected:
+                        self.report.accepted.append(accepted)
+                        self.report.expected[accepted] = "failed"
+                        self.report.expected_code[accepted] = LATE_REFUSALS[name]
+                        self.report.refused_late += 1
+                elif status >= 500:
                     self.report.server_errors.append(f"{name}: {status}")
                 elif not 400 <= status < 500 or not enveloped:
                     self.report.problems.append(f"bad input {name!r}: {status}, not an envelope")
@@ -313,6 +363,11 @@ class Soak:
                 self.report.problems.append(str(exc)[:300])
                 continue
             self.report.outcomes[job["status"]] += 1
+            code = (job["error"] or {}).get("code")
+            if job_id in self.report.expected_code and code != self.report.expected_code[job_id]:
+                self.report.problems.append(
+                    f"{job_id} ended with {code}, expected {self.report.expected_code[job_id]}"
+                )
             if job["status"] != self.report.expected[job_id]:
                 self.report.problems.append(
                     f"{job_id} {job['status']}, expected {self.report.expected[job_id]}: "
@@ -367,6 +422,7 @@ async def soak(
         Tap(url, stack.settings.bus.exchange, queue=f"{stack.prefix}.soak-tap") as tap,
     ):
         api = Api(session, stack.url)
+        stack.add_workspace(BASE)
         run = Soak(stack, api, tap, report, in_flight, broker_restarts, time.monotonic() + seconds)
         rngs = [random.Random(seed * 100 + n) for n in range(4)]
         await asyncio.gather(

@@ -286,7 +286,12 @@ class FaultStack:
     # -- readiness and lifecycle (async, on the caller's loop) --
 
     async def consumers(self, queue: str) -> int:
-        return (await queue_counts(self.settings.bus.url.get_secret_value(), [queue]))[queue][1]
+        """Consumers on ``queue``; -1 while the broker does not answer (it may be restarting)."""
+        try:
+            counts = await queue_counts(self.settings.bus.url.get_secret_value(), [queue])
+        except (aio_pika.exceptions.AMQPError, OSError):
+            return -1
+        return counts[queue][1]
 
     async def wait_ready(self, service: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -316,7 +321,7 @@ class FaultStack:
             self.kill(service)
         queue = self.queue_of(service)
         for _ in range(50):
-            if await self.consumers(queue) == 0:
+            if await self.consumers(queue) <= 0:
                 break
             await asyncio.sleep(0.1)
         if pause:

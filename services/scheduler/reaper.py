@@ -89,13 +89,14 @@ async def reap(ctx: Context, job: Job) -> Transition:
 async def _resend_or_fail(ctx: Context, job: Job, request: BaseEvent) -> Transition:
     if job.resent() >= ctx.deadlines.resends:
         return await _fail(ctx, job)
+    pending = str(request.event_id) in {entry.event_id for entry in job.outbox}
     return await ctx.move(
         job,
         job.status,
         job.status,
         event_id=deadline_key(job),
         reason=f"deadline passed; {request.type} sent again ({job.resent() + 1})",
-        emit=[request],
+        emit=[] if pending else [request],  # still in the outbox: the relay sends it
         if_deadline=job.deadline_at,
     )
 

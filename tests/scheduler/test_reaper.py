@@ -255,3 +255,34 @@ async def test_a_reaper_acting_on_an_old_read_leaves_the_next_attempt_alone(
     job = await store.get("job-cycle")
     assert job is not None and job.status is S.QUEUED and job.attempts.count == 1
     assert observer.of_type(JobFailed, "job-cycle") == []
+
+
+async def test_a_request_still_in_the_outbox_is_not_added_twice(
+    bus: MemoryBus, store: SqliteJobStore
+) -> None:
+    """A request nobody can take yet (no executor bound) stays in the outbox; re-sending it only
+    pushes the deadline on, without a second copy of the entry."""
+    from services.scheduler.intake import run_request
+
+    settings = reaper_settings()
+    section = settings.scheduler
+    ctx = Context(
+        section,
+        store,
+        OutboxRelay(bus, store),
+        Router.from_settings(section),
+        Deadlines.from_settings(settings),
+    )
+    event = submitted("job-unbound")
+    job = (await store.create(new_job(event.spec, workspace=event.workspace))).job
+    request = run_request(ctx, job, attempt=1)
+    queued = await ctx.move(job, S.SUBMITTED, S.QUEUED, emit=[request])  # unroutable: kept
+    assert len(queued.job.outbox) == 1
+    await asyncio.sleep(0.01)  # a later deadline, to the millisecond
+
+    resent = await reap(ctx, queued.job)
+
+    assert resent.applied and resent.job.status is S.QUEUED
+    assert [e.event_id for e in resent.job.outbox] == [str(request.event_id)]
+    assert resent.job.deadline_at is not None and queued.job.deadline_at is not None
+    assert resent.job.deadline_at > queued.job.deadline_at

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 
+from services.scheduler.cancel import STAGE_OF
 from services.scheduler.context import Context
 from services.scheduler.intake import queue_job, run_request
 from services.scheduler.refusals import refusal, refuse
@@ -35,14 +36,6 @@ from shared.store import JobUpdate, Transition
 from shared.supervise import guarded
 
 log = logging.getLogger(__name__)
-
-STAGE_OF: dict[JobStatus, Stage] = {
-    JobStatus.SUBMITTED: Stage.VALIDATION,
-    JobStatus.QUEUED: Stage.EXECUTION,
-    JobStatus.RUNNING: Stage.EXECUTION,
-    JobStatus.SCORING: Stage.SCORING,
-}
-
 
 async def reap_overdue(ctx: Context, *, limit: int = 100) -> int:
     """Move every job the store reports past its deadline; returns how many moved."""

@@ -29,7 +29,8 @@ from shared.urls import TargetUrl
 
 SCHEMA_VERSION = 1
 
-JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 BackendAlias = Annotated[
     str,
     Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="executor backend alias (no dots)"),

@@ -23,7 +23,7 @@ from typing import Any
 from services.scheduler.context import Context
 from shared.bus import EventBus
 from shared.errors import AutoscorerError, ErrorCode, Stage
-from shared.events import JobFailed, derived_event_id
+from shared.events import JOB_ID_PATTERN, JobFailed, derived_event_id
 from shared.jobs import Job, JobStatus
 from shared.limits import check_within_caps
 from shared.models import JobSpec
@@ -33,7 +33,7 @@ from shared.urls import check_target_url
 
 log = logging.getLogger(__name__)
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 def refusal(ctx: Context, spec: JobSpec, callback_url: str | None) -> AutoscorerError | None:

@@ -21,8 +21,9 @@ import yaml
 from services.cli import jobs
 from services.cli.envelope import print_error, print_result
 from services.executor.registry import validate_backend_config
+from services.scorer.oneshot import score_once
 from services.scorer.plugins import plugin_manifest
-from services.scorer.pool import ScoreTask, score_once
+from services.scorer.pool import ScoreTask
 from services.scorer.registry import ScorerRegistry
 from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.config import Settings, load_settings

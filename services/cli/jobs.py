@@ -8,8 +8,9 @@ import time
 from typing import Any
 
 from services.executor.registry import create_executor
+from services.scorer.oneshot import score_once
 from services.scorer.plugins import plugin_manifest
-from services.scorer.pool import ScoreTask, score_once
+from services.scorer.pool import ScoreTask
 from services.scorer.registry import ScorerRegistry
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage

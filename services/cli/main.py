@@ -19,7 +19,7 @@ from typing import Any
 
 from services.cli import commands
 from services.cli.envelope import failure, print_json, show_details, success
-from services.scorer.pool import quiet_logging
+from services.scorer.oneshot import quiet_logging
 from shared.bounded_json import loads_bounded
 from shared.errors import AutoscorerError, Stage, internal_error
 from shared.workspace import MAX_META_DEPTH

@@ -36,11 +36,11 @@ asyncio.run(main())
 
 WATCHDOG_PARENT = """
 import multiprocessing, os, time
-from services.scorer import pool
+from services.scorer import lifeline
 
 if __name__ == "__main__":
     context = multiprocessing.get_context("spawn")
-    child = context.Process(target=pool._watch_parent, args=(os.getpid(),), daemon=False)
+    child = context.Process(target=lifeline._watch_parent, args=(os.getpid(),), daemon=False)
     child.start()
     print(child.pid, flush=True)
     time.sleep(600)

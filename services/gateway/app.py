@@ -1,4 +1,4 @@
-"""The gateway's app factory: ``create_app(settings, store, bus, registry, hooks)``."""
+"""The gateway's app factory: ``create_app(settings, store, bus, registry, hooks, limits=)``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from services.gateway.webhooks.store import WebhookStore
 from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import GatewaySettings
+from shared.limits import SandboxLimits
 from shared.store import JobStore
 
 MAX_REQUEST_LINE = 64 * 1024
@@ -32,8 +33,13 @@ def create_app(
     hooks: WebhookStore,
     *,
     instance_id: str | None = None,
+    limits: SandboxLimits | None = None,
 ) -> web.Application:
-    """Routes, middlewares and shared state; opening the store and bus is the caller's job."""
+    """Routes, middlewares and shared state; opening the store and bus is the caller's job.
+
+    ``limits`` are the operator's caps (``Settings.limits``; default: their defaults), checked
+    when a job is submitted.
+    """
     app = web.Application(
         middlewares=[
             tracing_middleware(),
@@ -45,7 +51,13 @@ def create_app(
         handler_args={"max_line_size": MAX_REQUEST_LINE, "access_log_class": BoundedAccessLogger},
     )
     app[GATEWAY] = Gateway(
-        settings, store, bus, registry, hooks, instance_id or f"gateway-{uuid.uuid4().hex[:8]}"
+        settings,
+        store,
+        bus,
+        registry,
+        hooks,
+        instance_id or f"gateway-{uuid.uuid4().hex[:8]}",
+        limits=limits or SandboxLimits(),
     )
     app.cleanup_ctx.append(scorers_api.watches_ctx)
     for module in (health, jobs_api, scorers_api, webhooks_api, openapi):

@@ -1,4 +1,5 @@
-"""What the gateway's handlers share: settings, store, bus and the scorer registry."""
+"""What the gateway's handlers share: settings, store, bus, the scorer registry and the
+operator's caps on what a job may ask for (``Settings.limits``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import GatewaySettings
 from shared.jobs import Job
+from shared.limits import SandboxLimits
 from shared.outbox import publish_pending
 from shared.store import JobStore
 
@@ -47,6 +49,8 @@ class Gateway:
     registry: ScorerRegistry
     hooks: WebhookStore
     instance_id: str
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    """the operator's caps (``Settings.limits``): a submission asking beyond them is refused"""
     workspace_locks: KeyedLocks = field(default_factory=KeyedLocks)
     """held from "is this workspace busy?" to "job stored", so one replica never starts two"""
 

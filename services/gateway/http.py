@@ -30,6 +30,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.SCORER_NOT_FOUND: 404,
     ErrorCode.INVALID_STATE: 409,
     ErrorCode.UPLOAD_REJECTED: 400,
+    ErrorCode.RESOURCE_LIMIT_EXCEEDED: 422,  # a well-formed spec asking beyond the operator's caps
     ErrorCode.INTERNAL_ERROR: 500,
 }
 MAX_MESSAGE = 500  # characters of an error message

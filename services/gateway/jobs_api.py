@@ -6,6 +6,10 @@ anyone else. By path, an admin may name any folder under the data root, a submit
 under ``<data_root>/<subject>/``; the gateway's own folders (``uploads/``, ``scorers/``) are never
 submittable by path. An ``Idempotency-Key`` replay with the same request returns the first job;
 with a different request it is 422 ``IDEMPOTENCY_KEY_REUSED``.
+
+Operator caps (``Settings.limits``, CONVENTIONS item 15): a spec (submitted, or the workspace's
+meta.json) asking for more memory, CPU, ``/dev/shm``, time or GPUs than they allow is 422
+``RESOURCE_LIMIT_EXCEEDED`` at submission; no job is recorded and an upload is removed again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from services.gateway.uploads import Limits, extract_workspace
 from shared.errors import AutoscorerError, ErrorCode
 from shared.events import CancelRequested, JobSubmitted, RescoreRequested
 from shared.jobs import Job, JobStatus, new_job
+from shared.limits import SandboxLimits, check_within_caps
 from shared.models import JobSpec, new_job_id
 from shared.outbox import outbox_entry
 from shared.store import ListQuery
@@ -117,8 +122,10 @@ def check_path_rights(principal: Principal, root: Path, workspace: Path, relativ
         )
 
 
-def _spec_for(workspace: Path, raw: dict[str, Any] | None) -> JobSpec:
+def _spec_for(workspace: Path, raw: dict[str, Any] | None, caps: SandboxLimits) -> JobSpec:
+    """The submitted spec (or the workspace's meta.json), within the operator's caps."""
     spec = load_spec(workspace / "meta.json") if raw is None else validate(JobSpec, raw, "spec")
+    check_within_caps(spec, caps)  # RESOURCE_LIMIT_EXCEEDED (422): refused before it is stored
     return spec.model_copy(update={"job_id": new_job_id()})  # one id per submission
 
 
@@ -170,9 +177,15 @@ def _busy(running: Job, principal: Principal, key: str | None, digest: str) -> w
 
 
 def _new_job(
-    principal: Principal, body: SubmitFields, workspace: Path, key: str | None, digest: str
+    gw: Gateway,
+    principal: Principal,
+    body: SubmitFields,
+    workspace: Path,
+    *,
+    key: str | None,
+    digest: str,
 ) -> Job:
-    spec = _spec_for(workspace, body.spec)
+    spec = _spec_for(workspace, body.spec, gw.limits)
     event = JobSubmitted(
         job_id=spec.job_id,
         spec=spec,
@@ -203,7 +216,9 @@ async def _admit(
         running = await gw.store.find_active_by_workspace(str(workspace))
         if running is not None:
             return _busy(running, principal, key, digest)
-        job = await asyncio.to_thread(_new_job, principal, body, workspace, key, digest)
+        job = await asyncio.to_thread(
+            _new_job, gw, principal, body, workspace, key=key, digest=digest
+        )
         created = await gw.store.create(job)
     return created.job if created.created else _replay(created.job, digest)
 

@@ -55,9 +55,10 @@ class GatewayService:
 async def create_gateway(
     settings: Settings, store: JobStore, bus: EventBus, hooks: WebhookStore
 ) -> GatewayService:
-    """The app and the webhook dispatcher; subscribes the dispatcher before the bus starts."""
+    """The app (refusing jobs beyond ``settings.limits`` at submission) and the webhook
+    dispatcher; subscribes the dispatcher before the bus starts."""
     registry = registry_from_settings(settings.scorer)
-    app = create_app(settings.gateway, store, bus, registry, hooks)
+    app = create_app(settings.gateway, store, bus, registry, hooks, limits=settings.limits)
     secret = settings.gateway.webhooks.callback_secret
     dispatcher = WebhookDispatcher(
         hooks,

@@ -42,7 +42,8 @@ REASONS = {
     409: "the job's or workspace's state does not allow this (INVALID_STATE)",
     413: "the body is larger than this route accepts",
     415: "the body is neither application/json (UTF-8) nor, where accepted, multipart/form-data",
-    422: "an Idempotency-Key was reused for a different request (IDEMPOTENCY_KEY_REUSED)",
+    422: "an Idempotency-Key was reused for a different request (IDEMPOTENCY_KEY_REUSED), or "
+    "the job's spec asks for more than the operator's caps allow (RESOURCE_LIMIT_EXCEEDED)",
     503: "the store or bus is unavailable (retry later)",
 }
 JSON_ERRORS = (400, 413, 415)
@@ -104,7 +105,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/v1/jobs"): Op(
         "Submit a job: JSON naming a workspace under the data root, or a multipart upload "
         "(field 'archive'). One active job per workspace; Idempotency-Key replays return the "
-        "first job.",
+        "first job; a spec beyond the operator's caps (memory, CPU, shm, time, GPUs) is 422.",
         (200, 202, 403, 409, 422, *JSON_ERRORS, *_AUTH),
         body=SubmitRequest,
         upload=True,

@@ -10,6 +10,7 @@ from services.gateway import health, jobs_api, openapi, scorers_api
 from services.gateway.auth import KeyRing, auth_middleware
 from services.gateway.bodies import body_middleware
 from services.gateway.context import GATEWAY, Gateway
+from services.gateway.health import report_loops
 from services.gateway.http import BoundedAccessLogger, error_middleware
 from services.gateway.tracing import tracing_middleware
 from services.gateway.webhooks import api as webhooks_api
@@ -19,6 +20,7 @@ from shared.bus import EventBus
 from shared.config import GatewaySettings
 from shared.limits import SandboxLimits
 from shared.store import JobStore
+from shared.supervise import Supervisor
 
 MAX_REQUEST_LINE = 64 * 1024
 """bytes of the request line: room for every query parameter at its documented maximum length,
@@ -34,11 +36,14 @@ def create_app(
     *,
     instance_id: str | None = None,
     limits: SandboxLimits | None = None,
+    supervisor: Supervisor | None = None,
 ) -> web.Application:
     """Routes, middlewares and shared state; opening the store and bus is the caller's job.
 
     ``limits`` are the operator's caps (``Settings.limits``; default: their defaults), checked
-    when a job is submitted.
+    when a job is submitted. ``supervisor`` runs the gateway's background loops (default: a new
+    one); the scorer watcher's loops start with the app and the app's cleanup closes it, with
+    every loop it runs. /readyz reports its loops.
     """
     app = web.Application(
         middlewares=[
@@ -58,7 +63,9 @@ def create_app(
         hooks,
         instance_id or f"gateway-{uuid.uuid4().hex[:8]}",
         limits=limits or SandboxLimits(),
+        supervisor=supervisor or Supervisor("gateway"),
     )
+    report_loops(app, [app[GATEWAY].supervisor])
     app.cleanup_ctx.append(scorers_api.watches_ctx)
     for module in (health, jobs_api, scorers_api, webhooks_api, openapi):
         app.add_routes(module.routes())

@@ -1,5 +1,6 @@
-"""What the gateway's handlers share: settings, store, bus, the scorer registry and the
-operator's caps on what a job may ask for (``Settings.limits``)."""
+"""What the gateway's handlers share: settings, store, bus, the scorer registry, the
+operator's caps on what a job may ask for (``Settings.limits``) and the supervisor of the
+gateway's background loops."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shared.jobs import Job
 from shared.limits import SandboxLimits
 from shared.outbox import publish_pending
 from shared.store import JobStore
+from shared.supervise import Supervisor
 
 
 class KeyedLocks:
@@ -51,6 +53,8 @@ class Gateway:
     instance_id: str
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     """the operator's caps (``Settings.limits``): a submission asking beyond them is refused"""
+    supervisor: Supervisor = field(default_factory=lambda: Supervisor("gateway"))
+    """runs every background loop of the gateway (``GatewayService.supervisor`` is this one)"""
     workspace_locks: KeyedLocks = field(default_factory=KeyedLocks)
     """held from "is this workspace busy?" to "job stored", so one replica never starts two"""
 

@@ -1,7 +1,8 @@
 """The gateway's composition root: settings -> store, webhook store, bus -> app + dispatcher.
 
-Every background loop of the gateway (the webhook dispatcher) runs under its ``Supervisor``
-(``GatewayService.supervisor``), which /readyz reports.
+Every background loop of the gateway (the webhook dispatcher, the scorer watcher and its
+announcer) runs under its ``Supervisor`` (``GatewayService.supervisor``, the app's too), which
+/readyz reports.
 
 python -m services.gateway.main        # settings from AUTOSCORER__* / AUTOSCORER_CONFIG
 """
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from services.gateway.app import create_app
-from services.gateway.health import report_loops
 from services.gateway.webhooks.dispatcher import SUBSCRIBED_EVENTS, WebhookDispatcher
 from services.gateway.webhooks.store import WebhookStore
 from services.gateway.webhooks.store_mongo import MongoWebhookStore
@@ -58,7 +58,10 @@ async def create_gateway(
     """The app (refusing jobs beyond ``settings.limits`` at submission) and the webhook
     dispatcher; subscribes the dispatcher before the bus starts."""
     registry = registry_from_settings(settings.scorer)
-    app = create_app(settings.gateway, store, bus, registry, hooks, limits=settings.limits)
+    supervisor = Supervisor("gateway")
+    app = create_app(
+        settings.gateway, store, bus, registry, hooks, limits=settings.limits, supervisor=supervisor
+    )
     secret = settings.gateway.webhooks.callback_secret
     dispatcher = WebhookDispatcher(
         hooks,
@@ -67,9 +70,7 @@ async def create_gateway(
         callback_secret=secret.get_secret_value() if secret else None,
     )
     await bus.subscribe(settings.gateway.webhook_queue, SUBSCRIBED_EVENTS, dispatcher.on_event)
-    service = GatewayService(app, dispatcher)
-    report_loops(app, [service.supervisor])
-    return service
+    return GatewayService(app, dispatcher, supervisor)
 
 
 async def serve_app(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:

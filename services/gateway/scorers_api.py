@@ -3,13 +3,18 @@
 The gateway keeps its own registry (built-ins, configured plugins, what admins load) so it can
 list and test scorers. Loading is all-or-nothing: the file must import and register cleanly here
 first; then a ``ScorersChanged`` event carries its source to every scorer replica.
+
+Watching (``/v1/scorers/watch``) runs under the gateway's supervisor (:class:`ScorerWatches`):
+no bare task, a failing watcher or announcer is logged and shows in /readyz.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,22 +30,146 @@ from services.gateway.http import api_error, ok, shown
 from services.gateway.jobs_api import MAX_WORKSPACE, existing_workspace
 from services.scorer.engine import score_workspace
 from services.scorer.watch import ReloadEvent, watch_scorers
-from shared.errors import AutoscorerError, ErrorCode
+from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import ScorersChanged
+from shared.supervise import Supervisor
 from shared.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 _FILENAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\.py$")
 
 
+WATCH_LOOP = "scorer-watch"
+ANNOUNCE_LOOP = "scorer-announce"
+ANNOUNCE_ATTEMPTS = 5
+"""tries of one reload's announcement (the supervisor's back-off between them), then it is
+dropped with an error in the log"""
+WATCH_READY_S = 10.0
+MAX_PENDING = 256  # announcements waiting to be published
+
+
 @dataclass
-class Watches:
-    """Watched scorer files by name, and announcements still being published."""
+class _Generation:
+    """What one run of ``watch_scorers`` watches, and whether it has started."""
 
-    tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
-    pending: set[asyncio.Task[None]] = field(default_factory=set)
+    files: frozenset[str]
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-WATCHES = web.AppKey("scorer_watches", Watches)
+class ScorerWatches:
+    """The watched scorer files, under two loops of the gateway's supervisor.
+
+    ``scorer-watch`` runs ``watch_scorers`` over the current set of files and starts it again
+    whenever the set changes (watching nothing, it waits). A reload that loaded scorers queues an
+    announcement that ``scorer-announce`` publishes (a ``ScorersChanged`` per scorer); one that
+    fails is retried after the supervisor's back-off, so the loop shows as failing in /readyz,
+    and after ``ANNOUNCE_ATTEMPTS`` tries it is dropped with an error in the log.
+    """
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.files: dict[str, Path] = {}
+        self._restart = asyncio.Event()
+        self._current: _Generation | None = None
+        self._next = asyncio.Event()  # set (and replaced) when a new generation starts
+        self._pending: deque[ReloadEvent] = deque()
+        self._queued = asyncio.Event()
+        self._attempts = 0
+
+    def supervise(self, supervisor: Supervisor) -> None:
+        supervisor.forever(WATCH_LOOP, self._watch)
+        supervisor.forever(ANNOUNCE_LOOP, self._announce)
+
+    def names(self) -> list[str]:
+        return sorted(self.files)
+
+    async def add(self, name: str, file: Path) -> None:
+        """Watch ``file`` too; returns once a watcher covering it has started."""
+        if name not in self.files:
+            self.files[name] = file
+            self._restart.set()
+        try:
+            async with asyncio.timeout(WATCH_READY_S):
+                await self._watching(name)
+        except TimeoutError as exc:
+            raise AutoscorerError(
+                ErrorCode.BACKEND_UNAVAILABLE,
+                "the scorer watcher did not start; the gateway's log has the details",
+                stage=Stage.PLATFORM,
+            ) from exc
+
+    def remove(self, name: str) -> None:
+        del self.files[name]
+        self._restart.set()
+
+    async def _watching(self, name: str) -> None:
+        while True:
+            current, upcoming = self._current, self._next
+            if current is not None and name in current.files and name in self.files:
+                await current.ready.wait()
+                return
+            await upcoming.wait()
+
+    async def _watch(self) -> None:
+        """One supervised loop: watch the current files until they change, then again."""
+        while True:
+            self._restart.clear()
+            files = dict(self.files)
+            current = self._current = _Generation(frozenset(files))
+            self._next.set()
+            self._next = asyncio.Event()
+            self.gw.supervisor.beat(WATCH_LOOP)
+            if not files:
+                current.ready.set()
+                await self._restart.wait()
+                continue
+            await watch_scorers(
+                self.gw.registry,
+                list(files.values()),
+                self._on_event,
+                stop=self._restart,
+                ready=current.ready,
+            )
+
+    def _on_event(self, event: ReloadEvent) -> None:
+        self.gw.supervisor.beat(WATCH_LOOP)
+        if event.change != "loaded":
+            return
+        if len(self._pending) >= MAX_PENDING:
+            log.error("scorer announcements: queue full, %s not announced", event.file.name)
+            return
+        self._pending.append(event)
+        self._queued.set()
+
+    async def _announce(self) -> None:
+        """One supervised loop: publish the queued announcements, oldest first."""
+        while True:
+            while not self._pending:
+                self._queued.clear()
+                await self._queued.wait()
+            event = self._pending[0]
+            try:
+                await announce(self.gw, event.file, list(event.scorers), "reloaded")
+            except Exception:
+                self._attempts += 1
+                if self._attempts < ANNOUNCE_ATTEMPTS:
+                    raise  # the supervisor logs and counts it, and runs the loop again later
+                self._pending.popleft()
+                self._attempts = 0
+                log.exception(
+                    "scorer announcements: gave up on %s (%s) after %d tries",
+                    event.file.name,
+                    ", ".join(event.scorers),
+                    ANNOUNCE_ATTEMPTS,
+                )
+                continue
+            self._pending.popleft()
+            self._attempts = 0
+            self.gw.supervisor.beat(ANNOUNCE_LOOP)
+
+
+WATCHES = web.AppKey("scorer_watches", ScorerWatches)
 Action = Literal["loaded", "reloaded"]
 
 
@@ -161,58 +290,34 @@ async def start_watch(request: web.Request) -> web.Response:
     file = plugin_dir(gw) / body.filename
     if not file.is_file():
         raise api_error(ErrorCode.NOT_FOUND, f"no scorer file {body.filename!r}; load it first")
-    watches = request.app[WATCHES].tasks
-    if body.filename not in watches:
-        stop, ready = asyncio.Event(), asyncio.Event()
-
-        def on_event(event: ReloadEvent) -> None:
-            if event.change == "loaded":
-                task = asyncio.get_running_loop().create_task(
-                    announce(gw, event.file, list(event.scorers), "reloaded")
-                )
-                _keep(request.app, task)
-
-        watches[body.filename] = (
-            asyncio.create_task(
-                watch_scorers(gw.registry, [file], on_event, stop=stop, ready=ready)
-            ),
-            stop,
-        )
-        await ready.wait()
-    return ok({"watching": sorted(watches)})
-
-
-def _keep(app: web.Application, task: asyncio.Task[None]) -> None:
-    pending = app[WATCHES].pending
-    pending.add(task)
-    task.add_done_callback(pending.discard)
+    watches = request.app[WATCHES]
+    await watches.add(body.filename, file)
+    return ok({"watching": watches.names()})
 
 
 async def stop_watch(request: web.Request) -> web.Response:
     require_admin(request)
     name = request.query.get("filename", "")
-    watches = request.app[WATCHES].tasks
-    if name not in watches:
+    watches = request.app[WATCHES]
+    if name not in watches.files:
         raise api_error(ErrorCode.NOT_FOUND, f"not watching {shown(name)}")
-    task, stop = watches.pop(name)
-    stop.set()
-    await task
-    return ok({"watching": sorted(watches)})
+    watches.remove(name)
+    return ok({"watching": watches.names()})
 
 
 async def list_watches(request: web.Request) -> web.Response:
     require_admin(request)
-    return ok({"watching": sorted(request.app[WATCHES].tasks)})
+    return ok({"watching": request.app[WATCHES].names()})
 
 
 async def watches_ctx(app: web.Application) -> AsyncIterator[None]:
-    watches = app[WATCHES] = Watches()
+    """The scorer watcher's loops start with the app under the gateway's supervisor; the app's
+    cleanup closes that supervisor (and so every loop of the gateway)."""
+    gw = app[GATEWAY]
+    watches = app[WATCHES] = ScorerWatches(gw)
+    watches.supervise(gw.supervisor)
     yield
-    for task, stop in watches.tasks.values():
-        stop.set()
-        await task
-    if watches.pending:
-        await asyncio.wait(watches.pending, timeout=5)
+    await gw.supervisor.close()
 
 
 def routes() -> list[web.RouteDef]:

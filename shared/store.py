@@ -34,6 +34,10 @@ from shared.models import Result, RunOutcome
 
 MAX_PAGE = 500
 
+CLAIM_GRACE = timedelta(seconds=60)
+"""How long a workspace claim stands while its job is missing or finished before it was claimed:
+the claimer is between claiming and creating the job, or about to re-score it."""
+
 
 class JobNotFoundError(AutoscorerError):
     """An operation that needs an existing job named one the store does not hold."""
@@ -158,6 +162,27 @@ def page_of(jobs: list[Job], limit: int) -> JobPage:
     return JobPage(jobs[:limit], encode_cursor(jobs[limit - 1]))
 
 
+@dataclass(frozen=True, slots=True)
+class WorkspaceClaim:
+    """Which job holds a workspace (its one active job), since when."""
+
+    workspace: str
+    job_id: str
+    claimed_at: datetime
+
+
+def claim_is_stale(claim: WorkspaceClaim, holder: Job | None, now: datetime) -> bool:
+    """May another job take ``claim`` over? Only when its job (``holder``, as read now) is not
+    active: finished after it claimed (the release was lost), or missing or finished for longer
+    than ``CLAIM_GRACE`` (a claimer that died before creating the job, or a re-score that never
+    started). A missing or finished job claimed just now is about to be created or re-scored."""
+    if holder is not None and holder.active:
+        return False
+    if now - claim.claimed_at >= CLAIM_GRACE:
+        return True
+    return holder is not None and holder.updated_at >= claim.claimed_at
+
+
 def state_set(states: JobStatus | Iterable[JobStatus]) -> frozenset[JobStatus]:
     if isinstance(states, JobStatus):
         return frozenset({states})
@@ -269,8 +294,29 @@ class JobStore(Protocol):
     async def find_overdue(self, *, now: datetime | None = None, limit: int = 100) -> list[Job]:
         """Active jobs whose ``deadline_at`` has passed, earliest deadline first."""
 
+    async def find_without_deadline(self, *, limit: int = 100) -> list[Job]:
+        """Active jobs with no ``deadline_at`` (stored before jobs had deadlines), least
+        recently updated first."""
+
+    async def set_deadline(self, job_id: str, status: JobStatus, deadline_at: datetime) -> bool:
+        """Give a job still in ``status`` and still without a deadline ``deadline_at``; False
+        when it moved on or has one."""
+
     async def find_active_by_workspace(self, workspace: str) -> Job | None:
         """The active job (submitted..scoring) using ``workspace``, if any."""
+
+    async def claim_workspace(
+        self, workspace: str, job_id: str, *, now: datetime | None = None
+    ) -> str:
+        """Make ``job_id`` the one job admitted on ``workspace`` (its canonical path) unless
+        another job holds it; returns the holder's job id, ``job_id`` itself when claimed.
+
+        Atomic across processes: of any number of concurrent claims one wins. A claim whose job
+        finished (its release lost) or never appeared is taken over by compare-and-set on the
+        holder (:func:`claim_is_stale`); a claim by its own holder is refreshed (a re-score)."""
+
+    async def release_workspace(self, workspace: str, job_id: str) -> bool:
+        """Drop ``job_id``'s claim on ``workspace`` (its job finished); False if it held none."""
 
     async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
         """Add entries whose event id is not already pending."""

@@ -6,6 +6,12 @@ applies it atomically or not at all: no transactions, no change streams.
 
 FerretDB 1.24 does not apply those updates atomically (it reads, then writes back by ``_id``), so
 there the store also holds a per-job lock around each write (:mod:`shared.store_mongo_lock`).
+
+Workspace claims (one active job per workspace) are documents of ``<jobs>_workspace_locks`` keyed
+by a hash of the workspace's path: a claim is an insert, which the unique ``_id`` makes atomic
+everywhere; taking over a stale claim or dropping one is a compare-and-set on the holder, under
+the same per-key lock on FerretDB. FerretDB has no partial indexes, so the jobs collection cannot
+say "one active job per workspace" itself.
 Only what FerretDB handles correctly is used: it ignores ``$push``'s ``$slice``, matches a
 ``$pull`` condition as a whole element, reads ``{"$exists": 1}`` wrongly (``True`` works) and
 drops the connection on a multi-index ``createIndexes`` naming existing indexes.
@@ -13,6 +19,7 @@ drops the connection on a multi-index ``createIndexes`` naming existing indexes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -43,6 +50,8 @@ from shared.store import (
     ListQuery,
     Transition,
     TransitionOutcome,
+    WorkspaceClaim,
+    claim_is_stale,
     page_of,
     state_set,
     store_error,
@@ -66,6 +75,12 @@ INDEXES = [
 ]
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
 _BEYOND_KEPT = f"processed_event_ids.{PROCESSED_EVENTS_KEPT}"
+_CLAIM_TRIES = 20
+
+
+def workspace_key(workspace: str) -> str:
+    """The claim's ``_id``: a fixed-size key for a path of any length."""
+    return hashlib.sha256(workspace.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @asynccontextmanager
@@ -92,6 +107,15 @@ def to_document(job: Job) -> Document:
     if job.idempotency_key is None:
         del doc["idempotency_key"]  # absent, not null: the unique index is sparse
     return doc
+
+
+def _claim_document(claim: WorkspaceClaim) -> Document:
+    return {
+        "_id": workspace_key(claim.workspace),
+        "workspace": claim.workspace,
+        "job_id": claim.job_id,
+        "claimed_at": claim.claimed_at,
+    }
 
 
 def from_document(doc: Document) -> Job:
@@ -192,6 +216,9 @@ class MongoJobStore:
         self._owns_client = owns_client
         self._jobs: AsyncCollection[Document] = db.get_collection(collection, codec_options=options)
         self._locks = JobLocks(db.get_collection(f"{collection}_locks", codec_options=options))
+        self._claims: AsyncCollection[Document] = db.get_collection(
+            f"{collection}_workspace_locks", codec_options=options
+        )
         self._serialize = serialize_writes
         self._locks_ready = False
 
@@ -210,6 +237,18 @@ class MongoJobStore:
                     # one per call: FerretDB 1.24 drops the connection when a multi-index
                     # createIndexes names indexes that already exist
                     await self._jobs.create_indexes([index])
+            await self._claim_active_jobs()
+
+    async def _claim_active_jobs(self) -> None:
+        """Claim the workspace of every active job stored before claims existed (as of its last
+        update, so a job finishing meanwhile leaves a claim that is stale at once)."""
+        fields = {"workspace": 1, "updated_at": 1}
+        async for doc in self._jobs.find({"status": {"$in": _ACTIVE}}, fields):
+            claim = WorkspaceClaim(doc["workspace"], doc["_id"], doc["updated_at"])
+            try:
+                await self._claims.insert_one(_claim_document(claim))
+            except DuplicateKeyError:
+                continue
 
     async def _needs_locks(self) -> bool:
         if self._serialize is None:
@@ -373,6 +412,60 @@ class MongoJobStore:
         async with driver_errors("find by workspace"):
             docs = await self._jobs.find(query).sort(_NEWEST_FIRST).limit(1).to_list()
         return from_document(docs[0]) if docs else None
+
+    async def find_without_deadline(self, *, limit: int = 100) -> list[Job]:
+        query = {"status": {"$in": _ACTIVE}, "deadline_at": None}  # null or absent
+        async with driver_errors("find without deadline"):
+            docs = await self._jobs.find(query).sort("updated_at", 1).limit(limit).to_list()
+        return [from_document(doc) for doc in docs]
+
+    async def set_deadline(self, job_id: str, status: JobStatus, deadline_at: datetime) -> bool:
+        query = {"_id": job_id, "status": status.value, "deadline_at": None}
+        async with driver_errors("set deadline"), self._exclusive(job_id):
+            done = await self._jobs.update_one(query, {"$set": {"deadline_at": deadline_at}})
+        return done.modified_count == 1
+
+    async def claim_workspace(
+        self, workspace: str, job_id: str, *, now: datetime | None = None
+    ) -> str:
+        key = workspace_key(workspace)
+        async with driver_errors("claim workspace"):
+            for _ in range(_CLAIM_TRIES):
+                at = now or now_ms()
+                try:
+                    await self._claims.insert_one(
+                        _claim_document(WorkspaceClaim(workspace, job_id, at))
+                    )
+                except DuplicateKeyError:
+                    holder = await self._claim_held(key, job_id, at)
+                    if holder is not None:
+                        return holder
+                else:
+                    return job_id
+        raise store_error(TimeoutError(f"workspace claim kept changing ({key})"), "claim workspace")
+
+    async def _claim_held(self, key: str, job_id: str, at: datetime) -> str | None:
+        """The holder after trying to take the existing claim over; ``None``: try again."""
+        async with self._exclusive(f"workspace:{key}"):
+            doc = await self._claims.find_one({"_id": key})
+            if doc is None:  # released in between: insert again
+                return None
+            claim = WorkspaceClaim(doc["workspace"], doc["job_id"], doc["claimed_at"])
+            if claim.job_id != job_id:
+                holder = await self.get(claim.job_id)
+                if not claim_is_stale(claim, holder, at):
+                    return claim.job_id
+            done = await self._claims.update_one(
+                {"_id": key, "job_id": claim.job_id, "claimed_at": claim.claimed_at},
+                {"$set": {"job_id": job_id, "claimed_at": at}},
+            )
+        return job_id if done.matched_count == 1 else None
+
+    async def release_workspace(self, workspace: str, job_id: str) -> bool:
+        key = workspace_key(workspace)
+        async with driver_errors("release workspace"), self._exclusive(f"workspace:{key}"):
+            done = await self._claims.delete_one({"_id": key, "job_id": job_id})
+        return done.deleted_count == 1
 
     async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
         async with driver_errors("append outbox"), self._exclusive(job_id):

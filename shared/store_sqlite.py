@@ -5,7 +5,8 @@ always rewritten from the document so they cannot disagree. All SQLite work happ
 thread that owns the connection, so the event loop never blocks and calls never interleave. A
 compare-and-set reads the row and writes it back inside one ``BEGIN IMMEDIATE`` transaction (which
 also holds off other processes using the same file), and the ``UPDATE`` repeats the state
-precondition in its ``WHERE``.
+precondition in its ``WHERE``. Workspace claims (one active job per workspace) are rows of
+``workspace_locks``, read and written inside one such transaction.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from shared.store import (
     ListQuery,
     Transition,
     TransitionOutcome,
+    WorkspaceClaim,
     apply_transition,
     attempt_fits,
+    claim_is_stale,
     lease_is_free,
     page_of,
     state_set,
@@ -69,6 +72,11 @@ CREATE INDEX IF NOT EXISTS jobs_workspace_status ON jobs (workspace, status);
 CREATE INDEX IF NOT EXISTS jobs_lease_expiry ON jobs (lease_expires_at)
     WHERE lease_expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_outbox_pending ON jobs (updated_at) WHERE outbox_size > 0;
+CREATE TABLE IF NOT EXISTS workspace_locks (
+    workspace  TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    claimed_at TEXT NOT NULL
+);
 """
 
 MIGRATIONS = (
@@ -154,6 +162,12 @@ class JobsDb:
             if column not in columns:
                 self._conn.execute(ddl)
         self._conn.executescript(AFTER_MIGRATIONS)
+        # the workspaces of active jobs stored before claims existed, as of their last update
+        self._conn.execute(
+            "INSERT OR IGNORE INTO workspace_locks (workspace, job_id, claimed_at) "  # noqa: S608
+            f"SELECT workspace, job_id, updated_at FROM jobs WHERE status IN ({_marks(_ACTIVE)})",
+            _ACTIVE,
+        )
 
     def close(self) -> None:
         self._conn.close()
@@ -274,6 +288,45 @@ class JobsDb:
             "ORDER BY created_at DESC, job_id DESC LIMIT 1"
         )
         return self._one(sql, [workspace, *_ACTIVE])
+
+    def find_without_deadline(self, limit: int) -> list[Job]:
+        sql = (
+            f"SELECT doc FROM jobs WHERE status IN ({_marks(_ACTIVE)}) "  # noqa: S608
+            "AND deadline_at IS NULL ORDER BY updated_at LIMIT ?"
+        )
+        return self._many(sql, [*_ACTIVE, limit])
+
+    def set_deadline(self, job_id: str, status: JobStatus, deadline_at: datetime) -> bool:
+        with self._write():
+            job = self._must_get(job_id)
+            if job.status is not status or job.deadline_at is not None:
+                return False
+            self._save(job.model_copy(update={"deadline_at": deadline_at}))
+        return True
+
+    def claim_workspace(self, workspace: str, job_id: str, now: datetime) -> str:
+        with self._write():
+            row = self._conn.execute(
+                "SELECT job_id, claimed_at FROM workspace_locks WHERE workspace = ?", (workspace,)
+            ).fetchone()
+            if row is not None and row[0] != job_id:
+                claim = WorkspaceClaim(workspace, row[0], datetime.fromisoformat(row[1]))
+                if not claim_is_stale(claim, self.get(claim.job_id), now):
+                    return claim.job_id
+            self._conn.execute(
+                "INSERT OR REPLACE INTO workspace_locks (workspace, job_id, claimed_at) "
+                "VALUES (?, ?, ?)",
+                (workspace, job_id, timestamp(now)),
+            )
+        return job_id
+
+    def release_workspace(self, workspace: str, job_id: str) -> bool:
+        with self._write():
+            done = self._conn.execute(
+                "DELETE FROM workspace_locks WHERE workspace = ? AND job_id = ?",
+                (workspace, job_id),
+            )
+        return done.rowcount == 1
 
     def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
         with self._write():
@@ -401,6 +454,23 @@ class SqliteJobStore:
     async def find_active_by_workspace(self, workspace: str) -> Job | None:
         find = self.db.find_active_by_workspace
         return await self._run("find by workspace", find, workspace)
+
+    async def find_without_deadline(self, *, limit: int = 100) -> list[Job]:
+        return await self._run("find without deadline", self.db.find_without_deadline, limit)
+
+    async def set_deadline(self, job_id: str, status: JobStatus, deadline_at: datetime) -> bool:
+        set_deadline = self.db.set_deadline
+        return await self._run("set deadline", set_deadline, job_id, status, deadline_at)
+
+    async def claim_workspace(
+        self, workspace: str, job_id: str, *, now: datetime | None = None
+    ) -> str:
+        claim = self.db.claim_workspace
+        return await self._run("claim workspace", claim, workspace, job_id, now or now_ms())
+
+    async def release_workspace(self, workspace: str, job_id: str) -> bool:
+        release = self.db.release_workspace
+        return await self._run("release workspace", release, workspace, job_id)
 
     async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
         return await self._run("append outbox", self.db.append_outbox, job_id, list(entries))

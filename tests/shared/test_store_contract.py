@@ -32,6 +32,7 @@ from shared.jobs import (
 )
 from shared.models import JobSpec, Result, RunOutcome
 from shared.store import (
+    CLAIM_GRACE,
     JobNotFoundError,
     JobStore,
     JobUpdate,
@@ -57,6 +58,7 @@ class Backend:
     kind: str
     opener: Callable[[], JobStore]
     opened: list[JobStore] = field(default_factory=list)
+    database: str = ""  # the Mongo database, for tests that write old documents into it
 
     async def open(self) -> JobStore:
         store = self.opener()
@@ -71,7 +73,9 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     database = f"autoscorer_test_{uuid.uuid4().hex[:12]}"
     url = mongo_url()
     if kind == "mongo":
-        rig = Backend(kind, lambda: MongoJobStore.from_url(url, database, timeoutMS=10_000))
+        rig = Backend(
+            kind, lambda: MongoJobStore.from_url(url, database, timeoutMS=10_000), database=database
+        )
     else:
         path = tmp_path / "jobs.sqlite3"
         rig = Backend(kind, lambda: SqliteJobStore(path))
@@ -560,6 +564,119 @@ async def test_the_active_job_of_a_workspace_is_found_until_it_finishes(store: J
     assert running.job_id == job.job_id
     assert await store.find_active_by_workspace("/ws/shared") is None
     assert await store.find_active_by_workspace("/ws/none") is None
+
+
+# --- one active job per workspace: claims ---------------------------------------------------------
+
+
+async def test_a_workspace_is_claimed_by_one_job_until_released(store: JobStore) -> None:
+    job = await created(store, make_job(workspace="/ws/shared"))
+
+    first = await store.claim_workspace("/ws/shared", job.job_id)
+    again = await store.claim_workspace("/ws/shared", job.job_id)
+    other = await store.claim_workspace("/ws/shared", "job-other")
+    elsewhere = await store.claim_workspace("/ws/elsewhere", "job-other")
+    not_held = await store.release_workspace("/ws/shared", "job-other")
+    released = await store.release_workspace("/ws/shared", job.job_id)
+    after = await store.claim_workspace("/ws/shared", "job-other")
+
+    assert (first, again, other, elsewhere) == (job.job_id, job.job_id, job.job_id, "job-other")
+    assert (not_held, released) == (False, True)
+    assert after == "job-other"
+
+
+async def test_concurrent_claims_of_one_workspace_have_one_winner(backend: Backend) -> None:
+    stores = [await backend.open() for _ in range(2)]  # two clients, as two gateways have
+    ids = [f"job-claim-{n:02d}" for n in range(20)]
+
+    holders = await asyncio.gather(
+        *(stores[n % 2].claim_workspace("/ws/raced", job_id) for n, job_id in enumerate(ids))
+    )
+
+    assert len(set(holders)) == 1
+    assert holders.count(holders[0]) == 20
+    assert holders[0] in ids
+
+
+async def test_a_claim_whose_job_finished_is_taken_over(store: JobStore) -> None:
+    job = await created(store, make_job(workspace="/ws/shared"))
+    await store.claim_workspace("/ws/shared", job.job_id)
+    await walk(store, job.job_id, S.CANCELLED)  # the release was lost (a crash)
+
+    taken = await store.claim_workspace("/ws/shared", "job-next")
+
+    assert taken == "job-next"
+    assert not await store.release_workspace("/ws/shared", job.job_id)
+
+
+async def test_a_claim_without_its_job_stands_for_the_grace_then_is_taken(store: JobStore) -> None:
+    await store.claim_workspace("/ws/shared", "job-being-created", now=T0)
+
+    within = await store.claim_workspace("/ws/shared", "job-b", now=T0 + CLAIM_GRACE / 2)
+    after = await store.claim_workspace("/ws/shared", "job-c", now=T0 + CLAIM_GRACE)
+
+    assert within == "job-being-created"
+    assert after == "job-c"
+
+
+async def test_a_finished_job_claiming_again_holds_off_others(store: JobStore) -> None:
+    job = await created(store, make_job(workspace="/ws/shared"))
+    await walk(store, job.job_id, S.QUEUED, S.RUNNING, S.SCORING, S.SUCCEEDED)
+
+    rescoring = await store.claim_workspace("/ws/shared", job.job_id)  # a re-score, not moved yet
+    other = await store.claim_workspace("/ws/shared", "job-other")
+
+    assert (rescoring, other) == (job.job_id, job.job_id)
+
+
+async def test_opening_claims_the_workspaces_of_active_jobs(
+    backend: Backend, store: JobStore
+) -> None:
+    active = await created(store, make_job(workspace="/ws/active"))  # stored without a claim
+    done = await created(store, make_job(workspace="/ws/done"))
+    await walk(store, done.job_id, S.CANCELLED)
+
+    reopened = await backend.open()  # as after an upgrade: active jobs claim their workspaces
+
+    assert await reopened.claim_workspace("/ws/active", "job-other") == active.job_id
+    assert await reopened.claim_workspace("/ws/done", "job-other") == "job-other"
+
+
+# --- jobs stored before deadlines --------------------------------------------------------------
+
+
+async def test_active_jobs_without_a_deadline_are_found_and_given_one(
+    backend: Backend, store: JobStore
+) -> None:
+    old = make_job(0).model_copy(update={"deadline_at": None})
+    older = make_job(1, created_at=T0).model_copy(update={"deadline_at": None})
+    for job in (old, older):
+        await created(store, job)
+    await walk(store, older.job_id, S.QUEUED)
+    await store.transition(older.job_id, S.QUEUED, S.QUEUED, JobUpdate(deadline_at=None))
+    finished = await created(store, make_job(2).model_copy(update={"deadline_at": None}))
+    await walk(store, finished.job_id, S.CANCELLED)
+    if backend.kind == "mongo":  # a document written before the field existed has none at all
+        await unset_field(backend.database, old.job_id, "deadline_at")
+
+    found = await store.find_without_deadline()
+    moved_on = await store.set_deadline(old.job_id, S.QUEUED, T0)
+    given = await store.set_deadline(old.job_id, S.SUBMITTED, T0)
+    twice = await store.set_deadline(old.job_id, S.SUBMITTED, T0 + TTL)
+
+    assert {j.job_id for j in found} == {old.job_id, older.job_id}
+    assert (moved_on, given, twice) == (False, True, False)
+    assert (await store.get(old.job_id)).deadline_at == T0
+    assert [j.job_id for j in await store.find_without_deadline()] == [older.job_id]
+    assert [j.job_id for j in await store.find_overdue(now=T0)] == [old.job_id]
+
+
+async def unset_field(database: str, job_id: str, name: str) -> None:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url(), timeoutMS=10_000)
+    try:
+        await client[database]["jobs"].update_one({"_id": job_id}, {"$unset": {name: ""}})
+    finally:
+        await client.close()
 
 
 def entry(event_id: str) -> OutboxEntry:

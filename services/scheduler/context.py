@@ -73,11 +73,21 @@ class Context:
         )
         if done.applied:
             log.info("job %s -> %s (%s)", job_id, to_state.value, reason or "")
+            if not done.job.active:
+                await self.release_workspace(done.job)
             if emit:
                 await self.relay.flush(done.job, emit)
         else:
             log.debug("job %s not moved to %s: %s", job_id, to_state.value, done.outcome.value)
         return done
+
+    async def release_workspace(self, job: Job) -> None:
+        """Let the next job have a finished job's workspace. Best effort: a claim whose job
+        finished is taken over anyway (``shared.store.claim_is_stale``)."""
+        try:
+            await self.store.release_workspace(job.workspace, job.job_id)
+        except AutoscorerError as exc:
+            log.warning("job %s: workspace claim not released (%s)", job.job_id, exc.message)
 
     async def known_job(self, job_id: str) -> Job:
         """The job, or a retryable error: its ``JobSubmitted`` may not have been handled yet."""

@@ -1,10 +1,10 @@
-"""``JobSubmitted``: record the job (idempotently) and queue it on a backend, or refuse it
-(``refusals.py``)."""
+"""``JobSubmitted``: record the job (idempotently), claim its workspace and queue it on a
+backend, or refuse it (``refusals.py``)."""
 
 from __future__ import annotations
 
 from services.scheduler.context import Context, attempt_cause
-from services.scheduler.refusals import refusal, refuse
+from services.scheduler.refusals import refusal, refuse, workspace_taken
 from shared.events import JobSubmitted, RunRequested, derived_event_id
 from shared.jobs import Job, JobStatus, new_job
 from shared.store import Transition
@@ -25,11 +25,17 @@ async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
     stored = (await ctx.store.create(job)).job
     if stored.status is not JobStatus.SUBMITTED:
         return
-    refused = refusal(ctx, event.spec, event.callback_url)
+    await admit(ctx, stored, event_id=str(event.event_id))
+
+
+async def admit(ctx: Context, job: Job, *, event_id: str) -> Transition:
+    """Queue a ``submitted`` job, or refuse it: beyond what the platform runs, or its workspace
+    held by another active job (the gateway claimed it for its own jobs; a platform's
+    ``JobSubmitted`` is claimed here)."""
+    refused = refusal(ctx, job.spec, job.callback_url) or await workspace_taken(ctx, job)
     if refused is not None:
-        await refuse(ctx, stored, refused, event_id=str(event.event_id))
-        return
-    await queue_job(ctx, stored, event_id=str(event.event_id))
+        return await refuse(ctx, job, refused, event_id=event_id)
+    return await queue_job(ctx, job, event_id=event_id)
 
 
 async def queue_job(ctx: Context, job: Job, *, event_id: str) -> Transition:

@@ -4,8 +4,8 @@ Every move into an active state sets ``Job.deadline_at`` (:mod:`services.schedul
 Every ``reaper_interval_s`` the reaper takes the jobs past it, each its own guarded item, and
 moves each on by compare-and-set:
 
-- ``submitted``: the scheduler queues (or refuses) it itself (its ``JobSubmitted`` was lost or
-  is late);
+- ``submitted``: the scheduler admits (queues or refuses) it itself (its ``JobSubmitted`` was
+  lost or is late);
 - ``queued`` / ``scoring``: the request is sent again (``queued -> queued``, ``scoring ->
   scoring``: the same request, same event id) while ``deadline_resends`` allow, then the job fails
   with ``DEADLINE_EXCEEDED`` and ``JobFailed``; a score-only job waiting for a platform's
@@ -17,16 +17,20 @@ still has that deadline (``if_deadline``), so two schedulers reaping the same jo
 reaper acting on an old read cannot touch a later round of the job, and a result that lands
 first (a late ``ScoreCompleted``) makes the reaper's compare-and-set a no-op; whichever lands
 first is the job's one terminal state.
+
+An active job stored before jobs had deadlines has none: each round first gives such jobs the
+deadline of their state counted from their last update (:func:`give_deadlines`), so they are
+reaped like any other.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from services.scheduler.cancel import STAGE_OF
 from services.scheduler.context import Context
-from services.scheduler.intake import queue_job, run_request
-from services.scheduler.refusals import refusal, refuse
+from services.scheduler.intake import admit, run_request
 from services.scheduler.retries import attempt_failed, retry_or_fail
 from services.scheduler.scoring import score_request, scoring_failed
 from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
@@ -39,10 +43,27 @@ log = logging.getLogger(__name__)
 
 async def reap_overdue(ctx: Context, *, limit: int = 100) -> int:
     """Move every job the store reports past its deadline; returns how many moved."""
+    await give_deadlines(ctx, limit=limit)
     moved = 0
     for job in await ctx.store.find_overdue(limit=limit):
         moved += await _reap_guarded(ctx, job)
     return moved
+
+
+async def give_deadlines(ctx: Context, *, limit: int = 100) -> int:
+    """Give each active job without a deadline that of its state, from its last update; each
+    job its own guarded item. Returns how many were handled."""
+    given = 0
+    for job in await ctx.store.find_without_deadline(limit=limit):
+        work = functools.partial(_give_deadline, ctx, job)
+        given += await guarded(f"reaper: deadline of job {job.job_id}", work)
+    return given
+
+
+async def _give_deadline(ctx: Context, job: Job) -> None:
+    deadline = ctx.deadlines.of(job.status, job.spec, now=job.updated_at)
+    if deadline is not None:  # a compare-and-set: a job that moved meanwhile has its own
+        await ctx.store.set_deadline(job.job_id, job.status, deadline)
 
 
 async def _reap_guarded(ctx: Context, job: Job) -> bool:
@@ -65,10 +86,7 @@ async def reap(ctx: Context, job: Job) -> Transition:
     )
     match job.status:
         case JobStatus.SUBMITTED:
-            refused = refusal(ctx, job.spec, job.callback_url)
-            if refused is not None:
-                return await refuse(ctx, job, refused, event_id=deadline_key(job))
-            return await queue_job(ctx, job, event_id=deadline_key(job))
+            return await admit(ctx, job, event_id=deadline_key(job))
         case JobStatus.RUNNING:
             return await retry_or_fail(ctx, job, deadline_error(job))
         case JobStatus.QUEUED if job.spec.container is not None:

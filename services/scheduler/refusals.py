@@ -9,6 +9,9 @@ letter (docs/EVENTS.md, "Refused submissions").
 - A valid ``JobSubmitted`` whose ``callback_url`` the platform would not call, or whose spec asks
   for more than the operator's caps, is recorded and moved ``submitted -> failed`` with
   ``JobFailed`` (``CONFIG_VALIDATION_ERROR`` / ``RESOURCE_LIMIT_EXCEEDED``): :func:`refusal`.
+- A valid ``JobSubmitted`` whose workspace another active job holds (one active job per
+  workspace, claimed in the store) is refused the same way with ``INVALID_STATE``:
+  :func:`workspace_taken`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,18 @@ def refusal(ctx: Context, spec: JobSpec, callback_url: str | None) -> Autoscorer
     except AutoscorerError as refused:
         return refused
     return None
+
+
+async def workspace_taken(ctx: Context, job: Job) -> AutoscorerError | None:
+    """Claim the job's workspace; the refusal when another active job holds it."""
+    holder = await ctx.store.claim_workspace(job.workspace, job.job_id)
+    if holder == job.job_id:
+        return None
+    return AutoscorerError(
+        ErrorCode.INVALID_STATE,
+        "the workspace already has an active job; one job per workspace at a time",
+        stage=Stage.VALIDATION,
+    )
 
 
 async def refuse(ctx: Context, job: Job, error: AutoscorerError, *, event_id: str) -> Transition:

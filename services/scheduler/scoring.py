@@ -71,12 +71,17 @@ async def rescore(
     ctx: Context, job_id: str, *, event_id: str | None = None, reason: str | None = None
 ) -> Transition:
     """``succeeded | failed -> scoring`` with a new ``ScoreRequested``; ``STATE_MISMATCH`` for a
-    job that is still active, was cancelled, or never produced output."""
+    job that is still active, was cancelled, never produced output, or whose workspace another
+    active job holds (the job claims its workspace again first)."""
     job = await ctx.known_job(job_id)
     if not rescorable(job):
         return Transition(TransitionOutcome.STATE_MISMATCH, job)
+    holder = await ctx.store.claim_workspace(job.workspace, job.job_id)
+    if holder != job.job_id:  # a later job runs in the workspace: scoring now would read its output
+        log.warning("re-score of job %s refused: job %s is active in its workspace", job_id, holder)
+        return Transition(TransitionOutcome.STATE_MISMATCH, job)
     request = score_request(job, job.scoring_round() + 1)
-    return await ctx.move(
+    done = await ctx.move(
         job,
         RESCORABLE,
         JobStatus.SCORING,
@@ -85,3 +90,6 @@ async def rescore(
         reason=f"re-score: {reason}" if reason else "re-score",
         emit=[request],
     )
+    if not done.job.active:  # not re-scored after all: free the workspace again
+        await ctx.release_workspace(done.job)
+    return done

@@ -1,8 +1,9 @@
 """/v1/jobs: submit, list, get, result, log tail, cancel, re-score.
 
 Tenancy (docs/API.md, "Who may submit what"): a workspace has at most one active job, whoever
-asks; a second submission returns that job to whoever may see it and 409 ``INVALID_STATE`` to
-anyone else. By path, an admin may name any folder under the data root, a submitter only folders
+asks and on whichever gateway replica (claimed in the store: ``JobStore.claim_workspace``); a
+second submission returns that job to whoever may see it and 409 ``INVALID_STATE`` to anyone
+else. By path, an admin may name any folder under the data root, a submitter only folders
 under ``<data_root>/<subject>/``; the gateway's own folders (``uploads/``, ``scorers/``) are never
 submittable by path. An ``Idempotency-Key`` replay with the same request returns the first job;
 with a different request it is 422 ``IDEMPOTENCY_KEY_REUSED``.
@@ -54,6 +55,7 @@ MAX_QUERY_VALUE = 512
 MAX_REASON = 1024
 MAX_JOB_ID = 128
 MAX_IDEMPOTENCY_KEY = 200
+HOLDER_WAIT_TRIES, HOLDER_WAIT_S = 40, 0.05
 
 
 class SubmitFields(BaseModel):
@@ -212,15 +214,31 @@ async def _admit(
     """The new job, stored; or the answer when an existing job answers for it."""
     principal = request[PRINCIPAL]
     key = _idempotency_key(request, principal)
-    async with gw.workspace_locks.hold(str(workspace)):
-        running = await gw.store.find_active_by_workspace(str(workspace))
-        if running is not None:
-            return _busy(running, principal, key, digest)
-        job = await asyncio.to_thread(
-            _new_job, gw, principal, body, workspace, key=key, digest=digest
-        )
+    job = await asyncio.to_thread(_new_job, gw, principal, body, workspace, key=key, digest=digest)
+    # the store's claim makes it one job per workspace across replicas; the local lock only
+    # spares this replica's own racing requests the wait for a claimed job to appear
+    async with gw.workspace_locks.hold(job.workspace):
+        holder = await gw.store.claim_workspace(job.workspace, job.job_id)
+        if holder != job.job_id:
+            return _busy(await _holder(gw, holder), principal, key, digest)
         created = await gw.store.create(job)
-    return created.job if created.created else _replay(created.job, digest)
+    if created.created:
+        return created.job
+    await gw.store.release_workspace(job.workspace, job.job_id)  # an earlier job answers
+    return _replay(created.job, digest)
+
+
+async def _holder(gw: Gateway, job_id: str) -> Job:
+    """The job holding a workspace; one claimed a moment ago may still be being stored."""
+    for _ in range(HOLDER_WAIT_TRIES):
+        job = await gw.store.get(job_id)
+        if job is not None:
+            return job
+        await asyncio.sleep(HOLDER_WAIT_S)
+    raise api_error(
+        ErrorCode.INVALID_STATE,
+        "this workspace already has a job being submitted; one job per workspace at a time",
+    )
 
 
 async def _accepted(gw: Gateway, job: Job) -> web.Response:

@@ -12,7 +12,7 @@ import logging
 from services.scheduler.cancel import on_cancel_requested
 from services.scheduler.context import Context
 from services.scheduler.intake import on_job_submitted
-from services.scheduler.leases import expire_leases
+from services.scheduler.leases import BusWatch, expire_leases
 from services.scheduler.reaper import reap_overdue
 from services.scheduler.refusals import on_invalid_body
 from services.scheduler.runs import on_run_completed, on_run_heartbeat, on_run_started
@@ -51,6 +51,7 @@ class Scheduler:
         self._ctx = ctx
         self._bus = bus
         self.supervisor = Supervisor("scheduler")
+        self._bus_watch = BusWatch(bus, ctx.settings.lease_ttl_s)
         """Runs the outbox relay, the lease monitor and the reaper; readiness reads its health."""
 
     @property
@@ -113,7 +114,7 @@ class Scheduler:
         return await rescore(self._ctx, job_id, reason=reason)
 
     async def expire_leases(self) -> int:
-        return await expire_leases(self._ctx)
+        return await expire_leases(self._ctx, self._bus_watch)
 
     async def reap_overdue(self) -> int:
         """Move every job past its state's deadline on (``services/scheduler/reaper.py``)."""

@@ -1,12 +1,20 @@
-"""One thread that owns a SQLite connection, so async code never blocks on SQLite."""
+"""One thread that owns a SQLite connection, so async code never blocks on SQLite; and the one way
+to open a store's SQLite file, privately.
+
+A store file holds what other users of the machine must not read (webhook signing secrets, every
+tenant's jobs), so :func:`connect` creates it and its ``-wal``/``-shm`` files mode 0600 (and
+tightens them to 0600 when found looser), and a directory it has to make mode 0700.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from shared.store import store_error
@@ -15,13 +23,45 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
 def connect(path: str, schema: str) -> sqlite3.Connection:
+    """The store file at ``path`` (made private, see above), in WAL mode, with ``schema``."""
+    private_file(path)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.executescript(schema)
+    if _on_disk(path):
+        tighten(path)  # SQLite gives -wal/-shm the database's mode; make sure of it
     return conn
+
+
+def _on_disk(path: str) -> bool:
+    return path != ":memory:" and not path.startswith("file:")
+
+
+def private_file(path: str) -> None:
+    """Create ``path`` mode 0600 (its directory 0700 if it must be made), before SQLite opens it."""
+    if not _on_disk(path):
+        return
+    parent = Path(path).parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    tighten(path)
+
+
+def tighten(path: str) -> None:
+    """Make the file at ``path`` and its side files 0600 where they are looser."""
+    for suffix in SIDE_FILES:
+        try:
+            if os.stat(path + suffix).st_mode & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            continue
 
 
 class SqliteWorker:

@@ -758,3 +758,32 @@ async def test_a_sqlite_file_from_before_deadlines_gets_the_column(tmp_path: Pat
         assert [j.job_id for j in await store.find_overdue(now=job.deadline_at)] == [job.job_id]
     finally:
         await store.close()
+
+
+async def test_the_sqlite_job_store_is_private(tmp_path: Path) -> None:
+    """Every tenant's jobs are in the file: 0600 with its -wal/-shm, a new directory 0700, and
+    a file found looser is tightened (one helper with the webhook store:
+    shared.sqlite_worker.connect)."""
+    import stat
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old_umask = os.umask(0o022)  # the usual umask: files 0644 unless made otherwise
+    path = tmp_path / "state" / "jobs.sqlite3"
+    try:
+        store = SqliteJobStore(path)
+        await store.init()
+        await created(store, make_job())  # writes the -wal
+        modes = {suffix: mode(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-shm")}
+        await store.close()
+        path.chmod(0o644)
+        reopened = SqliteJobStore(path)
+        await reopened.init()
+        await reopened.close()
+    finally:
+        os.umask(old_umask)
+
+    assert modes == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+    assert mode(path.parent) == 0o700
+    assert mode(path) == 0o600  # tightened when reopened

@@ -2,13 +2,12 @@
 
 The file holds every subscription's signing secret, so it and its ``-wal``/``-shm`` files are
 created mode 0600 (and tightened to 0600 when found looser), and a directory this store creates
-is mode 0700.
+is mode 0700: :func:`shared.sqlite_worker.connect` does so for every store file.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Collection
 from datetime import datetime, timedelta
@@ -33,40 +32,14 @@ CREATE INDEX IF NOT EXISTS deliveries_by_sub ON webhook_deliveries (subscription
 """
 
 
-SIDE_FILES = ("", "-wal", "-shm", "-journal")
-
-
-def private_file(path: str) -> None:
-    """Create ``path`` mode 0600 (its directory 0700 if it must be made), before SQLite opens it."""
-    if path == ":memory:" or path.startswith("file:"):
-        return
-    parent = Path(path).parent
-    if not parent.exists():
-        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    tighten(path)
-
-
-def tighten(path: str) -> None:
-    for suffix in SIDE_FILES:
-        try:
-            if os.stat(path + suffix).st_mode & 0o077:
-                os.chmod(path + suffix, 0o600)
-        except FileNotFoundError:
-            continue
-
-
 class _Db:
     """Synchronous; runs on the worker thread only."""
 
     def __init__(self, path: str) -> None:
-        private_file(path)
         self.conn = connect(path, SCHEMA)
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(webhook_deliveries)")}
         if "tenant" not in columns:  # a store made before deliveries knew their tenant
             self.conn.execute("ALTER TABLE webhook_deliveries ADD COLUMN tenant TEXT")
-        if path != ":memory:" and not path.startswith("file:"):
-            tighten(path)  # SQLite gives -wal/-shm the database's mode; make sure of it
 
     def add_subscription(self, sub: WebhookSubscription) -> None:
         self.conn.execute(

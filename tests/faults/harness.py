@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
@@ -287,6 +288,8 @@ class FaultStack:
 
     async def consumers(self, queue: str) -> int:
         """Consumers on ``queue``; -1 while the broker does not answer (it may be restarting)."""
+        if not await broker_greets(self.settings.bus.url.get_secret_value()):
+            return -1  # aiormq leaks the socket of a connect that fails midway: do not try
         try:
             counts = await queue_counts(self.settings.bus.url.get_secret_value(), [queue])
         except (aio_pika.exceptions.AMQPError, OSError):
@@ -547,6 +550,26 @@ async def restart_broker(down_s: float = 3.0) -> None:
 
 
 # --- checks -----------------------------------------------------------------------------------
+
+
+async def broker_greets(url: str, timeout: float = 5.0) -> bool:
+    """The broker answers an AMQP protocol header (a bare TCP check, no client library)."""
+    parsed = urlsplit(url)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 5672), timeout
+        )
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"AMQP\x00\x00\x09\x01")
+        return await asyncio.wait_for(reader.read(1), timeout) == b"\x01"
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 async def queue_counts(url: str, names: Iterable[str]) -> dict[str, tuple[int, int]]:

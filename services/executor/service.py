@@ -308,11 +308,16 @@ class ExecutorService:
             return self._failed(event.spec, error, status="cancelled")
         limit = self._config.max_time_limit_s
         if event.spec.time_limit > limit:
-            error = execution_error(
-                ErrorCode.CONFIG_VALIDATION_ERROR,
+            # the same answer as the operator's caps (shared.limits): the job asked too much
+            error = AutoscorerError(
+                ErrorCode.RESOURCE_LIMIT_EXCEEDED,
                 f"time_limit {event.spec.time_limit}s exceeds this executor's maximum of {limit}s",
-                time_limit=event.spec.time_limit,
-                max_time_limit_s=limit,
+                stage=Stage.CONFIG,
+                details={
+                    "exceeded": [
+                        {"field": "time_limit", "asked": event.spec.time_limit, "cap": limit}
+                    ]
+                },
             )
             return self._failed(event.spec, error)
         return None

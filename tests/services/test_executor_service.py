@@ -283,7 +283,8 @@ async def test_a_platform_failure_is_reported_for_the_scheduler_to_retry(tmp_pat
     by_attempt = {e.attempt: e.outcome for e in done}
     assert by_attempt[1].error.code is ErrorCode.BACKEND_UNAVAILABLE
     assert by_attempt[1].error.retryable is True
-    assert by_attempt[2].error.code is ErrorCode.CONFIG_VALIDATION_ERROR
+    assert by_attempt[2].error.code is ErrorCode.RESOURCE_LIMIT_EXCEEDED
+    assert by_attempt[2].error.fault == "participant"
     assert [e.attempt for e in rig.of(RunStarted)] == [1]
     assert backend.cleaned == [()]
     assert service.config.handler_timeout == 120 + 600.0

@@ -57,7 +57,7 @@ def _exec_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:  # plugin code may raise anything
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # plugin code may raise anything
         frames = traceback.format_exception(exc, limit=-3)
         raise _load_error(
             f"scorer file {path.name} failed to load: {type(exc).__name__}: {exc}",

@@ -117,6 +117,17 @@ def test_folder_loads_good_files_and_reports_bad_ones(tmp_path, registry):
     assert registry.names() == ["alpha"]
 
 
+@pytest.mark.parametrize("raised", ["SystemExit(3)", "KeyboardInterrupt()"])
+def test_a_file_that_raises_an_exit_or_interrupt_is_a_load_error(tmp_path, registry, raised):
+    """Loading runs organisers' code inside a service: it must not stop the process."""
+    file = tmp_path / "bye.py"
+    file.write_text(f"raise {raised}\n")
+    with pytest.raises(AutoscorerError) as err:
+        registry.load_path(file)
+    assert err.value.code is ErrorCode.SCORER_LOAD_ERROR
+    assert err.value.details["exception"] == raised.split("(")[0]
+
+
 def test_unknown_scorer_and_missing_path(tmp_path, registry):
     with pytest.raises(AutoscorerError) as err:
         registry.get("nope")

@@ -180,7 +180,7 @@ def claim_is_stale(claim: WorkspaceClaim, holder: Job | None, now: datetime) -> 
         return False
     if now - claim.claimed_at >= CLAIM_GRACE:
         return True
-    return holder is not None and holder.updated_at >= claim.claimed_at
+    return holder is not None and holder.updated_at > claim.claimed_at
 
 
 def state_set(states: JobStatus | Iterable[JobStatus]) -> frozenset[JobStatus]:

@@ -600,7 +600,8 @@ async def test_concurrent_claims_of_one_workspace_have_one_winner(backend: Backe
 
 async def test_a_claim_whose_job_finished_is_taken_over(store: JobStore) -> None:
     job = await created(store, make_job(workspace="/ws/shared"))
-    await store.claim_workspace("/ws/shared", job.job_id)
+    before = job.created_at - timedelta(milliseconds=1)  # claimed, then the job was stored
+    await store.claim_workspace("/ws/shared", job.job_id, now=before)
     await walk(store, job.job_id, S.CANCELLED)  # the release was lost (a crash)
 
     taken = await store.claim_workspace("/ws/shared", "job-next")
@@ -621,9 +622,10 @@ async def test_a_claim_without_its_job_stands_for_the_grace_then_is_taken(store:
 
 async def test_a_finished_job_claiming_again_holds_off_others(store: JobStore) -> None:
     job = await created(store, make_job(workspace="/ws/shared"))
-    await walk(store, job.job_id, S.QUEUED, S.RUNNING, S.SCORING, S.SUCCEEDED)
+    done = await walk(store, job.job_id, S.QUEUED, S.RUNNING, S.SCORING, S.SUCCEEDED)
+    later = done.updated_at + timedelta(milliseconds=1)
 
-    rescoring = await store.claim_workspace("/ws/shared", job.job_id)  # a re-score, not moved yet
+    rescoring = await store.claim_workspace("/ws/shared", job.job_id, now=later)  # not moved yet
     other = await store.claim_workspace("/ws/shared", "job-other")
 
     assert (rescoring, other) == (job.job_id, job.job_id)

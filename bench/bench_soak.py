@@ -12,7 +12,9 @@ by side:
   client does while the gateway restarts);
 * **bad inputs**: refused requests mixed in (bad JSON, unknown fields, paths out of the data
   root, a corrupt archive, caps exceeded, a webhook URL that does not parse, bad cursors,
-  non-UTF-8 credentials...): each must be a 4xx with the standard envelope;
+  non-UTF-8 credentials...): each must be a 4xx with the standard envelope (a retryable 503
+  while the broker or store is away is fine; an over-cap spec may be accepted if its job then
+  fails with RESOURCE_LIMIT_EXCEEDED);
 * **chaos**: every few seconds SIGKILL of a random service, started again at once; at most
   ``--broker-restarts`` RabbitMQ restarts (stop_app/start_app: it is shared, so 0 by default);
 * **duplicates**: a random ``JobSubmitted``, ``RunCompleted`` or ``ScoreCompleted`` seen on the
@@ -69,6 +71,7 @@ class SoakReport:
     expected: dict[str, str] = field(default_factory=dict)
     expected_code: dict[str, str] = field(default_factory=dict)
     refused_late: int = 0
+    unavailable: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     kills: Counter[str] = field(default_factory=Counter)
     broker_restarts: int = 0
@@ -109,6 +112,8 @@ class SoakReport:
             f"(statuses {dict(sorted(self.bad_statuses.items()))}, 5xx {len(self.server_errors)})",
             f"submissions retried after a connection error or 5xx: {self.submit_retries}",
             f"bad inputs accepted, then failed with the expected code: {self.refused_late}",
+            f"bad inputs answered 503 (retryable: the broker or store was away): "
+            f"{self.unavailable}",
             f"queues: {len(self.queues)} checked, messages left: {left or 0}",
             *(f"PROBLEM {p}" for p in self.problems[:20]),
             "result: " + ("OK" if self.ok else "VIOLATED"),
@@ -221,7 +226,10 @@ async def _bad_input(api: Api, name: str, job_id: str) -> tuple[int, bool, str |
         return 0, False, None
     if status in (200, 202) and body.get("ok") and "job_id" in body.get("data", {}):
         return status, True, str(body["data"]["job_id"])
-    return status, body.get("ok") is False and "error" in body, None
+    enveloped = body.get("ok") is False and isinstance(body.get("error"), dict)
+    if status == 503 and enveloped and not body["error"].get("retryable"):
+        enveloped = False  # a 503 says "try again later": it must be a retryable fault
+    return status, enveloped, None
 
 
 async def _raw_request(url: str, method: str, path: str, auth: bytes) -> int:
@@ -315,6 +323,8 @@ class Soak:
                         self.report.expected[accepted] = "failed"
                         self.report.expected_code[accepted] = LATE_REFUSALS[name]
                         self.report.refused_late += 1
+                elif status == 503 and enveloped:
+                    self.report.unavailable += 1  # the broker or store is away: retry later
                 elif status >= 500:
                     self.report.server_errors.append(f"{name}: {status}")
                 elif not 400 <= status < 500 or not enveloped:

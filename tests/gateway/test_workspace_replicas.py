@@ -7,12 +7,16 @@ store's workspace claim, each replica checked only its own requests and two jobs
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
+import tarfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import create_app
@@ -85,9 +89,11 @@ async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
 async def test_simultaneous_submissions_on_two_replicas_create_one_job(replicas: Replicas) -> None:
     keys = [ADMIN if n % 4 == 3 else ALICE for n in range(SUBMITS)]  # the owner and an operator
 
+    started = time.perf_counter()
     answers = await asyncio.gather(
         *(replicas.submit(n, key, "alice/classification") for n, key in enumerate(keys))
     )
+    took = time.perf_counter() - started
 
     winners = [n for n, (status, _) in enumerate(answers) if status == 202]
     assert len(winners) == 1
@@ -104,7 +110,7 @@ async def test_simultaneous_submissions_on_two_replicas_create_one_job(replicas:
             assert job_id not in str(body)
     stored = await replicas.store.list_jobs(ListQuery())
     assert [job.job_id for job in stored.jobs] == [job_id]
-    print(f"\n{SUBMITS} simultaneous submissions on 2 replicas: 1 job, {SUBMITS - 1} answered")
+    print(f"\n{SUBMITS} simultaneous submissions on 2 replicas: 1 job in {took:.2f} s")
 
 
 async def test_a_submitter_gets_409_on_either_replica_for_a_job_not_theirs(
@@ -123,3 +129,37 @@ async def test_a_submitter_gets_409_on_either_replica_for_a_job_not_theirs(
     assert all(job_id not in str(body) for _, body in answers)
     stored = await replicas.store.list_jobs(ListQuery())
     assert [job.job_id for job in stored.jobs] == [job_id]
+
+
+def _archive() -> bytes:
+    base = EXAMPLES / "regression"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in base.rglob("*"):
+            if path.is_file() and "output" not in path.parts and "logs" not in path.parts:
+                tar.add(path, arcname=str(path.relative_to(base)))
+    return buffer.getvalue()
+
+
+async def test_one_upload_replayed_on_two_replicas_makes_one_job_and_keeps_one_folder(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    archive = _archive()
+
+    async def upload(n: int) -> tuple[int, dict[str, Any]]:
+        form = FormData()
+        form.add_field("archive", archive, filename="ws.tar.gz")
+        headers = {**_auth(ALICE), "Idempotency-Key": "upload-1"}
+        resp = await replicas.clients[n % 2].post("/v1/jobs", data=form, headers=headers)
+        return resp.status, await resp.json()
+
+    answers = await asyncio.gather(*(upload(n) for n in range(6)))
+
+    assert sorted(status for status, _ in answers) == [200] * 5 + [202]
+    job_ids = {body["data"]["job_id"] for _, body in answers}
+    assert len(job_ids) == 1
+    job = await replicas.store.get(job_ids.pop())
+    assert job is not None
+    kept = [p for p in (tmp_path / "data" / "uploads").iterdir() if not p.name.startswith(".")]
+    assert len(kept) == 1 and Path(job.workspace).is_relative_to(kept[0])
+    assert await replicas.store.claim_workspace(job.workspace, "job-other") == job.job_id

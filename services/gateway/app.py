@@ -37,13 +37,15 @@ def create_app(
     instance_id: str | None = None,
     limits: SandboxLimits | None = None,
     supervisor: Supervisor | None = None,
+    scorer_time_limit: float = 600.0,
 ) -> web.Application:
     """Routes, middlewares and shared state; opening the store and bus is the caller's job.
 
     ``limits`` are the operator's caps (``Settings.limits``; default: their defaults), checked
     when a job is submitted. ``supervisor`` runs the gateway's background loops (default: a new
     one); the scorer watcher's loops start with the app and the app's cleanup closes it, with
-    every loop it runs. /readyz reports its loops.
+    every loop it runs. /readyz reports its loops. ``scorer_time_limit`` bounds
+    /v1/scorers/test, which scores in a worker process killed past it.
     """
     app = web.Application(
         middlewares=[
@@ -63,6 +65,7 @@ def create_app(
         hooks,
         instance_id or f"gateway-{uuid.uuid4().hex[:8]}",
         limits=limits or SandboxLimits(),
+        scorer_time_limit=scorer_time_limit,
         supervisor=supervisor or Supervisor("gateway"),
     )
     report_loops(app, [app[GATEWAY].supervisor])

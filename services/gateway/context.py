@@ -53,6 +53,9 @@ class Gateway:
     instance_id: str
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     """the operator's caps (``Settings.limits``): a submission asking beyond them is refused"""
+    scorer_time_limit: float = 600.0
+    """seconds /v1/scorers/test may score for (``Settings.scorer.time_limit``) before its worker
+    is killed"""
     supervisor: Supervisor = field(default_factory=lambda: Supervisor("gateway"))
     """runs every background loop of the gateway (``GatewayService.supervisor`` is this one)"""
     workspace_locks: KeyedLocks = field(default_factory=KeyedLocks)

@@ -60,7 +60,14 @@ async def create_gateway(
     registry = registry_from_settings(settings.scorer)
     supervisor = Supervisor("gateway")
     app = create_app(
-        settings.gateway, store, bus, registry, hooks, limits=settings.limits, supervisor=supervisor
+        settings.gateway,
+        store,
+        bus,
+        registry,
+        hooks,
+        limits=settings.limits,
+        supervisor=supervisor,
+        scorer_time_limit=settings.scorer.time_limit,
     )
     secret = settings.gateway.webhooks.callback_secret
     dispatcher = WebhookDispatcher(

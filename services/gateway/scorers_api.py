@@ -28,10 +28,13 @@ from services.gateway.bodies import model_body
 from services.gateway.context import GATEWAY, Gateway
 from services.gateway.http import api_error, ok, shown
 from services.gateway.jobs_api import MAX_WORKSPACE, existing_workspace
-from services.scorer.engine import score_workspace
+from services.scorer.oneshot import score_once
+from services.scorer.plugins import plugin_manifest
+from services.scorer.pool import ScoreTask
 from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import ScorersChanged
+from shared.models import Result
 from shared.supervise import Supervisor
 from shared.workspace import Workspace
 
@@ -277,10 +280,17 @@ async def test_scorer(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     body = model_body(request, TestRequest)
     ws = Workspace.at(existing_workspace(gw.settings.data_root, body.workspace))
-    result = await asyncio.to_thread(
-        score_workspace, gw.registry, ws, scorer=body.scorer_name, write=False
-    )
+    gw.registry.get(body.scorer_name)  # SCORER_NOT_FOUND before a worker is started
+    result = await asyncio.to_thread(_test_score, gw, ws, body.scorer_name)
     return ok({"scorer": body.scorer_name, "result": result.model_dump(mode="json")})
+
+
+def _test_score(gw: Gateway, ws: Workspace, scorer: str) -> Result:
+    """Score in a fresh worker process (as the CLI does) under the scorer time limit: organisers'
+    code never runs in the gateway's process, and a scorer that hangs or exits is killed or
+    reported, not left holding a thread or the process."""
+    task = ScoreTask(str(ws.root), scorer, None, plugin_manifest(gw.registry), write=False)
+    return score_once(task, gw.scorer_time_limit)
 
 
 async def start_watch(request: web.Request) -> web.Response:

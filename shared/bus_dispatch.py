@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -21,6 +21,9 @@ from shared.bus import Subscription
 from shared.errors import AutoscorerError, ErrorCode, Stage, internal_error
 from shared.events import BaseEvent, parse_event
 from shared.telemetry import extract_trace_context, inject_trace_context
+
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,10 @@ async def dispatch(
     *,
     tracer: Tracer,
     system: str,
+    metrics: Metrics | None = None,
 ) -> Verdict:
-    """Run ``sub.handler`` on one message body inside a consumer span; never raises but cancel."""
+    """Run ``sub.handler`` on one message body inside a consumer span; never raises but cancel.
+    A dead-lettered message is counted in ``metrics``."""
     context = extract_trace_context(headers)
     with tracer.start_as_current_span(
         f"{sub.queue} process",
@@ -74,6 +79,8 @@ async def dispatch(
         except Exception as exc:  # noqa: BLE001 - the one place handler failures are classified
             verdict = decide(_classify(exc, sub), attempt, sub)
             _record_failure(span, exc, verdict, sub.queue, attempt)
+            if metrics is not None and verdict.action is Action.DEAD and verdict.error:
+                metrics.dead_lettered(sub.queue, verdict.error.code.value)
             return verdict
         return ACKED
 

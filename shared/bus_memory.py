@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Tracer
 
@@ -37,6 +37,9 @@ from shared.bus_dispatch import (
 )
 from shared.events import BaseEvent, encode_event
 
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 SYSTEM = "autoscorer-memory"
@@ -60,7 +63,14 @@ class _Queue:
 class MemoryBus:
     """An ``EventBus`` living in one event loop. ``dead_letters`` lists what queues gave up on."""
 
-    def __init__(self, *, tracer: Tracer | None = None, drain_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        tracer: Tracer | None = None,
+        drain_timeout: float = 10.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics = metrics
         self._tracer = tracer or default_tracer()
         self._drain_timeout = drain_timeout
         self._queues: dict[str, _Queue] = {}
@@ -181,6 +191,7 @@ class MemoryBus:
             delivery.attempt,
             tracer=self._tracer,
             system=SYSTEM,
+            metrics=self._metrics,
         )
         if verdict.action is Action.RETRY:
             self._retry_later(queue, delivery, verdict.delay)

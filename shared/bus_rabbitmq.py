@@ -30,7 +30,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -75,6 +75,9 @@ from shared.bus_rabbitmq_wire import (
 from shared.errors import AutoscorerError
 from shared.events import BaseEvent
 
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
+
 __all__ = ["RabbitBus", "RabbitBusConfig", "dead_letter_from", "dead_letter_queue", "retry_queue"]
 
 log = logging.getLogger(__name__)
@@ -117,7 +120,14 @@ class _Links:
 class RabbitBus:
     """The production ``EventBus``. One instance per process; safe to share between tasks."""
 
-    def __init__(self, config: RabbitBusConfig, *, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        config: RabbitBusConfig,
+        *,
+        tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics = metrics
         self._config = config
         self._tracer = tracer or default_tracer()
         self._consumers: dict[str, _Consumer] = {}
@@ -289,7 +299,13 @@ class RabbitBus:
         headers = dict(message.headers)
         attempt = attempt_of(headers)
         verdict = await dispatch(
-            sub, message.body, headers, attempt, tracer=self._tracer, system=SYSTEM
+            sub,
+            message.body,
+            headers,
+            attempt,
+            tracer=self._tracer,
+            system=SYSTEM,
+            metrics=self._metrics,
         )
         links = self._require_links()
         if verdict.action is not Action.ACK and sub.expires is not None:

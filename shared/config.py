@@ -158,6 +158,17 @@ class StoreSettings(_Section):
     sqlite_path: Path = Path(".autoscorer/jobs.sqlite3")
 
 
+class OpsHttpSettings(_Section):
+    """The small HTTP port of the scheduler, the executor and the scorer (shared.ops_http):
+    GET /metrics, /healthz and /readyz, without a key. Port 0 leaves it off (the default, so
+    replicas sharing a host do not collide; the deploy files turn it on)."""
+
+    host: str = Field("127.0.0.1", description="address the ops port binds (0.0.0.0 in a pod)")
+    scheduler_port: int = Field(0, ge=0, le=65535, description="the scheduler's; e.g. 9101")
+    executor_port: int = Field(0, ge=0, le=65535, description="an executor's; e.g. 9102")
+    scorer_port: int = Field(0, ge=0, le=65535, description="a scorer's; e.g. 9103")
+
+
 class ApiKey(_Section):
     key: SecretStr = Field(description="the bearer token (send as 'Authorization: Bearer KEY')")
     subject: str = Field(min_length=1, description="who this key belongs to; owns its jobs")
@@ -220,6 +231,9 @@ class Settings(BaseSettings):
         default_factory=SandboxLimits,
         description="operator caps on what a job may ask for, and the sandbox's ulimits; "
         "every executor backend gets them (a backend's own 'limits' keys win)",
+    )
+    ops_http: OpsHttpSettings = Field(
+        default_factory=OpsHttpSettings, description="metrics and probes (docs/OBSERVABILITY.md)"
     )
 
     @model_validator(mode="after")

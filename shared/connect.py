@@ -7,21 +7,27 @@ from __future__ import annotations
 
 from shared.bus import EventBus
 from shared.config import BusSettings, StoreSettings
+from shared.metrics import Metrics, instrument_store
 from shared.store import JobStore
 
 
-def make_bus(settings: BusSettings) -> EventBus:
+def make_bus(settings: BusSettings, metrics: Metrics | None = None) -> EventBus:
     if settings.kind == "rabbitmq":
         from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig
 
         config = RabbitBusConfig(url=settings.url.get_secret_value(), exchange=settings.exchange)
-        return RabbitBus(config)
+        return RabbitBus(config, metrics=metrics)
     from shared.bus_memory import MemoryBus
 
-    return MemoryBus()
+    return MemoryBus(metrics=metrics)
 
 
-def make_store(settings: StoreSettings) -> JobStore:
+def make_store(settings: StoreSettings, metrics: Metrics | None = None) -> JobStore:
+    """The store the settings name; its operations timed into ``metrics`` when given."""
+    return instrument_store(_make_store(settings), metrics)
+
+
+def _make_store(settings: StoreSettings) -> JobStore:
     if settings.kind == "mongo":
         from shared.store_mongo import MongoJobStore
 

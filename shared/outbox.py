@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -42,6 +43,9 @@ from shared.jobs import Job, OutboxEntry, now_ms
 from shared.store import JobStore
 from shared.supervise import guarded
 from shared.telemetry import continue_trace
+
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +134,9 @@ class OutboxRelay:
         settle: float = 1.0,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._bus = bus
         self._store = store
         self._batch = batch
@@ -161,6 +167,8 @@ class OutboxRelay:
         to the writer that is publishing them, unless ``everything`` (at start-up)."""
         skip = self._backed_off()
         jobs = await self._store.find_pending_outbox(limit=self._batch, skip=skip)
+        if self._metrics is not None:
+            self._metrics.outbox_backlog.set(sum(len(job.outbox) for job in jobs))
         cutoff = now_ms() - self._settle
         published = 0
         for job in sorted(jobs, key=lambda j: (-j.priority, j.updated_at)):

@@ -25,6 +25,7 @@ from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
 from shared.config import ApiKey, Settings
 from shared.connect import make_bus, make_store
+from shared.metrics import Metrics
 from shared.runtime import run_service
 from shared.supervise import Supervisor
 
@@ -52,10 +53,11 @@ def ensure_admin_key(settings: Settings, key_file: Path = KEY_FILE) -> Settings:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
+        metrics = Metrics()  # one registry for the four services: the gateway's /metrics
         store, hooks, bus = (
-            make_store(settings.store),
+            make_store(settings.store, metrics),
             make_webhook_store(settings.store),
-            make_bus(settings.bus),
+            make_bus(settings.bus, metrics),
         )
         for part in (store, hooks):
             await part.init()
@@ -63,10 +65,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
         executor = create_executor(backend_config(settings, settings.executor_service.backend))
         stack.push_async_callback(executor.close)
-        scheduler = create_scheduler(settings, bus, store)
-        runner = create_executor_service(settings, bus, executor, scorers=registry)
-        scorer = create_scorer_service(settings, bus, registry)
-        gateway = await create_gateway(settings, store, bus, hooks)
+        scheduler = create_scheduler(settings, bus, store, metrics)
+        runner = create_executor_service(
+            settings, bus, executor, scorers=registry, metrics=metrics
+        )
+        scorer = create_scorer_service(settings, bus, registry, metrics=metrics)
+        gateway = await create_gateway(settings, store, bus, hooks, metrics)
         stack.push_async_callback(bus.close)
         for service in (scheduler, runner, scorer):
             await service.start()

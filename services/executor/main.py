@@ -30,7 +30,9 @@ from shared.bus import EventBus
 from shared.config import Settings
 from shared.connect import make_bus
 from shared.errors import AutoscorerError
+from shared.metrics import Metrics
 from shared.models import JobSpec
+from shared.ops_http import Readiness, ops_app, serving
 from shared.runtime import service_main, stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,19 @@ def create_executor_service(
     *,
     scorers: ScorerRegistry | None = None,
     instance: str | None = None,
+    metrics: Metrics | None = None,
 ) -> ExecutorService:
-    """The service for ``settings.executor_service.backend``; ``start()`` it, then the bus."""
+    """The service for ``settings.executor_service.backend``; ``start()`` it, then the bus.
+    ``metrics`` reads its runs in flight and watches its loops."""
     config = service_config(settings, instance)
     if scorers is None:
-        return ExecutorService(config, bus, executor)
-    return ExecutorService(config, bus, executor, prepare=expected_outputs_from(scorers))
+        service = ExecutorService(config, bus, executor)
+    else:
+        service = ExecutorService(config, bus, executor, prepare=expected_outputs_from(scorers))
+    if metrics is not None:
+        metrics.track_in_flight(config.backend, config.instance, lambda: service.in_flight)
+        metrics.watch_loops(service.supervisor)
+    return service
 
 
 def backend_for(settings: Settings, instance: str) -> dict[str, Any]:
@@ -97,15 +106,20 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then hand back what does not finish within the grace."""
     instance = settings.executor_service.replica_id or default_instance()
     scorers = await asyncio.to_thread(registry_from_settings, settings.scorer)
-    bus = make_bus(settings.bus)
+    metrics = Metrics()
+    bus = make_bus(settings.bus, metrics)
     executor = create_executor(backend_for(settings, instance))
-    service = create_executor_service(settings, bus, executor, scorers=scorers, instance=instance)
+    service = create_executor_service(
+        settings, bus, executor, scorers=scorers, instance=instance, metrics=metrics
+    )
+    ops = ops_app(metrics, Readiness(bus, supervisors=[service.supervisor]))
     stop = stop or stop_on_signals()
     try:
         await service.start()
         await bus.start()
         log.info("executor %s serving %s", service.config.instance, service.config.queue)
-        await stop.wait()
+        async with serving(settings.ops_http.host, settings.ops_http.executor_port, ops):
+            await stop.wait()
     finally:
         await service.close()
         await bus.close()

@@ -155,6 +155,11 @@ class ExecutorService:
     def config(self) -> ExecutorServiceConfig:
         return self._config
 
+    @property
+    def in_flight(self) -> int:
+        """Runs this replica holds now, running or waiting for a slot (a metric reads it)."""
+        return len(self._active)
+
     async def start(self) -> None:
         """Remove what a previous life of this backend left behind, then subscribe."""
         if self._config.cleanup_on_start:

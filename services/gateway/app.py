@@ -19,6 +19,8 @@ from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import GatewaySettings
 from shared.limits import SandboxLimits
+from shared.metrics import Metrics
+from shared.ops_http import METRICS
 from shared.store import JobStore
 from shared.supervise import Supervisor
 
@@ -38,6 +40,7 @@ def create_app(
     limits: SandboxLimits | None = None,
     supervisor: Supervisor | None = None,
     scorer_time_limit: float = 600.0,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """Routes, middlewares and shared state; opening the store and bus is the caller's job.
 
@@ -45,7 +48,8 @@ def create_app(
     when a job is submitted. ``supervisor`` runs the gateway's background loops (default: a new
     one); the scorer watcher's loops start with the app and the app's cleanup closes it, with
     every loop it runs. /readyz reports its loops. ``scorer_time_limit`` bounds
-    /v1/scorers/test, which scores in a worker process killed past it.
+    /v1/scorers/test, which scores in a worker process killed past it. GET /metrics exports
+    ``metrics`` (default: a registry of this app's own), which watches the gateway's loops.
     """
     app = web.Application(
         middlewares=[
@@ -69,6 +73,8 @@ def create_app(
         supervisor=supervisor or Supervisor("gateway"),
     )
     report_loops(app, [app[GATEWAY].supervisor])
+    app[METRICS] = metrics or Metrics()
+    app[METRICS].watch_loops(app[GATEWAY].supervisor)
     app.cleanup_ctx.append(scorers_api.watches_ctx)
     for module in (health, jobs_api, scorers_api, webhooks_api, openapi):
         app.add_routes(module.routes())

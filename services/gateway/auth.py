@@ -13,7 +13,7 @@ from services.gateway.http import Handler, api_error
 from shared.config import GatewaySettings
 from shared.errors import ErrorCode
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from aiohttp import web
 from services.gateway.context import GATEWAY
 from services.gateway.http import ok
 from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.ops_http import metrics_view
 from shared.store import ListQuery
 from shared.supervise import Supervisor
 
@@ -86,4 +87,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def routes() -> list[web.RouteDef]:
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
+    return [
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics_view),  # the app's METRICS, in the Prometheus text format
+    ]

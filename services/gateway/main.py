@@ -25,6 +25,7 @@ from services.scorer.plugins import registry_from_settings
 from shared.bus import EventBus
 from shared.config import Settings, StoreSettings
 from shared.connect import make_bus, make_store
+from shared.metrics import Metrics
 from shared.runtime import service_main, stop_on_signals
 from shared.store import JobStore
 from shared.supervise import Supervisor
@@ -53,10 +54,16 @@ class GatewayService:
 
 
 async def create_gateway(
-    settings: Settings, store: JobStore, bus: EventBus, hooks: WebhookStore
+    settings: Settings,
+    store: JobStore,
+    bus: EventBus,
+    hooks: WebhookStore,
+    metrics: Metrics | None = None,
 ) -> GatewayService:
     """The app (refusing jobs beyond ``settings.limits`` at submission) and the webhook
-    dispatcher; subscribes the dispatcher before the bus starts."""
+    dispatcher; subscribes the dispatcher before the bus starts. The app's GET /metrics
+    exports ``metrics`` (default: a registry of its own)."""
+    metrics = metrics or Metrics()
     registry = registry_from_settings(settings.scorer)
     supervisor = Supervisor("gateway")
     app = create_app(
@@ -68,6 +75,7 @@ async def create_gateway(
         limits=settings.limits,
         supervisor=supervisor,
         scorer_time_limit=settings.scorer.time_limit,
+        metrics=metrics,
     )
     secret = settings.gateway.webhooks.callback_secret
     dispatcher = WebhookDispatcher(
@@ -75,6 +83,7 @@ async def create_gateway(
         store,
         settings.gateway.webhooks,
         callback_secret=secret.get_secret_value() if secret else None,
+        metrics=metrics,
     )
     await bus.subscribe(settings.gateway.webhook_queue, SUBSCRIBED_EVENTS, dispatcher.on_event)
     return GatewayService(app, dispatcher, supervisor)
@@ -95,15 +104,16 @@ async def serve_app(app: web.Application, host: str, port: int, stop: asyncio.Ev
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_on_signals()
     async with AsyncExitStack() as stack:
+        metrics = Metrics()
         store, hooks, bus = (
-            make_store(settings.store),
+            make_store(settings.store, metrics),
             make_webhook_store(settings.store),
-            make_bus(settings.bus),
+            make_bus(settings.bus, metrics),
         )
         for part in (store, hooks):
             await part.init()
             stack.push_async_callback(part.close)
-        service = await create_gateway(settings, store, bus, hooks)
+        service = await create_gateway(settings, store, bus, hooks, metrics)
         await bus.start()
         stack.push_async_callback(bus.close)
         service.start()

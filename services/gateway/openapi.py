@@ -30,7 +30,7 @@ from shared.models import JobSpec, Result
 from shared.scoring import ScorerInfo
 from shared.store import MAX_PAGE
 
-PUBLIC = ("/healthz", "/readyz", "/openapi.json")
+PUBLIC = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 REASONS = {
     200: "success",
     201: "created",
@@ -97,6 +97,7 @@ class Op:
     upload: bool = False
     headers: tuple[dict[str, Any], ...] = ()
     enveloped: bool = True  # False: the body is the document itself, not an envelope
+    media: str = "application/json"  # of a 200 that is not enveloped
 
 
 _AUTH = (401, 503)
@@ -162,6 +163,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/healthz"): Op("The process answers.", (200,)),
     ("GET", "/readyz"): Op("The bus and the store answer.", (200, 503)),
     ("GET", "/openapi.json"): Op("This document.", (200,), enveloped=False),
+    ("GET", "/metrics"): Op(
+        "Prometheus metrics, text format (docs/OBSERVABILITY.md); no key.",
+        (200,),
+        enveloped=False,
+        media="text/plain",
+    ),
 }
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
@@ -195,9 +202,12 @@ def _schemas(extra: tuple[type[BaseModel], ...]) -> dict[str, Any]:
     return found
 
 
-def _response(status: int, enveloped: bool) -> dict[str, Any]:
+def _response(status: int, op: Op) -> dict[str, Any]:
     envelope = "Success" if status < 400 else "Failure"
-    schema = {"$ref": f"#/components/schemas/{envelope}"} if enveloped else {"type": "object"}
+    if not op.enveloped and op.media != "application/json":
+        text = {op.media: {"schema": {"type": "string"}}}
+        return {"description": REASONS[status], "content": text}
+    schema = {"$ref": f"#/components/schemas/{envelope}"} if op.enveloped else {"type": "object"}
     return {"description": REASONS[status], "content": {"application/json": {"schema": schema}}}
 
 
@@ -225,7 +235,7 @@ def _operation(method: str, path: str) -> dict[str, Any]:
     op = OPERATIONS.get((method, path), Op("", (200, 400, 401, 404, 503)))
     operation: dict[str, Any] = {
         "summary": op.summary,
-        "responses": {str(s): _response(s, op.enveloped) for s in sorted(set(op.statuses))},
+        "responses": {str(s): _response(s, op) for s in sorted(set(op.statuses))},
     }
     if params := _parameters(path, op):
         operation["parameters"] = params

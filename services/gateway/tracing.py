@@ -16,7 +16,7 @@ from services.gateway.http import Handler
 from shared.telemetry import extract_trace_context
 
 TRACER_NAME = "autoscorer.gateway"
-UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def tracing_middleware(tracer: Tracer | None = None) -> Middleware:

@@ -31,6 +31,7 @@ from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import BaseEvent
 from shared.jobs import Job, JobStatus
 from shared.limits import SandboxLimits
+from shared.metrics import Metrics
 from shared.outbox import OutboxRelay, outbox_entry
 from shared.store import JobStore, JobUpdate, Transition
 
@@ -45,6 +46,7 @@ class Context:
     router: Router
     deadlines: Deadlines = field(default_factory=Deadlines)
     caps: SandboxLimits = field(default_factory=SandboxLimits)
+    metrics: Metrics | None = None  # counts jobs reaching a terminal state, and their times
 
     async def move(
         self,
@@ -74,6 +76,8 @@ class Context:
         if done.applied:
             log.info("job %s -> %s (%s)", job_id, to_state.value, reason or "")
             if not done.job.active:
+                if self.metrics is not None:
+                    self.metrics.job_finished(done.job)
                 await self.release_workspace(done.job)
             if emit:
                 await self.relay.flush(done.job, emit)

@@ -15,6 +15,8 @@ from services.scheduler.service import Scheduler
 from shared.bus import EventBus
 from shared.config import Settings
 from shared.connect import make_bus, make_store
+from shared.metrics import Metrics
+from shared.ops_http import Readiness, ops_app, serving
 from shared.outbox import OutboxRelay
 from shared.runtime import service_main, stop_on_signals
 from shared.store import JobStore
@@ -25,29 +27,41 @@ RELAY_SETTLE_S = 5.0
 """How long the sweep leaves a new outbox entry to the handler publishing it."""
 
 
-def create_scheduler(settings: Settings, bus: EventBus, store: JobStore) -> Scheduler:
+def create_scheduler(
+    settings: Settings, bus: EventBus, store: JobStore, metrics: Metrics | None = None
+) -> Scheduler:
     """A scheduler on ``bus`` and ``store`` (opened by the caller). ``start()`` it before or
-    after the bus starts; ``close()`` it before closing the bus."""
+    after the bus starts; ``close()`` it before closing the bus. ``metrics`` counts finished
+    jobs and the outbox backlog."""
     section = settings.scheduler
-    relay = OutboxRelay(bus, store, batch=section.relay_batch, settle=RELAY_SETTLE_S)
+    relay = OutboxRelay(
+        bus, store, batch=section.relay_batch, settle=RELAY_SETTLE_S, metrics=metrics
+    )
     router = Router.from_settings(section)
-    ctx = Context(section, store, relay, router, Deadlines.from_settings(settings), settings.limits)
-    return Scheduler(ctx, bus)
+    deadlines = Deadlines.from_settings(settings)
+    ctx = Context(section, store, relay, router, deadlines, settings.limits, metrics)
+    scheduler = Scheduler(ctx, bus)
+    if metrics is not None:
+        metrics.watch_loops(scheduler.supervisor)
+    return scheduler
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (default: until SIGTERM/SIGINT)."""
     Router.from_settings(settings.scheduler)  # refuse a bad configuration before connecting
-    store = make_store(settings.store)
-    bus = make_bus(settings.bus)
-    scheduler = create_scheduler(settings, bus, store)
+    metrics = Metrics()
+    store = make_store(settings.store, metrics)
+    bus = make_bus(settings.bus, metrics)
+    scheduler = create_scheduler(settings, bus, store, metrics)
+    ops = ops_app(metrics, Readiness(bus, store, [scheduler.supervisor]))
     stop = stop or stop_on_signals()
     try:
         await store.init()
         await scheduler.start()
         await bus.start()
         log.info("scheduler serving %s", settings.scheduler.queue)
-        await stop.wait()
+        async with serving(settings.ops_http.host, settings.ops_http.scheduler_port, ops):
+            await stop.wait()
     finally:
         await scheduler.close()
         await bus.close()

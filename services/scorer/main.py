@@ -20,6 +20,8 @@ from services.scorer.service import ScorerService, ScorerServiceConfig
 from shared.bus import EventBus
 from shared.config import Settings
 from shared.connect import make_bus
+from shared.metrics import Metrics
+from shared.ops_http import Readiness, ops_app, serving
 from shared.runtime import service_main, stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -48,24 +50,33 @@ def create_scorer_service(
     *,
     pool: ScoringPool | None = None,
     instance: str | None = None,
+    metrics: Metrics | None = None,
 ) -> ScorerService:
-    """The service; call ``start()`` (starts the workers, subscribes) then start the bus."""
+    """The service; call ``start()`` (starts the workers, subscribes) then start the bus.
+    ``metrics`` counts scorer errors and watches the service's loops."""
     section = settings.scorer
     pool = pool or ScoringPool(section.pool_size, section.time_limit)
-    return ScorerService(service_config(settings, instance), bus, registry, pool)
+    config = service_config(settings, instance)
+    service = ScorerService(config, bus, registry, pool, metrics=metrics)
+    if metrics is not None:
+        metrics.watch_loops(service.supervisor)
+    return service
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then hand back what does not finish within the grace."""
     registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
-    bus = make_bus(settings.bus)
-    service = create_scorer_service(settings, bus, registry)
+    metrics = Metrics()
+    bus = make_bus(settings.bus, metrics)
+    service = create_scorer_service(settings, bus, registry, metrics=metrics)
+    ops = ops_app(metrics, Readiness(bus, supervisors=[service.supervisor]))
     stop = stop or stop_on_signals()
     try:
         await service.start()
         await bus.start()
         log.info("scorer %s serving %s", service.config.instance, service.config.requests_queue)
-        await stop.wait()
+        async with serving(settings.ops_http.host, settings.ops_http.scorer_port, ops):
+            await stop.wait()
     finally:
         await service.close()
         await bus.close()

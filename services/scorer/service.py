@@ -47,6 +47,7 @@ from shared.events import (
     ScorersChanged,
     derived_event_id,
 )
+from shared.metrics import Metrics
 from shared.models import Result
 from shared.supervise import Supervisor, describe
 
@@ -91,7 +92,10 @@ class ScorerService:
         bus: EventBus,
         registry: ScorerRegistry,
         pool: ScoringPool,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics  # counts scorings that ended with an error
         self._config = config
         self._bus = bus
         self._registry = registry
@@ -229,6 +233,8 @@ class ScorerService:
                 scorer_version=self._version(event.spec.scorer, result),
             )
             self._answered.put(event.event_id, completed)
+            if result.error is not None and self._metrics is not None:
+                self._metrics.scorer_error(self._scorer_label(event), result.error.code.value)
         finally:
             del self._scoring[event.event_id]
             self._busy -= 1
@@ -260,6 +266,11 @@ class ScorerService:
         with contextlib.suppress(AutoscorerError):
             return self._registry.get(scorer).info.source == f"file:{file.resolve()}"
         return False
+
+    def _scorer_label(self, event: ScoreRequested) -> str:
+        """The scorer's name when this registry knows it: a metric label stays bounded."""
+        name = event.spec.scorer
+        return name if name in self._registry.names() else "unknown"
 
     def _task(self, event: ScoreRequested) -> ScoreTask:
         spec = event.spec

@@ -49,6 +49,7 @@ from shared.config import WebhookSettings
 from shared.errors import AutoscorerError
 from shared.events import Event
 from shared.jobs import Job, now_ms
+from shared.metrics import Metrics
 from shared.store import JobStore
 from shared.supervise import Supervisor, guarded
 from shared.urls import check_target_url
@@ -80,7 +81,9 @@ class WebhookDispatcher:
         jitter: Callable[[], float] = random.random,
         max_in_flight: int = MAX_IN_FLIGHT,
         per_tenant: int = PER_TENANT,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics  # counts attempts by outcome, and delivery lag
         self._hooks, self._jobs, self._settings = hooks, jobs, settings
         self._policy = Policy(settings.allow_private_targets)
         self._callback_secret = callback_secret
@@ -306,6 +309,9 @@ class WebhookDispatcher:
         if error is not None:
             log.info("webhook %s failed (%s); %s", delivery.id, error, status.value)
         await self._hooks.record_attempt(delivery.id, attempt, status, next_at)
+        if self._metrics is not None:
+            outcome = "retry" if status is DeliveryStatus.PENDING else status.value
+            self._metrics.webhook_attempt(outcome, delivery.created_at, attempt.at)
         if status is DeliveryStatus.PENDING:
             self._note_due(next_at)
 

@@ -257,11 +257,16 @@ def test_workspaces_are_bound_at_the_host_path_so_dockerd_finds_them() -> None:
     assert executor_bind["bind"]["propagation"] == "rshared"
 
 
-def test_compose_healthchecks_gate_the_services() -> None:
+def test_compose_healthchecks_gate_the_services(monkeypatch) -> None:
     services = compose()["services"]
-    for name in ("rabbitmq", "mongo", "gateway"):
+    for name in ("rabbitmq", "mongo", *SERVICES):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
-    assert "/readyz" in " ".join(services["gateway"]["healthcheck"]["test"])
+    config = compose_config_file(services["scheduler"], "/etc/autoscorer/config.yaml")
+    settings = load_with(monkeypatch, {}, config)
+    for name, port in ops_ports(settings).items():  # each asks its own ops (or API) port
+        assert port > 0, name
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in check, name
     for name in SERVICES:
         needs = services[name]["depends_on"]
         assert needs["rabbitmq"] == {"condition": "service_healthy"}
@@ -401,11 +406,11 @@ def test_pods_mounting_workspaces_see_them_at_the_backends_workspace_root() -> N
 
 def test_pods_that_listen_have_probes_on_routes_that_need_no_key() -> None:
     listening = {n: d for n, d in deployments().items() if container(d).get("ports")}
-    assert set(listening) == {"autoscorer-gateway"}
+    assert set(listening) == {f"autoscorer-{name}" for name in SERVICES}
     gateway = container(listening["autoscorer-gateway"])
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert {"/healthz", "/readyz"} <= PUBLIC_PATHS
+    assert {"/healthz", "/readyz", "/metrics"} <= PUBLIC_PATHS
     port = Settings.model_validate(yaml.safe_load(configmap_yaml())).gateway.port
     assert gateway["ports"] == [{"name": "http", "containerPort": port}]
     service = of_kind("Service")["autoscorer-gateway"]
@@ -414,9 +419,41 @@ def test_pods_that_listen_have_probes_on_routes_that_need_no_key() -> None:
         service["spec"]["selector"]
         == listening["autoscorer-gateway"]["spec"]["selector"]["matchLabels"]
     )
-    for name, deployment in deployments().items():  # no pretend probes on the workers
-        if name not in listening:
-            assert not {"livenessProbe", "readinessProbe"} & set(container(deployment)), name
+
+
+def ops_ports(settings: Settings) -> dict[str, int]:
+    """The port each service answers /metrics, /healthz and /readyz on, by these settings."""
+    ops = settings.ops_http
+    return {
+        "gateway": settings.gateway.port,
+        "scheduler": ops.scheduler_port,
+        "executor": ops.executor_port,
+        "scorer": ops.scorer_port,
+    }
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_deployment_is_probed_and_scraped_on_the_port_its_settings_open(name) -> None:
+    settings = Settings.model_validate(yaml.safe_load(configmap_yaml()))
+    assert settings.ops_http.host == "0.0.0.0"  # probes and scrapes come from outside the pod
+    port = ops_ports(settings)[name]
+    assert port > 0
+    deployment = deployments()[f"autoscorer-{name}"]
+    spec = container(deployment)
+    [named] = spec["ports"]
+    assert named["containerPort"] == port
+    for probe, path in (
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
+        assert spec[probe]["httpGet"] == {"path": path, "port": named["name"]}, probe
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
 
 
 def test_deployment_selectors_never_match_participant_job_pods() -> None:

@@ -2,7 +2,8 @@
 
 This is the one boundary where handler exceptions are caught and classified: a retryable
 ``AutoscorerError`` is retried (bounded, with delay), everything else is dead-lettered. The
-transport (RabbitMQ or memory) only carries out the ``Verdict``.
+transport (RabbitMQ or memory) only carries out the ``Verdict``. Around each handler the event's
+job is the current one for logging (``shared.logctx``): every record carries its ``job_id``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from shared.bus import Subscription
 from shared.errors import AutoscorerError, ErrorCode, Stage, internal_error
-from shared.events import BaseEvent, parse_event
+from shared.events import BaseEvent, Event, parse_event
+from shared.logctx import Bound, bind_job, unbind_job
 from shared.telemetry import extract_trace_context, inject_trace_context
 
 if TYPE_CHECKING:
@@ -74,18 +76,25 @@ async def dispatch(
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
+        job: Bound | None = None
         try:
-            await _handle(sub, body, span)
+            event = await _parse(sub, body, span)
+            job = bind_job(event.job_id, _run_attempt(event))
+            await _handle(sub, event)
         except Exception as exc:  # noqa: BLE001 - the one place handler failures are classified
             verdict = decide(_classify(exc, sub), attempt, sub)
             _record_failure(span, exc, verdict, sub.queue, attempt)
             if metrics is not None and verdict.action is Action.DEAD and verdict.error:
                 metrics.dead_lettered(sub.queue, verdict.error.code.value)
             return verdict
-        return ACKED
+        else:
+            log.debug("%s handled on %s", event.type, sub.queue)
+            return ACKED
+        finally:
+            unbind_job(job)
 
 
-async def _handle(sub: Subscription, body: bytes, span: trace.Span) -> None:
+async def _parse(sub: Subscription, body: bytes, span: trace.Span) -> Event:
     try:
         event = parse_event(body)
     except AutoscorerError as invalid:
@@ -95,6 +104,16 @@ async def _handle(sub: Subscription, body: bytes, span: trace.Span) -> None:
     span.set_attribute("messaging.message.id", str(event.event_id))
     if event.job_id is not None:
         span.set_attribute("messaging.message.conversation_id", event.job_id)
+    return event
+
+
+def _run_attempt(event: Event) -> int | None:
+    """The job's run attempt an event is about (``RunRequested``, ``RunCompleted``, ...)."""
+    attempt = getattr(event, "attempt", None)
+    return attempt if isinstance(attempt, int) else None
+
+
+async def _handle(sub: Subscription, event: Event) -> None:
     budget = asyncio.timeout(sub.handler_timeout)
     try:
         async with budget:

@@ -211,7 +211,32 @@ class GatewaySettings(_Section):
 class OtelSettings(_Section):
     enabled: bool = False
     service_name: str = "autoscorer"
+    exporter: Literal["otlp", "console", "none"] = Field(
+        "otlp",
+        description="where spans go: otlp (to otlp_endpoint; nowhere while it is unset), "
+        "console (one JSON object per span on stdout) or none (made, for log trace ids, "
+        "not exported)",
+    )
     otlp_endpoint: str | None = None
+
+
+class LogSettings(_Section):
+    """Process logs (shared.logs) and the per-job event log (shared.joblog)."""
+
+    format: Literal["json", "text"] = Field(
+        "text", description="json: one JSON object per line; text: readable lines"
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    job_log_max_bytes: int = Field(
+        1024 * 1024,
+        ge=4096,
+        description="cap of a workspace's logs/job.jsonl; past it one truncation marker ends it",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -227,6 +252,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     limits: SandboxLimits = Field(
         default_factory=SandboxLimits,
         description="operator caps on what a job may ask for, and the sandbox's ulimits; "

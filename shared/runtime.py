@@ -1,4 +1,5 @@
-"""What every service's ``main()`` does: settings, logging, tracing, and stop on SIGTERM/SIGINT."""
+"""What every service's ``main()`` does: settings, logging (shared.logs), tracing, and stop on
+SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from shared.config import Settings, load_settings
+from shared.joblog import set_job_log_cap
+from shared.logs import setup_logging
 from shared.telemetry import setup_tracing, shutdown_tracing
 
 Run = Callable[[Settings, asyncio.Event], Awaitable[None]]
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def settings_from_env() -> Settings:
@@ -33,7 +35,7 @@ def stop_on_signals() -> asyncio.Event:
 
 def run_service(settings: Settings, name: str, run: Run) -> None:
     """Run ``run(settings, stop)`` until a signal sets ``stop``; traces are flushed at the end."""
-    logging.basicConfig(level=os.environ.get("AUTOSCORER_LOG_LEVEL", "INFO"), format=LOG_FORMAT)
+    configure_logging(settings, name)
     provider = setup_tracing(settings.otel, name)
 
     async def main() -> None:
@@ -43,6 +45,17 @@ def run_service(settings: Settings, name: str, run: Run) -> None:
         asyncio.run(main())
     finally:
         shutdown_tracing(provider)
+
+
+def configure_logging(settings: Settings, name: str) -> None:
+    """``log.format`` / ``log.level`` on the root logger (replacing what was there, e.g. the
+    CLI's quiet stderr handler); ``AUTOSCORER_LOG_LEVEL`` still overrides the level."""
+    level = os.environ.get("AUTOSCORER_LOG_LEVEL")
+    log = settings.log
+    if level and level.upper() in logging.getLevelNamesMapping():
+        log = log.model_copy(update={"level": level.upper()})
+    setup_logging(log, name)
+    set_job_log_cap(log.job_log_max_bytes)
 
 
 def service_main(name: str, run: Run) -> None:

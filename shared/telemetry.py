@@ -9,9 +9,10 @@ it (never an import), and :func:`shutdown_tracing` flushes what is left on the w
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -19,8 +20,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.config import OtelSettings
@@ -84,12 +85,12 @@ def continue_trace(stored: Mapping[str, str]) -> Iterator[None]:
 
 def setup_tracing(settings: OtelSettings, service_name: str) -> TracerProvider | None:
     """Install the global tracer provider of this process; ``None`` (nothing installed) when
-    ``otel.enabled`` is false. Spans go to ``otel.otlp_endpoint`` over OTLP/HTTP when it is
-    set; without it they are made (trace ids reach logs and headers) but not exported."""
+    ``otel.enabled`` is false. Spans go where ``otel.exporter`` says (:func:`span_exporter`);
+    without an exporter they are made (trace ids reach logs and headers) but not exported."""
     provider = tracer_provider(settings, service_name)
     if provider is not None:
         trace.set_tracer_provider(provider)
-        log.info("tracing as %s to %s", service_name, settings.otlp_endpoint or "nowhere")
+        log.info("tracing as %s to %s", service_name, export_target(settings))
     return provider
 
 
@@ -110,9 +111,30 @@ def tracer_provider(settings: OtelSettings, service_name: str) -> TracerProvider
         }
     )
     provider = TracerProvider(resource=resource)
-    if settings.otlp_endpoint:
-        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(settings.otlp_endpoint)))
+    exporter = span_exporter(settings)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def span_exporter(settings: OtelSettings, out: TextIO | None = None) -> SpanExporter | None:
+    """The exporter ``otel.exporter`` names: OTLP/HTTP to ``otel.otlp_endpoint`` (none while
+    it is unset), one compact JSON object per span on ``out`` (stdout), or none."""
+    if settings.exporter == "console":
+        return ConsoleSpanExporter(out=out or sys.stdout, formatter=_one_line)
+    if settings.exporter == "otlp" and settings.otlp_endpoint:
+        return _otlp_exporter(settings.otlp_endpoint)
+    return None
+
+
+def _one_line(span: ReadableSpan) -> str:
+    return str(span.to_json(indent=None)) + "\n"
+
+
+def export_target(settings: OtelSettings) -> str:
+    if settings.exporter == "otlp":
+        return settings.otlp_endpoint or "nowhere"
+    return "stdout" if settings.exporter == "console" else "nowhere"
 
 
 def traces_url(endpoint: str) -> str:

@@ -52,6 +52,7 @@ from shared.events import (
     RunStarted,
     derived_event_id,
 )
+from shared.joblog import arecord
 from shared.models import JobSpec, RunOutcome
 from shared.supervise import Supervisor, describe, guarded
 from shared.workspace import Workspace
@@ -294,16 +295,41 @@ class ExecutorService:
                 )
             )
             run.started_at = asyncio.get_running_loop().time()
+            await self._journal(event, "run_started")
             try:
                 outcome = await self._execute(event)
             finally:
                 await _stop_beating(run)
+        await self._journal(event, "run_completed", outcome)
         return RunCompleted(
             event_id=derived_event_id(event.event_id, "run.completed"),
             job_id=event.job_id,
             outcome=outcome,
             attempt=event.attempt,
             workspace=event.workspace,
+        )
+
+    async def _journal(
+        self, event: RunRequested, step: str, outcome: RunOutcome | None = None
+    ) -> None:
+        """One line in this service's log (DEBUG) and in the workspace's ``logs/job.jsonl``."""
+        code = outcome.error.code.value if outcome and outcome.error else None
+        status = outcome.status if outcome else None
+        log.debug("%s %s attempt %d %s", step, event.job_id, event.attempt, status or "",
+                  extra={"error_code": code})
+        await arecord(
+            event.workspace,
+            step,
+            event.job_id,
+            attempt=event.attempt,
+            service="executor",
+            only_if_reachable=True,
+            backend=self._config.backend,
+            instance=self._config.instance,
+            status=status,
+            error_code=code,
+            exit_code=outcome.exit_code if outcome else None,
+            duration_s=outcome.duration_s if outcome else None,
         )
 
     def _refusal(self, event: RunRequested) -> RunOutcome | None:

@@ -29,8 +29,10 @@ from services.scheduler.routing import Router
 from shared.config import SchedulerSettings
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import BaseEvent
+from shared.joblog import arecord
 from shared.jobs import Job, JobStatus
 from shared.limits import SandboxLimits
+from shared.logctx import job_context
 from shared.metrics import Metrics
 from shared.outbox import OutboxRelay, outbox_entry
 from shared.store import JobStore, JobUpdate, Transition
@@ -74,13 +76,14 @@ class Context:
             if_deadline=if_deadline,
         )
         if done.applied:
-            log.info("job %s -> %s (%s)", job_id, to_state.value, reason or "")
+            log_transition(job, done.job, reason)
             if not done.job.active:
                 if self.metrics is not None:
                     self.metrics.job_finished(done.job)
                 await self.release_workspace(done.job)
             if emit:
                 await self.relay.flush(done.job, emit)
+            await journal_transition(job, done.job, reason)
         else:
             log.debug("job %s not moved to %s: %s", job_id, to_state.value, done.outcome.value)
         return done
@@ -99,6 +102,54 @@ class Context:
         if job is None:
             raise not_ready(job_id, "the store holds no such job yet")
         return job
+
+
+def log_transition(before: Job, after: Job, reason: str | None) -> None:
+    """The one INFO line of a transition: ``job <id> <from> -> <to> [<error code>] (<reason>)``."""
+    code = _code(after)
+    with job_context(after.job_id, after.attempts.count or None):
+        log.info(
+            "job %s %s -> %s%s%s",
+            after.job_id,
+            before.status.value,
+            after.status.value,
+            f" {code}" if code else "",
+            f" ({reason})" if reason else "",
+            extra={"error_code": code},
+        )
+
+
+async def journal_transition(before: Job, after: Job, reason: str | None) -> None:
+    """The transition in the workspace's ``logs/job.jsonl`` when the workspace is a directory
+    here (shared.joblog); written after the events went out, so it never delays them."""
+    await arecord(
+        after.workspace,
+        "transition",
+        after.job_id,
+        attempt=after.attempts.count or None,
+        service="scheduler",
+        only_if_reachable=True,
+        from_state=before.status.value,
+        to_state=after.status.value,
+        reason=reason,
+        error_code=_code(after),
+        in_state_s=_in_state_s(before, after),
+        total_s=None if after.active else _since(after.created_at, after),
+    )
+
+
+def _code(job: Job) -> str | None:
+    return job.error.code.value if job.error and not job.active else None
+
+
+def _in_state_s(before: Job, after: Job) -> float | None:
+    """Seconds the job spent in the state it left."""
+    return _since(before.history[-1].at, after) if before.history else None
+
+
+def _since(moment: datetime, after: Job) -> float | None:
+    """Seconds from ``moment`` to ``after``'s last transition."""
+    return round((after.history[-1].at - moment).total_seconds(), 3) if after.history else None
 
 
 def attempt_cause(job: Job, attempt: int) -> str:

@@ -47,6 +47,7 @@ from shared.events import (
     ScorersChanged,
     derived_event_id,
 )
+from shared.joblog import arecord
 from shared.metrics import Metrics
 from shared.models import Result
 from shared.supervise import Supervisor, describe
@@ -224,7 +225,9 @@ class ScorerService:
         self._busy += 1
         self._idle.clear()
         try:
+            await _journal(event, "scoring_started")
             result = await self._pool.score(self._task(event))
+            await _journal(event, "scoring_completed", result)
             completed = ScoreCompleted(
                 event_id=derived_event_id(event.event_id, "score.completed"),
                 job_id=event.job_id,
@@ -364,6 +367,24 @@ def _event_source(event: ScorersChanged) -> str:
             fault=Fault.ORGANISER,  # the organiser's scorer source (docs/ERRORS.md)
         )
     return source
+
+
+async def _journal(event: ScoreRequested, step: str, result: Result | None = None) -> None:
+    """One line in this service's log (DEBUG) and in the workspace's ``logs/job.jsonl``."""
+    code = result.error.code.value if result and result.error else None
+    log.debug("%s %s with %s", step, event.job_id, event.spec.scorer, extra={"error_code": code})
+    await arecord(
+        event.workspace,
+        step,
+        event.job_id,
+        attempt=event.attempt,
+        service="scorer",
+        only_if_reachable=True,
+        scorer=event.spec.scorer,
+        error_code=code,
+        timing=dict(result.timing) if result else None,
+        summary=dict(result.summary) if result and not result.error else None,
+    )
 
 
 async def _join(task: asyncio.Task[ScoreCompleted]) -> None:

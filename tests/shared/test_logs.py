@@ -1,0 +1,251 @@
+"""Logs (shared.logs, shared.logctx), the per-job event log (shared.joblog) and the console span
+exporter: unit checks, a handler on the memory bus, and one job through the embedded platform."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from shared.bus_memory import MemoryBus
+from shared.config import LogSettings, OtelSettings, load_settings
+from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.events import Event, RunRequested
+from shared.joblog import TRUNCATED, append_line, job_event, job_log_path, set_job_log_cap
+from shared.logctx import job_context
+from shared.logs import JsonFormatter, TextFormatter, log_handler, make_formatter
+from shared.models import JobSpec
+from shared.telemetry import span_exporter, tracer_provider
+from tests.e2e.harness import make_settings, running_platform
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+SERVICES = {"gateway", "scheduler", "executor", "scorer"}
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """JSON lines of every record at DEBUG while the test runs (the root keeps pytest's own)."""
+    out = io.StringIO()
+    handler = log_handler(LogSettings(format="json"), "serve", out)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield out
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def lines(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def record(msg: str = "hello", name: str = "services.scheduler.context") -> logging.LogRecord:
+    return logging.LogRecord(name, logging.INFO, __file__, 1, msg, None, None)
+
+
+def test_json_line_has_every_field_and_parses() -> None:
+    out = io.StringIO()
+    logger = logging.getLogger("services.executor.service.test")
+    handler = log_handler(LogSettings(format="json"), "executor", out)
+    logger.addHandler(handler)
+    try:
+        with job_context("job-1", 2):
+            error = AutoscorerError(ErrorCode.TIMEOUT_ERROR, "late", stage=Stage.EXECUTION)
+            logger.error("it \"broke\"\nbadly", exc_info=error)
+    finally:
+        logger.removeHandler(handler)
+    [line] = lines(out)
+    assert ISO_UTC.match(line["timestamp"])
+    assert line["level"] == "ERROR"
+    assert line["service"] == "executor"
+    assert line["logger"] == "services.executor.service.test"
+    assert line["message"] == 'it "broke"\nbadly'
+    assert (line["job_id"], line["attempt"]) == ("job-1", 2)
+    assert line["error_code"] == "TIMEOUT_ERROR"
+    assert {"trace_id", "span_id"} <= line.keys()
+
+
+def test_text_format_has_an_iso_timestamp_and_the_job() -> None:
+    item = record()
+    item.job_id, item.attempt = "job-7", 1
+    text = TextFormatter("serve").format(item)
+    assert ISO_UTC.match(text), text
+    assert " INFO scheduler services.scheduler.context [job=job-7 attempt=1] hello" in text
+
+
+def test_a_record_outside_the_services_package_names_the_process() -> None:
+    line = json.loads(JsonFormatter("scorer").format(record(name="shared.bus_dispatch")))
+    assert line["service"] == "scorer"
+
+
+def test_the_format_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(make_formatter(load_settings().log, "x"), TextFormatter)
+    monkeypatch.setenv("AUTOSCORER__LOG__FORMAT", "json")
+    monkeypatch.setenv("AUTOSCORER__LOG__LEVEL", "debug")
+    settings = load_settings()
+    assert settings.log.level == "DEBUG"
+    assert isinstance(make_formatter(settings.log, "x"), JsonFormatter)
+    monkeypatch.setenv("AUTOSCORER__LOG__FORMAT", "xml")
+    with pytest.raises(AutoscorerError):
+        load_settings()
+
+
+async def test_a_handler_on_the_memory_bus_logs_its_job_and_span(captured: io.StringIO) -> None:
+    provider = TracerProvider()
+    bus = MemoryBus(tracer=provider.get_tracer("test"))
+    seen: list[tuple[str, str]] = []
+    done = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        span = trace.get_current_span().get_span_context()
+        seen.append((f"{span.trace_id:032x}", f"{span.span_id:016x}"))
+        logging.getLogger("services.executor.test").info("running it")
+        done.set()
+
+    await bus.subscribe("logs.test", ["run.requested.local"], handler)
+    await bus.start()
+    try:
+        spec = JobSpec(job_id="job-bus", scorer="classification")
+        await bus.publish(
+            RunRequested(
+                job_id="job-bus", spec=spec, workspace="/nowhere", backend="local", attempt=3
+            )
+        )
+        async with asyncio.timeout(10):
+            await done.wait()
+    finally:
+        await bus.close()
+    [line] = [x for x in lines(captured) if x["message"] == "running it"]
+    assert line["service"] == "executor"
+    assert (line["job_id"], line["attempt"]) == ("job-bus", 3)
+    assert (line["trace_id"], line["span_id"]) == seen[0]
+    assert line["trace_id"] != "0" * 32
+
+
+def test_the_console_exporter_writes_one_json_object_per_span() -> None:
+    out = io.StringIO()
+    settings = OtelSettings(enabled=True, exporter="console")
+    provider = tracer_provider(settings, "test")
+    assert provider is not None
+    exporter = span_exporter(settings, out)
+    assert exporter is not None
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("one"):
+        pass
+    provider.shutdown()
+    spans = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert any(s["name"] == "one" for s in spans)
+    assert span_exporter(OtelSettings(exporter="none")) is None
+    assert span_exporter(OtelSettings(exporter="otlp")) is None  # no endpoint: not exported
+
+
+def test_the_job_log_stops_at_its_cap_with_one_marker(tmp_path: Path) -> None:
+    path = job_log_path(tmp_path)
+    line = job_event("transition", "j", service="scheduler", attempt=1, to_state="queued")
+    written = [append_line(path, line, cap=4096) for _ in range(200)]
+    assert 0 < sum(written) < 200
+    content = path.read_bytes()
+    assert len(content) <= 4096 + len(line) + 128
+    events = [json.loads(x)["event"] for x in content.splitlines()]
+    assert events.count(TRUNCATED) == 1
+    assert events[-1] == TRUNCATED
+
+
+def test_the_job_log_does_not_follow_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    path = job_log_path(tmp_path / "ws")
+    path.parent.mkdir(parents=True)
+    path.symlink_to(target)
+    with pytest.raises(OSError):
+        append_line(path, b"{}\n")
+    assert target.read_text() == ""
+
+
+@pytest.fixture
+def global_tracing() -> None:
+    """An SDK provider behind the global one, so the services' spans have real trace ids."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("global_tracing")
+async def test_one_embedded_job_logs_one_trace_across_four_services_and_its_job_log(
+    tmp_path: Path, captured: io.StringIO
+) -> None:
+    async with running_platform(make_settings(tmp_path)) as platform:
+        workspace = platform.add_workspace("classification")
+        job_id = await platform.submit(workspace)
+        job = await platform.wait(job_id)
+        await platform.wait_for_webhooks(1)
+    assert job["status"] == "succeeded"
+    mine = [x for x in lines(captured) if x["job_id"] == job_id]
+    assert {x["service"] for x in mine} >= SERVICES, {x["service"] for x in mine}
+    assert len({x["trace_id"] for x in mine}) == 1, {x["trace_id"] for x in mine}
+    moves = [x["message"].split(" (")[0] for x in mine if x["level"] == "INFO"]
+    assert [m for m in moves if m.startswith("job ")] == [
+        f"job {job_id} submitted -> queued",
+        f"job {job_id} queued -> running",
+        f"job {job_id} running -> scoring",
+        f"job {job_id} scoring -> succeeded",
+    ]
+
+    text = job_log_path(tmp_path / "data" / workspace).read_text()
+    events = [json.loads(x) for x in text.splitlines()]
+    assert {e["job_id"] for e in events} == {job_id}
+    moved = [e["data"] for e in events if e["event"] == "transition"]
+    assert [m["to_state"] for m in moved] == ["queued", "running", "scoring", "succeeded"]
+    assert all(m["in_state_s"] >= 0 for m in moved)
+    steps = [e["event"] for e in events]
+    assert {"run_started", "run_completed", "scoring_started", "scoring_completed"} <= set(steps)
+    run = next(e for e in events if e["event"] == "run_completed")
+    assert (run["attempt"], run["data"]["status"]) == (1, "succeeded")
+    assert run["data"]["duration_s"] >= 0
+    scored = next(e for e in events if e["event"] == "scoring_completed")
+    assert "f1_macro" in scored["data"]["summary"]
+    assert scored["data"]["timing"]["score_s"] >= 0
+    assert moved[-1]["total_s"] >= moved[-1]["in_state_s"]
+
+
+@pytest.mark.slow
+async def test_a_failing_embedded_job_logs_its_error_code_and_its_job_log_is_capped(
+    tmp_path: Path, captured: io.StringIO
+) -> None:
+    set_job_log_cap(4096)
+    try:
+        async with running_platform(make_settings(tmp_path)) as platform:
+            workspace = platform.add_workspace("classification")
+            meta = tmp_path / "data" / workspace / "meta.json"
+            spec = json.loads(meta.read_text())
+            spec["container"]["cmd"] = ["python", "-c", "import sys; sys.exit(3)"]
+            meta.write_text(json.dumps(spec))
+            path = job_log_path(tmp_path / "data" / workspace)
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps({"event": "old", "pad": "x" * 4050}) + "\n")
+            job_id = await platform.submit(workspace)
+            job = await platform.wait(job_id)
+    finally:
+        set_job_log_cap(1024 * 1024)
+    assert job["status"] == "failed"
+    code = job["error"]["code"]
+    failed = [
+        x for x in lines(captured)
+        if x["job_id"] == job_id and x["message"].startswith(f"job {job_id} running -> failed")
+    ]
+    assert len(failed) == 1 and failed[0]["error_code"] == code and failed[0]["level"] == "INFO"
+    content = path.read_bytes()
+    assert len(content) <= 4096 + 8192 + 128
+    events = [json.loads(x)["event"] for x in content.splitlines()]
+    assert events[-1] == TRUNCATED and events.count(TRUNCATED) == 1

@@ -4,14 +4,20 @@ exporter: unit checks, a handler on the memory bus, and one job through the embe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import os
 import re
+import shutil
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -26,10 +32,11 @@ from shared.logctx import job_context
 from shared.logs import JsonFormatter, TextFormatter, log_handler, make_formatter
 from shared.models import JobSpec
 from shared.telemetry import span_exporter, tracer_provider
-from tests.e2e.harness import make_settings, running_platform
+from tests.e2e.harness import EXAMPLES, free_port, make_settings, running_platform
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 SERVICES = {"gateway", "scheduler", "executor", "scorer"}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -249,3 +256,59 @@ async def test_a_failing_embedded_job_logs_its_error_code_and_its_job_log_is_cap
     assert len(content) <= 4096 + 8192 + 128
     events = [json.loads(x)["event"] for x in content.splitlines()]
     assert events[-1] == TRUNCATED and events.count(TRUNCATED) == 1
+
+
+@pytest.mark.slow
+async def test_serve_logs_json_to_stderr_and_spans_to_stdout(tmp_path: Path) -> None:
+    """``autoscorer serve`` as a user starts it: the settings pick JSON logs and the console
+    exporter; a job's INFO lines (its transitions) and its spans share one trace id."""
+    shutil.copytree(EXAMPLES / "classification", tmp_path / "data" / "ws",
+                    ignore=shutil.ignore_patterns("output", "logs", ".autoscorer"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "AUTOSCORER__LOG__FORMAT": "json",
+        "AUTOSCORER__OTEL__ENABLED": "true",
+        "AUTOSCORER__OTEL__EXPORTER": "console",
+        "AUTOSCORER__GATEWAY__PORT": str(port),
+        "AUTOSCORER__GATEWAY__DATA_ROOT": str(tmp_path / "data"),
+        "AUTOSCORER__GATEWAY__INSECURE_NO_AUTH": "true",
+    }
+    env.pop("AUTOSCORER_LOG_LEVEL", None)
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "serve",
+            cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, stdout=stdout, stderr=stderr,
+        )
+    try:
+        job_id = await submit_and_wait(f"http://127.0.0.1:{port}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
+    logged = [json.loads(x) for x in err.read_text().splitlines() if x.startswith("{")]
+    assert all(ISO_UTC.match(x["timestamp"]) for x in logged)
+    moves = [x for x in logged if x["job_id"] == job_id and x["level"] == "INFO"]
+    assert [x["message"].split(" (")[0] for x in moves][-1] == f"job {job_id} scoring -> succeeded"
+    [trace_id] = {x["trace_id"] for x in moves}
+    spans = [json.loads(x) for x in out.read_text().splitlines()]
+    assert spans, "no span reached stdout"
+    assert f"0x{trace_id}" in {s["context"]["trace_id"] for s in spans}
+
+
+async def submit_and_wait(url: str) -> str:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(400):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        break
+            await asyncio.sleep(0.1)
+        async with session.post(url + "/v1/jobs", json={"workspace": "ws"}) as resp:
+            job_id = str((await resp.json())["data"]["job_id"])
+        for _ in range(600):
+            async with session.get(f"{url}/v1/jobs/{job_id}") as resp:
+                if (await resp.json())["data"]["status"] == "succeeded":
+                    return job_id
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{job_id} did not succeed")

@@ -8,7 +8,7 @@ t0=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - t0 ))s)" >&2; }
 
 step "setup"; scripts/setup.sh
-for component in docker rabbitmq ferretdb; do
+for component in docker rabbitmq ferretdb prometheus; do
   step "provision $component"; bash "scripts/provision/$component.sh"
 done
 step "ruff"; .venv/bin/ruff check .

@@ -99,6 +99,12 @@ class Metrics:
             ["backend", "replica"],
             registry=r,
         )
+        self.run_slots = Gauge(
+            "autoscorer_executor_run_slots",
+            "Runs an executor replica may hold at once (executor_service.concurrency)",
+            ["backend", "replica"],
+            registry=r,
+        )
         self.outbox_backlog = Gauge(
             "autoscorer_outbox_backlog",
             "Outbox entries waiting to be published, as the relay's last sweep found them "
@@ -169,9 +175,12 @@ class Metrics:
     def dead_lettered(self, queue: str, code: str) -> None:
         self.dead_letters.labels(queue, code).inc()
 
-    def track_in_flight(self, backend: str, replica: str, count: Callable[[], int]) -> None:
-        """The gauge reads ``count()`` at each scrape."""
+    def track_in_flight(
+        self, backend: str, replica: str, count: Callable[[], int], slots: int
+    ) -> None:
+        """The in-flight gauge reads ``count()`` at each scrape; ``slots`` is the replica's cap."""
         self.runs_in_flight.labels(backend, replica).set_function(count)
+        self.run_slots.labels(backend, replica).set(slots)
 
 
 def time_in_states(job: Job) -> dict[JobStatus, float]:

@@ -88,7 +88,9 @@ def create_executor_service(
     else:
         service = ExecutorService(config, bus, executor, prepare=expected_outputs_from(scorers))
     if metrics is not None:
-        metrics.track_in_flight(config.backend, config.instance, lambda: service.in_flight)
+        metrics.track_in_flight(
+            config.backend, config.instance, lambda: service.in_flight, config.concurrency
+        )
         metrics.watch_loops(service.supervisor)
     return service
 

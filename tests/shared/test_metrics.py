@@ -202,6 +202,8 @@ async def test_embedded_flow_moves_the_counters_and_histograms(tmp_path: Path) -
     assert value(found, "autoscorer_webhook_delivery_lag_seconds_count") >= 1
     assert value(found, "autoscorer_store_operation_seconds_count", op="transition") >= 8
     assert value(found, "autoscorer_executor_runs_in_flight", backend="local") == 0
+    slots = platform.settings.executor_service.concurrency
+    assert value(found, "autoscorer_executor_run_slots", backend="local") == slots
     assert value(found, "autoscorer_outbox_backlog") == 0
     loops = [ls for (n, ls), _ in found.items() if n == "autoscorer_loop_healthy"]
     services = {dict(ls)["service"] for ls in loops}

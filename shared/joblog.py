@@ -3,7 +3,8 @@
 One JSON object per line: ``{"timestamp", "event", "job_id", "attempt", "service", "data"}``.
 Whoever has the workspace on its file system appends what it did: the executor service its runs
 (``run_started``, ``run_completed`` with status, error code and duration), the scorer service
-its scorings (``scoring_started``, ``scoring_completed``), and the scheduler every transition of
+its scorings (``scoring_started``, ``scoring_completed``), the CLI's ``run`` and ``pipeline``
+the same steps (service ``cli``), and the scheduler every transition of
 the job when the workspace path is a directory it can reach (always in ``autoscorer serve``;
 in a distributed deploy only if it mounts the data root, else the transitions stay in the job's
 ``history`` and in the logs). Each line is one ``write`` on a file opened ``O_APPEND``, so
@@ -99,14 +100,16 @@ def record(
     job_id: str,
     *,
     only_if_reachable: bool = False,
+    cap: int | None = None,
     **fields: Any,
 ) -> None:
     """Append one event to the workspace's job log; a failure is logged, never raised.
-    ``only_if_reachable``: skip a workspace that is no directory here (:func:`reachable`)."""
+    ``only_if_reachable``: skip a workspace that is no directory here (:func:`reachable`);
+    ``cap``: instead of the process's (:func:`set_job_log_cap`)."""
     if only_if_reachable and not reachable(workspace):
         return
     try:
-        append_line(job_log_path(workspace), job_event(event, job_id, **fields))
+        append_line(job_log_path(workspace), job_event(event, job_id, **fields), cap)
     except OSError as exc:
         log.warning("job log of %s not written: %s", job_id, exc.strerror or exc)
 
@@ -117,9 +120,10 @@ async def arecord(
     job_id: str,
     *,
     only_if_reachable: bool = False,
+    cap: int | None = None,
     **fields: Any,
 ) -> None:
     """:func:`record` off the event loop."""
     await asyncio.to_thread(
-        record, workspace, event, job_id, only_if_reachable=only_if_reachable, **fields
+        record, workspace, event, job_id, only_if_reachable=only_if_reachable, cap=cap, **fields
     )

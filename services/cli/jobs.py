@@ -15,6 +15,7 @@ from services.scorer.registry import ScorerRegistry
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.files import atomic_write_text
+from shared.joblog import arecord
 from shared.models import JobSpec, Result, RunOutcome
 from shared.scoring import ScorerDef
 from shared.workspace import Workspace
@@ -50,10 +51,25 @@ async def run_job(
     spec = ws.load_spec()
     spec = with_expected_outputs(spec, registry.get(spec.scorer))
     executor = create_executor(backend_config(settings, backend))
+    cap = settings.log.job_log_max_bytes
+    await arecord(ws.root, "run_started", spec.job_id, service="cli", cap=cap, backend=backend)
     try:
-        return await executor.run(spec, ws)
+        outcome = await executor.run(spec, ws)
     finally:
         await executor.close()
+    await arecord(
+        ws.root,
+        "run_completed",
+        spec.job_id,
+        service="cli",
+        cap=cap,
+        backend=outcome.backend,
+        status=outcome.status,
+        error_code=outcome.error.code.value if outcome.error else None,
+        exit_code=outcome.exit_code,
+        duration_s=outcome.duration_s,
+    )
+    return outcome
 
 
 def run_failure_result(outcome: RunOutcome) -> Result:
@@ -90,8 +106,20 @@ async def pipeline(
         return result
     task = ScoreTask(str(ws.root), None, None, plugin_manifest(registry), write=False)
     log_level = logging.getLogger().getEffectiveLevel()
+    cap = settings.log.job_log_max_bytes
+    await arecord(ws.root, "scoring_started", outcome.job_id, service="cli", cap=cap)
     result = await asyncio.to_thread(
         score_once, task, settings.scorer.time_limit, log_level=log_level
+    )
+    await arecord(
+        ws.root,
+        "scoring_completed",
+        outcome.job_id,
+        service="cli",
+        cap=cap,
+        error_code=result.error.code.value if result.error else None,
+        timing=dict(result.timing),
+        summary=None if result.error else dict(result.summary),
     )
     result.timing.update(_run_timing(outcome))
     result.timing["total_s"] = round(time.perf_counter() - started, 6)

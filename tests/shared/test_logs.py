@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from services.cli.main import main as cli_main
 from shared.bus_memory import MemoryBus
 from shared.config import LogSettings, OtelSettings, load_settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -312,3 +313,17 @@ async def submit_and_wait(url: str) -> str:
                     return job_id
             await asyncio.sleep(0.1)
     raise AssertionError(f"{job_id} did not succeed")
+
+
+def test_the_cli_pipeline_writes_its_steps_to_the_job_log(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(EXAMPLES / "classification", ws,
+                    ignore=shutil.ignore_patterns("output", "logs", ".autoscorer"))
+    assert cli_main(["pipeline", str(ws), "--backend", "local", "--json"]) == 0
+    events = [json.loads(x) for x in job_log_path(ws).read_text().splitlines()]
+    assert [e["event"] for e in events] == [
+        "run_started", "run_completed", "scoring_started", "scoring_completed"
+    ]
+    assert {(e["service"], e["job_id"]) for e in events} == {("cli", "example-classification")}
+    assert events[1]["data"]["status"] == "succeeded" and events[1]["data"]["duration_s"] > 0
+    assert events[3]["data"]["timing"]["score_s"] >= 0

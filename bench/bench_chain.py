@@ -78,6 +78,7 @@ from shared.events import (
     encode_event,
 )
 from shared.jobs import JobStatus, new_job
+from shared.metrics import Metrics
 from shared.models import JobSpec, RunOutcome
 from shared.outbox import outbox_entry
 from shared.store import JobStore
@@ -440,23 +441,26 @@ async def bounded(
 
 @contextlib.asynccontextmanager
 async def running_chain(
-    settings: Settings, calls: Calls
+    settings: Settings, calls: Calls, metrics: Metrics | None = None
 ) -> AsyncIterator[tuple[EventBus, JobStore, JobStore]]:
     """The services of ``autoscorer serve`` minus the gateway; yields (bus, timed store, raw
-    store). Removes the run's RabbitMQ topology and database afterwards."""
+    store). Removes the run's RabbitMQ topology and database afterwards. With ``metrics`` the
+    services record Prometheus metrics as ``serve`` does (``--metrics``: their cost)."""
     async with AsyncExitStack() as stack:
         stack.push_async_callback(cleanup, settings)
-        raw_store = make_store(settings.store)
+        raw_store = make_store(settings.store, metrics)
         await raw_store.init()
         stack.push_async_callback(raw_store.close)
         store: Any = TimedStore(raw_store, calls)
-        bus = make_bus(settings.bus)
+        bus = make_bus(settings.bus, metrics)
         registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
         executor = create_executor(backend_config(settings, settings.executor_service.backend))
         stack.push_async_callback(executor.close)
-        scheduler = create_scheduler(settings, bus, store)
-        runner = create_executor_service(settings, bus, executor, scorers=registry)
-        scorer = create_scorer_service(settings, bus, registry)
+        scheduler = create_scheduler(settings, bus, store, metrics)
+        runner = create_executor_service(
+            settings, bus, executor, scorers=registry, metrics=metrics
+        )
+        scorer = create_scorer_service(settings, bus, registry, metrics=metrics)
         stack.push_async_callback(bus.close)
         for service in (scheduler, runner, scorer):
             await service.start()
@@ -493,7 +497,8 @@ async def run_one(bus_kind: str, store_kind: str, args: argparse.Namespace) -> R
             score_workspace(registry, Workspace.at(ws), scorer=SCORER, write=False)
             in_process.append(time.perf_counter() - started)
         store_calls = Calls()
-        async with running_chain(settings, store_calls) as (bus, _store, raw_store):
+        metrics = Metrics() if args.metrics else None
+        async with running_chain(settings, store_calls, metrics) as (bus, _store, raw_store):
             driver: Driver
             if isinstance(bus, MemoryBus):
                 driver = MemoryDriver(bus, prefix)
@@ -643,6 +648,8 @@ def main() -> None:
     parser.add_argument("--store", choices=("mongo", "sqlite"))
     parser.add_argument("--pool-size", type=int, default=2, help="scorer worker processes")
     parser.add_argument("--floor-samples", type=int, default=200)
+    parser.add_argument("--metrics", action="store_true",
+                        help="the services record Prometheus metrics, as serve does")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per wait")
     parser.add_argument("--rabbit-url", default=os.environ.get(
         "AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))

@@ -151,7 +151,15 @@ def _record_failure(
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, code))
     span.set_attribute("autoscorer.bus.verdict", verdict.action.value)
-    log.warning("%s on %s (attempt %d): %s -> %s", code, queue, attempt, exc, verdict.action.value)
+    log.warning(
+        "%s on %s (attempt %d): %s -> %s",
+        code,
+        queue,
+        attempt,
+        exc,
+        verdict.action.value,
+        extra={"error_code": error.code.value if error else None},
+    )
 
 
 def _consume_attributes(system: str, queue: str, attempt: int) -> dict[str, str | int]:

@@ -63,7 +63,7 @@ def job_event(
         "service": service,
         "data": {k: v for k, v in data.items() if v is not None},
     }
-    encoded = (json.dumps(line, default=str, ensure_ascii=False) + "\n").encode()
+    encoded = (json.dumps(line, default=str) + "\n").encode()  # ASCII: any text survives
     if len(encoded) > MAX_LINE_BYTES:
         line["data"] = {"cut": True}
         encoded = (json.dumps(line, default=str) + "\n").encode()

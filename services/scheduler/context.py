@@ -36,6 +36,7 @@ from shared.logctx import job_context
 from shared.metrics import Metrics
 from shared.outbox import OutboxRelay, outbox_entry
 from shared.store import JobStore, JobUpdate, Transition
+from shared.telemetry import continue_trace
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,10 @@ class Context:
 def log_transition(before: Job, after: Job, reason: str | None) -> None:
     """The one INFO line of a transition: ``job <id> <from> -> <to> [<error code>] (<reason>)``."""
     code = _code(after)
-    with job_context(after.job_id, after.attempts.count or None):
+    with (
+        job_context(after.job_id, after.attempts.count or None),
+        continue_trace(after.trace_context),  # the reaper's and the relay's moves too
+    ):
         log.info(
             "job %s %s -> %s%s%s",
             after.job_id,

@@ -19,16 +19,28 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from services.cli.main import main as cli_main
+from services.scheduler.context import log_transition
 from shared.bus_memory import MemoryBus
 from shared.config import LogSettings, OtelSettings, load_settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import Event, RunRequested
-from shared.joblog import TRUNCATED, append_line, job_event, job_log_path, set_job_log_cap
+from shared.joblog import (
+    MAX_LINE_BYTES,
+    TRUNCATED,
+    append_line,
+    job_event,
+    job_log_path,
+    record,
+    set_job_log_cap,
+)
+from shared.jobs import JobStatus, StatusChange, new_job, now_ms
 from shared.logctx import job_context
 from shared.logs import JsonFormatter, TextFormatter, log_handler, make_formatter
 from shared.models import JobSpec
@@ -58,7 +70,7 @@ def lines(out: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-def record(msg: str = "hello", name: str = "services.scheduler.context") -> logging.LogRecord:
+def log_record(msg: str = "hello", name: str = "services.scheduler.context") -> logging.LogRecord:
     return logging.LogRecord(name, logging.INFO, __file__, 1, msg, None, None)
 
 
@@ -85,7 +97,7 @@ def test_json_line_has_every_field_and_parses() -> None:
 
 
 def test_text_format_has_an_iso_timestamp_and_the_job() -> None:
-    item = record()
+    item = log_record()
     item.job_id, item.attempt = "job-7", 1
     text = TextFormatter("serve").format(item)
     assert ISO_UTC.match(text), text
@@ -93,7 +105,7 @@ def test_text_format_has_an_iso_timestamp_and_the_job() -> None:
 
 
 def test_a_record_outside_the_services_package_names_the_process() -> None:
-    line = json.loads(JsonFormatter("scorer").format(record(name="shared.bus_dispatch")))
+    line = json.loads(JsonFormatter("scorer").format(log_record(name="shared.bus_dispatch")))
     assert line["service"] == "scorer"
 
 
@@ -327,3 +339,56 @@ def test_the_cli_pipeline_writes_its_steps_to_the_job_log(tmp_path: Path) -> Non
     assert {(e["service"], e["job_id"]) for e in events} == {("cli", "example-classification")}
     assert events[1]["data"]["status"] == "succeeded" and events[1]["data"]["duration_s"] > 0
     assert events[3]["data"]["timing"]["score_s"] >= 0
+
+
+def test_a_transition_outside_any_span_logs_the_jobs_own_trace(captured: io.StringIO) -> None:
+    """The reaper and the relay move jobs with no span current: the line still carries the
+    trace the job was submitted under, and its failure code."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    before = new_job(
+        JobSpec(job_id="job-reaped", scorer="classification"),
+        workspace="/nowhere",
+        trace_context={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+    error = AutoscorerError(ErrorCode.TIMEOUT_ERROR, "overdue", stage=Stage.PLATFORM).to_info()
+    after = before.model_copy(
+        update={
+            "status": JobStatus.FAILED,
+            "error": error,
+            "history": [*before.history, StatusChange(status=JobStatus.FAILED, at=now_ms())],
+        }
+    )
+    log_transition(before, after, "overdue")
+    [line] = [x for x in lines(captured) if x["job_id"] == "job-reaped"]
+    assert line["message"] == "job job-reaped submitted -> failed TIMEOUT_ERROR (overdue)"
+    assert (line["trace_id"], line["error_code"], line["level"]) == (
+        trace_id, "TIMEOUT_ERROR", "INFO"
+    )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    messages=st.lists(
+        st.text(st.characters(exclude_categories=()), max_size=3000), min_size=1, max_size=40
+    ),
+    cap=st.integers(min_value=4096, max_value=16384),
+)
+def test_any_job_log_is_json_lines_below_its_cap(
+    tmp_path_factory: pytest.TempPathFactory, messages: list[str], cap: int
+) -> None:
+    """Whatever a step reports (error messages come from participants' programs): each line
+    is one JSON object, the file stays below cap + one line + the marker, the marker ends it."""
+    workspace = tmp_path_factory.mktemp("ws")
+    for text in messages:
+        record(workspace, "run_completed", "j", service="executor", cap=cap, message=text)
+    content = job_log_path(workspace).read_bytes()
+    assert len(content) <= cap + MAX_LINE_BYTES + 128
+    events = [json.loads(line) for line in content.split(b"\n")[:-1]]
+    assert content.endswith(b"\n")
+    kinds = [e["event"] for e in events]
+    assert kinds.count(TRUNCATED) <= 1
+    assert TRUNCATED not in kinds[:-1]
+    kept = [e["data"].get("message") for e in events if e["event"] == "run_completed"]
+    assert all(m is None or m in messages for m in kept)

@@ -7,6 +7,7 @@ scripts/test.sh). Without it the promtool tests are skipped, except in CI, where
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -116,3 +117,58 @@ def test_the_kubernetes_scrape_config_keeps_annotated_pods_at_their_port_and_pat
     assert port["replacement"].replace("$1", rewritten[1]).replace("$2", rewritten[2]) == (
         "10.1.2.3:9101"
     )
+
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "autoscorer.json"
+GRAFANA = ROOT / "deploy" / "grafana" / "provisioning"
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+
+
+def test_every_dashboard_panel_queries_metrics_the_services_export() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["panels"]
+    assert all(p["targets"] for p in dashboard["panels"])
+    for title, expr in panel_queries():
+        named = set(re.findall(r"\b(autoscorer_[a-z_]+|up)\b", expr))
+        assert named, title
+        assert named <= exported_names(), (title, named - exported_names())
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each panel's query (wrapped as a recording rule)."""
+    rules = [
+        {"record": f"autoscorer:panel_{i}", "expr": expr}
+        for i, (_, expr) in enumerate(panel_queries())
+    ]
+    file = tmp_path / "panels.yml"
+    file.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
+    assert "SUCCESS" in promtool("check", "rules", str(file))
+
+
+def test_the_dashboard_reads_the_provisioned_datasource() -> None:
+    [source] = yaml.safe_load((GRAFANA / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+
+
+def test_compose_provisions_prometheus_and_grafana_from_these_files() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    prom_mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"])
+    assert prom_mounts["./deploy/prometheus"] == "/etc/prometheus"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    grafana = dict(v.split(":")[:2] for v in services["grafana"]["volumes"] if v.startswith("./"))
+    assert grafana["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [provider] = yaml.safe_load((GRAFANA / "dashboards" / "autoscorer.yml").read_text())[
+        "providers"
+    ]
+    assert grafana["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    for local in grafana:
+        assert (ROOT / local).is_dir(), local

@@ -102,10 +102,22 @@ def log_handler(
     return handler
 
 
+_installed: list[tuple[LogSettings, str]] = []
+
+
 def setup_logging(settings: LogSettings, service: str, stream: TextIO | None = None) -> None:
-    """Replace the root logger's handlers with one :func:`log_handler` at ``log.level``."""
+    """Replace the root logger's handlers with one :func:`log_handler` at ``log.level``;
+    ``warnings`` become records too (one format on stderr)."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(log_handler(settings, service, stream))
     root.setLevel(settings.level)
+    logging.captureWarnings(True)
+    _installed[:] = [(settings, service)]
+
+
+def installed_logging() -> tuple[LogSettings, str] | None:
+    """What :func:`setup_logging` installed in this process, for a child process (a scoring
+    worker) to set up the same (``None``: never called)."""
+    return _installed[0] if _installed else None

@@ -33,8 +33,10 @@ from services.scorer.engine import score_workspace
 from services.scorer.lifeline import die_with_parent
 from services.scorer.plugins import Manifest
 from services.scorer.registry import ScorerRegistry
+from shared.config import LogSettings
 from shared.errors import AutoscorerError, ErrorCode, Stage, internal_error
 from shared.files import atomic_write_text
+from shared.logs import installed_logging, setup_logging
 from shared.models import Result
 from shared.workspace import Workspace
 
@@ -90,9 +92,12 @@ def warm_up_worker() -> None:
         _WORKER.registry = ScorerRegistry.with_builtins()
 
 
-def start_worker(parent: int) -> None:
-    """A worker's initializer: die with ``parent``, then import the built-ins."""
+def start_worker(parent: int, logs: tuple[LogSettings, str] | None = None) -> None:
+    """A worker's initializer: die with ``parent``, log as it does (``shared.logs``), then
+    import the built-ins."""
     die_with_parent(parent)
+    if logs is not None:
+        setup_logging(*logs)
     warm_up_worker()
 
 
@@ -204,7 +209,10 @@ async def _new_slot() -> _Slot:
     thread that started the worker, so it must be one that lives as long as the process."""
     context = multiprocessing.get_context("spawn")
     executor = ProcessPoolExecutor(
-        max_workers=1, mp_context=context, initializer=start_worker, initargs=(os.getpid(),)
+        max_workers=1,
+        mp_context=context,
+        initializer=start_worker,
+        initargs=(os.getpid(), installed_logging()),
     )
     pid = await asyncio.get_running_loop().run_in_executor(executor, os.getpid)
     return _Slot(executor, pid)

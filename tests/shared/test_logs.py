@@ -8,12 +8,14 @@ import contextlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
 import signal
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from services.cli.main import main as cli_main
 from services.scheduler.context import log_transition
+from services.scorer.pool import start_worker
 from shared.bus_memory import MemoryBus
 from shared.config import LogSettings, OtelSettings, load_settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -392,3 +395,20 @@ def test_any_job_log_is_json_lines_below_its_cap(
     assert TRUNCATED not in kinds[:-1]
     kept = [e["data"].get("message") for e in events if e["event"] == "run_completed"]
     assert all(m is None or m in messages for m in kept)
+
+
+def root_formatter() -> str:
+    """Run in a scoring worker: the formatter its root logger writes with."""
+    handler = logging.getLogger().handlers[0]
+    assert handler.formatter is not None
+    return type(handler.formatter).__name__
+
+
+async def test_a_scoring_worker_logs_in_its_parents_format() -> None:
+    """A spawned worker starts with no logging; the pool hands it the process's set-up."""
+    context = multiprocessing.get_context("spawn")
+    logs = (LogSettings(format="json"), "scorer")
+    with ProcessPoolExecutor(
+        1, context, initializer=start_worker, initargs=(os.getpid(), logs)
+    ) as pool:
+        assert await asyncio.wrap_future(pool.submit(root_formatter)) == "JsonFormatter"

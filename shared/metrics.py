@@ -68,6 +68,14 @@ class Metrics:
         self.queue_wait = self._job_histogram("queue_wait", "queued (summed over retries)")
         self.run_time = self._job_histogram("run", "running (summed over attempts)")
         self.scoring_time = self._job_histogram("scoring", "scoring")
+        self.image_pull = Histogram(
+            "autoscorer_job_image_pull_seconds",
+            "Time the last run of a finished job took to make its image present (pull or "
+            "load; near 0 when it was there): the docker backend reports it",
+            ["task_type"],
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
         self.end_to_end = Histogram(
             "autoscorer_job_end_to_end_seconds",
             "From submission to the terminal state, by that state",
@@ -160,6 +168,9 @@ class Metrics:
         ):
             if status in spent:
                 histogram.labels(task).observe(spent[status])
+        pull = job.run_outcome.extra.get("image_pull_s") if job.run_outcome else None
+        if isinstance(pull, int | float) and not isinstance(pull, bool):
+            self.image_pull.labels(task).observe(max(float(pull), 0.0))
         if job.history:
             total = (job.history[-1].at - job.history[0].at).total_seconds()
             self.end_to_end.labels(job.status.value, task).observe(max(total, 0.0))

@@ -84,6 +84,7 @@ class _Attempt:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     duration_s: float | None = None
+    image_s: float | None = None  # making the image present (pull, load or nothing)
     timed_out: bool = False
     inspect: dict[str, Any] = field(default_factory=dict)
     log: LogFollower | None = None
@@ -182,7 +183,9 @@ class DockerExecutor:
             raise execution_error(ErrorCode.CONFIG_VALIDATION_ERROR, message)
         check_within_caps(at.spec, self._config.limits)
         check_policy(at.spec, self._config)
+        started = time.perf_counter()
         image = await ensure_image(self._client(), container.image, self._config, at.ws.root)
+        at.image_s = round(time.perf_counter() - started, 3)
         view = await asyncio.to_thread(_participant_view, at.ws, at.spec, self._config)
         await asyncio.to_thread(empty_dir, at.ws.output_dir)  # no stale file passes as output
         output = at.ws.private_dir / OUTPUT_MOUNT_DIR
@@ -292,7 +295,8 @@ class DockerExecutor:
             "log_truncated": bool(at.log and at.log.truncated),
             "error": error.to_info() if error else None,
             "extra": {
-                "image_digest": image.digest, "container_id": at.inspect.get("Id"),
+                "image_digest": image.digest, "image_pull_s": at.image_s,
+                "container_id": at.inspect.get("Id"),
                 "engine_started_at": state.get("StartedAt"),
                 "engine_finished_at": state.get("FinishedAt"),
                 "output_bytes": seen.output.bytes_used if seen.output else None,

@@ -222,6 +222,10 @@ async def run_and_check(platform: Platform, session: aiohttp.ClientSession, prom
     await eventually(
         session, prom, "sum(autoscorer_job_run_seconds_count)", {"": 3.0}, "status"
     )
+    # the docker backend timed making each image present (here: already built, so quick)
+    await eventually(
+        session, prom, "sum(autoscorer_job_image_pull_seconds_count)", {"": 3.0}, "status"
+    )
     [run_sum] = await query(session, prom, "sum(autoscorer_job_run_seconds_sum)")
     assert float(run_sum["value"][1]) > 0
     # each worker's own port shows its own part: the executor its slots, the scorer its loops' host

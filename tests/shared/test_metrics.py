@@ -20,7 +20,7 @@ from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import JobSubmitted
 from shared.jobs import Job, JobStatus, StatusChange, new_job
 from shared.metrics import Metrics, instrument_store, task_type_label, time_in_states
-from shared.models import JobSpec
+from shared.models import JobSpec, RunOutcome
 from shared.store_sqlite import SqliteJobStore
 from shared.supervise import Supervisor
 from tests.e2e.harness import make_settings, running_platform
@@ -84,6 +84,19 @@ def test_a_job_that_never_ran_observes_no_run_time_and_its_fault_and_code_are_la
     assert value(found, finished, task_type="other", code="SCORE_ERROR") == 1
     assert value(found, "autoscorer_job_run_seconds_count") == 0
     assert value(found, "autoscorer_job_end_to_end_seconds_count", status="failed") == 1
+
+
+def test_the_image_pull_time_comes_from_the_last_run_outcome() -> None:
+    metrics = Metrics()
+    job = finished_job(JobStatus.SUCCEEDED, (JobStatus.QUEUED, 1))
+    metrics.job_finished(job)  # no run outcome: nothing observed
+    outcome = RunOutcome(
+        job_id=job.job_id, backend="docker", status="succeeded", extra={"image_pull_s": 2.5}
+    )
+    metrics.job_finished(job.model_copy(update={"run_outcome": outcome}))
+    found = samples(metrics.exposition())
+    assert value(found, "autoscorer_job_image_pull_seconds_count") == 1
+    assert value(found, "autoscorer_job_image_pull_seconds_sum", task_type="regression") == 2.5
 
 
 def test_task_types_are_folded_into_a_bounded_set() -> None:

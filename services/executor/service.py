@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,9 @@ class _Run:
     task: asyncio.Task[RunCompleted] | None = None
     started_at: float | None = None  # loop time of RunStarted; heartbeats go while it is set
     beat: asyncio.Task[None] | None = None  # the heartbeat being published, if any
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    """The request's context (its consumer span, its job for logs): heartbeats run in a copy,
+    so they continue the job's trace and log with its job id."""
 
     @property
     def job_id(self) -> str:
@@ -375,7 +379,9 @@ class ExecutorService:
             if run.started_at is None or (run.beat is not None and not run.beat.done()):
                 continue
             run.beat = asyncio.create_task(
-                self._beat(run), name=f"heartbeat:{run.job_id}:{run.request.attempt}"
+                self._beat(run),
+                name=f"heartbeat:{run.job_id}:{run.request.attempt}",
+                context=run.context.copy(),
             )
 
     async def _beat(self, run: _Run) -> None:

@@ -203,12 +203,24 @@ def global_tracing() -> None:
         trace.set_tracer_provider(TracerProvider())
 
 
+REAL_STACK = {
+    "bus": "rabbitmq",
+    "store": "mongo",
+    "rabbit_url": os.environ.get(
+        "AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"
+    ),
+    "mongo_url": os.environ.get("AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017"),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("global_tracing")
-async def test_one_embedded_job_logs_one_trace_across_four_services_and_its_job_log(
-    tmp_path: Path, captured: io.StringIO
+@pytest.mark.parametrize("stack", [{}, REAL_STACK], ids=["embedded", "rabbitmq-mongo"])
+async def test_one_job_logs_one_trace_across_four_services_and_its_job_log(
+    tmp_path: Path, captured: io.StringIO, stack: dict[str, str]
 ) -> None:
-    async with running_platform(make_settings(tmp_path)) as platform:
+    """``serve``'s composition: memory bus + SQLite, then RabbitMQ + the MongoDB-wire store."""
+    async with running_platform(make_settings(tmp_path, **stack)) as platform:
         workspace = platform.add_workspace("classification")
         job_id = await platform.submit(workspace)
         job = await platform.wait(job_id)
@@ -216,7 +228,8 @@ async def test_one_embedded_job_logs_one_trace_across_four_services_and_its_job_
     assert job["status"] == "succeeded"
     mine = [x for x in lines(captured) if x["job_id"] == job_id]
     assert {x["service"] for x in mine} >= SERVICES, {x["service"] for x in mine}
-    assert len({x["trace_id"] for x in mine}) == 1, {x["trace_id"] for x in mine}
+    shown = [(x["trace_id"], x["logger"], x["message"][:60]) for x in mine]
+    assert len({x["trace_id"] for x in mine}) == 1, shown
     moves = [x["message"].split(" (")[0] for x in mine if x["level"] == "INFO"]
     assert [m for m in moves if m.startswith("job ")] == [
         f"job {job_id} submitted -> queued",
@@ -412,3 +425,24 @@ async def test_a_scoring_worker_logs_in_its_parents_format() -> None:
         1, context, initializer=start_worker, initargs=(os.getpid(), logs)
     ) as pool:
         assert await asyncio.wrap_future(pool.submit(root_formatter)) == "JsonFormatter"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("global_tracing")
+async def test_heartbeats_of_a_long_run_stay_in_the_jobs_trace(
+    tmp_path: Path, captured: io.StringIO
+) -> None:
+    """The executor's heartbeat loop publishes outside any handler: its beats (and the lines of
+    the scheduler handling them) still carry the job's trace id."""
+    async with running_platform(make_settings(tmp_path)) as platform:
+        workspace = platform.add_workspace("classification")
+        meta = tmp_path / "data" / workspace / "meta.json"
+        spec = json.loads(meta.read_text())
+        spec["container"]["cmd"] = ["sh", "-c", "sleep 2.5 && python3 submission/predict.py"]
+        meta.write_text(json.dumps(spec))
+        job_id = await platform.submit(workspace)
+        assert (await platform.wait(job_id))["status"] == "succeeded"
+    mine = [x for x in lines(captured) if x["job_id"] == job_id]
+    beats = [x for x in mine if x["message"].startswith("run.heartbeat handled")]
+    assert beats, "no heartbeat was handled"
+    assert len({x["trace_id"] for x in mine}) == 1

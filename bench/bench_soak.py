@@ -412,7 +412,7 @@ class Soak:
         url = self.stack.settings.bus.url.get_secret_value()
         names = [n for n in await stack_queue_names(self.stack.prefix) if n != self.tap.queue_name]
         await asyncio.sleep(2.0)  # the consumers settle what they just got
-        report.queues = {n: c[0] for n, c in (await queue_counts(url, names)).items()}
+        report.queues = {n: c[0] for n, c in (await queue_counts(url, names, patience=90)).items()}
 
 
 async def soak(

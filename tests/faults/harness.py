@@ -572,8 +572,27 @@ async def broker_greets(url: str, timeout: float = 5.0) -> bool:
             await writer.wait_closed()
 
 
-async def queue_counts(url: str, names: Iterable[str]) -> dict[str, tuple[int, int]]:
-    """(messages, consumers) per queue by passive declare; a missing queue counts (0, 0)."""
+async def queue_counts(
+    url: str, names: Iterable[str], *, patience: float = 0.0
+) -> dict[str, tuple[int, int]]:
+    """(messages, consumers) per queue by passive declare; a missing queue counts (0, 0).
+    With ``patience``, a broker that does not answer (restarted by someone) is waited for that
+    long before the error is raised; end-of-test checks pass 90 s."""
+    names = list(names)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if await broker_greets(url):
+                return await _queue_counts(url, names)
+        except (aio_pika.exceptions.AMQPError, OSError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"RabbitMQ on port {urlsplit(url).port or 5672} does not answer")
+        await asyncio.sleep(1.0)
+
+
+async def _queue_counts(url: str, names: list[str]) -> dict[str, tuple[int, int]]:
     counts: dict[str, tuple[int, int]] = {}
     connection = await aio_pika.connect(url)
     async with connection:
@@ -591,19 +610,30 @@ async def queue_counts(url: str, names: Iterable[str]) -> dict[str, tuple[int, i
     return counts
 
 
-async def stack_queue_names(prefix: str) -> list[str]:
-    """Every queue whose name starts with ``prefix`` (rabbitmqctl lists names only)."""
-    listing = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
-        "list_queues",
-        "-q",
-        "--no-table-headers",
-        "name",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    out, _ = await asyncio.wait_for(listing.communicate(), 60)
-    return sorted(n for n in out.decode().split() if n.startswith(prefix))
+async def stack_queue_names(prefix: str, patience: float = 90.0) -> list[str]:
+    """Every queue whose name starts with ``prefix`` (rabbitmqctl lists names only). A broker
+    that is restarting is waited for up to ``patience`` seconds; none found is an error (the
+    stack declared some), so a check over these names is never vacuous."""
+    deadline = time.monotonic() + patience
+    while True:
+        listing = await asyncio.create_subprocess_exec(
+            "rabbitmqctl",
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(listing.communicate(), 60)
+        names = sorted(n for n in out.decode().split() if n.startswith(prefix))
+        if listing.returncode == 0 and names:
+            return names
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"rabbitmqctl listed no queue of {prefix} (exit {listing.returncode})"
+            )
+        await asyncio.sleep(2.0)
 
 
 def terminal_event_ids(tap: Tap, job: dict[str, Any]) -> set[str]:

@@ -114,7 +114,7 @@ async def test_poison_on_every_queue_is_dead_lettered_and_consumption_goes_on(
     names = await stack_queue_names(fault_stack.prefix)
     consumed = [n for n in names if not n.endswith(".dlq") and ".retry." not in n]
     assert {fault_stack.queue_of(s) for s in SERVICES} <= set(consumed), consumed
-    before = await queue_counts(url, [f"{n}.dlq" for n in consumed])
+    before = await queue_counts(url, [f"{n}.dlq" for n in consumed], patience=90)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -127,7 +127,7 @@ async def test_poison_on_every_queue_is_dead_lettered_and_consumption_goes_on(
     expected = {f"{n}.dlq": before[f"{n}.dlq"][0] + len(POISON) for n in consumed}
     deadline = asyncio.get_running_loop().time() + 60
     while True:
-        counts = {n: c[0] for n, c in (await queue_counts(url, expected)).items()}
+        counts = {n: c[0] for n, c in (await queue_counts(url, expected, patience=90)).items()}
         if counts == expected or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.5)

@@ -28,8 +28,9 @@ OUTAGE_S = 5.0
 
 
 async def test_jobs_flowing_through_a_store_outage_all_complete_once(
-    make_stack: MakeStack, private_ferretdb: PrivateFerretDB
+    private_ferretdb: PrivateFerretDB, make_stack: MakeStack
 ) -> None:
+    # the server first, so it outlives the stack's teardown (which drops the test's database)
     def on_private_store(raw: dict[str, Any]) -> None:
         raw["store"]["url"] = private_ferretdb.url
 
@@ -63,5 +64,5 @@ async def test_jobs_flowing_through_a_store_outage_all_complete_once(
         assert not problems, problems
         assert all(stack.alive(s) for s in ("gateway", "scheduler", "executor", "scorer"))
         names = await stack_queue_names(stack.prefix)
-        left = {n: c[0] for n, c in (await queue_counts(url, names)).items() if c[0]}
+        left = {n: c[0] for n, c in (await queue_counts(url, names, patience=90)).items() if c[0]}
         assert left == {}, left

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import shutil
 import stat
@@ -38,6 +39,7 @@ from services.gateway.http import HttpError, api_error, ok, shown
 from services.gateway.uploads import Limits, extract_workspace
 from shared.errors import AutoscorerError, ErrorCode
 from shared.events import CancelRequested, JobSubmitted, RescoreRequested
+from shared.joblog import arecord
 from shared.jobs import Job, JobStatus, new_job
 from shared.limits import SandboxLimits, check_within_caps
 from shared.models import JobSpec, new_job_id
@@ -46,6 +48,8 @@ from shared.store import ListQuery
 from shared.telemetry import current_trace_context
 from shared.urls import TargetUrl
 from shared.workspace import check_path, load_spec
+
+log = logging.getLogger(__name__)
 
 PUBLIC_FIELDS = {"outbox", "processed_event_ids", "request_digest"}
 LOG_TAIL_MAX_BYTES = 256 * 1024
@@ -223,9 +227,24 @@ async def _admit(
             return _busy(await _holder(gw, holder), principal, key, digest)
         created = await gw.store.create(job)
     if created.created:
+        await _journal_submitted(created.job, principal.subject)
         return created.job
     await gw.store.release_workspace(job.workspace, job.job_id)  # an earlier job answers
     return _replay(created.job, digest)
+
+
+async def _journal_submitted(job: Job, subject: str) -> None:
+    """The job's first line: ``job <id> -> submitted`` here and in its ``logs/job.jsonl``."""
+    log.info("job %s -> submitted (by %s)", job.job_id, subject, extra={"job_id": job.job_id})
+    await arecord(
+        job.workspace,
+        "transition",
+        job.job_id,
+        service="gateway",
+        only_if_reachable=True,
+        to_state=job.status.value,
+        submitter=subject,
+    )
 
 
 async def _holder(gw: Gateway, job_id: str) -> Job:

@@ -232,6 +232,7 @@ async def test_one_job_logs_one_trace_across_four_services_and_its_job_log(
     assert len({x["trace_id"] for x in mine}) == 1, shown
     moves = [x["message"].split(" (")[0] for x in mine if x["level"] == "INFO"]
     assert [m for m in moves if m.startswith("job ")] == [
+        f"job {job_id} -> submitted",
         f"job {job_id} submitted -> queued",
         f"job {job_id} queued -> running",
         f"job {job_id} running -> scoring",
@@ -242,8 +243,10 @@ async def test_one_job_logs_one_trace_across_four_services_and_its_job_log(
     events = [json.loads(x) for x in text.splitlines()]
     assert {e["job_id"] for e in events} == {job_id}
     moved = [e["data"] for e in events if e["event"] == "transition"]
-    assert [m["to_state"] for m in moved] == ["queued", "running", "scoring", "succeeded"]
-    assert all(m["in_state_s"] >= 0 for m in moved)
+    assert [m["to_state"] for m in moved] == [
+        "submitted", "queued", "running", "scoring", "succeeded"
+    ]
+    assert all(m["in_state_s"] >= 0 for m in moved[1:])
     steps = [e["event"] for e in events]
     assert {"run_started", "run_completed", "scoring_started", "scoring_completed"} <= set(steps)
     run = next(e for e in events if e["event"] == "run_completed")

@@ -148,6 +148,12 @@ class Job(BaseModel):
     workspace: str = Field(description="where the job's workspace lives (a path or URI)")
     submitter: str = "anonymous"
     priority: int = 0
+    backend: str | None = Field(
+        None, description="the executor backend its run requests go to (set when it is queued)"
+    )
+    queued_at: datetime | None = Field(
+        None, description="when it last went into queued: its run request's place in line"
+    )
     status: JobStatus = JobStatus.SUBMITTED
     history: list[StatusChange] = Field(default_factory=list)
     attempts: Attempts = Field(default_factory=Attempts)

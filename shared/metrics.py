@@ -42,7 +42,7 @@ STORE_OPS = (
     "create", "get", "list_jobs", "transition", "acquire_lease", "renew_lease", "release_lease",
     "find_expired_leases", "find_overdue", "find_without_deadline", "set_deadline",
     "find_active_by_workspace", "claim_workspace", "release_workspace", "append_outbox",
-    "pop_outbox", "find_pending_outbox",
+    "pop_outbox", "find_pending_outbox", "count_queued_ahead", "recent_run_seconds", "queue_stats",
 )  # fmt: skip
 """The ``JobStore`` operations timed by :func:`instrument_store` (every one but init/close)."""
 

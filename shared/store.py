@@ -31,6 +31,7 @@ from shared.jobs import (
     StatusChange,
 )
 from shared.models import Result, RunOutcome
+from shared.store_queue import BackendQueue
 
 MAX_PAGE = 500
 
@@ -106,6 +107,8 @@ class JobUpdate(BaseModel):
     lease: Lease | None = None
     trace_context: dict[str, str] = Field(default_factory=dict)
     priority: int = 0
+    backend: str | None = None
+    queued_at: datetime | None = None
     attempt: AttemptRecord | None = None
     deadline_at: datetime | None = None
 
@@ -329,3 +332,15 @@ class JobStore(Protocol):
     ) -> list[Job]:
         """Jobs with unpublished outbox entries, least recently updated first, leaving out the
         jobs named in ``skip`` (those a relay backs off, so they cannot fill every batch)."""
+
+    async def count_queued_ahead(self, job: Job) -> int:
+        """How many ``queued`` jobs on ``job.backend`` went into ``queued`` before ``job`` (its
+        ``queued_at``; ties by job id): the executor queue's first-in first-out order. One
+        indexed count."""
+
+    async def recent_run_seconds(self, backend: str, *, limit: int = 50) -> list[float]:
+        """How long the last runs on ``backend`` took: the last attempt of each of the ``limit``
+        most recently updated jobs past ``running`` there (those with a finished run)."""
+
+    async def queue_stats(self) -> list[BackendQueue]:
+        """Per backend: queued and running jobs and the oldest queued job's ``created_at``."""

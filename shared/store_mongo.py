@@ -34,6 +34,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from shared.jobs import (
     ACTIVE_STATES,
     PROCESSED_EVENTS_KEPT,
+    Attempts,
     Job,
     JobStatus,
     Lease,
@@ -57,6 +58,7 @@ from shared.store import (
     store_error,
 )
 from shared.store_mongo_lock import JobLocks
+from shared.store_queue import RECENT_RUNS, BackendQueue, last_run_seconds, merge_counts
 
 Document = dict[str, Any]
 
@@ -72,6 +74,12 @@ INDEXES = [
     IndexModel([("lease.expires_at", 1)], name="lease_expiry"),
     IndexModel([("deadline_at", 1)], name="deadline"),
     IndexModel([("updated_at", 1)], name="updated"),
+    IndexModel(
+        [("status", 1), ("backend", 1), ("queued_at", 1), ("_id", 1)],
+        name="queue",
+    ),
+    IndexModel([("status", 1), ("backend", 1), ("created_at", 1)], name="queue_age"),
+    IndexModel([("backend", 1), ("updated_at", -1)], name="backend_updated"),
 ]
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
 _BEYOND_KEPT = f"processed_event_ids.{PROCESSED_EVENTS_KEPT}"
@@ -102,6 +110,7 @@ def to_document(job: Job) -> Document:
     doc["created_at"] = job.created_at
     doc["updated_at"] = job.updated_at
     doc["deadline_at"] = job.deadline_at
+    doc["queued_at"] = job.queued_at
     if job.lease is not None:
         doc["lease"] = lease_document(job.lease)
     if job.idempotency_key is None:
@@ -194,6 +203,28 @@ def list_filter(query: ListQuery) -> Document:
         at, job_id = position
         found["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": job_id}}]
     return found
+
+
+def ahead_filter(job: Job) -> Document:
+    """Queued jobs on ``job``'s backend that went into ``queued`` before it."""
+    at = job.queued_at
+    return {
+        "status": JobStatus.QUEUED.value,
+        "backend": job.backend,
+        "$or": [{"queued_at": {"$lt": at}}, {"queued_at": at, "_id": {"$lt": job.job_id}}],
+    }
+
+
+_QUEUE_GROUPS = [
+    {"$match": {"status": {"$in": ["queued", "running"]}, "backend": {"$type": "string"}}},
+    {
+        "$group": {
+            "_id": {"backend": "$backend", "status": "$status"},
+            "count": {"$sum": 1},  # FerretDB 1.24 has no $min/$first: the oldest is a find
+        }
+    },
+]
+_RAN = ["scoring", "succeeded", "failed"]
 
 
 class MongoJobStore:
@@ -502,3 +533,34 @@ class MongoJobStore:
             cursor = self._jobs.find(query).sort("updated_at", 1)
             docs = await cursor.limit(limit).to_list()
         return [from_document(doc) for doc in docs]
+
+    async def count_queued_ahead(self, job: Job) -> int:
+        if job.queued_at is None:
+            return 0
+        async with driver_errors("count queued ahead"):
+            return await self._jobs.count_documents(ahead_filter(job))
+
+    async def recent_run_seconds(self, backend: str, *, limit: int = RECENT_RUNS) -> list[float]:
+        query = {"backend": backend, "status": {"$in": _RAN}}
+        async with driver_errors("recent run seconds"):
+            cursor = self._jobs.find(query, {"attempts": 1}).sort("updated_at", -1)
+            docs = await cursor.limit(limit).to_list()
+        took = (last_run_seconds(Attempts.model_validate(d["attempts"]), backend) for d in docs)
+        return [seconds for seconds in took if seconds is not None]
+
+    async def queue_stats(self) -> list[BackendQueue]:
+        async with driver_errors("queue stats"):
+            groups = await (await self._jobs.aggregate(_QUEUE_GROUPS)).to_list()
+            rows = [
+                (g["_id"]["backend"], g["_id"]["status"], g["count"], await self._oldest(g["_id"]))
+                for g in groups
+            ]
+        return merge_counts(rows)
+
+    async def _oldest(self, group: Document) -> datetime | None:
+        if group["status"] != JobStatus.QUEUED.value:
+            return None
+        query = {"status": group["status"], "backend": group["backend"]}
+        cursor = self._jobs.find(query, {"created_at": 1}).sort("created_at", 1).limit(1)
+        docs = await cursor.to_list()
+        return docs[0]["created_at"] if docs else None

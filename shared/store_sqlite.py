@@ -45,6 +45,7 @@ from shared.store import (
     page_of,
     state_set,
 )
+from shared.store_queue import RECENT_RUNS, BackendQueue, last_run_seconds, merge_counts
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -85,6 +86,13 @@ MIGRATIONS = (
 )
 AFTER_MIGRATIONS = """
 CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs (deadline_at) WHERE deadline_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (
+    status, json_extract(doc, '$.backend'),
+    strftime('%Y-%m-%d %H:%M:%f', json_extract(doc, '$.queued_at')), job_id
+);
+CREATE INDEX IF NOT EXISTS jobs_backend_updated ON jobs (
+    json_extract(doc, '$.backend'), updated_at
+);
 """
 
 _COLUMNS = (
@@ -98,6 +106,10 @@ _UPDATE = (
     "doc = ? WHERE job_id = ?"
 )
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
+_BACKEND = "json_extract(doc, '$.backend')"
+_QUEUED_AT = "strftime('%Y-%m-%d %H:%M:%f', json_extract(doc, '$.queued_at'))"
+"""fixed-width text of the JSON time (whose fraction pydantic leaves out when zero)"""
+_RAN = ("scoring", "succeeded", "failed")  # a run finished (or never started: no attempt)
 
 
 def timestamp(at: datetime) -> str:
@@ -355,6 +367,35 @@ class JobsDb:
         sql = f"SELECT doc FROM jobs WHERE outbox_size > 0 {left_out}ORDER BY updated_at LIMIT ?"  # noqa: S608
         return self._many(sql, [*skip, limit])
 
+    def count_queued_ahead(self, job: Job) -> int:
+        if job.queued_at is None:
+            return 0
+        sql = (
+            f"SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND {_BACKEND} = ? AND "  # noqa: S608
+            f"({_QUEUED_AT} < ? OR ({_QUEUED_AT} = ? AND job_id < ?))"
+        )
+        at = job.queued_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        params = (job.backend, at, at, job.job_id)
+        return int(self._conn.execute(sql, params).fetchone()[0])
+
+    def recent_run_seconds(self, backend: str, limit: int) -> list[float]:
+        sql = (
+            f"SELECT doc FROM jobs WHERE {_BACKEND} = ? AND status IN (?, ?, ?) "  # noqa: S608
+            "ORDER BY updated_at DESC LIMIT ?"
+        )
+        jobs = self._many(sql, (backend, *_RAN, limit))
+        took = (last_run_seconds(job.attempts, backend) for job in jobs)
+        return [seconds for seconds in took if seconds is not None]
+
+    def queue_stats(self) -> list[BackendQueue]:
+        sql = (
+            f"SELECT {_BACKEND}, status, COUNT(*), MIN(created_at) FROM jobs "  # noqa: S608
+            f"WHERE status IN ('queued', 'running') AND {_BACKEND} IS NOT NULL "
+            f"GROUP BY {_BACKEND}, status"
+        )
+        rows = self._conn.execute(sql).fetchall()
+        return merge_counts([(b, s, n, datetime.fromisoformat(at)) for b, s, n, at in rows])
+
 
 class SqliteJobStore:
     """The embedded ``JobStore``: a SQLite file driven from one worker thread."""
@@ -483,3 +524,13 @@ class SqliteJobStore:
     ) -> list[Job]:
         find = self.db.find_pending_outbox
         return await self._run("find pending outbox", find, limit, list(skip))
+
+    async def count_queued_ahead(self, job: Job) -> int:
+        return await self._run("count queued ahead", self.db.count_queued_ahead, job)
+
+    async def recent_run_seconds(self, backend: str, *, limit: int = RECENT_RUNS) -> list[float]:
+        recent = self.db.recent_run_seconds
+        return await self._run("recent run seconds", recent, backend, limit)
+
+    async def queue_stats(self) -> list[BackendQueue]:
+        return await self._run("queue stats", self.db.queue_stats)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from services.scheduler.context import Context, attempt_cause
 from services.scheduler.refusals import refusal, refuse, workspace_taken
 from shared.events import JobSubmitted, RunRequested, derived_event_id
-from shared.jobs import Job, JobStatus, new_job
-from shared.store import Transition
+from shared.jobs import Job, JobStatus, new_job, now_ms
+from shared.store import JobUpdate, Transition
 from shared.telemetry import current_trace_context
 
 
@@ -53,6 +53,7 @@ async def queue_job(ctx: Context, job: Job, *, event_id: str) -> Transition:
         job,
         JobStatus.SUBMITTED,
         JobStatus.QUEUED,
+        update=JobUpdate(backend=request.backend, queued_at=now_ms()),
         event_id=event_id,
         reason=f"attempt {request.attempt} routed to {request.backend}",
         emit=[request],

@@ -40,7 +40,8 @@ async def retry_or_fail(
     if made >= ctx.settings.max_attempts:
         return await _give_up(ctx, job, error, closed, event_id=event_id, outcome=outcome)
     request = run_request(ctx, job, attempt=made + 1)
-    update = with_outcome(JobUpdate(lease=None, attempt=closed), outcome)
+    requeued = JobUpdate(lease=None, attempt=closed, backend=request.backend, queued_at=now_ms())
+    update = with_outcome(requeued, outcome)
     return await ctx.move(
         job,
         JobStatus.RUNNING,

@@ -206,6 +206,11 @@ class GatewaySettings(_Section):
     )
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     webhook_queue: str = Field("gateway.webhooks", description="the dispatcher's bus queue")
+    queue_run_slots: dict[str, int] = Field(
+        default_factory=dict,
+        description="runs at once per backend alias across its executor replicas (replicas x "
+        "executor_service.concurrency), for queued jobs' start estimates; 1 when not named",
+    )
 
 
 class OtelSettings(_Section):

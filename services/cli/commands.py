@@ -363,6 +363,8 @@ def _job_outcome(data: dict[str, Any]) -> Outcome:
 
     def show() -> None:
         print(f"job {job['job_id']}: {job['status']}")
+        if job.get("queue"):
+            _print_queue(job["queue"])
         result = job.get("result") or {}
         for key, value in (result.get("summary") or {}).items():
             print(f"  {key:<24} {value}")
@@ -370,3 +372,17 @@ def _job_outcome(data: dict[str, Any]) -> Outcome:
             print_error(error)
 
     return Outcome(data=data, error=error, show=show)
+
+
+def _print_queue(queue: dict[str, Any]) -> None:
+    """Where a queued job stands (GET /v1/jobs/{id}'s ``queue``)."""
+    print(f"  queue position {queue['position']} on {queue['backend']} ({queue['ahead']} ahead)")
+    basis = queue.get("estimated_from")
+    if queue.get("estimated_start_at") is None or not basis:
+        print("  estimated start: unknown (no finished runs on this backend yet)")
+        return
+    print(
+        f"  estimated start: {queue['estimated_start_at']} (median run "
+        f"{basis['median_run_seconds']:.1f}s of the last {basis['recent_runs']}, "
+        f"{basis['run_slots']} at once)"
+    )

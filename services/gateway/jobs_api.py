@@ -36,6 +36,7 @@ from services.gateway.bodies import json_body, validate, validation_error
 from services.gateway.context import GATEWAY, Gateway
 from services.gateway.forms import read_form
 from services.gateway.http import HttpError, api_error, ok, shown
+from services.gateway.queue_api import queue_position
 from services.gateway.uploads import Limits, extract_workspace
 from shared.errors import AutoscorerError, ErrorCode
 from shared.events import CancelRequested, JobSubmitted, RescoreRequested
@@ -349,7 +350,12 @@ async def _job(request: web.Request) -> Job:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    return ok(public_job(await _job(request)))
+    job = await _job(request)
+    queue = await queue_position(request.app[GATEWAY], job)
+    shown_job = public_job(job)
+    if queue is not None:
+        shown_job["queue"] = queue.model_dump(mode="json")
+    return ok(shown_job)
 
 
 async def get_result(request: web.Request) -> web.Response:

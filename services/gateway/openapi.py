@@ -22,6 +22,7 @@ from services.gateway.jobs_api import (
     SubmitFields,
     SubmitRequest,
 )
+from services.gateway.queue_api import BackendQueueInfo, QueuePosition
 from services.gateway.scorers_api import LoadRequest, TestRequest, WatchRequest
 from services.gateway.webhooks.api import SubscribeRequest
 from shared.errors import ErrorInfo
@@ -114,7 +115,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", "/v1/jobs"): Op("List jobs, newest first.", (200, 400, *_AUTH),
                             query=tuple(LIST_QUERY)),
-    ("GET", "/v1/jobs/{job_id}"): Op("One job with its status history.", (200, 404, *_AUTH)),
+    ("GET", "/v1/jobs/{job_id}"): Op(
+        "One job with its status history; while queued, 'queue' (a QueuePosition): its place "
+        "on its backend and an estimated start.", (200, 404, *_AUTH)
+    ),
     ("GET", "/v1/jobs/{job_id}/result"): Op("The job's Result.", (200, 404, *_AUTH)),
     ("GET", "/v1/jobs/{job_id}/logs"): Op(
         "The last lines of the job's container log.", (200, 400, 404, *_AUTH),
@@ -126,6 +130,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/v1/jobs/{job_id}/rescore"): Op(
         "Score a finished job again.", (202, 400, 404, 409, *JSON_ERRORS, *_AUTH),
         query=(_q("reason", {"type": "string", "maxLength": MAX_REASON}, "why"),),
+    ),
+    ("GET", "/v1/queue"): Op(
+        "Admin: per backend, queued jobs (depth), the oldest queued job's age in seconds and "
+        "running jobs.",
+        (200, *_ADMIN),
     ),
     ("GET", "/v1/scorers"): Op("Registered scorers with metadata and load errors.", (200, *_AUTH)),
     ("POST", "/v1/scorers/load"): Op(
@@ -173,7 +182,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
     JobSpec, Result, Job, ErrorInfo, ScorerInfo, SubmitRequest, SubmitFields, LoadRequest,
-    TestRequest, WatchRequest, SubscribeRequest,
+    TestRequest, WatchRequest, SubscribeRequest, QueuePosition, BackendQueueInfo,
 )
 ENVELOPES = {
     "Success": {

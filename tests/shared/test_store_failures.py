@@ -40,7 +40,8 @@ async def test_store_errors_of_its_own_pass_through_the_guard() -> None:
 
 
 async def test_a_sqlite_file_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "missing-dir" / "jobs.sqlite3")
+    (tmp_path / "a-file").write_text("not a folder")  # a missing folder is made; this is not
+    store = SqliteJobStore(tmp_path / "a-file" / "jobs.sqlite3")
     try:
         with pytest.raises(AutoscorerError) as caught:
             await store.init()

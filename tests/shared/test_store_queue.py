@@ -4,10 +4,16 @@ contract (the fixtures are test_store_contract's)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.jobs import AttemptRecord, Job, JobStatus
 from shared.store import JobStore, JobUpdate
+from shared.store_sqlite import SqliteJobStore
 from tests.shared import test_store_contract as contract
 from tests.shared.test_store_contract import T0, created, make_job
 
@@ -102,3 +108,41 @@ async def test_queue_stats_counts_queued_and_running_per_backend(store: JobStore
     assert (docker.queued, docker.running) == (2, 1)
     assert docker.oldest_queued_at == T0 + timedelta(seconds=1)
     assert (k8s.queued, k8s.running, k8s.oldest_queued_at) == (0, 1, None)
+
+
+QUEUE = st.lists(
+    st.tuples(st.sampled_from(["docker", "kubernetes"]), st.integers(0, 5), st.booleans()),
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(QUEUE)
+def test_position_is_the_count_of_earlier_queued_jobs_on_the_backend(
+    tmp_path_factory: pytest.TempPathFactory, jobs: list[tuple[str, int, bool]]
+) -> None:
+    """Any mix of backends, queue times (ties included) and running jobs, on SQLite: the count
+    is what sorting the queued jobs of each backend by (queued_at, job_id) gives."""
+    path = tmp_path_factory.mktemp("queue") / "jobs.sqlite3"
+
+    async def check() -> None:
+        store = SqliteJobStore(path)
+        await store.init()
+        try:
+            made = [
+                await queued(store, n, on, after_s=float(at)) for n, (on, at, _) in enumerate(jobs)
+            ]
+            for job, (_, _, runs) in zip(made, jobs, strict=True):
+                if runs:
+                    await store.transition(job.job_id, S.QUEUED, S.RUNNING)
+            waiting = [job for job, (_, _, runs) in zip(made, jobs, strict=True) if not runs]
+            for job in waiting:
+                line = sorted(
+                    (j for j in waiting if j.backend == job.backend),
+                    key=lambda j: (j.queued_at, j.job_id),
+                )
+                assert await store.count_queued_ahead(job) == line.index(job)
+        finally:
+            await store.close()
+
+    asyncio.run(check())

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveInt,
     SecretStr,
     ValidationError,
     field_validator,
@@ -206,7 +207,7 @@ class GatewaySettings(_Section):
     )
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     webhook_queue: str = Field("gateway.webhooks", description="the dispatcher's bus queue")
-    queue_run_slots: dict[str, int] = Field(
+    queue_run_slots: dict[str, PositiveInt] = Field(
         default_factory=dict,
         description="runs at once per backend alias across its executor replicas (replicas x "
         "executor_service.concurrency), for queued jobs' start estimates; 1 when not named",

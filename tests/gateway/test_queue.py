@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import ValidationError
 
 from services.cli.main import main as cli_main
 from services.gateway.app import create_app
@@ -209,3 +210,8 @@ async def test_cli_status_shows_the_position_and_estimate(
     code, out = await _cli(rig, capsys, job.job_id, "--json")
     queue = json.loads(out)["data"]["queue"]
     assert code == 0 and queue["position"] == 1 and queue["estimated_start_at"] is not None
+
+
+def test_run_slots_must_be_positive() -> None:
+    with pytest.raises(ValidationError):
+        GatewaySettings(queue_run_slots={"docker": 0})

@@ -383,7 +383,7 @@ class Soak:
                     f"{job_id} {job['status']}, expected {self.report.expected[job_id]}: "
                     f"{json.dumps(job['error'])[:300]}"
                 )
-            await wait_webhook(self.stack.receiver, job, timeout=30, settle=0)
+            await wait_webhook(self.stack.receiver, job, timeout=60, settle=0)
         await asyncio.sleep(3.0)  # room for a late duplicate to show
 
     async def check(self) -> None:

@@ -218,6 +218,9 @@ class FaultStack:
             plugin_paths=[str(plugins)], replica_id=f"{prefix}-scorer", grace_s=2.0
         )
         raw["scheduler"].update(lease_ttl_s=10.0)
+        # a delivery claimed by a gateway that then died goes out when its claim ends
+        # (timeout_s + 30 s): keep that inside wait_webhook's minute
+        raw["gateway"]["webhooks"]["timeout_s"] = 5.0
         if tweak is not None:
             tweak(raw)
         config = root / "stack.yaml"
@@ -683,7 +686,7 @@ async def leftover_containers(job_id: str, timeout: float = 15) -> list[str]:
 
 
 async def wait_webhook(
-    receiver: HookReceiver, job: dict[str, Any], timeout: float = 30, settle: float = 1.0
+    receiver: HookReceiver, job: dict[str, Any], timeout: float = 60, settle: float = 1.0
 ) -> None:
     """Until the job's terminal webhook arrived (then ``settle`` seconds for a duplicate)."""
     key = TERMINAL_EVENT[job["status"]]

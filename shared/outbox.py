@@ -40,6 +40,7 @@ from shared.bus import EventBus
 from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
 from shared.events import EVENT_ADAPTER, BaseEvent
 from shared.jobs import Job, OutboxEntry, now_ms
+from shared.logctx import job_context
 from shared.store import JobStore
 from shared.supervise import guarded
 from shared.telemetry import continue_trace
@@ -155,11 +156,12 @@ class OutboxRelay:
         async def work() -> None:
             await self._relay(job, job.outbox, known, done)
 
-        await guarded(f"outbox of job {job.job_id}", work)
-        if done.broker_down is not None:
-            log.warning(
-                "outbox of job %s left for the sweep: %s", job.job_id, done.broker_down.message
-            )
+        with job_context(job.job_id):
+            await guarded(f"outbox of job {job.job_id}", work)
+            if done.broker_down is not None:
+                log.warning(
+                    "outbox of job %s left for the sweep: %s", job.job_id, done.broker_down.message
+                )
         return done.published
 
     async def sweep(self, *, everything: bool = False) -> int:
@@ -189,7 +191,8 @@ class OutboxRelay:
         async def work() -> None:
             await self._relay(job, entries, {}, done)
 
-        ok = await guarded(f"outbox of job {job.job_id}", work)
+        with job_context(job.job_id):
+            ok = await guarded(f"outbox of job {job.job_id}", work)
         if done.broker_down is not None:
             raise done.broker_down
         if ok and done.complete:

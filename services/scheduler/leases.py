@@ -22,6 +22,7 @@ from services.scheduler.retries import retry_or_fail
 from shared.bus import EventBus
 from shared.errors import ErrorCode, execution_error
 from shared.jobs import Job, JobStatus
+from shared.logctx import job_context
 from shared.supervise import guarded
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ async def expire_leases(ctx: Context, watch: BusWatch | None = None, *, limit: i
         return 0
     moved = 0
     for job in await ctx.store.find_expired_leases(limit=limit):
-        moved += await _expire_guarded(ctx, job)
+        with job_context(job.job_id, job.attempts.count or None):
+            moved += await _expire_guarded(ctx, job)
     return moved
 
 

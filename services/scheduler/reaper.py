@@ -36,6 +36,7 @@ from services.scheduler.scoring import score_request, scoring_failed
 from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
 from shared.events import BaseEvent
 from shared.jobs import Job, JobStatus
+from shared.logctx import job_context
 from shared.store import JobUpdate, Transition
 from shared.supervise import guarded
 
@@ -46,7 +47,8 @@ async def reap_overdue(ctx: Context, *, limit: int = 100) -> int:
     await give_deadlines(ctx, limit=limit)
     moved = 0
     for job in await ctx.store.find_overdue(limit=limit):
-        moved += await _reap_guarded(ctx, job)
+        with job_context(job.job_id, job.attempts.count or None):
+            moved += await _reap_guarded(ctx, job)
     return moved
 
 
@@ -56,7 +58,8 @@ async def give_deadlines(ctx: Context, *, limit: int = 100) -> int:
     given = 0
     for job in await ctx.store.find_without_deadline(limit=limit):
         work = functools.partial(_give_deadline, ctx, job)
-        given += await guarded(f"reaper: deadline of job {job.job_id}", work)
+        with job_context(job.job_id):
+            given += await guarded(f"reaper: deadline of job {job.job_id}", work)
     return given
 
 

@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from services.cli.main import main as cli_main
 from services.scheduler.context import log_transition
+from services.scheduler.main import create_scheduler
 from services.scorer.pool import start_worker
 from shared.bus_memory import MemoryBus
-from shared.config import LogSettings, OtelSettings, load_settings
+from shared.config import LogSettings, OtelSettings, Settings, load_settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import Event, RunRequested
 from shared.joblog import (
@@ -46,7 +48,8 @@ from shared.joblog import (
 from shared.jobs import JobStatus, StatusChange, new_job, now_ms
 from shared.logctx import job_context
 from shared.logs import JsonFormatter, TextFormatter, log_handler, make_formatter
-from shared.models import JobSpec
+from shared.models import ContainerSpec, JobSpec
+from shared.store_sqlite import SqliteJobStore
 from shared.telemetry import span_exporter, tracer_provider
 from tests.e2e.harness import EXAMPLES, free_port, make_settings, running_platform
 
@@ -279,11 +282,10 @@ async def test_a_failing_embedded_job_logs_its_error_code_and_its_job_log_is_cap
         set_job_log_cap(1024 * 1024)
     assert job["status"] == "failed"
     code = job["error"]["code"]
-    failed = [
-        x for x in lines(captured)
-        if x["job_id"] == job_id and x["message"].startswith(f"job {job_id} running -> failed")
-    ]
-    assert len(failed) == 1 and failed[0]["error_code"] == code and failed[0]["level"] == "INFO"
+    mine = [x for x in lines(captured) if x["job_id"] == job_id and x["level"] == "INFO"]
+    failed = [x for x in mine if re.match(rf"job {job_id} \w+ -> failed", x["message"])]
+    assert len(failed) == 1, [x["message"] for x in mine]
+    assert failed[0]["error_code"] == code, failed
     content = path.read_bytes()
     assert len(content) <= 4096 + 8192 + 128
     events = [json.loads(x)["event"] for x in content.splitlines()]
@@ -449,3 +451,27 @@ async def test_heartbeats_of_a_long_run_stay_in_the_jobs_trace(
     beats = [x for x in mine if x["message"].startswith("run.heartbeat handled")]
     assert beats, "no heartbeat was handled"
     assert len({x["trace_id"] for x in mine}) == 1
+
+
+async def test_lines_of_the_reapers_and_relays_work_carry_the_job(
+    tmp_path: Path, captured: io.StringIO
+) -> None:
+    """Background loops are no bus handler: the reaper binds each job it takes. Here the reaper
+    queues a job whose JobSubmitted was lost, and the relay cannot route its RunRequested
+    (no executor subscribed): each line about it names the job."""
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    await store.init()
+    bus = MemoryBus()
+    await bus.start()
+    try:
+        scheduler = create_scheduler(Settings(), bus, store)
+        container = ContainerSpec(image="participant:1")
+        spec = JobSpec(job_id="job-lost", scorer="classification", container=container)
+        await store.create(new_job(spec, workspace="/nowhere", submitted_wait=timedelta(0)))
+        assert await scheduler.reap_overdue() == 1
+    finally:
+        await bus.close()
+        await store.close()
+    about = [x for x in lines(captured) if "job-lost" in x["message"]]
+    assert len(about) >= 3, [(x["logger"], x["message"]) for x in about]
+    assert all(x["job_id"] == "job-lost" for x in about), about

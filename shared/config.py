@@ -150,6 +150,12 @@ class BusSettings(_Section):
     url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "autoscorer.events"
     prefetch: int = Field(8, ge=1)
+    start_within_s: float = Field(
+        60.0,
+        ge=0,
+        description="how long a service keeps trying to reach the broker when it starts, with "
+        "back-off, before it gives up (a broker restarting, or started after the services)",
+    )
 
 
 class StoreSettings(_Section):

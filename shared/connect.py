@@ -5,10 +5,17 @@ Imports are local to each branch so the embedded mode never imports aio-pika or 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
 from shared.bus import EventBus
 from shared.config import BusSettings, StoreSettings
+from shared.errors import AutoscorerError
 from shared.metrics import Metrics, instrument_store
 from shared.store import JobStore
+
+log = logging.getLogger(__name__)
 
 
 def make_bus(settings: BusSettings, metrics: Metrics | None = None) -> EventBus:
@@ -36,3 +43,22 @@ def _make_store(settings: StoreSettings) -> JobStore:
 
     settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteJobStore(settings.sqlite_path)
+
+
+async def start_bus(bus: EventBus, within_s: float, *, first_delay_s: float = 0.5) -> None:
+    """Start ``bus``, trying again with back-off for ``within_s`` seconds while the broker cannot
+    be reached (a retryable error); then, or at once for any other error, raise it."""
+    deadline = time.monotonic() + within_s
+    delay = first_delay_s
+    while True:
+        try:
+            await bus.start()
+        except AutoscorerError as exc:
+            left = deadline - time.monotonic()
+            if not exc.retryable or left <= 0:
+                raise
+            log.warning("the bus is not reachable yet (%s); trying again", exc.code.value)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 10.0)
+        else:
+            return

@@ -24,7 +24,7 @@ from services.scheduler.main import create_scheduler
 from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
 from shared.config import ApiKey, Settings
-from shared.connect import make_bus, make_store
+from shared.connect import make_bus, make_store, start_bus
 from shared.metrics import Metrics
 from shared.runtime import run_service
 from shared.supervise import Supervisor
@@ -66,9 +66,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         executor = create_executor(backend_config(settings, settings.executor_service.backend))
         stack.push_async_callback(executor.close)
         scheduler = create_scheduler(settings, bus, store, metrics)
-        runner = create_executor_service(
-            settings, bus, executor, scorers=registry, metrics=metrics
-        )
+        runner = create_executor_service(settings, bus, executor, scorers=registry, metrics=metrics)
         scorer = create_scorer_service(settings, bus, registry, metrics=metrics)
         gateway = await create_gateway(settings, store, bus, hooks, metrics)
         stack.push_async_callback(bus.close)
@@ -76,7 +74,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             await service.start()
             stack.push_async_callback(service.close)
         report_loops(gateway.app, supervisors(scheduler, runner, scorer))
-        await bus.start()
+        await start_bus(bus, settings.bus.start_within_s)
         gateway.start()
         stack.push_async_callback(gateway.close)
         await serve_app(gateway.app, settings.gateway.host, settings.gateway.port, stop)

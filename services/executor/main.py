@@ -28,7 +28,7 @@ from services.scorer.plugins import registry_from_settings
 from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import Settings
-from shared.connect import make_bus
+from shared.connect import make_bus, start_bus
 from shared.errors import AutoscorerError
 from shared.metrics import Metrics
 from shared.models import JobSpec
@@ -118,7 +118,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_on_signals()
     try:
         await service.start()
-        await bus.start()
+        await start_bus(bus, settings.bus.start_within_s)
         log.info("executor %s serving %s", service.config.instance, service.config.queue)
         async with serving(settings.ops_http.host, settings.ops_http.executor_port, ops):
             await stop.wait()

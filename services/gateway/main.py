@@ -24,7 +24,7 @@ from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
 from services.scorer.plugins import registry_from_settings
 from shared.bus import EventBus
 from shared.config import Settings, StoreSettings
-from shared.connect import make_bus, make_store
+from shared.connect import make_bus, make_store, start_bus
 from shared.metrics import Metrics
 from shared.runtime import service_main, stop_on_signals
 from shared.store import JobStore
@@ -114,7 +114,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             await part.init()
             stack.push_async_callback(part.close)
         service = await create_gateway(settings, store, bus, hooks, metrics)
-        await bus.start()
+        await start_bus(bus, settings.bus.start_within_s)
         stack.push_async_callback(bus.close)
         service.start()
         stack.push_async_callback(service.close)

@@ -14,7 +14,7 @@ from services.scheduler.routing import Router
 from services.scheduler.service import Scheduler
 from shared.bus import EventBus
 from shared.config import Settings
-from shared.connect import make_bus, make_store
+from shared.connect import make_bus, make_store, start_bus
 from shared.metrics import Metrics
 from shared.ops_http import Readiness, ops_app, serving
 from shared.outbox import OutboxRelay
@@ -58,7 +58,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     try:
         await store.init()
         await scheduler.start()
-        await bus.start()
+        await start_bus(bus, settings.bus.start_within_s)
         log.info("scheduler serving %s", settings.scheduler.queue)
         async with serving(settings.ops_http.host, settings.ops_http.scheduler_port, ops):
             await stop.wait()

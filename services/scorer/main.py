@@ -19,7 +19,7 @@ from services.scorer.registry import ScorerRegistry
 from services.scorer.service import ScorerService, ScorerServiceConfig
 from shared.bus import EventBus
 from shared.config import Settings
-from shared.connect import make_bus
+from shared.connect import make_bus, start_bus
 from shared.metrics import Metrics
 from shared.ops_http import Readiness, ops_app, serving
 from shared.runtime import service_main, stop_on_signals
@@ -73,7 +73,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_on_signals()
     try:
         await service.start()
-        await bus.start()
+        await start_bus(bus, settings.bus.start_within_s)
         log.info("scorer %s serving %s", service.config.instance, service.config.requests_queue)
         async with serving(settings.ops_http.host, settings.ops_http.scorer_port, ops):
             await stop.wait()

@@ -50,7 +50,12 @@ def _check(result: Result, y_true: list[float], y_pred: list[float]) -> None:
     assert result.metrics["mae"] == mean_absolute_error(yt, yp)
     assert result.summary["rmse"] == result.metrics["rmse"]
     if len(yt) >= 2:
-        assert result.metrics["r2"] == r2_score(yt, yp)
+        with np.errstate(over="ignore"):
+            expected = r2_score(yt, yp)
+        if np.isfinite(expected):
+            assert result.metrics["r2"] == expected
+        else:
+            assert "r2" not in result.metrics  # -inf: a ratio over a ~1e-300 spread overflows
     else:
         assert "r2" not in result.metrics  # sklearn: NaN with a warning
 
@@ -73,6 +78,15 @@ def test_metrics_match_sklearn(case: tuple[list[float], list[float], list[int]])
     y_true, y_pred, order = case
     with tempfile.TemporaryDirectory() as tmp:
         _check(_score(Path(tmp), y_true, y_pred, order), y_true, y_pred)
+
+
+def test_an_r2_that_overflows_is_left_out(tmp_path: Path) -> None:
+    """The case hypothesis found: a truth spread of ~1e-270 against a large error."""
+    y_true = [1.12423689e-135] * 41  # their mean rounds: a spread of ~1e-300, not 0
+    y_pred = [0.0] * 40 + [1e6]
+    result = _score(tmp_path, y_true, y_pred, list(range(41)))
+    _check(result, y_true, y_pred)
+    assert "r2" not in result.metrics and result.error is None
 
 
 @pytest.mark.parametrize("seed", range(4))

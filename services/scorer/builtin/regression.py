@@ -9,6 +9,7 @@ bit-identical to ``root_mean_squared_error``, ``mean_squared_error``, ``mean_abs
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -76,7 +77,8 @@ def _bad_values(column: Column, source: CsvFile, rows: list[int], problem: str) 
 
 
 def regression_metrics(y_true: FloatArray, y_pred: FloatArray) -> dict[str, MetricValue]:
-    """sklearn's formulas on ``(n, 1)`` arrays; ``r2`` is left out below two rows (sklearn: NaN)."""
+    """sklearn's formulas on ``(n, 1)`` arrays; ``r2`` is left out below two rows (sklearn: NaN)
+    and where it overflows (sklearn: -inf, which no result may hold)."""
     true, pred = y_true.reshape(-1, 1), y_pred.reshape(-1, 1)
     mse_per_output = np.average((true - pred) ** 2, axis=0)
     metrics: dict[str, MetricValue] = {
@@ -85,7 +87,9 @@ def regression_metrics(y_true: FloatArray, y_pred: FloatArray) -> dict[str, Metr
         "mae": float(np.average(np.average(np.abs(pred - true), axis=0))),
     }
     if len(true) >= 2:
-        metrics["r2"] = _r2(true, pred)
+        r2 = _r2(true, pred)
+        if math.isfinite(r2):  # a spread of ~1e-300 overflows the ratio: no r2 rather than -inf
+            metrics["r2"] = r2
     return metrics
 
 
@@ -95,7 +99,8 @@ def _r2(true: FloatArray, pred: FloatArray) -> float:
     denominator = np.sum(1.0 * (true - np.average(true, axis=0)) ** 2, axis=0)
     scores = np.ones(1, dtype=numerator.dtype)
     valid = (denominator != 0) & (numerator != 0)
-    scores[valid] = 1 - (numerator[valid] / denominator[valid])
+    with np.errstate(over="ignore"):
+        scores[valid] = 1 - (numerator[valid] / denominator[valid])
     scores[(numerator != 0) & (denominator == 0)] = 0.0
     return float(np.average(scores))
 

@@ -16,8 +16,8 @@ from datetime import timedelta
 from services.scheduler.context import Context, end_key, not_ready, start_key
 from services.scheduler.retries import attempt_failed, closed_attempt, retry_or_fail
 from services.scheduler.scoring import score_request
-from shared.errors import ErrorCode, ErrorInfo, execution_error
-from shared.events import RunCompleted, RunHeartbeat, RunStarted
+from shared.errors import ErrorCode, ErrorInfo, Stage, execution_error
+from shared.events import JobCancelled, RunCompleted, RunHeartbeat, RunStarted, derived_event_id
 from shared.jobs import AttemptRecord, Job, JobStatus, Lease, now_ms
 from shared.store import JobNotFoundError, JobUpdate
 
@@ -120,6 +120,9 @@ async def _finish(ctx: Context, job: Job, event: RunCompleted) -> None:
         await _to_scoring(ctx, job, event)
         return
     error = run_error(event)
+    if error.code is ErrorCode.CANCELLED:
+        await _cancelled_by_executor(ctx, job, event, error)
+        return
     if error.retryable:
         await retry_or_fail(ctx, job, error, outcome=outcome)
         return
@@ -136,6 +139,33 @@ async def _finish(ctx: Context, job: Job, event: RunCompleted) -> None:
         event_id=end_key(job.job_id, event.attempt),
         reason=f"run failed: {error.code.value}",
         emit=[attempt_failed(job, error, event.attempt)],
+    )
+
+
+async def _cancelled_by_executor(
+    ctx: Context, job: Job, event: RunCompleted, error: ErrorInfo
+) -> None:
+    """The executor heard the ``CancelRequested`` before this scheduler did (each has its own
+    queue) and stopped or refused the run: the job is cancelled, not failed. The
+    ``JobCancelled`` has the id ``on_cancel_requested`` gives it, so the two cannot both go out."""
+    cancelled = JobCancelled(
+        event_id=derived_event_id(job.key, "job.cancelled"),
+        job_id=job.job_id,
+        reason=error.message,
+        stage=Stage.EXECUTION,
+    )
+    await ctx.move(
+        job,
+        JobStatus.RUNNING,
+        JobStatus.CANCELLED,
+        update=JobUpdate(
+            run_outcome=event.outcome,
+            lease=None,
+            attempt=closed_attempt(job, error.code.value),
+        ),
+        event_id=end_key(job.job_id, event.attempt),
+        reason=f"cancelled: {error.message}",
+        emit=[cancelled],
     )
 
 

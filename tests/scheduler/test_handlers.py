@@ -232,3 +232,39 @@ async def test_a_replica_running_a_handed_back_attempt_takes_the_lease_once_it_e
 
     await scheduler.handle(completed("job-handover"))
     assert (await get(store, "job-handover")).status is S.SCORING
+
+
+async def test_a_run_the_executor_stopped_on_a_cancel_it_heard_first_ends_cancelled(
+    bus: MemoryBus, scheduler: Scheduler, store: SqliteJobStore
+) -> None:
+    """Executors hear ``CancelRequested`` on their own queue: one may refuse or stop the run,
+    and its ``RunCompleted`` (CANCELLED) reach this scheduler before the request does. The job
+    is cancelled then, not failed, with one ``JobCancelled``; the request coming later changes
+    nothing. (Seen as a ``failed`` job in the fault suite's cancel race.)"""
+    from shared.events import CancelRequested, JobCancelled
+
+    told: list[Event] = []
+
+    async def tell(event: Event) -> None:
+        told.append(event)
+
+    await bus.subscribe("told", ["job.cancelled", "job.failed"], tell)
+    error = AutoscorerError(
+        ErrorCode.CANCELLED, "the job was cancelled before it ran", stage=Stage.EXECUTION
+    )
+    refused = RunCompleted(
+        job_id="job-raced",
+        attempt=1,
+        outcome=RunOutcome(
+            job_id="job-raced", backend="local", status="cancelled", error=error.to_info()
+        ),
+    )
+    await scheduler.handle(submitted("job-raced"))
+    await scheduler.handle(refused)
+    await scheduler.handle(CancelRequested(job_id="job-raced", requested_by="alice"))
+
+    job = await get(store, "job-raced")
+    assert job.status is S.CANCELLED
+    assert [h.status for h in job.history][-1] is S.CANCELLED
+    await eventually(lambda: told)
+    assert [type(e) for e in told] == [JobCancelled]

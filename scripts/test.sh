@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: sets up .venv, provisions and starts the real
 # components the tests use (Docker engine with locally built images, RabbitMQ, FerretDB as the
-# MongoDB-wire server), then runs ruff, mypy and pytest. Extra arguments go to pytest.
+# MongoDB-wire server, Prometheus and promtool), then runs ruff, mypy and pytest. Extra arguments
+# go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)

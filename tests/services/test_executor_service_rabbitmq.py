@@ -7,6 +7,7 @@ without it these tests fail. Every test uses its own exchange and queue-name pre
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import sys
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.rabbitmq
 RABBIT_URL = os.environ.get("AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "classification"
 PY = sys.executable
+CLEANUP_S = 60
 
 
 @dataclass
@@ -124,7 +126,16 @@ async def broker() -> AsyncIterator[Broker]:
     try:
         yield broker
     finally:
-        await broker.cleanup()
+        try:
+            async with asyncio.timeout(CLEANUP_S):
+                await broker.cleanup()
+        except TimeoutError:
+            # RabbitMQ 3.10.8 was seen to stop answering during this burst of quorum-queue
+            # deletions (twice, after the test itself had passed); the next rabbitmq test's
+            # guard in tests/conftest.py resets such a broker and the summary says so.
+            logging.getLogger(__name__).warning(
+                "RabbitMQ did not finish deleting %s's queues in %d s", broker.prefix, CLEANUP_S
+            )
 
 
 def _workspace(tmp_path: Path, cmd: list[str]) -> tuple[JobSpec, Path]:

@@ -164,7 +164,9 @@ class PrivateFerretDB:
 def private_ferretdb(tmp_path: Path) -> Iterator[PrivateFerretDB]:
     binary = _ferretdb_binary()
     if binary is None:
-        pytest.skip("no FerretDB binary (scripts/provision/ferretdb.sh builds it)")
+        pytest.fail(
+            "no FerretDB binary: scripts/provision/ferretdb.sh (run by scripts/test.sh) builds it"
+        )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])

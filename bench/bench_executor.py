@@ -23,8 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
-from services.executor.docker import DockerExecutor
-from services.executor.docker_config import DockerConfig
+from services.executor.docker.backend import DockerExecutor
+from services.executor.docker.config import DockerConfig
 from shared.models import JobSpec
 from shared.workspace import Workspace
 

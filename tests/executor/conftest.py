@@ -16,9 +16,9 @@ from typing import Any
 import aiodocker
 import pytest
 
-from services.executor.docker import DockerExecutor
-from services.executor.docker_config import DockerConfig
-from services.executor.docker_sandbox import LABEL_EXECUTOR, LABEL_INSTANCE
+from services.executor.docker.backend import DockerExecutor
+from services.executor.docker.config import DockerConfig
+from services.executor.docker.sandbox import LABEL_EXECUTOR, LABEL_INSTANCE
 from shared.models import JobSpec
 from shared.workspace import Workspace
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.executor.docker_config import DockerConfig
-from services.executor.docker_images import check_allowed, normalise
-from services.executor.docker_sandbox import SandboxPaths, check_policy, create_body
+from services.executor.docker.config import DockerConfig
+from services.executor.docker.images import check_allowed, normalise
+from services.executor.docker.sandbox import SandboxPaths, check_policy, create_body
 from services.executor.registry import create_executor, validate_backend_config
 from shared.errors import AutoscorerError, ErrorCode
 from shared.models import JobSpec

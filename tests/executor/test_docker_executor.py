@@ -13,7 +13,7 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from services.executor.docker_sandbox import LABEL_EXECUTOR, LABEL_INSTANCE, LABEL_JOB
+from services.executor.docker.sandbox import LABEL_EXECUTOR, LABEL_INSTANCE, LABEL_JOB
 from shared.errors import AutoscorerError, ErrorCode
 from tests.executor.conftest import BUSYBOX, PYTHON, labelled_containers
 
@@ -236,8 +236,8 @@ async def test_unreachable_engine_is_a_retryable_platform_error(make_executor, m
 
 CRASHING_EXECUTOR = """
 import asyncio, sys
-from services.executor.docker import DockerExecutor
-from services.executor.docker_config import DockerConfig
+from services.executor.docker.backend import DockerExecutor
+from services.executor.docker.config import DockerConfig
 from shared.workspace import Workspace
 ws = Workspace.at(sys.argv[1])
 config = DockerConfig(pull_policy="never", instance=sys.argv[2])

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from services.executor.docker_logs import TRUNCATION_MARKER
+from services.executor.docker.logs import TRUNCATION_MARKER
 from shared.errors import ErrorCode
 from tests.executor.conftest import PYTHON
 

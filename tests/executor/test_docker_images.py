@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.executor.docker_images import local_image
+from services.executor.docker.images import local_image
 from shared.errors import AutoscorerError, ErrorCode
 from tests.executor.conftest import BUSYBOX
 

@@ -33,9 +33,9 @@ import aio_pika
 import aiodocker
 import pytest
 
-from services.executor.docker import DockerExecutor
-from services.executor.docker_config import DockerConfig
-from services.executor.docker_sandbox import LABEL_INSTANCE, LABEL_JOB
+from services.executor.docker.backend import DockerExecutor
+from services.executor.docker.config import DockerConfig
+from services.executor.docker.sandbox import LABEL_INSTANCE, LABEL_JOB
 from services.executor.main import create_executor_service
 from services.scheduler.main import create_scheduler
 from services.scorer.main import create_scorer_service

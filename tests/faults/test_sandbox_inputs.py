@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.cli.main import main as cli_main
-from services.executor.docker_config import DockerConfig
-from services.executor.docker_sandbox import SandboxPaths, host_config
-from services.executor.k8s_config import KubernetesConfig
-from services.executor.k8s_manifest import resources as k8s_resources
+from services.executor.docker.config import DockerConfig
+from services.executor.docker.sandbox import SandboxPaths, host_config
+from services.executor.kubernetes.config import KubernetesConfig
+from services.executor.kubernetes.manifest import resources as k8s_resources
 from services.executor.local import LocalConfig, LocalExecutor
 from shared.bounded_json import JsonTooDeep, depth_exceeds, loads_bounded
 from shared.config import load_settings

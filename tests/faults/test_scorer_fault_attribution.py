@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from services.executor.docker import DockerExecutor
-from services.executor.docker_config import DockerConfig
+from services.executor.docker.backend import DockerExecutor
+from services.executor.docker.config import DockerConfig
 from services.executor.local import LocalConfig, LocalExecutor
 from services.scorer.engine import score_workspace
 from services.scorer.pool import ScoreTask, ScoringPool
@@ -357,7 +357,7 @@ K8S_CASES = {
 
 @pytest.mark.parametrize("case", sorted(K8S_CASES))
 def test_kubernetes_statuses(case: str) -> None:
-    from services.executor.k8s_status import classify_waiting, terminated_error
+    from services.executor.kubernetes.status import classify_waiting, terminated_error
 
     state, status, expected = K8S_CASES[case]
     if state == "waiting":

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiodocker
 
-from services.executor.docker_config import DockerConfig
+from services.executor.docker.config import DockerConfig
 from shared.errors import AutoscorerError, ErrorCode, execution_error
 
 ARCHIVE_NAMES = ("image.tar", "image.tar.gz")

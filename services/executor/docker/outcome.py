@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.executor.docker_output import OutputUsage
+from services.executor.docker.output import OutputUsage
 from shared.errors import AutoscorerError, ErrorCode, execution_error
 
 

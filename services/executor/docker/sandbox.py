@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.executor.docker_config import DockerConfig
-from services.executor.docker_logs import engine_log_config
+from services.executor.docker.config import DockerConfig
+from services.executor.docker.logs import engine_log_config
 from shared.errors import ErrorCode, execution_error
 from shared.limits import SandboxLimits, requested_gpus
 from shared.models import JobSpec, parse_memory

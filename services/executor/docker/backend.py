@@ -3,7 +3,7 @@
 ``run`` resolves the image (pull policy, offline archive, allow-list), builds the participant
 view and a size-capped output tmpfs, creates a sandboxed container labelled with the job id,
 follows its log into ``logs/container.log`` while it runs, enforces the time limit, classifies
-the end (docker_outcome), copies the output into the workspace, and removes the container in
+the end (outcome.py), copies the output into the workspace, and removes the container in
 every outcome. ``cancel`` kills a running job; ``cleanup_leftovers`` removes labelled containers
 that no live job owns (after an executor crash). See docs/EXECUTORS.md.
 """
@@ -25,23 +25,23 @@ import aiohttp
 from aiodocker.containers import DockerContainer
 
 from services.executor.base import write_run_info
-from services.executor.docker_config import DockerConfig
-from services.executor.docker_images import ResolvedImage, ensure_image
-from services.executor.docker_logs import LogFollower, tail
-from services.executor.docker_outcome import (
+from services.executor.docker.config import DockerConfig
+from services.executor.docker.images import ResolvedImage, ensure_image
+from services.executor.docker.logs import LogFollower, tail
+from services.executor.docker.outcome import (
     Observed,
     classify,
     missing_outputs,
     output_missing_error,
 )
-from services.executor.docker_output import (
+from services.executor.docker.output import (
     collect,
     empty_dir,
     mount_output,
     unmount_output,
     usage,
 )
-from services.executor.docker_sandbox import (
+from services.executor.docker.sandbox import (
     EXECUTOR_NAME,
     LABEL_JOB,
     LABEL_OUTPUT_MOUNT,
@@ -51,7 +51,7 @@ from services.executor.docker_sandbox import (
     create_body,
     own_labels,
 )
-from services.executor.docker_stats import StatsSampler
+from services.executor.docker.stats import StatsSampler
 from services.executor.registry import BackendType
 from shared.errors import AutoscorerError, ErrorCode, Fault, execution_error
 from shared.files import atomic_write_text

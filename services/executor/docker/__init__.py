@@ -1,0 +1,1 @@
+"""The Docker executor: one locked-down participant container per job, through aiodocker."""

@@ -11,7 +11,8 @@ What is measured, per configuration, in one process:
 * the scheduler, executor (local) and scorer services composed as ``autoscorer serve`` does (no
   gateway: the chain does not need it), on per-run queue, exchange and database names;
 * ``--jobs`` score-only jobs (a ``JobSubmitted`` whose spec has no ``container``), each on its own
-  small workspace (a 120-row classification ``gt.csv``/``pred.csv`` pair, hard-linked). First all
+  small workspace (the classification example's 120-row ``gt.csv`` and a ``pred.csv`` the bench
+  writes from it, hard-linked). First all
   of them are submitted and the bench waits until each is ``queued`` (not timed per job: the intake
   rate is printed as a side note); then
 * the timed part: ``--concurrency`` workers, each publishing a platform's ``RunCompleted`` for one
@@ -56,7 +57,6 @@ from typing import Any
 import aio_pika
 from pymongo import monitoring
 
-from services.cli.jobs import backend_config
 from services.executor.main import create_executor_service
 from services.executor.registry import create_executor
 from services.scheduler.main import create_scheduler
@@ -65,7 +65,7 @@ from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
 from shared.bus import EventBus
 from shared.bus_memory import MemoryBus
-from shared.config import Settings
+from shared.config import Settings, backend_config
 from shared.connect import make_bus, make_store
 from shared.errors import ErrorCode, ErrorInfo, Fault, Stage
 from shared.events import (
@@ -123,9 +123,23 @@ def make_settings(tmp: Path, bus: str, store: str, args: argparse.Namespace) -> 
     return Settings.model_validate(raw)
 
 
+def write_prediction(gt: Path, pred: Path) -> None:
+    """A participant's ``pred.csv`` for ``gt``: every fifth label replaced by the next row's
+    (deterministic, so the bench needs no run of the example on a fresh clone)."""
+    rows = gt.read_text(encoding="utf-8").splitlines()
+    header, body = rows[0], [row.split(",", 1) for row in rows[1:] if row]
+    labels = [label for _, label in body]
+    lines = [header]
+    for i, (row_id, label) in enumerate(body):
+        lines.append(f"{row_id},{labels[(i + 1) % len(labels)] if i % 5 == 0 else label}")
+    pred.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def make_workspaces(root: Path, count: int) -> list[Path]:
-    """``count`` workspaces sharing the example's gt.csv and pred.csv (hard links)."""
-    gt, pred = EXAMPLE / "input" / "gt.csv", EXAMPLE / "output" / "pred.csv"
+    """``count`` workspaces sharing the example's gt.csv and one prediction (hard links)."""
+    gt, pred = EXAMPLE / "input" / "gt.csv", root / "pred.csv"
+    root.mkdir(parents=True, exist_ok=True)
+    write_prediction(gt, pred)
     spaces = []
     for i in range(count):
         ws = root / f"ws{i:05d}"
@@ -458,7 +472,7 @@ async def running_chain(
         stack.push_async_callback(executor.close)
         scheduler = create_scheduler(settings, bus, store, metrics)
         runner = create_executor_service(
-            settings, bus, executor, scorers=registry, metrics=metrics
+            settings, bus, executor, metrics=metrics
         )
         scorer = create_scorer_service(settings, bus, registry, metrics=metrics)
         stack.push_async_callback(bus.close)

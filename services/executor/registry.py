@@ -19,7 +19,7 @@ from shared.errors import AutoscorerError, ErrorCode, Stage
 BACKEND_MODULES: dict[str, str] = {
     "local": "services.executor.local",
     "docker": "services.executor.docker.backend",
-    "kubernetes": "services.executor.kubernetes",
+    "kubernetes": "services.executor.kubernetes.backend",
 }
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.executor.k8s_client import build_api_client, token_configuration
-from services.executor.k8s_config import KubeconfigAuth, KubernetesConfig, TokenAuth
-from services.executor.kubernetes import BACKEND, KubernetesExecutor
+from services.executor.kubernetes.backend import BACKEND, KubernetesExecutor
+from services.executor.kubernetes.client import build_api_client, token_configuration
+from services.executor.kubernetes.config import KubeconfigAuth, KubernetesConfig, TokenAuth
 from services.executor.registry import create_executor, validate_backend_config
 from shared.errors import AutoscorerError, ErrorCode
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from services.executor.k8s_names import job_labels
+from services.executor.kubernetes.names import job_labels
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from services.executor.k8s_names import job_name
+from services.executor.kubernetes.names import job_name
 from services.executor.registry import create_executor
 from shared.errors import AutoscorerError, ErrorCode
 from shared.models import JobSpec, RunOutcome

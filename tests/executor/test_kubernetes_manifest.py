@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from services.executor.k8s_config import KubernetesConfig
-from services.executor.k8s_manifest import build_job, cpu_quantity, memory_quantity
-from services.executor.k8s_names import job_name
+from services.executor.kubernetes.config import KubernetesConfig
+from services.executor.kubernetes.manifest import build_job, cpu_quantity, memory_quantity
+from services.executor.kubernetes.names import job_name
 from services.executor.registry import create_executor
 from shared.models import JobSpec
 from shared.workspace import Workspace

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from services.executor.k8s_names import (
+from services.executor.kubernetes.names import (
     job_id_label,
     job_labels,
     job_name,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.executor.k8s_status import (
+from services.executor.kubernetes.status import (
     Verdict,
     classify_pod,
     job_hit_deadline,

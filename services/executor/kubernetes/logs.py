@@ -6,8 +6,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from services.executor.k8s_api import KubeApi, LogRead
-from services.executor.k8s_names import CONTAINER_NAME
+from services.executor.kubernetes.api import KubeApi, LogRead
+from services.executor.kubernetes.names import CONTAINER_NAME
 from shared.errors import AutoscorerError
 from shared.files import atomic_write_bytes
 from shared.workspace import Workspace

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from services.executor.k8s_api import KubeApi
+from services.executor.kubernetes.api import KubeApi
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch as k8s_watch
 
-from services.executor.k8s_client import api_errors, is_status
+from services.executor.kubernetes.client import api_errors, is_status
 from shared.errors import ErrorCode
 
 Json = dict[str, Any]

@@ -13,7 +13,12 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
 
-from services.executor.k8s_config import InClusterAuth, KubeconfigAuth, KubernetesConfig, TokenAuth
+from services.executor.kubernetes.config import (
+    InClusterAuth,
+    KubeconfigAuth,
+    KubernetesConfig,
+    TokenAuth,
+)
 from shared.errors import AutoscorerError, ErrorCode, execution_error
 
 

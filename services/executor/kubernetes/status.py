@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.executor.k8s_names import CONTAINER_NAME
+from services.executor.kubernetes.names import CONTAINER_NAME
 from shared.errors import AutoscorerError, ErrorCode, execution_error
 
 PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})

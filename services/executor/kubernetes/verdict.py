@@ -7,15 +7,15 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
-from services.executor.k8s_api import KubeApi
-from services.executor.k8s_status import (
+from services.executor.kubernetes.api import KubeApi
+from services.executor.kubernetes.status import (
     Verdict,
     classify_pod,
     job_hit_deadline,
     killed_at_deadline,
     timeout_verdict,
 )
-from services.executor.k8s_watch import follow_pods
+from services.executor.kubernetes.watch import follow_pods
 from shared.errors import ErrorCode, execution_error
 
 Json = dict[str, Any]

@@ -16,12 +16,12 @@ from dataclasses import replace
 from typing import Any
 
 from services.executor.base import write_run_info
-from services.executor.k8s_api import KubeApi
-from services.executor.k8s_client import build_api_client
-from services.executor.k8s_config import KubernetesConfig
-from services.executor.k8s_logs import SavedLog, save_container_log
-from services.executor.k8s_manifest import build_job, gpu_count
-from services.executor.k8s_names import (
+from services.executor.kubernetes.api import KubeApi
+from services.executor.kubernetes.client import build_api_client
+from services.executor.kubernetes.config import KubernetesConfig
+from services.executor.kubernetes.logs import SavedLog, save_container_log
+from services.executor.kubernetes.manifest import build_job, gpu_count
+from services.executor.kubernetes.names import (
     JOB_ID_ANNOTATION,
     MANAGED_SELECTOR,
     job_name,
@@ -29,7 +29,7 @@ from services.executor.k8s_names import (
     normalise_image,
     workspace_sub_path,
 )
-from services.executor.k8s_verdict import Watched, await_verdict
+from services.executor.kubernetes.verdict import Watched, await_verdict
 from services.executor.outputs import check_outputs, clear_output
 from services.executor.registry import BackendType
 from shared.errors import AutoscorerError, ErrorCode, Fault, execution_error, validation_error

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.executor.k8s_config import KubernetesConfig, Toleration
-from services.executor.k8s_names import (
+from services.executor.kubernetes.config import KubernetesConfig, Toleration
+from services.executor.kubernetes.names import (
     CONTAINER_NAME,
     JOB_ID_ANNOTATION,
     job_labels,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -176,6 +177,8 @@ class ScoreRequested(BaseEvent):
     spec: JobSpec
     workspace: str = Field(min_length=1)
     attempt: int = Field(1, ge=1)
+    submitter: str | None = Field(None, description="who submitted the job (provenance)")
+    submitted_at: datetime | None = Field(None, description="the job's created_at (provenance)")
 
     @model_validator(mode="before")
     @classmethod

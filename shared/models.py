@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.errors import ErrorInfo
+from shared.provenance import Provenance, parse_scorer_ref
 
 _MEMORY_RE = re.compile(
     r"^\s*(\d{1,20})(?:\.(\d{1,9}))?\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE | re.ASCII
@@ -249,6 +250,25 @@ class JobSpec(BaseModel):
             raise ValueError(f"params nest deeper than {MAX_PARAMS_DEPTH} levels")
         return value
 
+    @field_validator("scorer")
+    @classmethod
+    def _scorer(cls, value: str) -> str:
+        parse_scorer_ref(value)  # a pinned version (name@1.0.0) must be well formed
+        return value
+
+    @field_validator("input_uri", "output_uri")
+    @classmethod
+    def _file_uri(cls, value: str) -> str:
+        """Only the workspace's own folders (file://) are read and written: object storage is
+        not supported yet, and a URI that would be silently ignored is refused."""
+        if not value.startswith("file://"):
+            scheme = value.split("://", 1)[0][:20] if "://" in value else "none"
+            raise ValueError(
+                f"only file:// URIs are supported (got scheme {scheme!r}); "
+                "object storage is not supported yet"
+            )
+        return value
+
     @field_validator("job_id")
     @classmethod
     def _job_id(cls, value: str) -> str:
@@ -280,6 +300,9 @@ class Result(BaseModel):
     resources: dict[str, float | int | str] = Field(default_factory=dict)
     versioning: dict[str, str] = Field(default_factory=dict)
     error: ErrorInfo | None = None
+    provenance: Provenance | None = Field(
+        None, description="what produced this result (shared.provenance, docs/SCORERS.md)"
+    )
 
     @property
     def ok(self) -> bool:

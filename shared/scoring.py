@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.errors import ErrorCode, data_error, scoring_error, validation_error
 from shared.models import Result
+from shared.provenance import source_sha256
 from shared.workspace import Workspace
 
 
@@ -40,6 +41,8 @@ class ScorerInfo(BaseModel):
     higher_is_better: bool = True
     params_schema: dict[str, Any]
     source: str = "builtin"
+    source_sha256: str | None = None
+    """sha256 of the module file defining the scorer, taken when it was loaded (provenance)"""
 
 
 class ScoreFn(Protocol[P]):  # type: ignore[misc]
@@ -85,9 +88,10 @@ class ScorerDef(Generic[P]):
         return result
 
     def with_source(self, source: str) -> ScorerDef[P]:
-        return ScorerDef(
-            self.info.model_copy(update={"source": source}), self.params_model, self.fn
-        )
+        """This scorer as loaded from ``source``, with the sha256 of its module file now."""
+        digest = source_sha256(self.fn)
+        info = self.info.model_copy(update={"source": source, "source_sha256": digest})
+        return ScorerDef(info, self.params_model, self.fn)
 
 
 def _brief_errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -58,6 +58,8 @@ def score_request(job: Job, scoring_round: int, workspace: str | None = None) ->
         spec=job.spec,
         workspace=workspace or job.workspace,
         attempt=scoring_round,
+        submitter=job.submitter,
+        submitted_at=job.created_at,
     )
 
 

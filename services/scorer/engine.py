@@ -15,7 +15,10 @@ from typing import Any
 from services.scorer.registry import ScorerRegistry
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.files import atomic_write_text
-from shared.models import JobSpec, Result
+from shared.limits import hidden_globs
+from shared.models import DEFAULT_GROUND_TRUTH, JobSpec, Result
+from shared.provenance import Provenance, Submission, build_provenance, local_submission
+from shared.scoring import ScorerDef
 from shared.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -35,21 +38,37 @@ def score_workspace(
     scorer: str | None = None,
     params: Mapping[str, Any] | None = None,
     write: bool = True,
+    submission: Submission | None = None,
 ) -> Result:
-    """Score ``ws`` and (by default) write ``output/result.json``; never raises for bad input."""
+    """Score ``ws`` and (by default) write ``output/result.json``; never raises for bad input.
+
+    Every result whose scorer was found carries its provenance (``shared.provenance``);
+    ``submission`` says who submitted the job and when (default: the local user, no time).
+    """
     started = time.perf_counter()
     name = scorer
+    spec: JobSpec | None = None
+    chosen_params: dict[str, Any] = {}
+    found: ScorerDef[Any] | None = None
     try:
         spec = _spec_or_none(ws, scorer)
         name = scorer or (spec.scorer if spec else None)
         assert name is not None  # _spec_or_none returns a spec whenever scorer is None
         chosen_params = dict(params) if params is not None else (dict(spec.params) if spec else {})
-        result = _run_scorer(registry, ws, name, chosen_params)
+        found = registry.get(name)
+        result = _run_scorer(found, ws, chosen_params)
     except AutoscorerError as exc:
         result = Result(error=exc.to_info())
     result.timing["score_s"] = round(time.perf_counter() - started, 6)
     if name:
         result.versioning.setdefault("scorer", name)
+    if found is not None and name is not None:
+        result.provenance = _provenance(
+            ws, found, ref=name, params=chosen_params, spec=spec, submission=submission
+        )
+        result.timing["provenance_s"] = round(
+            time.perf_counter() - started - result.timing["score_s"], 6
+        )
     if write:
         try:
             atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
@@ -58,10 +77,33 @@ def score_workspace(
     return result
 
 
-def _run_scorer(
-    registry: ScorerRegistry, ws: Workspace, name: str, params: dict[str, Any]
-) -> Result:
-    scorer = registry.get(name)
+def _provenance(
+    ws: Workspace,
+    scorer: ScorerDef[Any],
+    *,
+    ref: str,
+    params: dict[str, Any],
+    spec: JobSpec | None,
+    submission: Submission | None,
+) -> Provenance | None:
+    """The result's provenance; a failure to build it is logged, never the job's failure."""
+    try:
+        return build_provenance(
+            ws,
+            scorer.info,
+            ref=ref,
+            params=params,
+            ground_truth_globs=hidden_globs(spec) if spec else list(DEFAULT_GROUND_TRUTH),
+            job_id=spec.job_id if spec and ws.meta_path.exists() else None,
+            submission=submission or local_submission(),
+        )
+    except (OSError, ValueError) as exc:
+        log.warning("could not record the provenance of %s: %r", ws.root, exc)
+        return None
+
+
+def _run_scorer(scorer: ScorerDef[Any], ws: Workspace, params: dict[str, Any]) -> Result:
+    name = scorer.name
     try:
         return scorer.score(ws, params)
     except AutoscorerError:

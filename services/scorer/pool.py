@@ -38,6 +38,7 @@ from shared.errors import AutoscorerError, ErrorCode, Stage, internal_error
 from shared.files import atomic_write_text
 from shared.logs import installed_logging, setup_logging
 from shared.models import Result
+from shared.provenance import Submission
 from shared.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class ScoreTask:
     params: Mapping[str, Any] | None
     plugins: Manifest = ()
     write: bool = True
+    submission: Submission | None = None
+    """who submitted the job and when, for the provenance (None: the local user)"""
 
     @property
     def label(self) -> str:
@@ -79,7 +82,12 @@ def score_in_worker(task: ScoreTask) -> Result:
         return Result(error=exc.to_info())
     try:
         return score_workspace(
-            registry, ws, scorer=task.scorer, params=task.params, write=task.write
+            registry,
+            ws,
+            scorer=task.scorer,
+            params=task.params,
+            write=task.write,
+            submission=task.submission,
         )
     except Exception as exc:  # the worker's boundary: a bug here must not lose the job
         log.exception("scoring with %s failed unexpectedly", task.label)

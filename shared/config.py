@@ -197,6 +197,23 @@ class WebhookSettings(_Section):
     )
 
 
+class RetentionSettings(_Section):
+    """How long finished workspaces are kept (shared.retention; docs/API.md, "Retention")."""
+
+    uploads_ttl_s: float | None = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="remove an uploaded workspace this long after its last activity (null: never)",
+    )
+    workspaces_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        description="remove a finished workspace named by path (an organiser's folder) this "
+        "long after its last activity; null (the default): never",
+    )
+    interval_s: float = Field(600.0, gt=0, description="how often the gateway sweeps")
+
+
 class GatewaySettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -218,6 +235,7 @@ class GatewaySettings(_Section):
         description="runs at once per backend alias across its executor replicas (replicas x "
         "executor_service.concurrency), for queued jobs' start estimates; 1 when not named",
     )
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
 
 class OtelSettings(_Section):
@@ -300,6 +318,20 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """A JSON-ready dump with every secret shown as ``**********``."""
         return self.model_dump(mode="json")
+
+
+def backend_config(settings: Settings, alias: str | None) -> dict[str, Any]:
+    """The config of executor backend ``alias`` (default: ``executor.default_backend``)."""
+    chosen = alias or settings.executor.default_backend
+    configs = settings.executor.backends
+    if chosen not in configs:
+        raise AutoscorerError(
+            ErrorCode.BACKEND_NOT_FOUND,
+            f"no executor backend named {chosen!r}; configured: {', '.join(sorted(configs))}",
+            stage=Stage.CONFIG,
+            details={"backend": chosen, "configured": sorted(configs)},
+        )
+    return configs[chosen]
 
 
 def _check_yaml(path: Path) -> None:

@@ -113,6 +113,12 @@ class Metrics:
             ["backend", "replica"],
             registry=r,
         )
+        self.data_root_bytes = Gauge(
+            "autoscorer_data_root_bytes",
+            "Disk used under the gateway's data root (workspaces, uploads), set by every "
+            "retention sweep",
+            registry=r,
+        )
         self.outbox_backlog = Gauge(
             "autoscorer_outbox_backlog",
             "Outbox entries waiting to be published, as the relay's last sweep found them "

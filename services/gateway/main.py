@@ -26,6 +26,7 @@ from shared.bus import EventBus
 from shared.config import Settings, StoreSettings
 from shared.connect import make_bus, make_store, start_bus
 from shared.metrics import Metrics
+from shared.retention import RetentionReaper
 from shared.runtime import service_main, stop_on_signals
 from shared.store import JobStore
 from shared.supervise import Supervisor
@@ -44,10 +45,14 @@ class GatewayService:
     app: web.Application
     dispatcher: WebhookDispatcher
     supervisor: Supervisor = field(default_factory=lambda: Supervisor("gateway"))
+    reaper: RetentionReaper | None = None
+    """removes expired uploads and finished workspaces (``gateway.retention``)"""
 
     def start(self) -> None:
         """Start the background loops (after the bus started)."""
         self.dispatcher.supervise(self.supervisor)
+        if self.reaper is not None:
+            self.reaper.supervise(self.supervisor)
 
     async def close(self) -> None:
         await self.supervisor.close()
@@ -86,7 +91,13 @@ async def create_gateway(
         metrics=metrics,
     )
     await bus.subscribe(settings.gateway.webhook_queue, SUBSCRIBED_EVENTS, dispatcher.on_event)
-    return GatewayService(app, dispatcher, supervisor)
+    reaper = RetentionReaper(
+        settings.gateway.data_root,
+        settings.gateway.retention,
+        store,
+        gauge=metrics.data_root_bytes,
+    )
+    return GatewayService(app, dispatcher, supervisor, reaper)
 
 
 async def serve_app(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:

@@ -16,6 +16,7 @@ is moved by the scheduler's reaper: its request sent again (``queued -> queued``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
+from shared.events import JobSubmitted
 from shared.models import JobSpec, Result, RunOutcome
 
 PROCESSED_EVENTS_KEPT = 100
@@ -209,6 +211,41 @@ class Job(BaseModel):
         while count + 1 < len(statuses) and statuses[-count - 2] is statuses[-1]:
             count += 1
         return count
+
+
+def with_expected_outputs(spec: JobSpec, expected_files: Iterable[str]) -> JobSpec:
+    """Default the outputs a run must produce to the scorer's own ``output/`` files (its
+    ``ScorerInfo.expected_files``): data on the spec, so an executor checks them knowing no
+    scorer."""
+    if spec.expected_outputs is not None:
+        return spec
+    expected = [f.removeprefix("output/") for f in expected_files if f.startswith("output/")]
+    return spec.model_copy(update={"expected_outputs": expected})
+
+
+def job_from_submitted(
+    event: JobSubmitted,
+    *,
+    trace_context: dict[str, str] | None = None,
+    outbox: list[OutboxEntry] | None = None,
+    request_digest: str | None = None,
+    submitted_wait: timedelta = SUBMITTED_WAIT,
+) -> Job:
+    """The job a ``JobSubmitted`` describes, in ``submitted``: the one mapping the gateway (which
+    stores it with the event in its outbox) and the scheduler (for a platform's event) share."""
+    job = new_job(
+        event.spec,
+        workspace=event.workspace,
+        submitter=event.submitter,
+        priority=event.priority,
+        idempotency_key=event.idempotency_key,
+        trace_context=trace_context,
+        outbox=outbox,
+        submitted_wait=submitted_wait,
+    )
+    job.callback_url = event.callback_url
+    job.request_digest = request_digest
+    return job
 
 
 def new_job(

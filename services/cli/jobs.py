@@ -5,43 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from services.executor.registry import create_executor
 from services.scorer.oneshot import score_once
 from services.scorer.plugins import plugin_manifest
 from services.scorer.pool import ScoreTask
 from services.scorer.registry import ScorerRegistry
-from shared.config import Settings
-from shared.errors import AutoscorerError, ErrorCode, Stage
+from shared.config import Settings, backend_config
 from shared.files import atomic_write_text
 from shared.joblog import arecord
-from shared.models import JobSpec, Result, RunOutcome
-from shared.scoring import ScorerDef
+from shared.jobs import with_expected_outputs
+from shared.models import Result, RunOutcome
 from shared.workspace import Workspace
-
-
-def backend_config(settings: Settings, alias: str | None) -> dict[str, Any]:
-    chosen = alias or settings.executor.default_backend
-    configs = settings.executor.backends
-    if chosen not in configs:
-        raise AutoscorerError(
-            ErrorCode.BACKEND_NOT_FOUND,
-            f"no executor backend named {chosen!r}; configured: {', '.join(sorted(configs))}",
-            stage=Stage.CONFIG,
-            details={"backend": chosen, "configured": sorted(configs)},
-        )
-    return configs[chosen]
-
-
-def with_expected_outputs(spec: JobSpec, scorer: ScorerDef[Any]) -> JobSpec:
-    """Default the outputs a run must produce to the scorer's own ``output/`` files."""
-    if spec.expected_outputs is not None:
-        return spec
-    expected = [
-        f.removeprefix("output/") for f in scorer.info.expected_files if f.startswith("output/")
-    ]
-    return spec.model_copy(update={"expected_outputs": expected})
 
 
 async def run_job(
@@ -49,7 +24,7 @@ async def run_job(
 ) -> RunOutcome:
     """Run the participant program; the scorer is checked first so a typo fails in seconds."""
     spec = ws.load_spec()
-    spec = with_expected_outputs(spec, registry.get(spec.scorer))
+    spec = with_expected_outputs(spec, registry.get(spec.scorer).info.expected_files)
     executor = create_executor(backend_config(settings, backend))
     cap = settings.log.job_log_max_bytes
     await arecord(ws.root, "run_started", spec.job_id, service="cli", cap=cap, backend=backend)

@@ -15,7 +15,6 @@ import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from services.cli.jobs import backend_config
 from services.executor.main import create_executor_service
 from services.executor.registry import create_executor
 from services.gateway.health import report_loops
@@ -23,7 +22,7 @@ from services.gateway.main import create_gateway, make_webhook_store, serve_app
 from services.scheduler.main import create_scheduler
 from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
-from shared.config import ApiKey, Settings
+from shared.config import ApiKey, Settings, backend_config
 from shared.connect import make_bus, make_store, start_bus
 from shared.metrics import Metrics
 from shared.runtime import run_service
@@ -66,7 +65,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         executor = create_executor(backend_config(settings, settings.executor_service.backend))
         stack.push_async_callback(executor.close)
         scheduler = create_scheduler(settings, bus, store, metrics)
-        runner = create_executor_service(settings, bus, executor, scorers=registry, metrics=metrics)
+        runner = create_executor_service(settings, bus, executor, metrics=metrics)
         scorer = create_scorer_service(settings, bus, registry, metrics=metrics)
         gateway = await create_gateway(settings, store, bus, hooks, metrics)
         stack.push_async_callback(bus.close)

@@ -5,11 +5,10 @@
 
     python -m services.executor.main        # settings from AUTOSCORER__* / AUTOSCORER_CONFIG
 
-Expected outputs: the run must produce the ``output/`` files its scorer expects. The scheduler
-may name them in ``spec.expected_outputs``; otherwise the executor asks its own registry (the
-built-ins plus ``scorer.plugin_paths``, loaded once). A scorer it does not know (loaded at run time
-on the scorer replicas) leaves the list empty: the run is not checked and the scorer reports
-``MISSING_FILE`` instead.
+Expected outputs: the run must produce the ``output/`` files named in ``spec.expected_outputs``
+(data on the spec: the gateway fills them from the scorer's metadata at submission, a platform
+names them in its own spec). The executor knows no scorer: with no list the run is not checked
+and the scorer reports ``MISSING_FILE`` instead.
 """
 
 from __future__ import annotations
@@ -20,18 +19,13 @@ import os
 import socket
 from typing import Any
 
-from services.cli.jobs import backend_config, with_expected_outputs
 from services.executor.base import Executor
 from services.executor.registry import create_executor
-from services.executor.service import ExecutorService, ExecutorServiceConfig, Prepare
-from services.scorer.plugins import registry_from_settings
-from services.scorer.registry import ScorerRegistry
+from services.executor.service import ExecutorService, ExecutorServiceConfig
 from shared.bus import EventBus
-from shared.config import Settings
+from shared.config import Settings, backend_config
 from shared.connect import make_bus, start_bus
-from shared.errors import AutoscorerError
 from shared.metrics import Metrics
-from shared.models import JobSpec
 from shared.ops_http import Readiness, ops_app, serving
 from shared.runtime import service_main, stop_on_signals
 
@@ -40,19 +34,6 @@ log = logging.getLogger(__name__)
 
 def default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def expected_outputs_from(registry: ScorerRegistry) -> Prepare:
-    """Default ``spec.expected_outputs`` from the scorer, when this process knows it."""
-
-    def prepare(spec: JobSpec) -> JobSpec:
-        try:
-            scorer = registry.get(spec.scorer)
-        except AutoscorerError:
-            return spec
-        return with_expected_outputs(spec, scorer)
-
-    return prepare
 
 
 def service_config(settings: Settings, instance: str | None = None) -> ExecutorServiceConfig:
@@ -76,17 +57,13 @@ def create_executor_service(
     bus: EventBus,
     executor: Executor,
     *,
-    scorers: ScorerRegistry | None = None,
     instance: str | None = None,
     metrics: Metrics | None = None,
 ) -> ExecutorService:
     """The service for ``settings.executor_service.backend``; ``start()`` it, then the bus.
     ``metrics`` reads its runs in flight and watches its loops."""
     config = service_config(settings, instance)
-    if scorers is None:
-        service = ExecutorService(config, bus, executor)
-    else:
-        service = ExecutorService(config, bus, executor, prepare=expected_outputs_from(scorers))
+    service = ExecutorService(config, bus, executor)
     if metrics is not None:
         metrics.track_in_flight(
             config.backend, config.instance, lambda: service.in_flight, config.concurrency
@@ -107,13 +84,10 @@ def backend_for(settings: Settings, instance: str) -> dict[str, Any]:
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then hand back what does not finish within the grace."""
     instance = settings.executor_service.replica_id or default_instance()
-    scorers = await asyncio.to_thread(registry_from_settings, settings.scorer)
     metrics = Metrics()
     bus = make_bus(settings.bus, metrics)
     executor = create_executor(backend_for(settings, instance))
-    service = create_executor_service(
-        settings, bus, executor, scorers=scorers, instance=instance, metrics=metrics
-    )
+    service = create_executor_service(settings, bus, executor, instance=instance, metrics=metrics)
     ops = ops_app(metrics, Readiness(bus, supervisors=[service.supervisor]))
     stop = stop or stop_on_signals()
     try:

@@ -36,13 +36,11 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
 from services.executor.base import Executor
-from services.executor.memo import BoundedMemo
 from shared.bus import EventBus, RetryPolicy
 from shared.errors import AutoscorerError, ErrorCode, Stage, execution_error, internal_error
 from shared.events import (
@@ -54,6 +52,7 @@ from shared.events import (
     derived_event_id,
 )
 from shared.joblog import arecord
+from shared.memo import BoundedMemo
 from shared.models import JobSpec, RunOutcome
 from shared.supervise import Supervisor, describe, guarded
 from shared.workspace import Workspace
@@ -69,9 +68,6 @@ CANCEL_RETRY_S = 0.25
 
 HANDBACK_RETRY = RetryPolicy(max_attempts=10, delays=(1.0, 5.0, 15.0, 30.0))
 """Bus redelivery of a handed-back or unpublished run: a closing replica must not exhaust it."""
-
-Prepare = Callable[[JobSpec], JobSpec]
-
 
 @dataclass(frozen=True, slots=True)
 class ExecutorServiceConfig:
@@ -130,23 +126,11 @@ class _Run:
         return (self.request.job_id, self.request.attempt)
 
 
-def _unchanged(spec: JobSpec) -> JobSpec:
-    return spec
-
-
 class ExecutorService:
-    def __init__(
-        self,
-        config: ExecutorServiceConfig,
-        bus: EventBus,
-        executor: Executor,
-        *,
-        prepare: Prepare = _unchanged,
-    ) -> None:
+    def __init__(self, config: ExecutorServiceConfig, bus: EventBus, executor: Executor) -> None:
         self._config = config
         self._bus = bus
         self._executor = executor
-        self._prepare = prepare
         self._active: dict[tuple[str, int], _Run] = {}
         self._slots = asyncio.Semaphore(config.concurrency)
         self._completed: BoundedMemo[tuple[str, int], RunCompleted] = BoundedMemo(config.memo_size)
@@ -361,7 +345,6 @@ class ExecutorService:
         """The service's error boundary: whatever the backend raises becomes the outcome."""
         spec = event.spec
         try:
-            spec = self._prepare(spec)
             return await self._executor.run(spec, Workspace.at(event.workspace))
         except AutoscorerError as exc:
             log.warning("run %s failed: %r", spec.job_id, exc)

@@ -16,6 +16,7 @@ meta.json) asking for more memory, CPU, ``/dev/shm``, time or GPUs than they all
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -41,8 +42,8 @@ from services.gateway.uploads import Limits, extract_workspace
 from shared.errors import AutoscorerError, ErrorCode
 from shared.events import CancelRequested, JobSubmitted, RescoreRequested
 from shared.joblog import arecord
-from shared.jobs import Job, JobStatus, new_job
-from shared.limits import SandboxLimits, check_within_caps
+from shared.jobs import Job, JobStatus, job_from_submitted, with_expected_outputs
+from shared.limits import check_within_caps
 from shared.models import JobSpec, new_job_id
 from shared.outbox import outbox_entry
 from shared.store import ListQuery
@@ -129,10 +130,14 @@ def check_path_rights(principal: Principal, root: Path, workspace: Path, relativ
         )
 
 
-def _spec_for(workspace: Path, raw: dict[str, Any] | None, caps: SandboxLimits) -> JobSpec:
-    """The submitted spec (or the workspace's meta.json), within the operator's caps."""
+def _spec_for(gw: Gateway, workspace: Path, raw: dict[str, Any] | None) -> JobSpec:
+    """The submitted spec (or the workspace's meta.json), within the operator's caps, with the
+    outputs its scorer expects when the spec names none (data for the executor, which knows no
+    scorer; an unknown scorer leaves them unset and is refused later by the scorer)."""
     spec = load_spec(workspace / "meta.json") if raw is None else validate(JobSpec, raw, "spec")
-    check_within_caps(spec, caps)  # RESOURCE_LIMIT_EXCEEDED (422): refused before it is stored
+    check_within_caps(spec, gw.limits)  # RESOURCE_LIMIT_EXCEEDED (422): refused before stored
+    with contextlib.suppress(AutoscorerError):
+        spec = with_expected_outputs(spec, gw.registry.get(spec.scorer).info.expected_files)
     return spec.model_copy(update={"job_id": new_job_id()})  # one id per submission
 
 
@@ -192,7 +197,7 @@ def _new_job(
     key: str | None,
     digest: str,
 ) -> Job:
-    spec = _spec_for(workspace, body.spec, gw.limits)
+    spec = _spec_for(gw, workspace, body.spec)
     event = JobSubmitted(
         job_id=spec.job_id,
         spec=spec,
@@ -202,15 +207,12 @@ def _new_job(
         idempotency_key=key,
         callback_url=body.callback_url,
     )
-    return new_job(
-        spec,
-        workspace=str(workspace),
-        submitter=principal.subject,
-        priority=body.priority,
-        idempotency_key=key,
+    return job_from_submitted(
+        event,
         trace_context=current_trace_context(),  # the job's trace: this request's span
         outbox=[outbox_entry(event)],
-    ).model_copy(update={"callback_url": body.callback_url, "request_digest": digest})
+        request_digest=digest,
+    )
 
 
 async def _admit(

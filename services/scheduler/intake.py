@@ -6,23 +6,22 @@ from __future__ import annotations
 from services.scheduler.context import Context, attempt_cause
 from services.scheduler.refusals import refusal, refuse, workspace_taken
 from shared.events import JobSubmitted, RunRequested, derived_event_id
-from shared.jobs import Job, JobStatus, new_job, now_ms
+from shared.jobs import Job, JobStatus, job_from_submitted, now_ms
 from shared.store import JobUpdate, Transition
 from shared.telemetry import current_trace_context
 
 
 async def on_job_submitted(ctx: Context, event: JobSubmitted) -> None:
-    """The gateway may have created the job already; a platform backend may not have."""
-    job = new_job(
-        event.spec,
-        workspace=event.workspace,
-        submitter=event.submitter,
-        priority=event.priority,
-        idempotency_key=event.idempotency_key,
-        trace_context=current_trace_context(),  # a platform's job: its trace goes on from here
-        submitted_wait=ctx.deadlines.submitted,
-    ).model_copy(update={"callback_url": event.callback_url})
-    stored = (await ctx.store.create(job)).job
+    """The gateway stored its jobs already (one insert: this only reads them); a platform's job
+    is stored here."""
+    stored = await ctx.store.get(event.job_id)
+    if stored is None:
+        job = job_from_submitted(
+            event,
+            trace_context=current_trace_context(),  # a platform's job: its trace goes on here
+            submitted_wait=ctx.deadlines.submitted,
+        )
+        stored = (await ctx.store.create(job)).job
     if stored.status is not JobStatus.SUBMITTED:
         return
     await admit(ctx, stored, event_id=str(event.event_id))

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
-from services.executor.memo import BoundedMemo
 from services.scorer.plugins import (
     Installed,
     Manifest,
@@ -48,6 +47,7 @@ from shared.events import (
     derived_event_id,
 )
 from shared.joblog import arecord
+from shared.memo import BoundedMemo
 from shared.metrics import Metrics
 from shared.models import Result
 from shared.supervise import Supervisor, describe

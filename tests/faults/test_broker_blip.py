@@ -293,7 +293,7 @@ async def _two_jobs_across(blip: Blip, tmp_path: Path, docker: aiodocker.Docker)
     )
     scheduler = create_scheduler(settings, scheduler_bus, store)
     runner = create_executor_service(
-        settings, exec_bus, executor, scorers=registry, instance=stack.instance
+        settings, exec_bus, executor, instance=stack.instance
     )
     scorer = create_scorer_service(settings, score_bus, registry, instance=stack.instance)
     stack.queues |= {

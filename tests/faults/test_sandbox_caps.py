@@ -22,12 +22,11 @@ from typing import Any
 
 import pytest
 
-from services.cli.jobs import backend_config
 from services.executor.local import LocalConfig, LocalExecutor
 from services.executor.main import create_executor_service
 from services.executor.registry import create_executor
 from shared.bus_memory import MemoryBus
-from shared.config import Settings
+from shared.config import Settings, backend_config
 from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
 from shared.events import Event, RunCompleted, RunRequested
 from shared.limits import SandboxLimits, check_within_caps

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.executor.local import LocalConfig, LocalExecutor
-from services.executor.main import create_executor_service, expected_outputs_from, service_config
+from services.executor.main import create_executor_service, service_config
 from services.executor.service import ExecutorService
 from services.scorer.registry import ScorerRegistry
 from shared.bus import RetryPolicy
@@ -29,6 +29,7 @@ from shared.events import (
     RunStarted,
     derived_event_id,
 )
+from shared.jobs import with_expected_outputs
 from shared.models import JobSpec, RunOutcome
 from shared.workspace import Workspace
 
@@ -74,9 +75,7 @@ async def _rig(service: ExecutorService, bus: MemoryBus) -> Rig:
 async def rig(no_leaked_tasks: None) -> AsyncIterator[Rig]:
     bus = MemoryBus(drain_timeout=2.0)
     executor = LocalExecutor(LocalConfig())
-    service = create_executor_service(
-        _settings(), bus, executor, scorers=ScorerRegistry.with_builtins(), instance="exec-a"
-    )
+    service = create_executor_service(_settings(), bus, executor, instance="exec-a")
     rig = await _rig(service, bus)
     try:
         yield rig
@@ -119,9 +118,14 @@ async def test_a_run_is_started_completed_and_leaves_the_predictions(rig, tmp_pa
     assert (root / "output" / "pred.csv").read_text().startswith("id,label\n")
 
 
-async def test_outputs_the_scorer_expects_are_required(rig, tmp_path):
+async def test_outputs_the_spec_expects_are_required(rig, tmp_path):
+    """The executor knows no scorer: the outputs to check travel on the spec (the gateway fills
+    them from the scorer's metadata, ``shared.jobs.with_expected_outputs``)."""
     spec, root = _workspace(tmp_path, [PY, "-c", "print('no predictions today')"])
     assert spec.expected_outputs is None
+    builtins = ScorerRegistry.with_builtins()
+    spec = with_expected_outputs(spec, builtins.get(spec.scorer).info.expected_files)
+    assert spec.expected_outputs == ["pred.csv"]
     await rig.bus.publish(_request(spec, root))
     [done] = await rig.until(RunCompleted)
     assert done.outcome.status == "failed"
@@ -200,9 +204,7 @@ async def test_close_hands_back_a_run_that_outlives_the_grace(tmp_path, no_leake
         service_config(_settings(grace_s=0.3), "exec-a"),
         retry=RetryPolicy(max_attempts=2, delays=(0.05,)),
     )
-    service = ExecutorService(
-        config, bus, executor, prepare=expected_outputs_from(ScorerRegistry.with_builtins())
-    )
+    service = ExecutorService(config, bus, executor)
     rig = await _rig(service, bus)
     marker = tmp_path / "still-running"
     code = f"import time, pathlib; time.sleep(3); pathlib.Path({str(marker)!r}).touch()"
@@ -419,10 +421,7 @@ async def test_runs_a_blip_left_without_a_delivery_still_count_against_concurren
 ):
     bus = MemoryBus(drain_timeout=2.0)
     executor = LocalExecutor(LocalConfig())
-    scorers = ScorerRegistry.with_builtins()
-    service = create_executor_service(
-        _settings(concurrency=1), bus, executor, scorers=scorers, instance="x"
-    )
+    service = create_executor_service(_settings(concurrency=1), bus, executor, instance="x")
     rig = await _rig(service, bus)
     starts = tmp_path / "starts"
     long_spec, long_root = _workspace(tmp_path, [PY, "-c", _counting_run(starts, 1.5)])
@@ -454,8 +453,7 @@ async def test_a_run_that_ends_while_the_broker_is_away_is_answered_on_redeliver
 ):
     bus = MemoryBus(drain_timeout=2.0)
     executor = LocalExecutor(LocalConfig())
-    scorers = ScorerRegistry.with_builtins()
-    service = create_executor_service(_settings(), bus, executor, scorers=scorers, instance="x")
+    service = create_executor_service(_settings(), bus, executor, instance="x")
     rig = await _rig(service, bus)
     publish = bus.publish
     refused: list[BaseEvent] = []

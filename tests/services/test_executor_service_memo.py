@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.executor.memo import BoundedMemo
+from shared.memo import BoundedMemo
 
 
 def test_the_oldest_entry_is_forgotten_first():

@@ -159,7 +159,7 @@ async def test_a_job_is_run_then_scored_over_rabbitmq(broker, tmp_path):
     exec_bus, score_bus = broker.bus(), broker.bus()
     executor = LocalExecutor(LocalConfig())
     registry = ScorerRegistry.with_builtins()
-    runner = create_executor_service(settings, exec_bus, executor, scorers=registry, instance="e1")
+    runner = create_executor_service(settings, exec_bus, executor, instance="e1")
     scorer = create_scorer_service(settings, score_bus, registry, instance="s1")
     broker.track_executor(runner)
     broker.queues |= {scorer.config.requests_queue, scorer.config.changes_queue}

@@ -4,4 +4,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "services.scorer.builtin.classification",
     "services.scorer.builtin.regression",
     "services.scorer.builtin.detection",
+    "services.scorer.builtin.probabilities",
 )

@@ -103,6 +103,17 @@ def read_pair(ws: Workspace, headers: Sequence[tuple[str, str]]) -> Pair:
 
 
 def read_column(ws: Workspace, source: CsvFile, headers: Sequence[tuple[str, str]]) -> Column:
+    table, header = read_table(ws, source, headers)
+    ids, values = table.column(0), table.column(1)
+    _refuse_empty(ids, ids, source, header[0])
+    return Column(ids, values, (header[0], header[1]))
+
+
+def read_table(
+    ws: Workspace, source: CsvFile, headers: Sequence[tuple[str, ...]]
+) -> tuple[pa.Table, tuple[str, ...]]:
+    """A CSV file with one of ``headers`` (any width), every column a string without line
+    breaks, at least one row; the header found is returned with the table."""
     path = ws.root / source.relative
     if not path.is_file():
         raise source.error(ErrorCode.MISSING_FILE, "file is missing")
@@ -112,17 +123,39 @@ def read_column(ws: Workspace, source: CsvFile, headers: Sequence[tuple[str, str
     table = _read_body(str(path), source, header)
     if table.num_rows == 0:
         raise source.error(ErrorCode.BAD_FORMAT, "has a header but no rows")
-    ids, values = table.column(0), table.column(1)
-    for name, column in ((header[0], ids), (header[1], values)):
+    for name, column in zip(header, table.columns, strict=True):
         _refuse_line_breaks(column, source, name)
-    _refuse_empty(ids, ids, source, header[0])
-    return Column(ids, values, header)
+    return table, header
 
 
 def _check_header(
-    line: bytes, source: CsvFile, headers: Sequence[tuple[str, str]]
-) -> tuple[str, str]:
+    line: bytes, source: CsvFile, headers: Sequence[tuple[str, ...]]
+) -> tuple[str, ...]:
     expected = " or ".join(",".join(h) for h in headers)
+    found = _header_fields(line, source, expected)
+    for header in headers:
+        if tuple(found) == header:
+            return header
+    shown = [name[:100] for name in found[:10]]  # a header line may be 64 KiB of anything
+    raise source.error(
+        ErrorCode.BAD_FORMAT,
+        f"header must be {expected}, found {','.join(found)[:200]}",
+        expected=[list(h) for h in headers],
+        found=shown,
+    )
+
+
+def read_header(ws: Workspace, source: CsvFile, expected: str) -> tuple[str, ...]:
+    """The header fields of a file whose columns are known only from it (one per class, say);
+    the caller checks them and reads the body with ``read_table(ws, source, [header])``."""
+    path = ws.root / source.relative
+    if not path.is_file():
+        raise source.error(ErrorCode.MISSING_FILE, "file is missing")
+    with path.open("rb") as handle:
+        return tuple(_header_fields(handle.readline(_HEADER_LIMIT), source, expected))
+
+
+def _header_fields(line: bytes, source: CsvFile, expected: str) -> list[str]:
     try:
         text = line.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as exc:
@@ -137,19 +170,10 @@ def _check_header(
         raise source.error(
             ErrorCode.PARSE_ERROR, "header cannot be parsed", reason=str(exc)
         ) from exc
-    for header in headers:
-        if tuple(found) == header:
-            return header
-    shown = [name[:100] for name in found[:10]]  # a header line may be 64 KiB of anything
-    raise source.error(
-        ErrorCode.BAD_FORMAT,
-        f"header must be {expected}, found {','.join(found)[:200]}",
-        expected=[list(h) for h in headers],
-        found=shown,
-    )
+    return found
 
 
-def _read_body(path: str, source: CsvFile, header: tuple[str, str]) -> pa.Table:
+def _read_body(path: str, source: CsvFile, header: tuple[str, ...]) -> pa.Table:
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header},
         strings_can_be_null=False,

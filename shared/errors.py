@@ -127,7 +127,11 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ),
     ErrorCode.SCORE_TIMEOUT: CodeInfo(_O, False, "the scorer ran past its time limit", (_S,)),
     ErrorCode.SCORER_NOT_FOUND: CodeInfo(
-        _O, False, "no scorer is registered under that name", (_S, _C)
+        _O,
+        False,
+        "no scorer is registered under that name (or at the version a spec pins)",
+        (_S, _C, _V),
+        (_P,),  # a submission pinning a version the gateway does not have: its caller's
     ),
     ErrorCode.SCORER_LOAD_ERROR: CodeInfo(
         _O, False, "a scorer file failed to import or register", (_C,)

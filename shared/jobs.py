@@ -161,6 +161,11 @@ class Job(BaseModel):
     attempts: Attempts = Field(default_factory=Attempts)
     run_outcome: RunOutcome | None = None
     result: Result | None = None
+    result_versions: list[Result] = Field(
+        default_factory=list,
+        description="every result the job was given, oldest first (a re-score adds one; the "
+        "last is ``result``): what a dispute compares",
+    )
     error: ErrorInfo | None = None
     trace_context: dict[str, str] = Field(
         default_factory=dict, description="W3C trace context headers (traceparent, tracestate)"

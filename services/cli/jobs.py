@@ -16,6 +16,7 @@ from shared.files import atomic_write_text
 from shared.joblog import arecord
 from shared.jobs import with_expected_outputs
 from shared.models import Result, RunOutcome
+from shared.retention import remove_participant_view
 from shared.workspace import Workspace
 
 
@@ -32,6 +33,7 @@ async def run_job(
         outcome = await executor.run(spec, ws)
     finally:
         await executor.close()
+        await asyncio.to_thread(remove_participant_view, ws)  # retention: after every run
     await arecord(
         ws.root,
         "run_completed",

@@ -54,6 +54,7 @@ from shared.events import (
 from shared.joblog import arecord
 from shared.memo import BoundedMemo
 from shared.models import JobSpec, RunOutcome
+from shared.retention import remove_participant_view
 from shared.supervise import Supervisor, describe, guarded
 from shared.workspace import Workspace
 
@@ -345,7 +346,11 @@ class ExecutorService:
         """The service's error boundary: whatever the backend raises becomes the outcome."""
         spec = event.spec
         try:
-            return await self._executor.run(spec, Workspace.at(event.workspace))
+            ws = Workspace.at(event.workspace)
+            try:
+                return await self._executor.run(spec, ws)
+            finally:  # retention: the participant view goes after every run, on every backend
+                await asyncio.to_thread(remove_participant_view, ws)
         except AutoscorerError as exc:
             log.warning("run %s failed: %r", spec.job_id, exc)
             return self._failed(spec, exc)

@@ -44,7 +44,7 @@ from shared.events import CancelRequested, JobSubmitted, RescoreRequested
 from shared.joblog import arecord
 from shared.jobs import Job, JobStatus, job_from_submitted, with_expected_outputs
 from shared.limits import check_within_caps
-from shared.models import JobSpec, new_job_id
+from shared.models import JobSpec, Result, new_job_id
 from shared.outbox import outbox_entry
 from shared.store import ListQuery
 from shared.telemetry import current_trace_context
@@ -53,7 +53,8 @@ from shared.workspace import check_path, load_spec
 
 log = logging.getLogger(__name__)
 
-PUBLIC_FIELDS = {"outbox", "processed_event_ids", "request_digest"}
+PUBLIC_FIELDS = {"outbox", "processed_event_ids", "request_digest", "result_versions"}
+"""left out of the job view (result_versions: GET /v1/jobs/{id}/results lists them)"""
 LOG_TAIL_MAX_BYTES = 256 * 1024
 RESERVED_FOLDERS = frozenset({"uploads", "scorers"})
 MAX_WORKSPACE = 1024
@@ -136,9 +137,20 @@ def _spec_for(gw: Gateway, workspace: Path, raw: dict[str, Any] | None) -> JobSp
     scorer; an unknown scorer leaves them unset and is refused later by the scorer)."""
     spec = load_spec(workspace / "meta.json") if raw is None else validate(JobSpec, raw, "spec")
     check_within_caps(spec, gw.limits)  # RESOURCE_LIMIT_EXCEEDED (422): refused before stored
+    refuse_unloaded_pin(gw, spec.scorer)
     with contextlib.suppress(AutoscorerError):
         spec = with_expected_outputs(spec, gw.registry.get(spec.scorer).info.expected_files)
     return spec.model_copy(update={"job_id": new_job_id()})  # one id per submission
+
+
+def refuse_unloaded_pin(gw: Gateway, ref: str) -> None:
+    """422 SCORER_NOT_FOUND for a spec pinning a version (``name@1.0.0``) of a scorer this
+    gateway has loaded at another version; a scorer it does not know is left to the scorer."""
+    try:
+        gw.registry.get(ref)
+    except AutoscorerError as exc:
+        if "loaded_version" in exc.details:
+            raise HttpError(422, exc.code, exc.message, **exc.details) from exc
 
 
 def _idempotency_key(request: web.Request, principal: Principal) -> str | None:
@@ -373,9 +385,28 @@ async def get_result(request: web.Request) -> web.Response:
         {
             "job_id": job.job_id,
             "status": job.status.value,
+            "version": len(result_versions(job)),
             "result": job.result.model_dump(mode="json"),
         }
     )
+
+
+def result_versions(job: Job) -> list[Result]:
+    """Every result the job was given, newest first (a job stored before results were kept
+    has its one result)."""
+    kept = job.result_versions or ([job.result] if job.result is not None else [])
+    return kept[::-1]
+
+
+async def get_results(request: web.Request) -> web.Response:
+    """Every version of the job's result, newest first: a re-score adds one, none is lost."""
+    job = await _job(request)
+    versions = result_versions(job)
+    shown_versions = [
+        {"version": len(versions) - index, "result": result.model_dump(mode="json")}
+        for index, result in enumerate(versions)
+    ]
+    return ok({"job_id": job.job_id, "status": job.status.value, "results": shown_versions})
 
 
 def _tail(path: Path, lines: int) -> tuple[str, bool] | None:
@@ -509,6 +540,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/jobs", list_jobs),
         web.get("/v1/jobs/{job_id}", get_job),
         web.get("/v1/jobs/{job_id}/result", get_result),
+        web.get("/v1/jobs/{job_id}/results", get_results),
         web.get("/v1/jobs/{job_id}/logs", get_logs),
         web.post("/v1/jobs/{job_id}/cancel", cancel_job),
         web.post("/v1/jobs/{job_id}/rescore", rescore_job),

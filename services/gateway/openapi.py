@@ -119,7 +119,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "One job with its status history; while queued, 'queue' (a QueuePosition): its place "
         "on its backend and an estimated start.", (200, 404, *_AUTH)
     ),
-    ("GET", "/v1/jobs/{job_id}/result"): Op("The job's Result.", (200, 404, *_AUTH)),
+    ("GET", "/v1/jobs/{job_id}/result"): Op(
+        "The job's Result (its newest; 'version' counts them).", (200, 404, *_AUTH)
+    ),
+    ("GET", "/v1/jobs/{job_id}/results"): Op(
+        "Every version of the job's Result, newest first (a re-score adds one).",
+        (200, 404, *_AUTH),
+    ),
     ("GET", "/v1/jobs/{job_id}/logs"): Op(
         "The last lines of the job's container log.", (200, 400, 404, *_AUTH),
         query=(_q("tail", {"type": "integer", "minimum": 1, "maximum": 5000}, "lines"),),

@@ -5,4 +5,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "services.scorer.builtin.regression",
     "services.scorer.builtin.detection",
     "services.scorer.builtin.probabilities",
+    "services.scorer.builtin.topk",
 )

@@ -1,4 +1,4 @@
-"""top_k_accuracy gives exactly scikit-learn's top_k_accuracy_score, ties and two classes included."""
+"""top_k_accuracy gives exactly scikit-learn's top_k_accuracy_score, ties and two classes too."""
 
 from __future__ import annotations
 

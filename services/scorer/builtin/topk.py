@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field
 
-from services.scorer.builtin.probabilities import Scores, ScoreParams, read_scores
+from services.scorer.builtin.probabilities import ScoreParams, Scores, read_scores
 from shared.models import MetricValue, Result
 from shared.scoring import register
 from shared.workspace import Workspace

@@ -39,19 +39,23 @@ def score_workspace(
     params: Mapping[str, Any] | None = None,
     write: bool = True,
     submission: Submission | None = None,
+    spec: JobSpec | None = None,
 ) -> Result:
     """Score ``ws`` and (by default) write ``output/result.json``; never raises for bad input.
+
+    ``spec``: the job's spec as its event carries it; it wins over the workspace's meta.json,
+    which is then not read (docs/ARCHITECTURE.md, "One source of truth per job"). Without it,
+    ``scorer``/``params`` or else meta.json name the scorer.
 
     Every result whose scorer was found carries its provenance (``shared.provenance``);
     ``submission`` says who submitted the job and when (default: the local user, no time).
     """
     started = time.perf_counter()
     name = scorer
-    spec: JobSpec | None = None
     chosen_params: dict[str, Any] = {}
     found: ScorerDef[Any] | None = None
     try:
-        spec = _spec_or_none(ws, scorer)
+        spec = spec if spec is not None else _spec_or_none(ws, scorer)
         name = scorer or (spec.scorer if spec else None)
         assert name is not None  # _spec_or_none returns a spec whenever scorer is None
         chosen_params = dict(params) if params is not None else (dict(spec.params) if spec else {})

@@ -37,7 +37,7 @@ from shared.config import LogSettings
 from shared.errors import AutoscorerError, ErrorCode, Stage, internal_error
 from shared.files import atomic_write_text
 from shared.logs import installed_logging, setup_logging
-from shared.models import Result
+from shared.models import JobSpec, Result
 from shared.provenance import Submission
 from shared.workspace import Workspace
 
@@ -55,6 +55,8 @@ class ScoreTask:
     write: bool = True
     submission: Submission | None = None
     """who submitted the job and when, for the provenance (None: the local user)"""
+    spec: JobSpec | None = None
+    """the job's spec from its event: wins over meta.json, which is then not read"""
 
     @property
     def label(self) -> str:
@@ -88,6 +90,7 @@ def score_in_worker(task: ScoreTask) -> Result:
             params=task.params,
             write=task.write,
             submission=task.submission,
+            spec=task.spec,
         )
     except Exception as exc:  # the worker's boundary: a bug here must not lose the job
         log.exception("scoring with %s failed unexpectedly", task.label)

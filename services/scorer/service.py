@@ -50,6 +50,7 @@ from shared.joblog import arecord
 from shared.memo import BoundedMemo
 from shared.metrics import Metrics
 from shared.models import Result
+from shared.provenance import Submission, scorer_name
 from shared.supervise import Supervisor, describe
 
 log = logging.getLogger(__name__)
@@ -272,12 +273,20 @@ class ScorerService:
 
     def _scorer_label(self, event: ScoreRequested) -> str:
         """The scorer's name when this registry knows it: a metric label stays bounded."""
-        name = event.spec.scorer
+        name = scorer_name(event.spec.scorer)  # pinned or not: one label per scorer
         return name if name in self._registry.names() else "unknown"
 
     def _task(self, event: ScoreRequested) -> ScoreTask:
         spec = event.spec
-        return ScoreTask(event.workspace, spec.scorer, dict(spec.params), self._manifest)
+        submission = Submission(event.submitter, event.submitted_at)
+        return ScoreTask(
+            event.workspace,
+            spec.scorer,
+            dict(spec.params),
+            self._manifest,
+            submission=submission,
+            spec=spec,
+        )
 
     def _version(self, scorer: str, result: Result) -> str:
         return result.versioning.get("version") or self._registered_version(scorer)

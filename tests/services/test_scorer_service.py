@@ -167,6 +167,17 @@ async def test_scores_the_example_workspace_like_the_engine(rig, predicted):
     assert written["metrics"] == json.loads(done.result.model_dump_json())["metrics"]
 
 
+async def test_the_event_spec_wins_over_the_workspace_meta_json(rig, predicted):
+    """One source of truth per job: the scorer scores with the spec its event carries and does
+    not read meta.json (here made unreadable after submission)."""
+    spec, root = predicted
+    expected = score_workspace(ScorerRegistry.with_builtins(), Workspace.at(root), write=False)
+    (root / "meta.json").write_text("{ not json")
+    [done] = await rig.score(spec, root)
+    assert done.result.error is None, done.result.error
+    assert (done.scorer, done.result.summary) == (spec.scorer, expected.summary)
+
+
 async def test_a_scorer_past_its_time_limit_is_killed_and_the_pool_scores_on(rig, predicted):
     spec, root = predicted
     await rig.services[0].load_scorer(SLEEPY)  # at run time: the worker must pick it up

@@ -8,6 +8,7 @@ Real job stores (SQLite and FerretDB), real folders, the real local backend thro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -154,3 +155,50 @@ def test_removing_the_view_never_follows_links(tmp_path: Path) -> None:
 def test_a_ttl_must_be_positive(ttl: float) -> None:
     with pytest.raises(ValueError, match="greater than 0"):
         RetentionSettings(uploads_ttl_s=ttl)
+
+
+async def test_the_gateway_runs_the_reaper_under_its_supervisor(tmp_path: Path) -> None:
+    """The gateway as its composition root builds it: the supervised ``retention`` loop removes
+    an expired upload by itself and exports the data root's disk use on GET /metrics."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.gateway.main import create_gateway
+    from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
+    from shared.bus_memory import MemoryBus
+    from shared.store_sqlite import SqliteJobStore
+
+    root = tmp_path / "data"
+    expired = workspace(root / "uploads" / "old")
+    config = Settings.model_validate(
+        {
+            "gateway": {
+                "data_root": str(root),
+                "insecure_no_auth": True,
+                "retention": {"uploads_ttl_s": TTL, "interval_s": 0.1},
+            },
+            "scorer": {"plugin_dir": str(tmp_path / "plugins")},
+        }
+    )
+    bus, store = MemoryBus(), SqliteJobStore(tmp_path / "jobs.sqlite3")
+    hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
+    await store.init()
+    await hooks.init()
+    metrics = Metrics()
+    service = await create_gateway(config, store, bus, hooks, metrics)
+    try:
+        await bus.start()
+        service.start()
+        for _ in range(100):
+            if not expired.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert not expired.exists()
+        assert service.supervisor.health()["retention"].healthy
+        async with TestClient(TestServer(service.app)) as client:
+            exported = await (await client.get("/metrics")).text()
+        assert "autoscorer_data_root_bytes " in exported
+    finally:
+        await service.close()
+        await bus.close()
+        await hooks.close()
+        await store.close()

@@ -79,7 +79,7 @@ async def test_a_rescore_keeps_both_versions_newest_first(tmp_path: Path, store:
         assert current["result"] == newest
 
 
-async def test_a_pinned_version_that_is_not_loaded_is_refused_at_submission(
+async def test_an_unloaded_pinned_version_and_object_storage_are_refused_at_submission(
     tmp_path: Path,
 ) -> None:
     async with running_platform(make_settings(tmp_path)) as platform:
@@ -106,6 +106,13 @@ async def test_a_pinned_version_that_is_not_loaded_is_refused_at_submission(
                     assert finished["status"] == "succeeded", finished
                     provenance = finished["result"]["provenance"]
                     assert provenance["scorer"]["pinned"] == "1.0.0"
+            # object storage is refused, not silently ignored
+            body = {"workspace": name, "spec": {**meta, "input_uri": "s3://bucket/input"}}
+            async with session.post(url, json=body, headers=headers) as resp:
+                answer = await resp.json()
+            assert resp.status == 400, answer  # an invalid spec, as any other
+            assert answer["error"]["code"] == "CONFIG_VALIDATION_ERROR"
+            assert "object storage is not supported yet" in json.dumps(answer["error"])
 
 
 async def test_every_result_written_is_a_version_in_the_store(store: JobStore) -> None:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,6 +121,11 @@ class ScorerProvenance(BaseModel):
         None, description="sha256 of the scorer's module file when it was loaded"
     )
     pinned: str | None = Field(None, description="the version the spec pinned, if it did")
+    source_files: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 of each module of the scorer's package it uses (itself included), "
+        "by module name, taken when it was loaded",
+    )
 
 
 class ImageProvenance(BaseModel):
@@ -189,6 +196,52 @@ def source_sha256(fn: Callable[..., Any]) -> str | None:
         stat = os.stat(file)
         return _cached_sha256(os.path.realpath(file), stat.st_mtime_ns, stat.st_size)
     except (OSError, TypeError):
+        return None
+
+
+MAX_SOURCE_MODULES = 64
+"""Modules of a scorer's package followed from its module (the rest are left out)."""
+
+
+def _defining_module(value: object) -> str | None:
+    if inspect.ismodule(value):
+        return value.__name__
+    name = getattr(value, "__module__", None)
+    return name if isinstance(name, str) else None
+
+
+def source_files(fn: Callable[..., Any]) -> dict[str, str]:
+    """sha256 of the module defining ``fn`` and of every module of its package that module
+    uses, directly or through another (``services.scorer.builtin.tabular`` for the tabular
+    scorers, ``...coco.*`` for detection): the code a change of which can change a score.
+    Keyed by module name; modules without a file are left out."""
+    start = inspect.unwrap(fn).__module__
+    package = start.rpartition(".")[0] or start
+    found: dict[str, str] = {}
+    todo, seen = [start], {start}
+    while todo and len(seen) <= MAX_SOURCE_MODULES:
+        module = sys.modules.get(todo.pop())
+        if module is None:
+            continue
+        digest = _module_sha256(module)
+        if digest is not None:
+            found[module.__name__] = digest
+        for value in list(vars(module).values()):
+            name = _defining_module(value)
+            if name and name not in seen and (name == package or name.startswith(package + ".")):
+                seen.add(name)
+                todo.append(name)
+    return dict(sorted(found.items()))
+
+
+def _module_sha256(module: ModuleType) -> str | None:
+    file = getattr(module, "__file__", None)
+    if not file or not file.endswith(".py"):
+        return None
+    try:
+        stat = os.stat(file)
+        return _cached_sha256(os.path.realpath(file), stat.st_mtime_ns, stat.st_size)
+    except OSError:
         return None
 
 
@@ -318,6 +371,7 @@ def build_provenance(
             source=scorer.source,
             source_sha256=scorer.source_sha256,
             pinned=pinned,
+            source_files=dict(scorer.source_files),
         ),
         ground_truth=file_set(
             ws.root, ground_truth_files(ws, ground_truth_globs, scorer.expected_files)

@@ -58,6 +58,15 @@ def test_every_result_carries_its_provenance(tmp_path: Path, registry: ScorerReg
     assert prov.scorer.source == "module:services.scorer.builtin.classification"
     assert prov.scorer.source_sha256 == hashlib.sha256(source).hexdigest()
     assert prov.scorer.pinned is None
+    files = prov.scorer.source_files  # the helpers it uses count too
+    builtin = Path("services/scorer/builtin")
+    for module, path in (
+        ("services.scorer.builtin.classification", builtin / "classification.py"),
+        ("services.scorer.builtin.tabular", builtin / "tabular.py"),
+        ("services.scorer.builtin.tabular_ints", builtin / "tabular_ints.py"),
+    ):
+        assert files[module] == hashlib.sha256(path.read_bytes()).hexdigest(), module
+    assert all(name.startswith("services.scorer.builtin") for name in files)
     gt = {f.path: f.sha256 for f in prov.ground_truth.files}
     assert gt == {"input/gt.csv": hashlib.sha256(GT.encode()).hexdigest()}  # not features.csv
     preds = {f.path: f.sha256 for f in prov.predictions.files}
@@ -152,6 +161,7 @@ def test_the_cli_worker_records_the_plugin_source(tmp_path: Path) -> None:
     assert prov.scorer.source == f"file:{plugin_file.resolve()}"
     assert prov.scorer.source_sha256 == digest
     assert prov.scorer.pinned == "2.0.0"
+    assert list(prov.scorer.source_files.values()) == [digest]  # a plugin is its one file
 
 
 # -- pinning ------------------------------------------------------------------------------------

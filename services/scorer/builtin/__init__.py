@@ -6,4 +6,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "services.scorer.builtin.detection",
     "services.scorer.builtin.probabilities",
     "services.scorer.builtin.topk",
+    "services.scorer.builtin.ordinal",
+    "services.scorer.builtin.ranking",
 )

@@ -28,6 +28,7 @@ from services.scorer.builtin.tabular import (
     GT,
     PRED,
     Column,
+    CsvFile,
     IntArray,
     align,
     read_column,
@@ -35,7 +36,7 @@ from services.scorer.builtin.tabular import (
     read_table,
     refuse_empty_values,
 )
-from shared.errors import ErrorCode
+from shared.errors import AutoscorerError, ErrorCode
 from shared.models import MetricValue, Result
 from shared.scoring import ScorerDef, register
 from shared.workspace import Workspace
@@ -149,9 +150,15 @@ def _check_probabilities(scores: FloatArray, ids: pa.ChunkedArray, classes: list
 
 
 def _bad_rows(ids: pa.ChunkedArray, rows: IntArray, problem: str, **details: object) -> Exception:
+    return bad_rows(PRED, ids, rows, problem, **details)
+
+
+def bad_rows(source: CsvFile, ids: pa.ChunkedArray, rows: IntArray, problem: str,
+             **details: object) -> AutoscorerError:
+    """BAD_FORMAT naming the first offending rows (0-based ``rows``, shown 1-based) and ids."""
     shown = [int(i) for i in rows[:EXAMPLES]]
     names = [ids[i].as_py() for i in shown]
-    return PRED.error(
+    return source.error(
         ErrorCode.BAD_FORMAT,
         f"row {shown[0] + 1} (id {names[0]!r}): {problem}; {len(rows)} such rows",
         rows=[i + 1 for i in shown],

@@ -470,9 +470,8 @@ def test_deployment_selectors_never_match_participant_job_pods() -> None:
 
 def entrypoint_script() -> str:
     text = DOCKERFILE.read_text(encoding="utf-8")
-    match = re.search(r"<<'EOF' /usr/local/bin/autoscorer-service\n(.*?)\nEOF\n", text, re.DOTALL)
-    assert match
-    return match.group(1)
+    assert "COPY deploy/autoscorer-service /usr/local/bin/autoscorer-service" in text
+    return (ROOT / "deploy" / "autoscorer-service").read_text(encoding="utf-8")
 
 
 def test_dockerfile_builds_from_python_slim_installs_the_project_and_drops_root() -> None:

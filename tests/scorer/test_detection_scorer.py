@@ -32,7 +32,7 @@ def test_is_a_registered_scorer_def() -> None:
     assert info.primary_metric == "mAP"
     assert info.higher_is_better
     assert set(info.params_schema["properties"]) == {
-        "iou_thresholds", "max_dets", "category_ids", "area_ranges"
+        "iou_thresholds", "max_dets", "category_ids", "area_ranges", "plots"
     }
     assert detection_map.params_model is DetectionParams
 
@@ -73,7 +73,7 @@ def test_simplified_ground_truth_end_to_end(tmp_path: Path) -> None:
     assert result.metrics["n_gt"] == 3.0
     assert result.metrics["n_detections"] == 3.0
     assert result.versioning["scorer"] == "detection_map"
-    assert set(result.timing) == {"read_s", "metrics_s"}
+    assert set(result.timing) == {"read_s", "metrics_s", "artifacts_s"}
     json.loads(result.model_dump_json())  # serialisable as result.json
 
 

@@ -18,8 +18,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from services.scorer.builtin.plots import PlotParams
+from services.scorer.builtin.plots.classification import ClassTable, plot_classification
 from services.scorer.builtin.tabular import GT, PRED, IntArray, Pair, read_pair, refuse_empty_values
 from shared.files import atomic_write_bytes, make_artifact
 from shared.models import Artifact, MetricValue, Result
@@ -35,7 +37,7 @@ SPARSE_LIMIT = 50_000  # beyond this many labels (junk predictions) it is not wr
 FloatArray = npt.NDArray[np.float64]
 
 
-class ClassificationParams(BaseModel):
+class ClassificationParams(PlotParams):
     model_config = ConfigDict(extra="forbid")
 
     allow_empty_label: bool = Field(
@@ -167,6 +169,13 @@ def write_confusion(ws: Workspace, encoded: Encoded) -> Artifact:
                          description="confusion matrix: rows true labels, columns predicted labels")
 
 
+def _plots(ws: Workspace, encoded: Encoded, counts: Counts) -> dict[str, Artifact]:
+    precision, recall, f1 = _prf(counts.tp, counts.true_sum, counts.pred_sum)
+    table = ClassTable(encoded.labels, encoded.y_true, encoded.y_pred, precision, recall, f1,
+                       counts.true_sum)
+    return plot_classification(ws, table)
+
+
 Metrics = Callable[[Encoded, Counts], dict[str, MetricValue]]
 
 
@@ -188,6 +197,8 @@ def _score(
     artifacts = {}
     if params.confusion_matrix and len(encoded.labels) <= SPARSE_LIMIT:
         artifacts["confusion_matrix"] = write_confusion(ws, encoded)
+    if params.plots:
+        artifacts.update(_plots(ws, encoded, counts))
     value = metrics[primary]
     assert isinstance(value, float)
     return Result(

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from services.scorer.builtin.coco import (
     EvalParams,
@@ -26,6 +26,8 @@ from services.scorer.builtin.coco import (
     summarize,
 )
 from services.scorer.builtin.coco.params import coco_area_ranges, coco_iou_thresholds
+from services.scorer.builtin.plots import PlotParams
+from services.scorer.builtin.plots.detection import plot_detection
 from shared.errors import ErrorCode, data_error, validation_error
 from shared.models import MetricValue, Result
 from shared.scoring import register
@@ -35,7 +37,7 @@ GT_FILE = "input/gt.json"
 PRED_FILE = "output/pred.json"
 
 
-class DetectionParams(BaseModel):
+class DetectionParams(PlotParams):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     iou_thresholds: list[float] = Field(
@@ -133,8 +135,15 @@ def detection_map(ws: Workspace, params: DetectionParams) -> Result:
     metrics["n_images"] = float(len(gt.image_ids))
     metrics["n_gt"] = float(len(gt))
     metrics["n_detections"] = float(len(dt))
+    metrics_done = time.perf_counter()
+    artifacts = plot_detection(ws, evaluation) if params.plots else {}
     return Result(
         summary={"mAP": stats["AP"], "score": stats["AP"], "AP50": stats["AP50"]},
         metrics=metrics,
-        timing={"read_s": read_s, "metrics_s": time.perf_counter() - started - read_s},
+        artifacts=artifacts,
+        timing={
+            "read_s": read_s,
+            "metrics_s": metrics_done - started - read_s,
+            "artifacts_s": time.perf_counter() - metrics_done,
+        },
     )

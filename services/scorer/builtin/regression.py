@@ -16,8 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from services.scorer.builtin.plots import PlotParams
+from services.scorer.builtin.plots.regression import plot_regression
 from services.scorer.builtin.tabular import EXAMPLES, GT, PRED, Column, CsvFile, read_pair
 from shared.errors import ErrorCode
 from shared.models import MetricValue, Result
@@ -30,7 +32,7 @@ EXPECTED_FILES = ("input/gt.csv", "output/pred.csv")
 FloatArray = npt.NDArray[np.float64]
 
 
-class RegressionParams(BaseModel):
+class RegressionParams(PlotParams):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -125,8 +127,15 @@ def regression_rmse(ws: Workspace, params: RegressionParams) -> Result:
     metrics["n_samples"] = float(len(pair))
     rmse = metrics["rmse"]
     assert isinstance(rmse, float)
+    metrics_done = time.perf_counter()
+    artifacts = plot_regression(ws, y_true, y_pred) if params.plots else {}
     return Result(
         summary={"rmse": rmse, "score": rmse},
         metrics=metrics,
-        timing={"read_s": read_s, "metrics_s": time.perf_counter() - started - read_s},
+        artifacts=artifacts,
+        timing={
+            "read_s": read_s,
+            "metrics_s": metrics_done - started - read_s,
+            "artifacts_s": time.perf_counter() - metrics_done,
+        },
     )

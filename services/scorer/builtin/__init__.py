@@ -7,5 +7,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "services.scorer.builtin.probabilities",
     "services.scorer.builtin.topk",
     "services.scorer.builtin.ordinal",
+    "services.scorer.builtin.multilabel",
     "services.scorer.builtin.ranking",
 )

@@ -36,7 +36,7 @@ def main() -> None:
     names = [f"tag{i:03d}" for i in range(width)]
 
     def ours() -> list[float]:
-        keys = keys_of(true_rows, true_codes, pred_rows, pred_codes, n, width)
+        keys = keys_of(true_rows, true_codes, pred_rows, pred_codes, n_rows=n, n_labels=width)
         metrics = multilabel_metrics(names, keys)
         return [metrics[f"f1_{a}"] for a in AVERAGES] + [  # type: ignore[misc]
             metrics["hamming_loss"], metrics["subset_accuracy"]]
@@ -46,7 +46,7 @@ def main() -> None:
             warnings.simplefilter("ignore")
             f1 = [precision_recall_fscore_support(truth, predicted, average=a)[2]
                   for a in AVERAGES]
-        return f1 + [hamming_loss(truth, predicted), accuracy_score(truth, predicted)]
+        return [*f1, hamming_loss(truth, predicted), accuracy_score(truth, predicted)]
 
     values, ours_s = timed(ours)
     reference, sklearn_s = timed(theirs)

@@ -104,7 +104,8 @@ def read_keys(ws: Workspace, params: MultilabelParams) -> tuple[list[str], Keys]
         labels = params.labels
         true_codes = _fixed_codes(true, labels, pair.gt, GT, None)
         pred_codes = _fixed_codes(pred, labels, pair.pred, PRED, row_in_file)
-    return labels, keys_of(true.rows, true_codes, pred.rows, pred_codes, n, len(labels))
+    return labels, keys_of(true.rows, true_codes, pred.rows, pred_codes, n_rows=n,
+                           n_labels=len(labels))
 
 
 def _distinct(keys: IntArray) -> IntArray:
@@ -116,7 +117,7 @@ def _distinct(keys: IntArray) -> IntArray:
 
 
 def keys_of(true_rows: IntArray, true_codes: IntArray, pred_rows: IntArray,
-            pred_codes: IntArray, n_rows: int, n_labels: int) -> Keys:
+            pred_codes: IntArray, *, n_rows: int, n_labels: int) -> Keys:
     width = max(n_labels, 1)
     true_keys = _distinct(true_rows * width + true_codes)
     pred_keys = _distinct(pred_rows * width + pred_codes)

@@ -110,10 +110,13 @@ def read_keys(ws: Workspace, params: MultilabelParams) -> tuple[list[str], Keys]
 
 def _distinct(keys: IntArray) -> IntArray:
     """Sorted distinct keys (``np.sort`` and a neighbour test: faster than ``np.unique``)."""
-    ordered = np.sort(keys)
+    ordered: IntArray = np.sort(keys)
     if len(ordered) < 2:
         return ordered
-    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+    first = np.ones(len(ordered), dtype=np.bool_)
+    first[1:] = ordered[1:] != ordered[:-1]
+    distinct: IntArray = ordered[first]
+    return distinct
 
 
 def keys_of(true_rows: IntArray, true_codes: IntArray, pred_rows: IntArray,

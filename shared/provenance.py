@@ -113,6 +113,13 @@ class FileSet(BaseModel):
     )
 
 
+class ModuleDigest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    module: str = Field(description="dotted module name")
+    sha256: str
+
+
 class ScorerProvenance(BaseModel):
     name: str
     version: str
@@ -121,10 +128,10 @@ class ScorerProvenance(BaseModel):
         None, description="sha256 of the scorer's module file when it was loaded"
     )
     pinned: str | None = Field(None, description="the version the spec pinned, if it did")
-    source_files: dict[str, str] = Field(
-        default_factory=dict,
+    source_files: list[ModuleDigest] = Field(
+        default_factory=list,
         description="sha256 of each module of the scorer's package it uses (itself included), "
-        "by module name, taken when it was loaded",
+        "taken when it was loaded",
     )
 
 
@@ -210,11 +217,12 @@ def _defining_module(value: object) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def source_files(fn: Callable[..., Any]) -> dict[str, str]:
+def source_files(fn: Callable[..., Any]) -> list[ModuleDigest]:
     """sha256 of the module defining ``fn`` and of every module of its package that module
     uses, directly or through another (``services.scorer.builtin.tabular`` for the tabular
     scorers, ``...coco.*`` for detection): the code a change of which can change a score.
-    Keyed by module name; modules without a file are left out."""
+    Sorted by module name; modules without a file are left out. (A list, not a mapping: a
+    document store refuses keys with dots.)"""
     start = inspect.unwrap(fn).__module__
     package = start.rpartition(".")[0] or start
     found: dict[str, str] = {}
@@ -231,7 +239,7 @@ def source_files(fn: Callable[..., Any]) -> dict[str, str]:
             if name and name not in seen and (name == package or name.startswith(package + ".")):
                 seen.add(name)
                 todo.append(name)
-    return dict(sorted(found.items()))
+    return [ModuleDigest(module=name, sha256=sha) for name, sha in sorted(found.items())]
 
 
 def _module_sha256(module: ModuleType) -> str | None:
@@ -371,7 +379,7 @@ def build_provenance(
             source=scorer.source,
             source_sha256=scorer.source_sha256,
             pinned=pinned,
-            source_files=dict(scorer.source_files),
+            source_files=list(scorer.source_files),
         ),
         ground_truth=file_set(
             ws.root, ground_truth_files(ws, ground_truth_globs, scorer.expected_files)

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.errors import ErrorCode, data_error, scoring_error, validation_error
 from shared.models import Result
-from shared.provenance import source_files, source_sha256
+from shared.provenance import ModuleDigest, source_files, source_sha256
 from shared.workspace import Workspace
 
 
@@ -43,8 +43,8 @@ class ScorerInfo(BaseModel):
     source: str = "builtin"
     source_sha256: str | None = None
     """sha256 of the module file defining the scorer, taken when it was loaded (provenance)"""
-    source_files: dict[str, str] = Field(default_factory=dict)
-    """sha256 of every module of its package the scorer uses, by module name (provenance)"""
+    source_files: tuple[ModuleDigest, ...] = ()
+    """sha256 of every module of its package the scorer uses (provenance)"""
 
 
 class ScoreFn(Protocol[P]):  # type: ignore[misc]
@@ -94,7 +94,7 @@ class ScorerDef(Generic[P]):
         update = {
             "source": source,
             "source_sha256": source_sha256(self.fn),
-            "source_files": source_files(self.fn),
+            "source_files": tuple(source_files(self.fn)),
         }
         info = self.info.model_copy(update=update)
         return ScorerDef(info, self.params_model, self.fn)

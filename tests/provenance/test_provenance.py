@@ -58,7 +58,7 @@ def test_every_result_carries_its_provenance(tmp_path: Path, registry: ScorerReg
     assert prov.scorer.source == "module:services.scorer.builtin.classification"
     assert prov.scorer.source_sha256 == hashlib.sha256(source).hexdigest()
     assert prov.scorer.pinned is None
-    files = prov.scorer.source_files  # the helpers it uses count too
+    files = {f.module: f.sha256 for f in prov.scorer.source_files}  # its helpers count too
     builtin = Path("services/scorer/builtin")
     for module, path in (
         ("services.scorer.builtin.classification", builtin / "classification.py"),
@@ -161,7 +161,7 @@ def test_the_cli_worker_records_the_plugin_source(tmp_path: Path) -> None:
     assert prov.scorer.source == f"file:{plugin_file.resolve()}"
     assert prov.scorer.source_sha256 == digest
     assert prov.scorer.pinned == "2.0.0"
-    assert list(prov.scorer.source_files.values()) == [digest]  # a plugin is its one file
+    assert [f.sha256 for f in prov.scorer.source_files] == [digest]  # a plugin: its one file
 
 
 # -- pinning ------------------------------------------------------------------------------------

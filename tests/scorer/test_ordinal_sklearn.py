@@ -19,17 +19,24 @@ from shared.models import Result
 from shared.workspace import Workspace
 
 
-def _score(root: Path, y_true: list[Any], y_pred: list[Any], order: list[int],
-           params: dict[str, Any] | None = None, scorer: Any = quadratic_weighted_kappa
-           ) -> Result:
+def write_pair(root: Path, header: str, y_true: list[Any], y_pred: list[Any],
+               order: list[int]) -> Workspace:
+    """``id,<header>`` files with ids ``0, 1, ...``; pred rows in ``order`` (``str(float)`` is
+    its shortest round-tripping form, so floats read back exactly)."""
     ids = [f"{i}" for i in range(len(y_true))]
     (root / "input").mkdir(exist_ok=True)
     (root / "output").mkdir(exist_ok=True)
     gt = "".join(f"{i},{v}\n" for i, v in zip(ids, y_true, strict=True))
     pred = "".join(f"{ids[i]},{y_pred[i]}\n" for i in order)
-    (root / "input" / "gt.csv").write_text("id,label\n" + gt)
-    (root / "output" / "pred.csv").write_text("id,label\n" + pred)
-    result: Result = scorer.score(Workspace.at(root), params or {})
+    (root / "input" / "gt.csv").write_text(f"id,{header}\n" + gt)
+    (root / "output" / "pred.csv").write_text(f"id,{header}\n" + pred)
+    return Workspace.at(root)
+
+
+def _score(root: Path, y_true: list[Any], y_pred: list[Any], order: list[int],
+           params: dict[str, Any] | None = None, scorer: Any = quadratic_weighted_kappa
+           ) -> Result:
+    result: Result = scorer.score(write_pair(root, "label", y_true, y_pred, order), params or {})
     return result
 
 

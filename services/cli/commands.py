@@ -21,6 +21,7 @@ import yaml
 from services.cli import jobs
 from services.cli.envelope import print_error, print_result
 from services.executor.registry import validate_backend_config
+from services.report import write_report
 from services.scorer.oneshot import score_once
 from services.scorer.plugins import plugin_manifest
 from services.scorer.pool import ScoreTask
@@ -146,6 +147,14 @@ def score(args: argparse.Namespace) -> Outcome:
     ws.output_dir.mkdir(exist_ok=True)
     result = _score(settings, registry, ws, scorer=args.scorer, params=args.params)
     return _result_outcome(result, ws)
+
+
+def report(args: argparse.Namespace) -> Outcome:
+    """Write output/report.html from the workspace's result.json, run info and logs."""
+    ws = Workspace.at(args.workspace)
+    path = write_report(ws)
+    data = {"workspace": str(ws.root), "report": str(path)}
+    return Outcome(data=data, show=lambda: print(f"report written to {path}"))
 
 
 def pipeline(args: argparse.Namespace) -> Outcome:

@@ -7,6 +7,7 @@ import logging
 import time
 
 from services.executor.registry import create_executor
+from services.report import write_report_quietly
 from services.scorer.oneshot import score_once
 from services.scorer.plugins import plugin_manifest
 from services.scorer.pool import ScoreTask
@@ -80,6 +81,7 @@ async def pipeline(
     if outcome.error is not None:
         result = run_failure_result(outcome)
         atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
+        write_report_quietly(ws, result)
         return result
     task = ScoreTask(str(ws.root), None, None, plugin_manifest(registry), write=False)
     log_level = logging.getLogger().getEffectiveLevel()
@@ -104,4 +106,5 @@ async def pipeline(
     if outcome.image_id:
         result.versioning.setdefault("image_id", outcome.image_id)
     atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
+    write_report_quietly(ws, result)
     return result

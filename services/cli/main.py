@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", type=_params, help="scorer params as a JSON object (default: meta.json)"
     )
     p.set_defaults(handler=commands.score)
+    p = _workspace_command(sub, common, "report", "write output/report.html (one HTML file)")
+    p.set_defaults(handler=commands.report)
 
     scorers = sub.add_parser("scorers", help="list, load, reload and test scorers")
     ssub = scorers.add_subparsers(dest="scorers_command", required=True)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from services.report import write_report_quietly
 from services.scorer.registry import ScorerRegistry
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.files import atomic_write_text
@@ -78,6 +79,8 @@ def score_workspace(
             atomic_write_text(ws.result_path, result.model_dump_json(indent=2))
         except OSError as exc:  # the result still travels (event, CLI output); say so in logs
             log.warning("could not write %s: %s", ws.result_path, exc.strerror)
+        else:
+            write_report_quietly(ws, result)  # output/report.html (services.report)
     return result
 
 

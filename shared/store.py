@@ -225,6 +225,8 @@ def apply_transition(
         changes["processed_event_ids"] = kept[-PROCESSED_EVENTS_KEPT:]
     if update is not None and update.attempt is not None:
         changes["attempts"] = with_attempt(job.attempts, update.attempt)
+    if update is not None and update.result is not None:  # every result is kept (a re-score's)
+        changes["result_versions"] = [*job.result_versions, update.result]
     return job.model_copy(update=changes)
 
 

@@ -158,6 +158,8 @@ def transition_operators(
         pushes["outbox"] = {"$each": [entry.model_dump(mode="json") for entry in outbox]}
     if change.event_id is not None:
         pushes["processed_event_ids"] = change.event_id
+    if update is not None and update.result is not None:  # every result is kept (a re-score's)
+        pushes["result_versions"] = sets["result"]
     operators: Document = {"$set": sets, "$push": pushes}
     if update is not None and update.attempt is not None:
         number = update.attempt.number

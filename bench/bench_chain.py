@@ -63,7 +63,7 @@ from services.scheduler.main import create_scheduler
 from services.scorer.engine import score_workspace
 from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
-from shared.bus import EventBus
+from shared.bus import EventBus, Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings, backend_config
 from shared.connect import make_bus, make_store
@@ -266,8 +266,10 @@ class MemoryDriver(Driver):
             if self._echo is not None and not self._echo.done():
                 self._echo.set_result(None)
 
-        await self._bus.subscribe(f"{self._prefix}.tap", ["score.completed"], on_score)
-        await self._bus.subscribe(f"{self._prefix}.floor", ["job.failed"], on_echo)
+        await self._bus.subscribe(
+            Subscription(f"{self._prefix}.tap", ["score.completed"], on_score)
+        )
+        await self._bus.subscribe(Subscription(f"{self._prefix}.floor", ["job.failed"], on_echo))
 
     async def publish(self, event: BaseEvent) -> None:
         await self._bus.publish(event)

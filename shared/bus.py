@@ -47,10 +47,18 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """One durable queue bound to some routing keys, served by one handler."""
+    """One durable queue bound to some routing keys (``*``/``#`` wildcards), served by one
+    handler: what ``EventBus.subscribe`` takes.
+
+    At most ``concurrency`` events of the queue are handled at once. ``expires``: delete the
+    queue (and its backlog and dead letters) once it has had no consumer for that many seconds,
+    for per-replica queues such as the ``scorers.changed`` broadcast; ``None`` keeps it forever.
+    ``on_invalid`` is told of each body that is no valid event before it is dead-lettered (so
+    the consumer can answer its sender); when it raises, that error decides the delivery's fate.
+    """
 
     queue: str
-    routing_keys: tuple[str, ...]
+    routing_keys: Sequence[str]
     handler: Handler
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -59,6 +67,7 @@ class Subscription:
     on_invalid: InvalidHandler | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "routing_keys", tuple(self.routing_keys))
         if not self.queue or not self.routing_keys:
             raise ValueError("a subscription needs a queue name and at least one routing key")
         if self.concurrency < 1:
@@ -99,27 +108,9 @@ class EventBus(Protocol):
         (``details.reason == "unroutable"``) or the broker stays unreachable past the timeout.
         """
 
-    async def subscribe(
-        self,
-        queue: str,
-        routing_keys: Sequence[str],
-        handler: Handler,
-        *,
-        concurrency: int = 8,
-        retry: RetryPolicy | None = None,
-        handler_timeout: float = 20 * 60.0,
-        expires: float | None = None,
-        on_invalid: InvalidHandler | None = None,
-    ) -> None:
-        """Bind ``queue`` to ``routing_keys`` (``*``/``#`` wildcards) and serve it with ``handler``.
-
-        At most ``concurrency`` events of this queue are handled at once. Allowed before or
-        after ``start()``. ``expires``: delete the queue (and its backlog and dead letters) once
-        it has had no consumer for that many seconds, for per-replica queues such as the
-        ``scorers.changed`` broadcast; ``None`` keeps it forever. ``on_invalid`` is told of
-        each body that is no valid event before it is dead-lettered (so the consumer can answer
-        its sender); when it raises, that error decides the delivery's fate instead.
-        """
+    async def subscribe(self, sub: Subscription) -> None:
+        """Bind ``sub.queue`` to its routing keys and serve it with its handler (allowed before
+        or after ``start()``; a queue has one subscription per bus)."""
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:

@@ -19,9 +19,6 @@ from opentelemetry.trace import Tracer
 from shared.bus import (
     ATTEMPT_HEADER,
     DeadLetter,
-    Handler,
-    InvalidHandler,
-    RetryPolicy,
     Subscription,
     bus_error,
     topic_matches,
@@ -117,31 +114,10 @@ class MemoryBus:
         for queue in targets:
             queue.pending.put_nowait(delivery)
 
-    async def subscribe(
-        self,
-        queue: str,
-        routing_keys: Sequence[str],
-        handler: Handler,
-        *,
-        concurrency: int = 8,
-        retry: RetryPolicy | None = None,
-        handler_timeout: float = 20 * 60.0,
-        expires: float | None = None,
-        on_invalid: InvalidHandler | None = None,
-    ) -> None:
-        if queue in self._queues:
-            raise ValueError(f"queue {queue!r} already has a handler on this bus")
-        sub = Subscription(
-            queue,
-            tuple(routing_keys),
-            handler,
-            concurrency,
-            retry or RetryPolicy(),
-            handler_timeout,
-            expires,
-            on_invalid,
-        )
-        self._queues[queue] = entry = _Queue(sub)
+    async def subscribe(self, sub: Subscription) -> None:
+        if sub.queue in self._queues:
+            raise ValueError(f"queue {sub.queue!r} already has a handler on this bus")
+        self._queues[sub.queue] = entry = _Queue(sub)
         if self._started:
             self._start_pump(entry)
 

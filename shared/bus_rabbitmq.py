@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -45,9 +44,6 @@ from opentelemetry.trace import Tracer
 
 from shared.bus import (
     ATTEMPT_HEADER,
-    Handler,
-    InvalidHandler,
-    RetryPolicy,
     Subscription,
     bus_error,
     unroutable_error,
@@ -88,7 +84,8 @@ _REPUBLISH_PAUSE = 0.5
 
 @dataclass(frozen=True, slots=True)
 class RabbitBusConfig:
-    """Connection and topology settings; build it from the service settings in ``main()``."""
+    """Connection and topology settings; ``shared.connect.make_bus`` builds it from the
+    ``bus`` settings (``BusSettings``), whose defaults are these."""
 
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
     exchange: str = "autoscorer.events"
@@ -174,31 +171,10 @@ class RabbitBus:
             message = event_message(event, trace_headers(span))
             await self._send(links.exchange, message, event.routing_key)
 
-    async def subscribe(
-        self,
-        queue: str,
-        routing_keys: Sequence[str],
-        handler: Handler,
-        *,
-        concurrency: int = 8,
-        retry: RetryPolicy | None = None,
-        handler_timeout: float = 20 * 60.0,
-        expires: float | None = None,
-        on_invalid: InvalidHandler | None = None,
-    ) -> None:
-        if queue in self._consumers:
-            raise ValueError(f"queue {queue!r} already has a handler on this bus")
-        sub = Subscription(
-            queue,
-            tuple(routing_keys),
-            handler,
-            concurrency,
-            retry or RetryPolicy(),
-            handler_timeout,
-            expires,
-            on_invalid,
-        )
-        self._consumers[queue] = consumer = _Consumer(sub)
+    async def subscribe(self, sub: Subscription) -> None:
+        if sub.queue in self._consumers:
+            raise ValueError(f"queue {sub.queue!r} already has a handler on this bus")
+        self._consumers[sub.queue] = consumer = _Consumer(sub)
         if self._links is not None:
             await self._consume(consumer)
 

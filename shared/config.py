@@ -149,7 +149,18 @@ class BusSettings(_Section):
     kind: str = Field("memory", pattern="^(memory|rabbitmq)$")
     url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "autoscorer.events"
-    prefetch: int = Field(8, ge=1)
+    dead_letter_exchange: str = "autoscorer.dlx"
+    publish_timeout_s: float = Field(
+        30.0, gt=0, description="how long a publish waits (reconnects included) for a confirm"
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, description="one connection attempt")
+    reconnect_interval_s: float = Field(1.0, gt=0, description="between reconnection attempts")
+    delivery_limit: int = Field(
+        20, ge=1, description="quorum redeliveries (crashes, consumer timeouts) before the DLQ"
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="how long close() lets in-flight handlers finish"
+    )
     start_within_s: float = Field(
         60.0,
         ge=0,

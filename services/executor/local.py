@@ -106,10 +106,7 @@ class LocalExecutor:
                 "meta.json has no container.cmd to run",
                 workspace=str(ws.root),
             )
-        ws.ensure_dirs()
-        clear_output(ws)
-        view = prepare_participant_view(ws, spec, self.config.limits)
-        _link_into_view(ws, view)
+        view = await asyncio.to_thread(self._prepare, spec, ws)  # file work, off the loop
         started = datetime.now(UTC)
         log = CappedLog(ws.logs_dir / "container.log", self.config.log_cap_bytes)
         try:
@@ -130,6 +127,20 @@ class LocalExecutor:
             log_truncated=log.truncated,
             extra={"sandbox": False},
         )
+        return await asyncio.to_thread(self._finish, spec, ws, outcome, log)
+
+    def _prepare(self, spec: JobSpec, ws: Workspace) -> Path:
+        """The participant's view of a clean workspace (runs in a thread)."""
+        ws.ensure_dirs()
+        clear_output(ws)
+        view = prepare_participant_view(ws, spec, self.config.limits)
+        _link_into_view(ws, view)
+        return view
+
+    def _finish(
+        self, spec: JobSpec, ws: Workspace, outcome: RunOutcome, log: CappedLog
+    ) -> RunOutcome:
+        """Judge the run (walks output/) and record it (runs in a thread)."""
         outcome = self._judge(spec, ws, outcome, log)
         write_run_info(ws, outcome)
         return outcome

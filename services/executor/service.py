@@ -41,7 +41,7 @@ from functools import partial
 from typing import Literal
 
 from services.executor.base import Executor
-from shared.bus import EventBus, RetryPolicy
+from shared.bus import EventBus, RetryPolicy, Subscription
 from shared.errors import AutoscorerError, ErrorCode, Stage, execution_error, internal_error
 from shared.events import (
     Event,
@@ -157,15 +157,19 @@ class ExecutorService:
             log.info("removed %d leftover run(s) of backend %s", removed, self._config.backend)
         self.supervisor.every("heartbeats", self._config.heartbeat_s, self._beat_all)
         await self._bus.subscribe(
-            self._config.queue,
-            [f"run.requested.{self._config.backend}"],
-            self._on_run_requested,
-            concurrency=self._config.concurrency,
-            retry=self._config.retry,
-            handler_timeout=self._config.handler_timeout,
+            Subscription(
+                self._config.queue,
+                [f"run.requested.{self._config.backend}"],
+                self._on_run_requested,
+                concurrency=self._config.concurrency,
+                retry=self._config.retry,
+                handler_timeout=self._config.handler_timeout,
+            )
         )
         await self._bus.subscribe(
-            self._config.cancel_queue, ["job.cancelled", "cancel.requested"], self._on_cancel
+            Subscription(
+                self._config.cancel_queue, ["job.cancelled", "cancel.requested"], self._on_cancel
+            )
         )
 
     async def close(self) -> None:

@@ -22,7 +22,7 @@ from services.gateway.webhooks.store import WebhookStore
 from services.gateway.webhooks.store_mongo import MongoWebhookStore
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
 from services.scorer.plugins import registry_from_settings
-from shared.bus import EventBus
+from shared.bus import EventBus, Subscription
 from shared.config import Settings, StoreSettings
 from shared.connect import make_bus, make_store, start_bus
 from shared.metrics import Metrics
@@ -69,7 +69,7 @@ async def create_gateway(
     dispatcher; subscribes the dispatcher before the bus starts. The app's GET /metrics
     exports ``metrics`` (default: a registry of its own)."""
     metrics = metrics or Metrics()
-    registry = registry_from_settings(settings.scorer)
+    registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
     supervisor = Supervisor("gateway")
     app = create_app(
         settings.gateway,
@@ -90,7 +90,9 @@ async def create_gateway(
         callback_secret=secret.get_secret_value() if secret else None,
         metrics=metrics,
     )
-    await bus.subscribe(settings.gateway.webhook_queue, SUBSCRIBED_EVENTS, dispatcher.on_event)
+    await bus.subscribe(
+        Subscription(settings.gateway.webhook_queue, SUBSCRIBED_EVENTS, dispatcher.on_event)
+    )
     reaper = RetentionReaper(
         settings.gateway.data_root,
         settings.gateway.retention,

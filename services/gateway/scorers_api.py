@@ -234,7 +234,7 @@ async def _load(request: web.Request, action: Action) -> web.Response:
     file = plugin_dir(gw) / body.filename
     previous = await asyncio.to_thread(_replace, file, body.source)
     try:
-        names = gw.registry.load_file(file)
+        names = await asyncio.to_thread(gw.registry.load_file, file)  # its code, off the loop
     except AutoscorerError as exc:
         await asyncio.to_thread(_restore, file, previous)  # keep the last good file on disk too
         raise _without_paths(exc, file) from exc

@@ -8,6 +8,8 @@ that overtook the one it depends on) and dead-letters the rest.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from services.scheduler.cancel import on_cancel_requested
 from services.scheduler.context import Context
@@ -17,10 +19,11 @@ from services.scheduler.reaper import reap_overdue
 from services.scheduler.refusals import on_invalid_body
 from services.scheduler.runs import on_run_completed, on_run_heartbeat, on_run_started
 from services.scheduler.scoring import on_score_completed, rescore
-from shared.bus import EventBus
+from shared.bus import EventBus, Subscription
 from shared.config import SchedulerSettings
 from shared.errors import AutoscorerError
 from shared.events import (
+    BaseEvent,
     CancelRequested,
     Event,
     JobSubmitted,
@@ -35,15 +38,24 @@ from shared.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
-ROUTING_KEYS = (
-    "job.submitted",
-    "run.started",
-    "run.heartbeat",
-    "run.completed",
-    "score.completed",
-    "cancel.requested",
-    "rescore.requested",
-)
+async def _on_rescore_requested(ctx: Context, event: RescoreRequested) -> None:
+    await rescore(ctx, event.job_id, event_id=str(event.event_id), reason=event.reason)
+
+
+HANDLERS: dict[type[BaseEvent], Callable[[Context, Any], Awaitable[object]]] = {
+    JobSubmitted: on_job_submitted,
+    RunStarted: on_run_started,
+    RunHeartbeat: on_run_heartbeat,
+    RunCompleted: on_run_completed,
+    ScoreCompleted: on_score_completed,
+    CancelRequested: on_cancel_requested,
+    RescoreRequested: _on_rescore_requested,
+}
+"""What the scheduler handles: one handler per event type; its queue binds exactly these."""
+
+ROUTING_KEYS = tuple(kind.model_fields["type"].default for kind in HANDLERS)
+"""The routing keys of ``scheduler.jobs``: each handled event's ``type`` (none of them carries a
+backend in its key)."""
 
 
 class Scheduler:
@@ -65,11 +77,13 @@ class Scheduler:
         """
         s = self.settings
         await self._bus.subscribe(
-            s.queue,
-            ROUTING_KEYS,
-            self.handle,
-            concurrency=s.concurrency,
-            on_invalid=self.refused,
+            Subscription(
+                s.queue,
+                ROUTING_KEYS,
+                self.handle,
+                concurrency=s.concurrency,
+                on_invalid=self.refused,
+            )
         )
         relay = self._ctx.relay
         self.supervisor.every(
@@ -85,24 +99,11 @@ class Scheduler:
         await self.supervisor.close()
 
     async def handle(self, event: Event) -> None:
-        ctx = self._ctx
-        match event:
-            case JobSubmitted():
-                await on_job_submitted(ctx, event)
-            case RunStarted():
-                await on_run_started(ctx, event)
-            case RunHeartbeat():
-                await on_run_heartbeat(ctx, event)
-            case RunCompleted():
-                await on_run_completed(ctx, event)
-            case ScoreCompleted():
-                await on_score_completed(ctx, event)
-            case CancelRequested():
-                await on_cancel_requested(ctx, event)
-            case RescoreRequested():
-                await rescore(ctx, event.job_id, event_id=str(event.event_id), reason=event.reason)
-            case _:
-                log.debug("scheduler ignores %s", event.type)
+        handler = HANDLERS.get(type(event))
+        if handler is None:
+            log.debug("scheduler ignores %s", event.type)
+            return
+        await handler(self._ctx, event)
 
     async def refused(self, body: bytes, error: AutoscorerError) -> None:
         """A body on ``scheduler.jobs`` that is no valid event: a refused ``JobSubmitted`` is

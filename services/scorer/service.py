@@ -37,7 +37,7 @@ from services.scorer.plugins import (
 from services.scorer.pool import ScoreTask, ScoringPool
 from services.scorer.registry import ScorerRegistry
 from services.scorer.watch import ReloadEvent, watch_scorers
-from shared.bus import EventBus, RetryPolicy
+from shared.bus import EventBus, RetryPolicy, Subscription
 from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
 from shared.events import (
     Event,
@@ -130,15 +130,17 @@ class ScorerService:
         if self._config.watch_paths:
             await self._start_watcher()
         await self._bus.subscribe(
-            self._config.requests_queue,
-            ["score.requested"],
-            self._on_score_requested,
-            concurrency=self._config.concurrency,
-            retry=self._config.retry,
-            handler_timeout=self._pool.time_limit + HANDLER_MARGIN_S,
+            Subscription(
+                self._config.requests_queue,
+                ["score.requested"],
+                self._on_score_requested,
+                concurrency=self._config.concurrency,
+                retry=self._config.retry,
+                handler_timeout=self._pool.time_limit + HANDLER_MARGIN_S,
+            )
         )
         await self._bus.subscribe(
-            self._config.changes_queue, ["scorers.changed"], self._on_scorers_changed
+            Subscription(self._config.changes_queue, ["scorers.changed"], self._on_scorers_changed)
         )
 
     async def close(self) -> None:

@@ -67,5 +67,5 @@ async def watch_scorers(
             path = Path(raw)
             if wanted(path):
                 latest[path] = change
-        for file in sorted(latest):
-            on_event(apply_change(registry, file, latest[file]))
+        for file in sorted(latest):  # loading runs the file's code: in a thread, off the loop
+            on_event(await asyncio.to_thread(apply_change, registry, file, latest[file]))

@@ -40,6 +40,7 @@ from services.gateway.jobs_api import _unpack
 from services.gateway.uploads import Limits, extract_workspace
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
 from services.scorer.registry import ScorerRegistry
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import ApiKey, GatewaySettings
 from shared.errors import AutoscorerError, ErrorCode
@@ -123,7 +124,8 @@ async def running_gateway(tmp_path: Path) -> AsyncIterator[Gw]:
     async def drop(event: object) -> None:
         return None
 
-    await bus.subscribe("test.sink", ["#"], drop)  # the memory bus refuses unroutable events
+    # the memory bus refuses unroutable events
+    await bus.subscribe(Subscription("test.sink", ["#"], drop))
     await bus.start()
     await store.init()
     await hooks.init()

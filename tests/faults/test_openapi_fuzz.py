@@ -33,6 +33,7 @@ from schemathesis.checks import (
 from services.gateway.app import create_app
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
 from services.scorer.registry import ScorerRegistry
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import ApiKey, GatewaySettings
 from shared.store_sqlite import SqliteJobStore
@@ -76,7 +77,8 @@ class Gateway:
         )
         bus, store = MemoryBus(), SqliteJobStore(self.root / "jobs.sqlite3")
         hooks = SqliteWebhookStore(self.root / "hooks.sqlite3")
-        await bus.subscribe("fuzz.sink", ["#"], self._drop)  # the memory bus refuses unroutable
+        # the memory bus refuses unroutable
+        await bus.subscribe(Subscription("fuzz.sink", ["#"], self._drop))
         await bus.start()
         await store.init()
         await hooks.init()

@@ -25,6 +25,7 @@ import pytest
 from services.executor.local import LocalConfig, LocalExecutor
 from services.executor.main import create_executor_service
 from services.executor.registry import create_executor
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings, backend_config
 from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
@@ -182,7 +183,9 @@ async def test_a_run_request_that_skipped_admission_is_refused_by_the_executor_s
         cmd=[PY, "-c", f"open({str(marker)!r}, 'w')"],
     )
     ws = workspace_for(tmp_path / "ws", spec)
-    await bus.subscribe("observer", ["run.started", "run.heartbeat", "run.completed"], observe)
+    await bus.subscribe(
+        Subscription("observer", ["run.started", "run.heartbeat", "run.completed"], observe)
+    )
     await service.start()
     await bus.start()
     try:

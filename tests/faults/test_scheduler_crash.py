@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import EventBus, RetryPolicy
+from shared.bus import EventBus, RetryPolicy, Subscription
 from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig
 from shared.errors import AutoscorerError
 from shared.events import BaseEvent, Event, ScoreCompleted, ScoreRequested, derived_event_id
@@ -142,7 +142,7 @@ async def test_a_scheduler_killed_between_publish_and_pop_republishes_the_same_r
     try:
         await executor.subscribe(names.queue("executor"))
         await observer.subscribe(names.queue("observer"))
-        await bus.subscribe(names.queue("scorer"), ["score.requested"], scorer.handle)
+        await bus.subscribe(Subscription(names.queue("scorer"), ["score.requested"], scorer.handle))
         job_ids = [f"job-crash-{n}" for n in range(TRIES)]
         for job_id in job_ids:
             await _publish_when_bound(bus, submitted(job_id))

@@ -17,7 +17,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 import shared.store_mongo_lock
-from shared.bus import EventBus
+from shared.bus import EventBus, Subscription
 from shared.events import Event, RunRequested
 from shared.jobs import JobStatus, new_job, now_ms
 from shared.outbox import OutboxRelay, outbox_entry
@@ -83,7 +83,9 @@ async def test_a_stale_lock_on_one_job_does_not_stall_the_others(
     async def collect(event: Event) -> None:
         seen.append(event)
 
-    await bus.subscribe(names.queue("executor.local"), ["run.requested.local"], collect)
+    await bus.subscribe(
+        Subscription(names.queue("executor.local"), ["run.requested.local"], collect)
+    )
     locked = await pending_request(store, "job-locked")  # the oldest: relayed first
     others = [f"job-{n}" for n in range(8)]
     for job_id in others:

@@ -20,6 +20,7 @@ from services.scorer.engine import score_workspace
 from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
 from services.scorer.registry import ScorerRegistry
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.events import Event, ScoreCompleted, ScoreRequested, parse_event
@@ -215,7 +216,7 @@ async def test_scorer_service_publishes_a_valid_score_error(plugin_file, workspa
         if isinstance(event, ScoreCompleted):
             completed.append(event)
 
-    await bus.subscribe("nonfinite.watch", ["score.completed"], collect)
+    await bus.subscribe(Subscription("nonfinite.watch", ["score.completed"], collect))
     service = create_scorer_service(
         settings, bus, registry_from_settings(settings.scorer), instance="nonfinite"
     )

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.gateway.app import create_app
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
 from services.scorer.registry import ScorerRegistry
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import ApiKey, GatewaySettings
 from shared.jobs import JobStatus
@@ -58,7 +59,7 @@ async def gw(tmp_path):
     async def capture(event):
         seen.append(event)
 
-    await bus.subscribe("test.capture", ["#"], capture)
+    await bus.subscribe(Subscription("test.capture", ["#"], capture))
     await bus.start()
     await store.init()
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 
 from services.gateway.main import create_gateway
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.events import Event
@@ -152,7 +153,7 @@ async def running_gateway(tmp_path: Path) -> AsyncIterator[Gw]:
     try:
         async with TestClient(TestServer(service.app)) as client:
             gw = Gw(client, store, root)
-            await bus.subscribe("test.capture", ["#"], gw.capture)
+            await bus.subscribe(Subscription("test.capture", ["#"], gw.capture))
             await bus.start()
             service.start()
             yield gw

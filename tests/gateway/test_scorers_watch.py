@@ -25,6 +25,7 @@ from services.gateway.main import create_gateway
 from services.gateway.scorers_api import ANNOUNCE_ATTEMPTS, ANNOUNCE_LOOP, WATCH_LOOP
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
 from services.scorer.registry import ScorerRegistry
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import ApiKey, GatewaySettings, Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -89,7 +90,7 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gw]:
     await hooks.init()
     app = create_app(settings, store, bus, ScorerRegistry(), hooks, supervisor=supervisor)
     gateway = Gw(None, bus, supervisor)  # type: ignore[arg-type]
-    await bus.subscribe("test.capture", ["#"], gateway.capture)
+    await bus.subscribe(Subscription("test.capture", ["#"], gateway.capture))
     await bus.start()
     try:
         async with TestClient(TestServer(app)) as client:

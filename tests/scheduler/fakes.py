@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.bus import EventBus, RetryPolicy
+from shared.bus import EventBus, RetryPolicy, Subscription
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import (
     BaseEvent,
@@ -66,7 +66,9 @@ class FakeExecutor:
     requests: list[RunRequested] = field(default_factory=list)
 
     async def subscribe(self, queue: str) -> None:
-        await self.bus.subscribe(queue, [f"run.requested.{self.backend}"], self.handle)
+        await self.bus.subscribe(
+            Subscription(queue, [f"run.requested.{self.backend}"], self.handle)
+        )
 
     async def handle(self, event: Event) -> None:
         assert isinstance(event, RunRequested)
@@ -118,7 +120,7 @@ class FakeScorer:
     requests: list[ScoreRequested] = field(default_factory=list)
 
     async def subscribe(self, queue: str) -> None:
-        await self.bus.subscribe(queue, ["score.requested"], self.handle)
+        await self.bus.subscribe(Subscription(queue, ["score.requested"], self.handle))
 
     async def handle(self, event: Event) -> None:
         assert isinstance(event, ScoreRequested)
@@ -145,7 +147,7 @@ class Observer:
 
     async def subscribe(self, queue: str) -> None:
         keys = ["job.failed", "job.cancelled", "score.completed"]
-        await self.bus.subscribe(queue, keys, self.handle)
+        await self.bus.subscribe(Subscription(queue, keys, self.handle))
 
     async def handle(self, event: Event) -> None:
         self.seen.append(event)

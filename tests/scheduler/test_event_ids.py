@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from services.scheduler.context import attempt_cause, scoring_cause
 from services.scheduler.main import create_scheduler
 from services.scheduler.service import Scheduler
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -66,7 +67,7 @@ class Tap:
 @pytest.fixture
 async def tap(bus: MemoryBus) -> Tap:
     tapped = Tap()
-    await bus.subscribe("tap", EMITTED, tapped)
+    await bus.subscribe(Subscription("tap", EMITTED, tapped))
     return tapped
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from services.scheduler.main import create_scheduler
 from services.scheduler.service import Scheduler
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -34,7 +35,9 @@ async def scheduler(
 ) -> AsyncIterator[Scheduler]:
     """A scheduler whose handlers the test calls; its queue is served, but nothing publishes
     to it. Run requests and notifications land in a sink so they are routable."""
-    await bus.subscribe("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    await bus.subscribe(
+        Subscription("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    )
     made = create_scheduler(settings, bus, store)
     await made.start()
     yield made
@@ -209,7 +212,9 @@ async def test_a_replica_running_a_handed_back_attempt_takes_the_lease_once_it_e
 ) -> None:
     import asyncio
 
-    await bus.subscribe("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    await bus.subscribe(
+        Subscription("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    )
     scheduler = create_scheduler(settings, bus, store)  # not started: no lease monitor
     await scheduler.handle(submitted("job-handover"))
     first = RunStarted(job_id="job-handover", backend="local", instance="exec-1", lease_ttl_s=0.3)
@@ -248,7 +253,7 @@ async def test_a_run_the_executor_stopped_on_a_cancel_it_heard_first_ends_cancel
     async def tell(event: Event) -> None:
         told.append(event)
 
-    await bus.subscribe("told", ["job.cancelled", "job.failed"], tell)
+    await bus.subscribe(Subscription("told", ["job.cancelled", "job.failed"], tell))
     error = AutoscorerError(
         ErrorCode.CANCELLED, "the job was cancelled before it ran", stage=Stage.EXECUTION
     )

@@ -8,6 +8,7 @@ import asyncio
 
 from services.scheduler.leases import BusWatch
 from services.scheduler.main import create_scheduler
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.events import Event, RunStarted
@@ -61,7 +62,9 @@ async def test_no_lease_expires_while_the_bus_is_away_or_just_back(
 ) -> None:
     bus = _Bus(drain_timeout=2.0)
     await bus.start()
-    await bus.subscribe("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    await bus.subscribe(
+        Subscription("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    )
     scheduler = create_scheduler(settings, bus, store)  # not started: the test drives the monitor
     try:
         await scheduler.handle(submitted("job-blip"))
@@ -86,7 +89,9 @@ async def test_an_expired_lease_is_still_expired_when_the_bus_stayed_up(
 ) -> None:
     bus = _Bus(drain_timeout=2.0)
     await bus.start()
-    await bus.subscribe("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    await bus.subscribe(
+        Subscription("sink", ["run.requested.*", "score.requested", "job.*"], _drop)
+    )
     scheduler = create_scheduler(settings, bus, store)
     try:
         await scheduler.handle(submitted("job-lost"))

@@ -17,6 +17,7 @@ from services.scheduler.main import create_scheduler
 from services.scheduler.reaper import reap
 from services.scheduler.routing import Router
 from services.scheduler.service import Scheduler
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import ErrorCode, Stage
@@ -153,7 +154,7 @@ async def quiet(
     settings = reaper_settings(reaper_interval_s=3600.0, deadline_resends=0)
     observer = Observer(bus)
     await observer.subscribe("observer")
-    await bus.subscribe("sink", ["run.requested.*", "score.requested"], _drop)
+    await bus.subscribe(Subscription("sink", ["run.requested.*", "score.requested"], _drop))
     scheduler = create_scheduler(settings, bus, store)
     await scheduler.start()
     section = settings.scheduler

@@ -12,6 +12,7 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from services.scheduler.main import create_scheduler
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -72,7 +73,9 @@ async def test_a_backlog_is_dispatched_highest_priority_first(
     async def record(event: Event) -> None:
         order.append(event.job_id or "")
 
-    await bus.subscribe("executor.local", ["run.requested.local"], record, concurrency=1)
+    await bus.subscribe(
+        Subscription("executor.local", ["run.requested.local"], record, concurrency=1)
+    )
 
     published = await OutboxRelay(bus, store).sweep(everything=True)
 
@@ -96,7 +99,7 @@ async def test_an_unroutable_run_request_waits_for_its_executor(
     async def collect(event: Event) -> None:
         seen.append(event)
 
-    await bus.subscribe("executor.local", ["run.requested.local"], collect)
+    await bus.subscribe(Subscription("executor.local", ["run.requested.local"], collect))
     assert await relay.sweep(everything=True) == 1
     await eventually(lambda: seen)
     job = await store.get("job-wait")
@@ -120,7 +123,7 @@ async def test_young_entries_are_left_to_the_handler_that_wrote_them(
     bus: MemoryBus, store: SqliteJobStore
 ) -> None:
     await queued_with_pending_request(store, "job-young", priority=5)
-    await bus.subscribe("executor.local", ["run.requested.local"], _ignore)
+    await bus.subscribe(Subscription("executor.local", ["run.requested.local"], _ignore))
 
     assert await OutboxRelay(bus, store, settle=60.0).sweep() == 0
     assert await OutboxRelay(bus, store, settle=0.0).sweep() == 1
@@ -153,7 +156,7 @@ async def test_a_job_whose_entry_cannot_go_does_not_hold_up_the_others(
     async def collect(event: Event) -> None:
         seen.append(event)
 
-    await bus.subscribe("executor.local", ["run.requested.local"], collect)
+    await bus.subscribe(Subscription("executor.local", ["run.requested.local"], collect))
     relay = OutboxRelay(bus, store)
 
     assert await relay.sweep(everything=True) == 2
@@ -173,7 +176,7 @@ async def test_backed_off_jobs_cannot_fill_every_batch(
     good = ["job-g1", "job-g2", "job-g3"]
     for job_id in good:
         await pending_request(store, job_id, "local")
-    await bus.subscribe("executor.local", ["run.requested.local"], _ignore)
+    await bus.subscribe(Subscription("executor.local", ["run.requested.local"], _ignore))
     relay = OutboxRelay(bus, store, batch=2, max_backoff=60.0)
 
     published = [await relay.sweep(everything=True) for _ in range(3)]
@@ -209,7 +212,7 @@ async def test_an_entry_that_is_no_event_is_dropped_and_the_rest_go(
     await pending_request(store, "job-junk", "local")
     junk = OutboxEntry(event_id="junk-1", type="run.requested", payload={"type": "run.requested"})
     await store.append_outbox("job-junk", [junk])
-    await bus.subscribe("executor.local", ["run.requested.local"], _ignore)
+    await bus.subscribe(Subscription("executor.local", ["run.requested.local"], _ignore))
 
     assert await OutboxRelay(bus, store).sweep(everything=True) == 1
 
@@ -242,7 +245,7 @@ async def _drain(good: list[int], stuck: int, batch: int) -> None:
                 await pending_request(store, f"job-stuck-{n}", "gpu")
             for n, priority in enumerate(good):
                 await pending_request(store, f"job-good-{n}", "local", priority=priority)
-            await bus.subscribe("executor.local", ["run.requested.local"], _ignore)
+            await bus.subscribe(Subscription("executor.local", ["run.requested.local"], _ignore))
             relay = OutboxRelay(bus, store, batch=batch, backoff=600.0)
             rounds = -(-stuck // batch) + -(-len(good) // batch) + 1
             for _ in range(rounds):

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Tracer
 
 from services.scheduler.main import create_scheduler
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.events import Event, RunRequested
@@ -70,7 +71,7 @@ async def received(bus: MemoryBus, routing_key: str) -> list[Event]:
     async def keep(event: Event) -> None:
         events.append(event)
 
-    await bus.subscribe(f"q.{routing_key}", [routing_key], keep)
+    await bus.subscribe(Subscription(f"q.{routing_key}", [routing_key], keep))
     return events
 
 

@@ -15,7 +15,7 @@ from services.executor.local import LocalConfig, LocalExecutor
 from services.executor.main import create_executor_service, service_config
 from services.executor.service import ExecutorService
 from services.scorer.registry import ScorerRegistry
-from shared.bus import RetryPolicy
+from shared.bus import RetryPolicy, Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -65,7 +65,9 @@ async def _rig(service: ExecutorService, bus: MemoryBus) -> Rig:
     async def observe(event: Event) -> None:
         seen.append(event)
 
-    await bus.subscribe("observer", ["run.started", "run.heartbeat", "run.completed"], observe)
+    await bus.subscribe(
+        Subscription("observer", ["run.started", "run.heartbeat", "run.completed"], observe)
+    )
     await service.start()
     await bus.start()
     return Rig(bus, service, seen)

@@ -24,7 +24,7 @@ from services.executor.main import create_executor_service
 from services.executor.service import ExecutorService
 from services.scorer.main import create_scorer_service
 from services.scorer.registry import ScorerRegistry
-from shared.bus import RetryPolicy
+from shared.bus import RetryPolicy, Subscription
 from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig, dead_letter_queue, retry_queue
 from shared.config import Settings
 from shared.events import (
@@ -85,7 +85,7 @@ class Broker:
 
         queue = f"{self.prefix}.observer"
         keys = ["run.started", "run.heartbeat", "run.completed", "score.completed"]
-        await bus.subscribe(queue, keys, observe)
+        await bus.subscribe(Subscription(queue, keys, observe))
         self.queues.add(queue)
         await bus.start()
         return bus

@@ -21,7 +21,7 @@ from services.scorer.plugins import registry_from_settings, sha256_text
 from services.scorer.pool import ScoringPool
 from services.scorer.registry import ScorerRegistry
 from services.scorer.service import ScorerService
-from shared.bus import RetryPolicy
+from shared.bus import RetryPolicy, Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode
@@ -125,7 +125,7 @@ async def _rig(tmp_path: Path, names: list[str], **extra: object) -> Rig:
         assert isinstance(event, ScoreCompleted)
         completed.append(event)
 
-    await bus.subscribe("observer", ["score.completed"], observe)
+    await bus.subscribe(Subscription("observer", ["score.completed"], observe))
     services = [_service(bus, tmp_path, name, **extra) for name in names]
     for service in services:
         await service.start()
@@ -282,7 +282,7 @@ async def test_close_hands_back_what_is_still_scoring(tmp_path, predicted, no_le
     config = dataclasses.replace(base.config, retry=RetryPolicy(max_attempts=2, delays=(0.05,)))
     service = ScorerService(config, bus, base.registry, ScoringPool(1, 60.0))
     rig = Rig(bus, [service], [])
-    await bus.subscribe("observer", ["score.completed"], _collect(rig.completed))
+    await bus.subscribe(Subscription("observer", ["score.completed"], _collect(rig.completed)))
     await service.start()
     await bus.start()
     try:
@@ -391,7 +391,7 @@ async def test_close_hands_back_a_scoring_still_waiting_for_a_worker(
     config = dataclasses.replace(base.config, retry=RetryPolicy(max_attempts=2, delays=(0.05,)))
     service = ScorerService(config, bus, base.registry, ScoringPool(1, 60.0))
     rig = Rig(bus, [service], [])
-    await bus.subscribe("observer", ["score.completed"], _collect(rig.completed))
+    await bus.subscribe(Subscription("observer", ["score.completed"], _collect(rig.completed)))
     await service.start()
     await bus.start()
     try:

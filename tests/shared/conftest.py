@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
-from shared.bus import DeadLetter, EventBus, Handler, RetryPolicy
+from shared.bus import DeadLetter, EventBus, Handler, RetryPolicy, Subscription
 from shared.bus_memory import MemoryBus
 from shared.bus_rabbitmq import (
     RabbitBus,
@@ -71,7 +71,7 @@ class BusHarness:
     ) -> str:
         name = self.name(queue)
         self.queues.append((name, retry))
-        await self.bus.subscribe(name, routing_keys, handler, retry=retry, **options)
+        await self.bus.subscribe(Subscription(name, routing_keys, handler, retry=retry, **options))
         return name
 
     async def publish_raw(self, routing_key: str, body: bytes) -> None:

@@ -11,7 +11,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from opentelemetry.trace import Tracer
 
-from shared.bus import ATTEMPT_HEADER, Handler, RetryPolicy
+from shared.bus import ATTEMPT_HEADER, Handler, RetryPolicy, Subscription
 from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig, dead_letter_queue, retry_queue
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import Event, JobSubmitted, parse_event
@@ -152,7 +152,7 @@ async def test_a_conflicting_queue_fails_start_clearly(
     queue, retry = f"{bus_prefix}.clash", RetryPolicy(delays=(1.0,))
     await channel.declare_queue(queue, durable=True)  # a classic queue already holds the name
     bus = RabbitBus(rabbit_tools.config(bus_prefix))
-    await bus.subscribe(queue, ["job.submitted"], into(asyncio.Queue()), retry=retry)
+    await bus.subscribe(Subscription(queue, ["job.submitted"], into(asyncio.Queue()), retry=retry))
     try:
         with pytest.raises(AutoscorerError) as caught:
             await bus.start()
@@ -179,7 +179,7 @@ async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered(
     try:
         for life in range(2):
             bus = RabbitBus(config)
-            await bus.subscribe(queue, ["job.submitted"], hang, retry=retry)
+            await bus.subscribe(Subscription(queue, ["job.submitted"], hang, retry=retry))
             await bus.start()
             if life == 0:
                 await bus.publish(submitted())
@@ -203,7 +203,7 @@ async def test_publish_waits_out_a_broker_restart_and_consumption_resumes(
     hasty = RabbitBus(rabbit_tools.config(bus_prefix, publish_timeout=1, reconnect_interval=0.5))
     queue, retry = f"{bus_prefix}.survivor", RetryPolicy(delays=(1.0,))
     seen: asyncio.Queue[Event] = asyncio.Queue()
-    await patient.subscribe(queue, ["job.submitted"], into(seen), retry=retry)
+    await patient.subscribe(Subscription(queue, ["job.submitted"], into(seen), retry=retry))
     try:
         await patient.start()
         await hasty.start()
@@ -279,7 +279,7 @@ async def test_a_lost_connection_cancels_only_the_handler_and_consumption_resume
             cancelled.append(event.job_id or "")
             raise
 
-    await bus.subscribe(queue, ["job.submitted"], handler, retry=retry)
+    await bus.subscribe(Subscription(queue, ["job.submitted"], handler, retry=retry))
     try:
         await bus.start()
         await bus.publish(submitted("job-long"))

@@ -32,6 +32,7 @@ from services.cli.main import main as cli_main
 from services.scheduler.context import log_transition
 from services.scheduler.main import create_scheduler
 from services.scorer.pool import start_worker
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import LogSettings, OtelSettings, Settings, load_settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
@@ -139,7 +140,7 @@ async def test_a_handler_on_the_memory_bus_logs_its_job_and_span(captured: io.St
         logging.getLogger("services.executor.test").info("running it")
         done.set()
 
-    await bus.subscribe("logs.test", ["run.requested.local"], handler)
+    await bus.subscribe(Subscription("logs.test", ["run.requested.local"], handler))
     await bus.start()
     try:
         spec = JobSpec(job_id="job-bus", scorer="classification")

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import JobSubmitted
@@ -130,7 +131,7 @@ async def test_a_dead_lettered_message_is_counted_by_queue_and_code() -> None:
     async def refuse(event: object) -> None:
         raise AutoscorerError(ErrorCode.BAD_FORMAT, "no", stage=Stage.PLATFORM)
 
-    await bus.subscribe("m.q", ["job.submitted"], refuse)
+    await bus.subscribe(Subscription("m.q", ["job.submitted"], refuse))
     await bus.start()
     try:
         spec = JobSpec(job_id="j1", scorer="regression_rmse")

@@ -101,7 +101,7 @@ def _provenance(
             ref=ref,
             params=params,
             ground_truth_globs=hidden_globs(spec) if spec else list(DEFAULT_GROUND_TRUTH),
-            job_id=spec.job_id if spec and ws.meta_path.exists() else None,
+            job_id=spec.job_id if spec and "job_id" in spec.model_fields_set else None,
             submission=submission or local_submission(),
         )
     except (OSError, ValueError) as exc:

@@ -249,3 +249,18 @@ def test_uris_other_than_file_are_refused(tmp_path: Path, field: str, uri: str) 
         load_spec(tmp_path / "meta.json")
     assert caught.value.code is ErrorCode.CONFIG_VALIDATION_ERROR
     assert JobSpec.model_validate({"scorer": "x", field: "file://./somewhere"})
+
+
+def test_a_meta_json_without_a_job_id_records_none(
+    tmp_path: Path, registry: ScorerRegistry
+) -> None:
+    """JobSpec makes up a job id when meta.json has none: provenance does not claim it."""
+    ws = make_workspace(tmp_path / "ws")
+    (ws.meta_path).write_text(json.dumps({"scorer": "classification_f1"}))
+    prov = score_workspace(registry, ws).provenance
+    assert prov is not None
+    assert prov.job_id is None
+    spec = JobSpec(job_id="job-from-event", scorer="classification_f1")
+    prov = score_workspace(registry, ws, spec=spec).provenance
+    assert prov is not None
+    assert prov.job_id == "job-from-event"

@@ -9,4 +9,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "services.scorer.builtin.ordinal",
     "services.scorer.builtin.multilabel",
     "services.scorer.builtin.ranking",
+    "services.scorer.builtin.segmentation",
 )

@@ -6,7 +6,7 @@ import uuid
 
 from aiohttp import web
 
-from services.gateway import health, jobs_api, openapi, queue_api, scorers_api
+from services.gateway import health, jobs_api, openapi, queue_api, results_api, scorers_api
 from services.gateway.auth import KeyRing, auth_middleware
 from services.gateway.bodies import body_middleware
 from services.gateway.context import GATEWAY, Gateway
@@ -76,6 +76,6 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app[METRICS].watch_loops(app[GATEWAY].supervisor)
     app.cleanup_ctx.append(scorers_api.watches_ctx)
-    for module in (health, jobs_api, queue_api, scorers_api, webhooks_api, openapi):
+    for module in (health, jobs_api, queue_api, results_api, scorers_api, webhooks_api, openapi):
         app.add_routes(module.routes())
     return app

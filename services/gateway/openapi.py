@@ -23,6 +23,7 @@ from services.gateway.jobs_api import (
     SubmitRequest,
 )
 from services.gateway.queue_api import BackendQueueInfo, QueuePosition
+from services.gateway.results_api import INLINE_TYPES
 from services.gateway.scorers_api import LoadRequest, TestRequest, WatchRequest
 from services.gateway.webhooks.api import SubscribeRequest
 from shared.errors import ErrorInfo
@@ -99,6 +100,7 @@ class Op:
     headers: tuple[dict[str, Any], ...] = ()
     enveloped: bool = True  # False: the body is the document itself, not an envelope
     media: str = "application/json"  # of a 200 that is not enveloped
+    files: tuple[str, ...] = ()  # media types of a 200 that is a file (errors stay enveloped)
 
 
 _AUTH = (401, 503)
@@ -125,6 +127,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/jobs/{job_id}/results"): Op(
         "Every version of the job's Result, newest first (a re-score adds one).",
         (200, 404, *_AUTH),
+    ),
+    ("GET", "/v1/jobs/{job_id}/report"): Op(
+        "The job's report: one self-contained HTML page (score, metrics, plots, timing, "
+        "resources, error, provenance); same access as the result.",
+        (200, 404, *_AUTH), files=("text/html",),
+    ),
+    ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): Op(
+        "One artifact the result lists (e.g. a plot), by name, while its bytes match the "
+        "result's sha256; same access as the result.",
+        (200, 404, *_AUTH), files=(*sorted(INLINE_TYPES), "application/octet-stream"),
     ),
     ("GET", "/v1/jobs/{job_id}/logs"): Op(
         "The last lines of the job's container log.", (200, 400, 404, *_AUTH),
@@ -219,6 +231,10 @@ def _schemas(extra: tuple[type[BaseModel], ...]) -> dict[str, Any]:
 
 def _response(status: int, op: Op) -> dict[str, Any]:
     envelope = "Success" if status < 400 else "Failure"
+    if op.files and status < 400:
+        content = {m: {"schema": {} if m.endswith("json") else {"type": "string"}}
+                   for m in op.files}
+        return {"description": REASONS[status], "content": content}
     if not op.enveloped and op.media != "application/json":
         text = {op.media: {"schema": {"type": "string"}}}
         return {"description": REASONS[status], "content": text}

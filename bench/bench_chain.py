@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -78,10 +79,11 @@ from shared.events import (
     encode_event,
 )
 from shared.jobs import JobStatus, new_job
-from shared.metrics import Metrics
+from shared.metrics import Metrics, instrument_store
 from shared.models import JobSpec, RunOutcome
 from shared.outbox import outbox_entry
 from shared.store import JobStore
+from shared.store_mongo import MongoJobStore
 from shared.workspace import Workspace
 from tests.e2e.harness import delete_rabbit_topology
 
@@ -173,9 +175,17 @@ class Calls:
         out = []
         for name in sorted(self.count, key=lambda n: -self.seconds[n]):
             n, s = self.count[name], self.seconds[name]
-            out.append(f"    {name:<22} {n / jobs:>6.2f}/job {1000 * s / n:>8.2f} ms mean "
+            out.append(f"    {name:<36} {n / jobs:>6.2f}/job {1000 * s / n:>8.2f} ms mean "
                        f"{1000 * s / jobs:>8.2f} ms/job")
         return out
+
+
+OPERATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("operation", default=None)
+"""The ``JobStore`` method the services are in (set by ``TimedStore``): the driver's commands
+are counted under it, and commands outside any (the bench's own polling) are not counted."""
+PERIODIC = frozenset({"find_pending_outbox", "find_overdue", "find_without_deadline",
+                      "find_expired_leases"})
+"""Store calls of the scheduler's periodic sweeps: they cost per second, not per job."""
 
 
 class TimedStore:
@@ -193,9 +203,11 @@ class TimedStore:
         @functools.wraps(target)
         async def timed(*a: Any, **kw: Any) -> Any:
             started = time.perf_counter()
+            token = OPERATION.set(name)
             try:
                 return await target(*a, **kw)
             finally:
+                OPERATION.reset(token)
                 self._calls.add(name, time.perf_counter() - started)
 
         return timed
@@ -212,12 +224,22 @@ class MongoCommands(monitoring.CommandListener):
         pass
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        if self.enabled:
-            self.calls.add(event.command_name, event.duration_micros / 1e6)
+        self._add(event.command_name, event.duration_micros)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        if self.enabled:
-            self.calls.add(f"{event.command_name} (failed)", event.duration_micros / 1e6)
+        self._add(f"{event.command_name} (failed)", event.duration_micros)
+
+    def _add(self, command: str, micros: int) -> None:
+        operation = OPERATION.get()
+        if self.enabled and operation is not None:
+            self.calls.add(f"{operation}: {command}", micros / 1e6)
+
+    def per_job(self, jobs: int) -> tuple[float, float]:
+        """Commands per job on the jobs' own path, and of the periodic sweeps (per job at this
+        run's rate)."""
+        own = sum(n for key, n in self.calls.count.items() if key.split(":")[0] not in PERIODIC)
+        periodic = sum(self.calls.count.values()) - own
+        return own / jobs, periodic / jobs
 
 
 MONGO = MongoCommands()
@@ -378,6 +400,7 @@ class Row:
     succeeded: int
     store_calls: Calls
     mongo_calls: Calls
+    mongo_per_job: tuple[float, float]
     scorer_s: list[float]
     in_process_s: float
     store_alone: dict[str, float]
@@ -408,7 +431,7 @@ async def store_alone(store: JobStore, samples: int) -> dict[str, float]:
         )
         times["transition"].append(time.perf_counter() - started)
         started = time.perf_counter()
-        await store.pop_outbox(job_id, [e.event_id for e in done.job.outbox])
+        await store.pop_outbox(job_id, done.job.outbox)
         times["pop_outbox"].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -457,14 +480,20 @@ async def bounded(
 
 @contextlib.asynccontextmanager
 async def running_chain(
-    settings: Settings, calls: Calls, metrics: Metrics | None = None
+    settings: Settings, calls: Calls, metrics: Metrics | None = None, lock: bool | None = None
 ) -> AsyncIterator[tuple[EventBus, JobStore, JobStore]]:
     """The services of ``autoscorer serve`` minus the gateway; yields (bus, timed store, raw
     store). Removes the run's RabbitMQ topology and database afterwards. With ``metrics`` the
-    services record Prometheus metrics as ``serve`` does (``--metrics``: their cost)."""
+    services record Prometheus metrics as ``serve`` does (``--metrics``: their cost). ``lock``
+    forces the Mongo store's per-job lock on or off (``None``: as the server needs)."""
     async with AsyncExitStack() as stack:
         stack.push_async_callback(cleanup, settings)
         raw_store = make_store(settings.store, metrics)
+        if lock is not None and settings.store.kind == "mongo":
+            raw_store = instrument_store(MongoJobStore.from_url(
+                settings.store.url.get_secret_value(), settings.store.database,
+                serialize_writes=lock,
+            ), metrics)
         await raw_store.init()
         stack.push_async_callback(raw_store.close)
         store: Any = TimedStore(raw_store, calls)
@@ -514,7 +543,8 @@ async def run_one(bus_kind: str, store_kind: str, args: argparse.Namespace) -> R
             in_process.append(time.perf_counter() - started)
         store_calls = Calls()
         metrics = Metrics() if args.metrics else None
-        async with running_chain(settings, store_calls, metrics) as (bus, _store, raw_store):
+        lock = None if args.lock == "auto" else args.lock == "on"
+        async with running_chain(settings, store_calls, metrics, lock) as (bus, _store, raw_store):
             driver: Driver
             if isinstance(bus, MemoryBus):
                 driver = MemoryDriver(bus, prefix)
@@ -601,7 +631,8 @@ async def measure(
     succeeded = sum(1 for s in final.values() if s is JobStatus.SUCCEEDED)
     await check_history(raw_store, list(jobs)[:10])
     return Row(bus_kind, store_kind, len(jobs), args.concurrency, wall_s, latencies, floor_rtt,
-               intake_s, succeeded, store_calls, MONGO.calls, scorer_s, in_process_s, alone, lags)
+               intake_s, succeeded, store_calls, MONGO.calls, MONGO.per_job(len(jobs)), scorer_s,
+               in_process_s, alone, lags)
 
 
 async def check_history(store: JobStore, jobs: list[str]) -> None:
@@ -641,16 +672,18 @@ def report(rows: list[Row]) -> None:
         print(f"  event loop (all services share it): a 10 ms sleep wakes "
               f"{1000 * pct(lag, 0.5):.1f} ms late at p50, {1000 * pct(lag, 0.95):.1f} ms at p95")
         alone = r.store_alone
-        serial = 3 * alone["transition"] + alone["pop_outbox"] + 2 * alone["get"]
+        serial = 3 * alone["transition"] + alone["pop_outbox"]
         print(f"  store alone, one call at a time before the load: transition "
               f"{1000 * alone['transition']:.1f} ms, pop_outbox {1000 * alone['pop_outbox']:.1f}"
-              f" ms, get {1000 * alone['get']:.1f} ms -> 3 transitions + 1 pop + 2 gets = "
+              f" ms, get {1000 * alone['get']:.1f} ms -> 3 transitions + 1 pop = "
               f"{1000 * serial:.1f} ms/job (bus floor + that: "
               f"{1000 * (serial + r.floor_per_job):.1f} ms)")
         print("  job store calls (scheduler):")
         print("\n".join(r.store_calls.rows(r.jobs)))
         if r.mongo_calls.count:
-            print("  driver commands (all clients of this process):")
+            own, periodic = r.mongo_per_job
+            print(f"  store commands per job (pymongo command monitoring): {own:.2f} on the "
+                  f"job's path, {periodic:.2f} of periodic sweeps; by store call: command")
             print("\n".join(r.mongo_calls.rows(r.jobs)))
 
 
@@ -664,6 +697,9 @@ def main() -> None:
     parser.add_argument("--store", choices=("mongo", "sqlite"))
     parser.add_argument("--pool-size", type=int, default=2, help="scorer worker processes")
     parser.add_argument("--floor-samples", type=int, default=200)
+    parser.add_argument("--lock", choices=("auto", "on", "off"), default="auto",
+                        help="the Mongo store's per-job lock (auto: on FerretDB); off counts the "
+                        "commands real MongoDB gets (FerretDB is then not atomic: counts only)")
     parser.add_argument("--metrics", action="store_true",
                         help="the services record Prometheus metrics, as serve does")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per wait")

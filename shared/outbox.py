@@ -209,14 +209,14 @@ class OutboxRelay:
         done: _Relayed,
     ) -> None:
         """Publish ``entries`` in order until one must stay; pop what went out."""
-        gone: list[str] = []
+        gone: list[OutboxEntry] = []
         try:
             for entry in entries:
                 outcome = await self._publish(job, entry, known.get(entry.event_id))
                 if outcome is Fate.KEPT:
                     done.complete = False
                     break
-                gone.append(entry.event_id)
+                gone.append(entry)
                 done.published += outcome is Fate.SENT
         except AutoscorerError as exc:
             if not broker_down(exc):

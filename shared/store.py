@@ -29,6 +29,7 @@ from shared.jobs import (
     Lease,
     OutboxEntry,
     StatusChange,
+    check_transition,
 )
 from shared.models import Result, RunOutcome
 from shared.store_queue import BackendQueue
@@ -76,6 +77,37 @@ class Transition:
     @property
     def applied(self) -> bool:
         return self.outcome is TransitionOutcome.APPLIED
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A state a transition passes through on its way: its own history entry and processed
+    event id, in the same single-document update (a platform's run of a score-only job goes
+    ``queued -> running -> scoring`` in one round trip)."""
+
+    status: JobStatus
+    event_id: str | None = None
+    reason: str | None = None
+
+
+def check_moves(
+    states: frozenset[JobStatus], to_state: JobStatus, through: Step | None = None
+) -> None:
+    """Raise :class:`~shared.jobs.IllegalTransitionError` unless every move is allowed."""
+    if through is None:
+        check_transition(states, to_state)
+        return
+    check_transition(states, through.status)
+    check_transition(frozenset({through.status}), to_state)
+
+
+def passed_change(through: Step | None, change: StatusChange) -> StatusChange | None:
+    """The history entry of ``through``, at the moment of ``change``."""
+    if through is None:
+        return None
+    return StatusChange(
+        status=through.status, at=change.at, reason=through.reason, event_id=through.event_id
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +228,11 @@ def lease_is_free(job: Job, owner: str, now: datetime) -> bool:
     return job.lease is None or job.lease.owner == owner or job.lease.expires_at <= now
 
 
-def attempt_fits(job: Job, update: JobUpdate | None) -> bool:
-    """An attempt record may replace a known attempt or add the next one, never skip ahead."""
+def attempt_fits(job: Job, update: JobUpdate | None, if_attempts: int | None = None) -> bool:
+    """An attempt record may replace a known attempt or add the next one, never skip ahead;
+    with ``if_attempts`` the job must have made exactly that many attempts."""
+    if if_attempts is not None and job.attempts.count != if_attempts:
+        return False
     if update is None or update.attempt is None:
         return True
     return update.attempt.number <= job.attempts.count + 1
@@ -210,18 +245,21 @@ def apply_transition(
     *,
     change: StatusChange,
     outbox: Sequence[OutboxEntry],
+    passed: StatusChange | None = None,
 ) -> Job:
     """The job after a transition: what the Mongo update operators do, written as Python.
 
     The caller has already checked the precondition (state, event id, attempt number).
     """
+    steps = [change] if passed is None else [passed, change]
     changes = update.fields() if update else {}
     changes["status"] = to_state
     changes["updated_at"] = change.at
-    changes["history"] = [*job.history, change]
+    changes["history"] = [*job.history, *steps]
     changes["outbox"] = [*job.outbox, *outbox]
-    if change.event_id is not None:
-        kept = [*job.processed_event_ids, change.event_id]
+    event_ids = [step.event_id for step in steps if step.event_id is not None]
+    if event_ids:
+        kept = [*job.processed_event_ids, *event_ids]
         changes["processed_event_ids"] = kept[-PROCESSED_EVENTS_KEPT:]
     if update is not None and update.attempt is not None:
         changes["attempts"] = with_attempt(job.attempts, update.attempt)
@@ -267,11 +305,17 @@ class JobStore(Protocol):
         reason: str | None = None,
         outbox: Sequence[OutboxEntry] = (),
         if_deadline: datetime | None = None,
+        if_attempts: int | None = None,
+        through: Step | None = None,
     ) -> Transition:
         """Compare-and-set: move to ``to_state`` only if the job is in one of ``from_states`` and
         has not processed ``event_id`` (and, when ``if_deadline`` is given, its ``deadline_at`` is
-        that: the reaper acts on the deadline it read, not on a later one); write ``update``, a
-        history entry and ``outbox`` with it.
+        that: the reaper acts on the deadline it read, not on a later one; when ``if_attempts``
+        is given, ``attempts.count`` is that: a handler that did not read the job first acts on
+        the attempt its event names); write ``update``, a history entry and ``outbox`` with it.
+        With ``through`` the job passes that state on the way (its event id must not have been
+        processed either: else ``STATE_MISMATCH``). One round trip when applied: the job comes
+        back from the update itself.
 
         Raises :class:`~shared.jobs.IllegalTransitionError` before touching the store if the state
         machine forbids any of the moves, :class:`JobNotFoundError` if there is no such job.
@@ -326,8 +370,10 @@ class JobStore(Protocol):
     async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
         """Add entries whose event id is not already pending."""
 
-    async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
-        """Remove published entries; unknown ids are ignored."""
+    async def pop_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
+        """Remove published entries (those the caller holds, as read or written: matched by
+        event id); entries no longer pending are ignored. One round trip when the stored
+        entries are the ones given."""
 
     async def find_pending_outbox(
         self, *, limit: int = 100, skip: Sequence[str] = ()

@@ -40,7 +40,6 @@ from shared.jobs import (
     Lease,
     OutboxEntry,
     StatusChange,
-    check_transition,
     now_ms,
 )
 from shared.store import (
@@ -49,11 +48,14 @@ from shared.store import (
     JobPage,
     JobUpdate,
     ListQuery,
+    Step,
     Transition,
     TransitionOutcome,
     WorkspaceClaim,
+    check_moves,
     claim_is_stale,
     page_of,
+    passed_change,
     state_set,
     store_error,
 )
@@ -146,6 +148,7 @@ def transition_operators(
     update: JobUpdate | None,
     change: StatusChange,
     outbox: Sequence[OutboxEntry],
+    passed: StatusChange | None = None,
 ) -> Document:
     """The update document of a transition: the Mongo form of ``store.apply_transition``."""
     sets: Document = {
@@ -158,6 +161,10 @@ def transition_operators(
         pushes["outbox"] = {"$each": [entry.model_dump(mode="json") for entry in outbox]}
     if change.event_id is not None:
         pushes["processed_event_ids"] = change.event_id
+    if passed is not None:
+        pushes["history"] = {"$each": [passed.model_dump(mode="json"), pushes["history"]]}
+        ids = [step.event_id for step in (passed, change) if step.event_id is not None]
+        pushes["processed_event_ids"] = {"$each": ids}
     if update is not None and update.result is not None:  # every result is kept (a re-score's)
         pushes["result_versions"] = sets["result"]
     operators: Document = {"$set": sets, "$push": pushes}
@@ -173,15 +180,24 @@ def transition_filter(
     states: frozenset[JobStatus],
     event_id: str | None,
     update: JobUpdate | None,
+    *,
     if_deadline: datetime | None = None,
+    if_attempts: int | None = None,
+    passed_event_id: str | None = None,
 ) -> Document:
     query: Document = {"_id": job_id, "status": {"$in": sorted(s.value for s in states)}}
     if if_deadline is not None:
         query["deadline_at"] = if_deadline
-    if event_id is not None:
-        query["processed_event_ids"] = {"$ne": event_id}
+    not_seen = [i for i in (event_id, passed_event_id) if i is not None]
+    if len(not_seen) == 1:
+        query["processed_event_ids"] = {"$ne": not_seen[0]}
+    elif not_seen:
+        query["processed_event_ids"] = {"$nin": not_seen}
     if update is not None and update.attempt is not None:
         query["attempts.count"] = {"$gte": update.attempt.number - 1}
+    if if_attempts is not None:
+        fits = update is None or update.attempt is None or update.attempt.number <= if_attempts + 1
+        query["attempts.count"] = if_attempts if fits else -1  # -1: never matches
     return query
 
 
@@ -256,10 +272,12 @@ class MongoJobStore:
         self._locks_ready = False
 
     @classmethod
-    def from_url(cls, url: str, database: str, **client_options: Any) -> MongoJobStore:
+    def from_url(
+        cls, url: str, database: str, *, serialize_writes: bool | None = None, **client_options: Any
+    ) -> MongoJobStore:
         """A store owning its client; the client connects lazily, on first use."""
         client: AsyncMongoClient[Document] = AsyncMongoClient(url, **client_options)
-        return cls(client, database, owns_client=True)
+        return cls(client, database, owns_client=True, serialize_writes=serialize_writes)
 
     async def init(self) -> None:
         async with driver_errors("init"):
@@ -349,14 +367,26 @@ class MongoJobStore:
         reason: str | None = None,
         outbox: Sequence[OutboxEntry] = (),
         if_deadline: datetime | None = None,
+        if_attempts: int | None = None,
+        through: Step | None = None,
     ) -> Transition:
         states = state_set(from_states)
-        check_transition(states, to_state)
+        check_moves(states, to_state, through)
         change = StatusChange(status=to_state, at=now_ms(), reason=reason, event_id=event_id)
+        passed = passed_change(through, change)
+        query = transition_filter(
+            job_id,
+            states,
+            event_id,
+            update,
+            if_deadline=if_deadline,
+            if_attempts=if_attempts,
+            passed_event_id=passed.event_id if passed else None,
+        )
         async with driver_errors("transition"), self._exclusive(job_id):
             doc = await self._jobs.find_one_and_update(
-                transition_filter(job_id, states, event_id, update, if_deadline),
-                transition_operators(to_state, update, change, outbox),
+                query,
+                transition_operators(to_state, update, change, outbox, passed),
                 return_document=ReturnDocument.AFTER,
             )
             if doc is None:
@@ -512,18 +542,29 @@ class MongoJobStore:
                 )
             return await self._must_get(job_id)
 
-    async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
-        done = set(event_ids)
+    async def pop_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
+        """``$pullAll`` of the entries as stored (FerretDB's ``$pull`` only matches whole
+        elements, never a condition such as ``{"event_id": ...}``): first of the stored form of
+        the entries given, which is what the transition wrote (one round trip); if one of them
+        is still there in another form, of the stored elements the answer shows (a second)."""
+        done = {entry.event_id for entry in entries}
+        pull = [entry.model_dump(mode="json") for entry in entries]
         async with driver_errors("pop outbox"), self._exclusive(job_id):
-            doc = await self._jobs.find_one({"_id": job_id}, {"outbox": 1})
-            if doc is None:
-                raise JobNotFoundError(job_id)
-            # $pullAll of the stored elements themselves: FerretDB's $pull only matches whole
-            # elements, never a condition such as {"event_id": ...}
-            sent = [entry for entry in doc.get("outbox", []) if entry["event_id"] in done]
-            if sent:
-                await self._jobs.update_one({"_id": job_id}, {"$pullAll": {"outbox": sent}})
-            return await self._must_get(job_id)
+            doc = await self._pull_outbox(job_id, pull)
+            left = [entry for entry in doc.get("outbox", []) if entry["event_id"] in done]
+            if left:
+                doc = await self._pull_outbox(job_id, left)
+        return from_document(doc)
+
+    async def _pull_outbox(self, job_id: str, elements: list[Document]) -> Document:
+        doc = await self._jobs.find_one_and_update(
+            {"_id": job_id},
+            {"$pullAll": {"outbox": elements}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise JobNotFoundError(job_id)
+        return doc
 
     async def find_pending_outbox(
         self, *, limit: int = 100, skip: Sequence[str] = ()

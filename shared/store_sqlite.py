@@ -25,7 +25,6 @@ from shared.jobs import (
     Lease,
     OutboxEntry,
     StatusChange,
-    check_transition,
     now_ms,
 )
 from shared.sqlite_worker import SqliteWorker, connect
@@ -35,14 +34,17 @@ from shared.store import (
     JobPage,
     JobUpdate,
     ListQuery,
+    Step,
     Transition,
     TransitionOutcome,
     WorkspaceClaim,
     apply_transition,
     attempt_fits,
+    check_moves,
     claim_is_stale,
     lease_is_free,
     page_of,
+    passed_change,
     state_set,
 )
 from shared.store_queue import RECENT_RUNS, BackendQueue, last_run_seconds, merge_counts
@@ -241,15 +243,21 @@ class JobsDb:
         change: StatusChange,
         outbox: Sequence[OutboxEntry],
         if_deadline: datetime | None = None,
+        if_attempts: int | None = None,
+        passed: StatusChange | None = None,
     ) -> Transition:
         with self._write():
             job = self._must_get(job_id)
             if change.event_id is not None and change.event_id in job.processed_event_ids:
                 return Transition(TransitionOutcome.DUPLICATE_EVENT, job)
             moved_on = if_deadline is not None and job.deadline_at != if_deadline
-            if job.status not in states or not attempt_fits(job, update) or moved_on:
+            been = passed is not None and passed.event_id in job.processed_event_ids
+            fits = attempt_fits(job, update, if_attempts)
+            if job.status not in states or not fits or moved_on or been:
                 return Transition(TransitionOutcome.STATE_MISMATCH, job)
-            new = apply_transition(job, to_state, update, change=change, outbox=outbox)
+            new = apply_transition(
+                job, to_state, update, change=change, outbox=outbox, passed=passed
+            )
             values = [s.value for s in states]
             job_id_, *rest = row_of(new)
             sql = f"{_UPDATE} AND status IN ({_marks(values)})"
@@ -446,9 +454,11 @@ class SqliteJobStore:
         reason: str | None = None,
         outbox: Sequence[OutboxEntry] = (),
         if_deadline: datetime | None = None,
+        if_attempts: int | None = None,
+        through: Step | None = None,
     ) -> Transition:
         states = state_set(from_states)
-        check_transition(states, to_state)
+        check_moves(states, to_state, through)
         change = StatusChange(status=to_state, at=now_ms(), reason=reason, event_id=event_id)
         transition = self.db.transition
         return await self._run(
@@ -461,6 +471,8 @@ class SqliteJobStore:
             change=change,
             outbox=outbox,
             if_deadline=if_deadline,
+            if_attempts=if_attempts,
+            passed=passed_change(through, change),
         )
 
     async def acquire_lease(
@@ -516,8 +528,9 @@ class SqliteJobStore:
     async def append_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
         return await self._run("append outbox", self.db.append_outbox, job_id, list(entries))
 
-    async def pop_outbox(self, job_id: str, event_ids: Sequence[str]) -> Job:
-        return await self._run("pop outbox", self.db.pop_outbox, job_id, list(event_ids))
+    async def pop_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
+        event_ids = [entry.event_id for entry in entries]
+        return await self._run("pop outbox", self.db.pop_outbox, job_id, event_ids)
 
     async def find_pending_outbox(
         self, *, limit: int = 100, skip: Sequence[str] = ()

@@ -35,7 +35,7 @@ from shared.limits import SandboxLimits
 from shared.logctx import job_context
 from shared.metrics import Metrics
 from shared.outbox import OutboxRelay, outbox_entry
-from shared.store import JobStore, JobUpdate, Transition
+from shared.store import JobNotFoundError, JobStore, JobUpdate, Step, Transition
 from shared.telemetry import continue_trace
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Context:
 
     async def move(
         self,
-        job: Job,
+        job: Job | str,
         from_states: JobStatus | Iterable[JobStatus],
         to_state: JobStatus,
         *,
@@ -62,29 +62,43 @@ class Context:
         reason: str | None = None,
         emit: Sequence[BaseEvent] = (),
         if_deadline: datetime | None = None,
+        if_attempts: int | None = None,
+        through: Step | None = None,
     ) -> Transition:
-        """Move ``job`` (as last read) by compare-and-set, setting the deadline of ``to_state``."""
-        job_id = job.job_id
-        deadline = {"deadline_at": self.deadlines.of(to_state, job.spec)}
-        done = await self.store.transition(
-            job_id,
-            from_states,
-            to_state,
-            (update or JobUpdate()).model_copy(update=deadline),
-            event_id=event_id,
-            reason=reason,
-            outbox=[outbox_entry(event) for event in emit],
-            if_deadline=if_deadline,
-        )
+        """Move ``job`` by compare-and-set: as last read (the deadline of ``to_state`` comes
+        from its spec), or only its id when the step did not read it (one round trip; the
+        caller's ``update`` sets the deadline, and a job the store does not hold yet is a
+        retryable :func:`not_ready`). When nothing changed, the ``Transition`` holds the job
+        as it is."""
+        if isinstance(job, Job):
+            deadline = {"deadline_at": self.deadlines.of(to_state, job.spec)}
+            update = (update or JobUpdate()).model_copy(update=deadline)
+        job_id = job.job_id if isinstance(job, Job) else job
+        try:
+            done = await self.store.transition(
+                job_id,
+                from_states,
+                to_state,
+                update,
+                event_id=event_id,
+                reason=reason,
+                outbox=[outbox_entry(event) for event in emit],
+                if_deadline=if_deadline,
+                if_attempts=if_attempts,
+                through=through,
+            )
+        except JobNotFoundError as exc:
+            raise not_ready(job_id, "the store holds no such job yet") from exc
         if done.applied:
-            log_transition(job, done.job, reason)
+            before = before_move(done.job, 2 if through else 1)
+            log_transition(before, done.job, reason)
             if not done.job.active:
                 if self.metrics is not None:
                     self.metrics.job_finished(done.job)
                 await self.release_workspace(done.job)
             if emit:
                 await self.relay.flush(done.job, emit)
-            await journal_transition(job, done.job, reason)
+            await journal_transition(before, done.job, reason)
         else:
             log.debug("job %s not moved to %s: %s", job_id, to_state.value, done.outcome.value)
         return done
@@ -103,6 +117,16 @@ class Context:
         if job is None:
             raise not_ready(job_id, "the store holds no such job yet")
         return job
+
+
+def before_move(after: Job, steps: int = 1) -> Job:
+    """The job as it was before its last transition (of ``steps`` history entries), as far as
+    the log and the journal need it (status and history): a step that moved a job without
+    reading it first has only ``after``."""
+    if len(after.history) <= steps:
+        return after
+    earlier = after.history[:-steps]
+    return after.model_copy(update={"status": earlier[-1].status, "history": earlier})
 
 
 def log_transition(before: Job, after: Job, reason: str | None) -> None:

@@ -19,7 +19,7 @@ from services.scheduler.scoring import score_request
 from shared.errors import ErrorCode, ErrorInfo, Stage, execution_error
 from shared.events import JobCancelled, RunCompleted, RunHeartbeat, RunStarted, derived_event_id
 from shared.jobs import AttemptRecord, Job, JobStatus, Lease, now_ms
-from shared.store import JobNotFoundError, JobUpdate
+from shared.store import JobNotFoundError, JobUpdate, Step, Transition, TransitionOutcome
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,11 @@ async def _take_over(ctx: Context, event: RunHeartbeat, ttl: timedelta) -> Job |
     if job is None or job.status is not JobStatus.RUNNING or job.attempts.count != event.attempt:
         return None
     taken = await ctx.store.acquire_lease(job.job_id, event.instance, ttl)
+    if taken is not None and taken.status is not JobStatus.RUNNING:
+        # the run completed between the read and the take-over (its RunCompleted moved the job
+        # on and dropped the lease): a lease on a job that no longer runs must not stay
+        await ctx.store.release_lease(job.job_id, event.instance)
+        return None
     if taken is not None:
         log.warning(
             "job %s attempt %d: lease taken over by %s", job.job_id, event.attempt, event.instance
@@ -88,35 +93,51 @@ async def on_run_completed(ctx: Context, event: RunCompleted) -> None:
     if job.status is JobStatus.SUBMITTED:
         raise not_ready(job.job_id, "it is not queued yet")
     if job.status is JobStatus.QUEUED and event.attempt == _next_attempt(job):
-        job = await _start_late(ctx, job, event)
+        if _succeeded(event):
+            done = await _to_scoring(ctx, job, event, started=False)
+            if done.outcome is not TransitionOutcome.STATE_MISMATCH:
+                return
+            job = done.job  # its RunStarted was handled meanwhile: go on from there
+        else:
+            job = await _start_late(ctx, job, event)
     if job.status is not JobStatus.RUNNING or job.attempts.count != event.attempt:
         log.info("ignoring %s of job %s attempt %d", event.type, job.job_id, event.attempt)
         return
     await _finish(ctx, job, event)
 
 
+def _succeeded(event: RunCompleted) -> bool:
+    return event.outcome.status == "succeeded" and event.outcome.error is None
+
+
+def _why_unseen(job: Job) -> str:
+    return "score-only: the platform ran it" if job.spec.container is None else "no RunStarted seen"
+
+
+def _started_record(event: RunCompleted) -> AttemptRecord:
+    outcome = event.outcome
+    return AttemptRecord(
+        number=event.attempt, backend=outcome.backend, started_at=outcome.started_at or now_ms()
+    )
+
+
 async def _start_late(ctx: Context, job: Job, event: RunCompleted) -> Job:
     """Step one for a run the scheduler has not seen start; the job as it is now (a
     ``RunStarted`` handled meanwhile has done the same step)."""
-    outcome = event.outcome
-    record = AttemptRecord(
-        number=event.attempt, backend=outcome.backend, started_at=outcome.started_at or now_ms()
-    )
-    why = "score-only: the platform ran it" if job.spec.container is None else "no RunStarted seen"
     done = await ctx.move(
         job,
         JobStatus.QUEUED,
         JobStatus.RUNNING,
-        update=JobUpdate(attempt=record),
+        update=JobUpdate(attempt=_started_record(event)),
         event_id=start_key(job.job_id, event.attempt),
-        reason=f"attempt {event.attempt} completed ({why})",
+        reason=f"attempt {event.attempt} completed ({_why_unseen(job)})",
     )
     return done.job
 
 
 async def _finish(ctx: Context, job: Job, event: RunCompleted) -> None:
     outcome = event.outcome
-    if outcome.status == "succeeded" and outcome.error is None:
+    if _succeeded(event):
         await _to_scoring(ctx, job, event)
         return
     error = run_error(event)
@@ -169,18 +190,31 @@ async def _cancelled_by_executor(
     )
 
 
-async def _to_scoring(ctx: Context, job: Job, event: RunCompleted) -> None:
+async def _to_scoring(
+    ctx: Context, job: Job, event: RunCompleted, *, started: bool = True
+) -> Transition:
+    """``running -> scoring`` with the ``ScoreRequested``; for a run not seen to start
+    (``started=False``: a score-only job's platform run, or an overtaken ``RunStarted``)
+    ``queued -> running -> scoring`` in the same single update, both steps in the history."""
     request = score_request(job, job.scoring_round() + 1, event.workspace)
-    await ctx.move(
+    through = None
+    record = closed_attempt(job, "succeeded")
+    if not started:
+        reason = f"attempt {event.attempt} completed ({_why_unseen(job)})"
+        through = Step(JobStatus.RUNNING, start_key(job.job_id, event.attempt), reason)
+        record = _started_record(event).model_copy(
+            update={"finished_at": now_ms(), "outcome_code": "succeeded"}
+        )
+    return await ctx.move(
         job,
-        JobStatus.RUNNING,
+        JobStatus.RUNNING if started else JobStatus.QUEUED,
         JobStatus.SCORING,
-        update=JobUpdate(
-            run_outcome=event.outcome, lease=None, attempt=closed_attempt(job, "succeeded")
-        ),
+        update=JobUpdate(run_outcome=event.outcome, lease=None, attempt=record),
         event_id=end_key(job.job_id, event.attempt),
         reason=f"attempt {event.attempt} succeeded",
         emit=[request],
+        through=through,
+        if_attempts=None if started else event.attempt - 1,
     )
 
 

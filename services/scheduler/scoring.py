@@ -16,21 +16,24 @@ RESCORABLE = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED})
 
 
 async def on_score_completed(ctx: Context, event: ScoreCompleted) -> None:
-    """``scoring -> succeeded`` with the result, or ``-> failed`` when ``result.error``."""
-    job = await ctx.known_job(event.job_id)
-    if job.status is not JobStatus.SCORING:
-        log.info("ignoring %s of job %s in %s", event.type, job.job_id, job.status.value)
-        return
+    """``scoring -> succeeded`` with the result (one compare-and-set, the job not read first),
+    or ``-> failed`` when ``result.error``."""
     error = event.result.error
     if error is None:
-        await ctx.move(
-            job,
+        done = await ctx.move(
+            event.job_id,
             JobStatus.SCORING,
             JobStatus.SUCCEEDED,
-            update=JobUpdate(result=event.result, error=None),
+            update=JobUpdate(result=event.result, error=None, deadline_at=None),
             event_id=str(event.event_id),
             reason=f"scored by {event.scorer} {event.scorer_version}",
         )
+        if done.outcome is TransitionOutcome.STATE_MISMATCH:
+            _ignoring(event, done.job)
+        return
+    job = await ctx.known_job(event.job_id)
+    if job.status is not JobStatus.SCORING:
+        _ignoring(event, job)
         return
     await ctx.move(
         job,
@@ -41,6 +44,10 @@ async def on_score_completed(ctx: Context, event: ScoreCompleted) -> None:
         reason=f"scoring failed: {error.code.value}",
         emit=[scoring_failed(job, error)],
     )
+
+
+def _ignoring(event: ScoreCompleted, job: Job) -> None:
+    log.info("ignoring %s of job %s in %s", event.type, job.job_id, job.status.value)
 
 
 def scoring_failed(job: Job, error: ErrorInfo) -> JobFailed:

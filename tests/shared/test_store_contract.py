@@ -37,6 +37,7 @@ from shared.store import (
     JobStore,
     JobUpdate,
     ListQuery,
+    Step,
     TransitionOutcome,
 )
 from shared.store_mongo import MongoJobStore
@@ -692,8 +693,8 @@ async def test_outbox_entries_ride_with_transitions_until_popped(store: JobStore
     moved = await store.transition(job.job_id, S.SUBMITTED, S.QUEUED, outbox=[entry("e1")])
     appended = await store.append_outbox(job.job_id, [entry("e1"), entry("e2")])
     pending = await store.find_pending_outbox()
-    popped = await store.pop_outbox(job.job_id, ["e1", "unknown"])
-    emptied = await store.pop_outbox(job.job_id, ["e2"])
+    popped = await store.pop_outbox(job.job_id, [entry("e1"), entry("unknown")])
+    emptied = await store.pop_outbox(job.job_id, [entry("e2")])
 
     assert moved.job.outbox == [entry("e1")]
     assert appended.outbox == [entry("e1"), entry("e2")]
@@ -704,6 +705,77 @@ async def test_outbox_entries_ride_with_transitions_until_popped(store: JobStore
     assert (await store.get(quiet.job_id)).outbox == []
     with pytest.raises(JobNotFoundError):
         await store.append_outbox("job-missing", [entry("e3")])
+
+
+async def test_an_entry_is_popped_by_its_event_id_whatever_form_the_caller_holds(
+    store: JobStore,
+) -> None:
+    job = await created(store, make_job())
+    await store.transition(job.job_id, S.SUBMITTED, S.QUEUED, outbox=[entry("e1"), entry("e2")])
+    held = entry("e1").model_copy(update={"payload": {"n": "as the caller remembers it"}})
+
+    popped = await store.pop_outbox(job.job_id, [held])
+
+    assert popped.outbox == [entry("e2")]
+    assert (await store.get(job.job_id)).outbox == [entry("e2")]
+
+
+async def test_a_transition_given_the_attempt_count_acts_only_on_that_count(
+    store: JobStore,
+) -> None:
+    job = await created(store, make_job())
+    await walk(store, job.job_id, S.QUEUED)
+    first = AttemptRecord(number=1, backend="local", started_at=T0)
+
+    stale = await store.transition(
+        job.job_id, S.QUEUED, S.RUNNING, JobUpdate(attempt=first), if_attempts=1
+    )
+    moved = await store.transition(
+        job.job_id, S.QUEUED, S.RUNNING, JobUpdate(attempt=first), if_attempts=0
+    )
+
+    assert stale.outcome is TransitionOutcome.STATE_MISMATCH
+    assert stale.job.status is S.QUEUED
+    assert moved.applied
+    assert moved.job.attempts.count == 1
+
+
+async def test_a_transition_through_a_state_records_both_steps_in_one_update(
+    store: JobStore,
+) -> None:
+    job = await created(store, make_job())
+    await walk(store, job.job_id, S.QUEUED)
+    through = Step(S.RUNNING, "start", "ran elsewhere")
+
+    moved = await store.transition(
+        job.job_id, S.QUEUED, S.SCORING, event_id="end", through=through, outbox=[entry("e1")]
+    )
+    again = await store.transition(job.job_id, S.QUEUED, S.SCORING, event_id="end", through=through)
+
+    assert moved.applied
+    assert [h.status for h in moved.job.history][-2:] == [S.RUNNING, S.SCORING]
+    assert moved.job.history[-2].reason == "ran elsewhere"
+    assert moved.job.processed_event_ids[-2:] == ["start", "end"]
+    assert moved.job.outbox == [entry("e1")]
+    assert await store.get(job.job_id) == moved.job
+    assert again.outcome is TransitionOutcome.DUPLICATE_EVENT
+    with pytest.raises(IllegalTransitionError):
+        await store.transition(job.job_id, S.QUEUED, S.SCORING, through=Step(S.SUCCEEDED))
+
+
+async def test_a_transition_through_a_step_already_taken_is_a_mismatch(store: JobStore) -> None:
+    job = await created(store, make_job())
+    await walk(store, job.job_id, S.QUEUED)
+    await store.transition(job.job_id, S.QUEUED, S.RUNNING, event_id="start")
+    await store.transition(job.job_id, S.RUNNING, S.QUEUED, event_id="retry")
+
+    moved = await store.transition(
+        job.job_id, S.QUEUED, S.SCORING, event_id="end", through=Step(S.RUNNING, "start")
+    )
+
+    assert moved.outcome is TransitionOutcome.STATE_MISMATCH
+    assert moved.job.status is S.QUEUED
+    assert "end" not in moved.job.processed_event_ids
 
 
 async def test_pending_outboxes_come_oldest_first_leaving_out_the_skipped(store: JobStore) -> None:

@@ -18,12 +18,12 @@ from pathlib import Path
 from services.executor.main import create_executor_service
 from services.executor.registry import create_executor
 from services.gateway.health import report_loops
-from services.gateway.main import create_gateway, make_webhook_store, serve_app
+from services.gateway.main import create_gateway, open_parts, serve_app
 from services.scheduler.main import create_scheduler
 from services.scorer.main import create_scorer_service
 from services.scorer.plugins import registry_from_settings
 from shared.config import ApiKey, Settings, backend_config
-from shared.connect import make_bus, make_store, start_bus
+from shared.connect import start_bus
 from shared.metrics import Metrics
 from shared.runtime import run_service
 from shared.supervise import Supervisor
@@ -53,14 +53,7 @@ def ensure_admin_key(settings: Settings, key_file: Path = KEY_FILE) -> Settings:
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
         metrics = Metrics()  # one registry for the four services: the gateway's /metrics
-        store, hooks, bus = (
-            make_store(settings.store, metrics),
-            make_webhook_store(settings.store),
-            make_bus(settings.bus, metrics),
-        )
-        for part in (store, hooks):
-            await part.init()
-            stack.push_async_callback(part.close)
+        store, hooks, bus = await open_parts(settings, metrics, stack)
         registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
         executor = create_executor(backend_config(settings, settings.executor_service.backend))
         stack.push_async_callback(executor.close)

@@ -14,7 +14,6 @@ and the scorer reports ``MISSING_FILE`` instead.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 from typing import Any
@@ -24,12 +23,9 @@ from services.executor.registry import create_executor
 from services.executor.service import ExecutorService, ExecutorServiceConfig
 from shared.bus import EventBus
 from shared.config import Settings, backend_config
-from shared.connect import make_bus, start_bus
+from shared.connect import make_bus
 from shared.metrics import Metrics
-from shared.ops_http import Readiness, ops_app, serving
-from shared.runtime import service_main, stop_on_signals
-
-log = logging.getLogger(__name__)
+from shared.runtime import serve_service, service_main
 
 
 def default_instance() -> str:
@@ -88,17 +84,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     bus = make_bus(settings.bus, metrics)
     executor = create_executor(backend_for(settings, instance))
     service = create_executor_service(settings, bus, executor, instance=instance, metrics=metrics)
-    ops = ops_app(metrics, Readiness(bus, supervisors=[service.supervisor]))
-    stop = stop or stop_on_signals()
+    banner = f"executor {instance} serving {service.config.queue}"
+    port = settings.ops_http.executor_port
     try:
-        await service.start()
-        await start_bus(bus, settings.bus.start_within_s)
-        log.info("executor %s serving %s", service.config.instance, service.config.queue)
-        async with serving(settings.ops_http.host, settings.ops_http.executor_port, ops):
-            await stop.wait()
+        await serve_service(service, bus, settings, port, banner, metrics=metrics, stop=stop)
     finally:
-        await service.close()
-        await bus.close()
         await executor.close()
 
 

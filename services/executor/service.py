@@ -70,6 +70,7 @@ CANCEL_RETRY_S = 0.25
 HANDBACK_RETRY = RetryPolicy(max_attempts=10, delays=(1.0, 5.0, 15.0, 30.0))
 """Bus redelivery of a handed-back or unpublished run: a closing replica must not exhaust it."""
 
+
 @dataclass(frozen=True, slots=True)
 class ExecutorServiceConfig:
     backend: str

@@ -114,18 +114,22 @@ async def serve_app(app: web.Application, host: str, port: int, stop: asyncio.Ev
         await runner.cleanup()
 
 
+async def open_parts(
+    settings: Settings, metrics: Metrics, stack: AsyncExitStack
+) -> tuple[JobStore, WebhookStore, EventBus]:
+    """The job store and webhook store (opened, closed by ``stack``) and the bus (not started)."""
+    store, hooks = make_store(settings.store, metrics), make_webhook_store(settings.store)
+    for part in (store, hooks):
+        await part.init()
+        stack.push_async_callback(part.close)
+    return store, hooks, make_bus(settings.bus, metrics)
+
+
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_on_signals()
     async with AsyncExitStack() as stack:
         metrics = Metrics()
-        store, hooks, bus = (
-            make_store(settings.store, metrics),
-            make_webhook_store(settings.store),
-            make_bus(settings.bus, metrics),
-        )
-        for part in (store, hooks):
-            await part.init()
-            stack.push_async_callback(part.close)
+        store, hooks, bus = await open_parts(settings, metrics, stack)
         service = await create_gateway(settings, store, bus, hooks, metrics)
         await start_bus(bus, settings.bus.start_within_s)
         stack.push_async_callback(bus.close)

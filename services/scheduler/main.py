@@ -6,7 +6,6 @@ python -m services.scheduler.main    # settings from AUTOSCORER__* and AUTOSCORE
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from services.scheduler.context import Context
 from services.scheduler.deadlines import Deadlines
@@ -14,14 +13,11 @@ from services.scheduler.routing import Router
 from services.scheduler.service import Scheduler
 from shared.bus import EventBus
 from shared.config import Settings
-from shared.connect import make_bus, make_store, start_bus
+from shared.connect import make_bus, make_store
 from shared.metrics import Metrics
-from shared.ops_http import Readiness, ops_app, serving
 from shared.outbox import OutboxRelay
-from shared.runtime import service_main, stop_on_signals
+from shared.runtime import serve_service, service_main
 from shared.store import JobStore
-
-log = logging.getLogger(__name__)
 
 RELAY_SETTLE_S = 5.0
 """How long the sweep leaves a new outbox entry to the handler publishing it."""
@@ -53,19 +49,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     store = make_store(settings.store, metrics)
     bus = make_bus(settings.bus, metrics)
     scheduler = create_scheduler(settings, bus, store, metrics)
-    ops = ops_app(metrics, Readiness(bus, store, [scheduler.supervisor]))
-    stop = stop or stop_on_signals()
-    try:
-        await store.init()
-        await scheduler.start()
-        await start_bus(bus, settings.bus.start_within_s)
-        log.info("scheduler serving %s", settings.scheduler.queue)
-        async with serving(settings.ops_http.host, settings.ops_http.scheduler_port, ops):
-            await stop.wait()
-    finally:
-        await scheduler.close()
-        await bus.close()
-        await store.close()
+    banner = f"scheduler serving {settings.scheduler.queue}"
+    port = settings.ops_http.scheduler_port
+    await serve_service(
+        scheduler, bus, settings, port, banner, metrics=metrics, stop=stop, store=store
+    )
 
 
 def main() -> None:

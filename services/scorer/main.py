@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 
@@ -19,12 +18,9 @@ from services.scorer.registry import ScorerRegistry
 from services.scorer.service import ScorerService, ScorerServiceConfig
 from shared.bus import EventBus
 from shared.config import Settings
-from shared.connect import make_bus, start_bus
+from shared.connect import make_bus
 from shared.metrics import Metrics
-from shared.ops_http import Readiness, ops_app, serving
-from shared.runtime import service_main, stop_on_signals
-
-log = logging.getLogger(__name__)
+from shared.runtime import serve_service, service_main
 
 
 def default_instance() -> str:
@@ -69,17 +65,10 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     metrics = Metrics()
     bus = make_bus(settings.bus, metrics)
     service = create_scorer_service(settings, bus, registry, metrics=metrics)
-    ops = ops_app(metrics, Readiness(bus, supervisors=[service.supervisor]))
-    stop = stop or stop_on_signals()
-    try:
-        await service.start()
-        await start_bus(bus, settings.bus.start_within_s)
-        log.info("scorer %s serving %s", service.config.instance, service.config.requests_queue)
-        async with serving(settings.ops_http.host, settings.ops_http.scorer_port, ops):
-            await stop.wait()
-    finally:
-        await service.close()
-        await bus.close()
+    config = service.config
+    banner = f"scorer {config.instance} serving {config.requests_queue}"
+    port = settings.ops_http.scorer_port
+    await serve_service(service, bus, settings, port, banner, metrics=metrics, stop=stop)
 
 
 def main() -> None:

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 _FILENAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\.py$")
 
 
+ROUTES = web.RouteTableDef()
+"""The routes of ``/v1/scorers``: each handler is declared where it is defined."""
+
 WATCH_LOOP = "scorer-watch"
 ANNOUNCE_LOOP = "scorer-announce"
 ANNOUNCE_ATTEMPTS = 5
@@ -219,6 +222,7 @@ async def announce(gw: Gateway, file: Path, names: list[str], action: Action) ->
         await gw.bus.publish(event)
 
 
+@ROUTES.get("/v1/scorers")
 async def list_scorers(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     errors = {source: info.model_dump(mode="json") for source, info in gw.registry.errors.items()}
@@ -267,14 +271,17 @@ def _restore(file: Path, previous: str | None) -> None:
         file.write_text(previous, encoding="utf-8")
 
 
+@ROUTES.post("/v1/scorers/load")
 async def load_scorer(request: web.Request) -> web.Response:
     return await _load(request, "loaded")
 
 
+@ROUTES.post("/v1/scorers/reload")
 async def reload_scorer(request: web.Request) -> web.Response:
     return await _load(request, "reloaded")
 
 
+@ROUTES.post("/v1/scorers/test")
 async def test_scorer(request: web.Request) -> web.Response:
     require_admin(request)
     gw = request.app[GATEWAY]
@@ -293,6 +300,7 @@ def _test_score(gw: Gateway, ws: Workspace, scorer: str) -> Result:
     return score_once(task, gw.scorer_time_limit)
 
 
+@ROUTES.post("/v1/scorers/watch")
 async def start_watch(request: web.Request) -> web.Response:
     require_admin(request)
     gw = request.app[GATEWAY]
@@ -305,6 +313,7 @@ async def start_watch(request: web.Request) -> web.Response:
     return ok({"watching": watches.names()})
 
 
+@ROUTES.delete("/v1/scorers/watch")
 async def stop_watch(request: web.Request) -> web.Response:
     require_admin(request)
     name = request.query.get("filename", "")
@@ -315,6 +324,7 @@ async def stop_watch(request: web.Request) -> web.Response:
     return ok({"watching": watches.names()})
 
 
+@ROUTES.get("/v1/scorers/watch")
 async def list_watches(request: web.Request) -> web.Response:
     require_admin(request)
     return ok({"watching": request.app[WATCHES].names()})
@@ -330,13 +340,5 @@ async def watches_ctx(app: web.Application) -> AsyncIterator[None]:
     await gw.supervisor.close()
 
 
-def routes() -> list[web.RouteDef]:
-    return [
-        web.get("/v1/scorers", list_scorers),
-        web.post("/v1/scorers/load", load_scorer),
-        web.post("/v1/scorers/reload", reload_scorer),
-        web.post("/v1/scorers/test", test_scorer),
-        web.get("/v1/scorers/watch", list_watches),
-        web.post("/v1/scorers/watch", start_watch),
-        web.delete("/v1/scorers/watch", stop_watch),
-    ]
+def routes() -> list[web.AbstractRouteDef]:
+    return list(ROUTES)

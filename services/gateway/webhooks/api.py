@@ -14,6 +14,9 @@ from services.gateway.webhooks.models import WEBHOOK_EVENT_TYPES, WebhookSubscri
 from shared.errors import ErrorCode
 from shared.urls import TargetUrl
 
+ROUTES = web.RouteTableDef()
+"""The routes of ``/v1/webhooks``: each handler is declared where it is defined."""
+
 INVALID = ErrorCode.CONFIG_VALIDATION_ERROR
 MAX_PER_OWNER = 50  # each subscription multiplies every event of the owner's jobs
 
@@ -46,6 +49,7 @@ async def _owned(request: web.Request) -> WebhookSubscription:
     return sub
 
 
+@ROUTES.post("/v1/webhooks")
 async def subscribe(request: web.Request) -> web.Response:
     principal: Principal = request[PRINCIPAL]
     try:
@@ -70,6 +74,7 @@ async def subscribe(request: web.Request) -> web.Response:
     return ok(public(sub, with_secret=True), status=201)  # the only time the secret is shown
 
 
+@ROUTES.get("/v1/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
     principal: Principal = request[PRINCIPAL]
     owner = None if principal.is_admin else principal.subject
@@ -77,27 +82,24 @@ async def list_webhooks(request: web.Request) -> web.Response:
     return ok({"webhooks": [public(s) for s in subs]})
 
 
+@ROUTES.get("/v1/webhooks/{sub_id}")
 async def get_webhook(request: web.Request) -> web.Response:
     return ok(public(await _owned(request)))
 
 
+@ROUTES.delete("/v1/webhooks/{sub_id}")
 async def delete_webhook(request: web.Request) -> web.Response:
     sub = await _owned(request)
     await request.app[GATEWAY].hooks.delete_subscription(sub.id)
     return ok({"deleted": sub.id})
 
 
+@ROUTES.get("/v1/webhooks/{sub_id}/deliveries")
 async def deliveries(request: web.Request) -> web.Response:
     sub = await _owned(request)
     found = await request.app[GATEWAY].hooks.list_deliveries(sub.id)
     return ok({"deliveries": [d.model_dump(mode="json", exclude={"body"}) for d in found]})
 
 
-def routes() -> list[web.RouteDef]:
-    return [
-        web.post("/v1/webhooks", subscribe),
-        web.get("/v1/webhooks", list_webhooks),
-        web.get("/v1/webhooks/{sub_id}", get_webhook),
-        web.delete("/v1/webhooks/{sub_id}", delete_webhook),
-        web.get("/v1/webhooks/{sub_id}/deliveries", deliveries),
-    ]
+def routes() -> list[web.AbstractRouteDef]:
+    return list(ROUTES)

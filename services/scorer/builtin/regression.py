@@ -104,7 +104,7 @@ def regression_metrics(y_true: FloatArray, y_pred: FloatArray) -> dict[str, Metr
         floor = np.maximum(np.abs(true, out=b), np.finfo(np.float64).eps, out=b)
         extras = {"mape": float(np.average(np.average(np.divide(abs_diff, floor, out=b),
                                                       axis=0)))}
-        if not (np.any(true <= -1) or np.any(pred <= -1)):  # sklearn refuses those
+        if true.min() > -1 and pred.min() > -1:  # sklearn refuses values <= -1
             log_diff = np.subtract(np.log1p(true, out=a), np.log1p(pred, out=b), out=a)
             log_mse = np.average(np.square(log_diff, out=log_diff), axis=0)
             extras["rmsle"] = float(np.average(np.sqrt(log_mse)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from shared.bus import EventBus
 from shared.config import BusSettings, StoreSettings
@@ -22,17 +23,17 @@ def make_bus(settings: BusSettings, metrics: Metrics | None = None) -> EventBus:
     if settings.kind == "rabbitmq":
         from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig
 
-        config = RabbitBusConfig(
-            url=settings.url.get_secret_value(),
-            exchange=settings.exchange,
-            dead_letter_exchange=settings.dead_letter_exchange,
-            publish_timeout=settings.publish_timeout_s,
-            connect_timeout=settings.connect_timeout_s,
-            reconnect_interval=settings.reconnect_interval_s,
-            delivery_limit=settings.delivery_limit,
-            drain_timeout=settings.drain_timeout_s,
-        )
-        return RabbitBus(config, metrics=metrics)
+        options: dict[str, Any] = {  # RabbitBusConfig's names for the bus settings
+            "url": settings.url.get_secret_value(),
+            "exchange": settings.exchange,
+            "dead_letter_exchange": settings.dead_letter_exchange,
+            "publish_timeout": settings.publish_timeout_s,
+            "connect_timeout": settings.connect_timeout_s,
+            "reconnect_interval": settings.reconnect_interval_s,
+            "delivery_limit": settings.delivery_limit,
+            "drain_timeout": settings.drain_timeout_s,
+        }
+        return RabbitBus(RabbitBusConfig(**options), metrics=metrics)
     from shared.bus_memory import MemoryBus
 
     return MemoryBus(metrics=metrics)

@@ -307,6 +307,16 @@ def derived_event_id(cause: str | uuid.UUID, kind: str) -> uuid.UUID:
     return uuid.uuid5(EVENT_ID_NAMESPACE, f"{cause}\n{kind}")
 
 
+def malformed_event(
+    message: str, *, code: ErrorCode = ErrorCode.BAD_FORMAT, **details: Any
+) -> AutoscorerError:
+    """A body or stored payload that is no valid event: the platform's fault, not retryable
+    (docs/ERRORS.md)."""
+    return AutoscorerError(
+        code, message, stage=Stage.PLATFORM, fault=Fault.PLATFORM, details=details
+    )
+
+
 def encode_event(event: BaseEvent) -> bytes:
     """The JSON body an event is published with."""
     return event.model_dump_json().encode()
@@ -318,30 +328,24 @@ def parse_event(body: bytes | str) -> Event:
     event_type = data.get("type")
     missing = [name for name in WIRE_REQUIRED if name not in data]
     if missing:
-        raise AutoscorerError(
-            ErrorCode.BAD_FORMAT,
+        raise malformed_event(
             f"event lacks required field(s) {', '.join(missing)}",
-            stage=Stage.PLATFORM,
-            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
-            details={"event_type": event_type, "missing": missing},
+            event_type=event_type,
+            missing=missing,
         )
     if event_type not in KNOWN_TYPES:
-        raise AutoscorerError(
-            ErrorCode.BAD_FORMAT,
+        raise malformed_event(
             f"unknown event type {event_type!r}",
-            stage=Stage.PLATFORM,
-            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
-            details={"event_type": event_type, "known": sorted(KNOWN_TYPES)},
+            event_type=event_type,
+            known=sorted(KNOWN_TYPES),
         )
     try:
         return EVENT_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise AutoscorerError(
-            ErrorCode.BAD_FORMAT,
+        raise malformed_event(
             f"invalid {event_type} event: {exc.error_count()} error(s)",
-            stage=Stage.PLATFORM,
-            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
-            details={"event_type": event_type, "errors": _error_list(exc)},
+            event_type=event_type,
+            errors=_error_list(exc),
         ) from exc
 
 
@@ -349,20 +353,13 @@ def _load_json(body: bytes | str) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AutoscorerError(
-            ErrorCode.PARSE_ERROR,
+        raise malformed_event(
             f"event body is not JSON: {exc}",
-            stage=Stage.PLATFORM,
-            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
-            details={"size": len(body)},
+            code=ErrorCode.PARSE_ERROR,
+            size=len(body),
         ) from exc
     if not isinstance(data, dict):
-        raise AutoscorerError(
-            ErrorCode.BAD_FORMAT,
-            f"event body must be a JSON object, not {type(data).__name__}",
-            stage=Stage.PLATFORM,
-            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
-        )
+        raise malformed_event(f"event body must be a JSON object, not {type(data).__name__}")
     return data
 
 

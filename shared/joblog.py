@@ -23,11 +23,13 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 JOB_LOG = "job.jsonl"
 TRUNCATED = "log_truncated"
@@ -114,16 +116,14 @@ def record(
         log.warning("job log of %s not written: %s", job_id, exc.strerror or exc)
 
 
-async def arecord(
-    workspace: str | Path,
-    event: str,
-    job_id: str,
-    *,
-    only_if_reachable: bool = False,
-    cap: int | None = None,
-    **fields: Any,
-) -> None:
-    """:func:`record` off the event loop."""
-    await asyncio.to_thread(
-        record, workspace, event, job_id, only_if_reachable=only_if_reachable, cap=cap, **fields
-    )
+def off_the_loop(fn: Callable[P, None]) -> Callable[P, Awaitable[None]]:
+    """``fn`` (blocking file work) as a coroutine function that runs it in a thread."""
+
+    async def in_a_thread(*args: P.args, **kwargs: P.kwargs) -> None:
+        await asyncio.to_thread(fn, *args, **kwargs)
+
+    return in_a_thread
+
+
+arecord = off_the_loop(record)
+""":func:`record` off the event loop."""

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from shared.bus import EventBus
-from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
-from shared.events import EVENT_ADAPTER, BaseEvent
+from shared.errors import AutoscorerError, ErrorCode
+from shared.events import EVENT_ADAPTER, BaseEvent, malformed_event
 from shared.jobs import Job, OutboxEntry, now_ms
 from shared.logctx import job_context
 from shared.store import JobStore
@@ -71,12 +71,10 @@ def entry_event(entry: OutboxEntry) -> BaseEvent:
     try:
         return EVENT_ADAPTER.validate_python(entry.payload)
     except ValidationError as exc:
-        raise AutoscorerError(
-            ErrorCode.BAD_FORMAT,
+        raise malformed_event(
             f"outbox entry {entry.event_id} ({entry.type}) is not a valid event",
-            stage=Stage.PLATFORM,
-            fault=Fault.PLATFORM,  # a malformed event: ours, not retryable (docs/ERRORS.md)
-            details={"event_id": entry.event_id, "type": entry.type},
+            event_id=entry.event_id,
+            type=entry.type,
         ) from exc
 
 

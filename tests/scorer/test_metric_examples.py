@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.scorer.registry import ScorerRegistry
+from shared.provenance import source_files
 from shared.workspace import Workspace
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -34,3 +35,15 @@ def test_example_runs_and_scores(tmp_path: Path, name: str, low: float, high: fl
     scorer = ScorerRegistry.with_builtins().get(meta["scorer"])
     result = scorer.score(Workspace.at(ws), meta["params"])
     assert low <= result.summary["score"] <= high
+
+
+@pytest.mark.parametrize(("name", "module"), [
+    ("roc_auc", "probabilities"), ("brier_score", "probabilities"),
+    ("cohen_kappa", "ordinal"), ("hamming_loss", "multilabel"), ("regression_mape", "regression"),
+])
+def test_variant_scorers_name_their_own_module_in_provenance(name: str, module: str) -> None:
+    """Scorers made by ``variants.variant`` must hash the module that computes their metrics,
+    not only variants.py: a change there changes their scores."""
+    fn = ScorerRegistry.with_builtins().get(name).fn
+    assert fn.__name__ == name
+    assert f"services.scorer.builtin.{module}" in [m.module for m in source_files(fn)]

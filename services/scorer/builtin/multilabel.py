@@ -26,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.scorer.builtin.classification import Counts, _prf, encode, f1_metrics
 from services.scorer.builtin.probabilities import bad_rows
 from services.scorer.builtin.tabular import GT, PRED, Column, CsvFile, IntArray, Pair, read_pair
+from services.scorer.builtin.variants import variant
 from shared.errors import ErrorCode
 from shared.models import MetricValue, Result
-from shared.scoring import ScorerDef, register
+from shared.scoring import ScorerDef
 from shared.workspace import Workspace
 
 HEADERS = (("id", "labels"),)
@@ -169,15 +170,11 @@ def _score(ws: Workspace, params: MultilabelParams, primary: str) -> Result:
 
 def _scorer(name: str, primary: str, what: str, higher_is_better: bool = True
             ) -> ScorerDef[MultilabelParams]:
-    def score(ws: Workspace, params: MultilabelParams) -> Result:
-        return _score(ws, params, primary)
-
-    return register(name, version="1.0.0", task_type="multilabel",
-                    description=what + " CSV id,labels with space-separated labels; also micro, "
-                    "macro, weighted and samples precision/recall/F1, Hamming loss and subset "
-                    "accuracy, identical to scikit-learn.", expected_files=EXPECTED_FILES,
-                    primary_metric=primary, higher_is_better=higher_is_better,
-                    params=MultilabelParams)(score)
+    return variant(_score, MultilabelParams, name=name, primary=primary, task_type="multilabel",
+                   description=what + " CSV id,labels with space-separated labels; also micro, "
+                   "macro, weighted and samples precision/recall/F1, Hamming loss and subset "
+                   "accuracy, identical to scikit-learn.", expected_files=EXPECTED_FILES,
+                   higher_is_better=higher_is_better)
 
 
 multilabel_f1_micro = _scorer("multilabel_f1_micro", "f1_micro",

@@ -24,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.scorer.builtin.probabilities import bad_rows
 from services.scorer.builtin.regression import to_floats
 from services.scorer.builtin.tabular import GT, PRED, Column, CsvFile, IntArray, read_pair
+from services.scorer.builtin.variants import variant
 from shared.errors import ErrorCode
 from shared.models import MetricValue, Result
-from shared.scoring import ScorerDef, register
+from shared.scoring import ScorerDef
 from shared.workspace import Workspace
 
 HEADERS = (("id", "label"),)
@@ -146,15 +147,11 @@ def _score(ws: Workspace, params: OrdinalParams, primary: str) -> Result:
 
 
 def _scorer(name: str, what: str) -> ScorerDef[OrdinalParams]:
-    def score(ws: Workspace, params: OrdinalParams) -> Result:
-        return _score(ws, params, name)
-
-    return register(name, version="1.0.0", task_type="ordinal",
-                    description=what + " Also reports linear weighted kappa and accuracy. CSV "
-                    "id,label; integer labels ordered by value unless the param labels orders "
-                    "them; identical to scikit-learn's cohen_kappa_score.",
-                    expected_files=EXPECTED_FILES, primary_metric=name, params=OrdinalParams
-                    )(score)
+    return variant(_score, OrdinalParams, name=name, primary=name, task_type="ordinal",
+                   description=what + " Also reports linear weighted kappa and accuracy. CSV "
+                   "id,label; integer labels ordered by value unless the param labels orders "
+                   "them; identical to scikit-learn's cohen_kappa_score.",
+                   expected_files=EXPECTED_FILES)
 
 
 quadratic_weighted_kappa = _scorer(

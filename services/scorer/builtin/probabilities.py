@@ -36,9 +36,10 @@ from services.scorer.builtin.tabular import (
     read_table,
     refuse_empty_values,
 )
+from services.scorer.builtin.variants import variant
 from shared.errors import AutoscorerError, ErrorCode
 from shared.models import MetricValue, Result
-from shared.scoring import ScorerDef, register
+from shared.scoring import ScorerDef
 from shared.workspace import Workspace
 
 GT_HEADERS = (("id", "label"),)
@@ -343,14 +344,9 @@ _DESCRIPTION = (" Ground truth id,label; predictions id,<class>,... with one pro
 def _scorer(name: str, what: str, higher_is_better: bool = True
             ) -> ScorerDef[ProbabilityParams]:
     """One scorer per primary metric: all four compute the same metrics."""
-
-    def score(ws: Workspace, params: ProbabilityParams) -> Result:
-        return _score(ws, params, name)
-
-    return register(name, version="1.0.0", task_type="classification",
-                    description=what + _DESCRIPTION, expected_files=EXPECTED_FILES,
-                    primary_metric=name, higher_is_better=higher_is_better,
-                    params=ProbabilityParams)(score)
+    return variant(_score, ProbabilityParams, name=name, primary=name, task_type="classification",
+                   description=what + _DESCRIPTION, expected_files=EXPECTED_FILES,
+                   higher_is_better=higher_is_better)
 
 
 roc_auc = _scorer("roc_auc", "Area under the ROC curve: binary, or the one-vs-rest macro "

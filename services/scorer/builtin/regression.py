@@ -25,6 +25,7 @@ from pydantic import ConfigDict
 from services.scorer.builtin.plots import PlotParams
 from services.scorer.builtin.plots.regression import plot_regression
 from services.scorer.builtin.tabular import EXAMPLES, GT, PRED, Column, CsvFile, read_pair
+from services.scorer.builtin.variants import variant
 from shared.errors import ErrorCode
 from shared.models import MetricValue, Result
 from shared.scoring import ScorerDef, register
@@ -206,13 +207,10 @@ def regression_rmse(ws: Workspace, params: RegressionParams) -> Result:
 
 def _scorer(name: str, primary: str, what: str, higher_is_better: bool = False
             ) -> ScorerDef[RegressionParams]:
-    def score(ws: Workspace, params: RegressionParams) -> Result:
-        return _score(ws, params, primary)
-
-    return register(name, version="1.0.0", task_type="regression",
-                    description=what + " Reports the same metrics as regression_rmse, identical "
-                    "to scikit-learn.", expected_files=EXPECTED_FILES, primary_metric=primary,
-                    higher_is_better=higher_is_better, params=RegressionParams)(score)
+    return variant(_score, RegressionParams, name=name, primary=primary, task_type="regression",
+                   description=what + " Reports the same metrics as regression_rmse, identical "
+                   "to scikit-learn.", expected_files=EXPECTED_FILES,
+                   higher_is_better=higher_is_better)
 
 
 regression_mae = _scorer("regression_mae", "mae", "Mean absolute error.")

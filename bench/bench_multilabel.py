@@ -9,24 +9,20 @@ matrices of the same sets. Values must be identical. CSV reading and binarizing 
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import numpy as np
 from sklearn.metrics import accuracy_score, hamming_loss, precision_recall_fscore_support
 
-from bench.bench_probabilities import timed
+from bench.metric_ratio import arguments, compare
 from services.scorer.builtin.multilabel import keys_of, multilabel_metrics
+from shared.models import MetricValue
 
 AVERAGES = ("micro", "macro", "weighted", "samples")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--labels", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = arguments(__doc__, 1_000_000, labels=100)
     rng = np.random.default_rng(args.seed)
     n, width = args.rows, args.labels
     truth = rng.random((n, width)) < 0.05
@@ -35,10 +31,10 @@ def main() -> None:
     pred_rows, pred_codes = np.nonzero(predicted)
     names = [f"tag{i:03d}" for i in range(width)]
 
-    def ours() -> list[float]:
+    def ours() -> list[MetricValue]:
         keys = keys_of(true_rows, true_codes, pred_rows, pred_codes, n_rows=n, n_labels=width)
         metrics = multilabel_metrics(names, keys)
-        return [metrics[f"f1_{a}"] for a in AVERAGES] + [  # type: ignore[misc]
+        return [metrics[f"f1_{a}"] for a in AVERAGES] + [
             metrics["hamming_loss"], metrics["subset_accuracy"]]
 
     def theirs() -> list[float]:
@@ -48,13 +44,7 @@ def main() -> None:
                   for a in AVERAGES]
         return [*f1, hamming_loss(truth, predicted), accuracy_score(truth, predicted)]
 
-    values, ours_s = timed(ours)
-    reference, sklearn_s = timed(theirs)
-    same = values == reference
-    print(f"{n:,} rows x {width} labels: ours {ours_s:.3f} s, sklearn {sklearn_s:.3f} s, "
-          f"ratio {ours_s / sklearn_s:.4f}, identical {same}")
-    if not same:
-        raise SystemExit(f"values differ from scikit-learn: {values} vs {reference}")
+    compare(f"{n:,} rows x {width} labels", ours, theirs, args.repeat)
 
 
 if __name__ == "__main__":

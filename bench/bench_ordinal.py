@@ -8,37 +8,28 @@ read; scikit-learn: ``cohen_kappa_score`` with each of the three weights. Values
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-from bench.bench_probabilities import timed
+from bench.metric_ratio import arguments, compare
 from services.scorer.builtin.ordinal import WEIGHTS, integer_codes, ordinal_metrics
+from shared.models import MetricValue
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = arguments(__doc__, 10_000_000)
     rng = np.random.default_rng(args.seed)
     y_true = rng.integers(0, 6, args.rows)
     y_pred = np.clip(y_true + rng.integers(-2, 3, args.rows), 0, 5)
 
-    def ours() -> list[float]:
+    def ours() -> list[MetricValue]:
         codes_true, codes_pred, n_classes, _ = integer_codes(y_true, y_pred)
         metrics = ordinal_metrics(codes_true, codes_pred, n_classes)
-        return [metrics[name] for name in WEIGHTS]  # type: ignore[misc]
+        return [metrics[name] for name in WEIGHTS]
 
-    values, ours_s = timed(ours)
-    theirs, sklearn_s = timed(lambda: [cohen_kappa_score(y_true, y_pred, weights=w)
-                                       for w in WEIGHTS.values()])
-    same = values == theirs
-    print(f"{args.rows:,} rows, 6 ratings: ours {ours_s:.3f} s, sklearn {sklearn_s:.3f} s, "
-          f"ratio {ours_s / sklearn_s:.4f}, identical {same}")
-    if not same:
-        raise SystemExit(f"values differ from scikit-learn: {values} vs {theirs}")
+    compare(f"{args.rows:,} rows, 6 ratings", ours,
+            lambda: [cohen_kappa_score(y_true, y_pred, weights=w) for w in WEIGHTS.values()],
+            args.repeat)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,12 @@ arrays with string labels. Values must be identical (``==``). CSV reading is not
 
 from __future__ import annotations
 
-import argparse
-import time
 import warnings
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from bench.metric_ratio import arguments, compare
 from services.scorer.builtin.probabilities import Scores, probability_metrics
 
 
@@ -31,12 +28,6 @@ def make(rows: int, classes: int, seed: int) -> Scores:
     proba = np.round(raw / raw.sum(axis=1, keepdims=True), 3) + 1e-3
     proba /= proba.sum(axis=1, keepdims=True)
     return Scores([f"class_{i}" for i in range(classes)], y, proba)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - started
 
 
 def ours(data: Scores) -> dict[str, float]:
@@ -71,25 +62,11 @@ def sklearn(data: Scores) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--classes", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(f"{'set':<22} {'ours s':>8} {'sklearn s':>10} {'ratio':>7}  identical")
-    failed = False
+    args = arguments(__doc__, 2_000_000, classes=5)
     for classes in (2, args.classes):
         data = make(args.rows, classes, args.seed)
-        our_values, ours_s = timed(lambda: ours(data))  # noqa: B023
-        their_values, sklearn_s = timed(lambda: sklearn(data))  # noqa: B023
-        same = our_values == their_values
-        failed |= not same
-        name = f"{args.rows:,} x {classes} classes"
-        print(f"{name:<22} {ours_s:>8.3f} {sklearn_s:>10.3f} {ours_s / sklearn_s:>7.4f}  {same}")
-        if not same:
-            print("  ours   ", our_values, "\n  sklearn", their_values)
-    if failed:
-        raise SystemExit("values differ from scikit-learn")
+        compare(f"{args.rows:,} rows x {classes} classes", lambda: ours(data),  # noqa: B023
+                lambda: sklearn(data), args.repeat)  # noqa: B023
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ reading is not timed.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 from sklearn.metrics import (
     explained_variance_score,
@@ -23,8 +21,9 @@ from sklearn.metrics import (
     root_mean_squared_log_error,
 )
 
-from bench.bench_probabilities import timed
+from bench.metric_ratio import arguments, compare
 from services.scorer.builtin.regression import regression_metrics
+from shared.models import MetricValue
 
 REFERENCE = {
     "rmse": root_mean_squared_error, "mse": mean_squared_error, "mae": mean_absolute_error,
@@ -33,27 +32,19 @@ REFERENCE = {
 }
 
 
+def _reported(metrics: dict[str, MetricValue]) -> dict[str, MetricValue]:
+    return {name: metrics[name] for name in REFERENCE}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = arguments(__doc__, 10_000_000, repeat=3)
     rng = np.random.default_rng(args.seed)
     y_true = rng.gamma(2.0, 50.0, args.rows)
     y_pred = np.abs(y_true + rng.standard_normal(args.rows) * 10)
-    runs = []
-    for _ in range(args.repeat):  # interleaved; the best of each (the first pays page faults)
-        runs.append((timed(lambda: regression_metrics(y_true, y_pred)),
-                     timed(lambda: {name: fn(y_true, y_pred) for name, fn in REFERENCE.items()})))
-    (ours, _), (theirs, _) = runs[0]
-    ours_s = min(run[0][1] for run in runs)
-    sklearn_s = min(run[1][1] for run in runs)
-    same = {name: ours[name] for name in REFERENCE} == theirs
-    print(f"{args.rows:,} rows, 8 metrics: ours {ours_s:.3f} s, sklearn {sklearn_s:.3f} s, "
-          f"ratio {ours_s / sklearn_s:.4f}, identical {same}")
-    if not same:
-        raise SystemExit(f"values differ from scikit-learn: {ours} vs {theirs}")
+    compare(f"{args.rows:,} rows, 8 metrics",
+            lambda: _reported(regression_metrics(y_true, y_pred)),
+            lambda: {name: fn(y_true, y_pred) for name, fn in REFERENCE.items()},
+            args.repeat)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The Kubernetes manifests in deploy/k8s parse as YAML and grant exactly what the executor needs.
 
-No Kubernetes API server runs here, so they are checked as documents, never applied to a cluster.
+As documents, here; test_kubernetes_cluster.py applies them to a real API server.
 """
 
 from __future__ import annotations

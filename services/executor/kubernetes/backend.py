@@ -163,8 +163,9 @@ class KubernetesExecutor:
                                       self._config.pvc_sub_path)
         api = await self._kube()
         name = job_name(spec.job_id)
+        # outside the try: a Job of that name that is not this job's is not ours to delete
+        await self._start(api, spec, ws, build_job(spec, container, self._config, sub_path))
         try:
-            await self._start(api, spec, ws, build_job(spec, container, self._config, sub_path))
             return await self._follow(api, spec, ws, name, cancelled)
         finally:
             await self._delete_quietly(api, name)

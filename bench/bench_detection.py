@@ -91,7 +91,9 @@ def make_detections(
     ]
 
 
-def run_reference(gt: dict[str, Any], dts: list[dict[str, Any]]) -> tuple[np.ndarray, float, float]:
+def run_reference(
+    gt: dict[str, Any], dts: list[dict[str, Any]], iou_type: str = "bbox"
+) -> tuple[np.ndarray, float, float]:
     with contextlib.redirect_stdout(io.StringIO()):
         t0 = time.perf_counter()
         coco_gt = COCO()
@@ -99,7 +101,7 @@ def run_reference(gt: dict[str, Any], dts: list[dict[str, Any]]) -> tuple[np.nda
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(copy.deepcopy(dts))
         t1 = time.perf_counter()
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

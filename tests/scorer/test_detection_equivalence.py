@@ -34,7 +34,8 @@ Json = dict[str, Any]
 # ---------------------------------------------------------------- reference and ours
 
 
-def reference(gt: Json, dts: list[Json], params: EvalParams | None = None) -> COCOeval:
+def reference(gt: Json, dts: list[Json], params: EvalParams | None = None,
+              iou_type: str = "bbox") -> COCOeval:
     """pycocotools on deep copies (loadRes mutates), stdout silenced, same params as ``params``."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -47,7 +48,7 @@ def reference(gt: Json, dts: list[Json], params: EvalParams | None = None) -> CO
             coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"],
                                "annotations": []}
             coco_dt.createIndex()
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
         if params is not None:
             _apply(ev.params, params)
         ev.evaluate()

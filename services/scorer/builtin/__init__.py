@@ -10,4 +10,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "services.scorer.builtin.multilabel",
     "services.scorer.builtin.ranking",
     "services.scorer.builtin.segmentation",
+    "services.scorer.builtin.instance_segmentation",
 )

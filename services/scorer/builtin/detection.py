@@ -18,13 +18,16 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator
 
 from services.scorer.builtin.coco import (
+    Detections,
     EvalParams,
+    GroundTruth,
     evaluate,
     parse_detections,
     parse_ground_truth,
     per_category_ap,
     summarize,
 )
+from services.scorer.builtin.coco.masks import MaskSet
 from services.scorer.builtin.coco.params import coco_area_ranges, coco_iou_thresholds
 from services.scorer.builtin.plots import PlotParams
 from services.scorer.builtin.plots.detection import plot_detection
@@ -126,9 +129,22 @@ def detection_map(ws: Workspace, params: DetectionParams) -> Result:
     started = time.perf_counter()
     gt = parse_ground_truth(read_json(ws.root / GT_FILE, GT_FILE), file=GT_FILE)
     dt = parse_detections(read_json(ws.root / PRED_FILE, PRED_FILE), gt, file=PRED_FILE)
+    return coco_result(ws, params, (gt, dt), started)
+
+
+def coco_result(
+    ws: Workspace,
+    params: DetectionParams,
+    data: tuple[GroundTruth, Detections],
+    started: float,
+    masks: MaskSet | None = None,
+) -> Result:
+    """Evaluate parsed ground truth and detections (by mask IoU given ``masks``) into the
+    detection scorers' Result; ``started`` is when reading began."""
+    gt, dt = data
     _check_categories(params, gt.category_ids)
     read_s = time.perf_counter() - started
-    evaluation = evaluate(gt, dt, params.to_eval_params())
+    evaluation = evaluate(gt, dt, params.to_eval_params(), masks)
     stats = summarize(evaluation)
     metrics: dict[str, MetricValue] = {"mAP": stats["AP"], **stats}
     metrics["AP_per_category"] = per_category_ap(evaluation)

@@ -40,12 +40,17 @@ class GroundTruth:
 
 @dataclass(frozen=True, slots=True)
 class Detections:
-    """Detections in file order (their area is ``w * h``, as pycocotools' ``loadRes`` sets it)."""
+    """Detections in file order; their area is ``w * h`` (as pycocotools' ``loadRes`` sets it for
+    boxes) unless ``area`` gives it (a mask's)."""
 
     image: IntArray
     category: IntArray
     boxes: FloatArray  # (D, 4)
     score: FloatArray
+    area: FloatArray | None = None
+
+    def areas(self) -> FloatArray:
+        return self.boxes[:, 2] * self.boxes[:, 3] if self.area is None else self.area
 
     def __len__(self) -> int:
         return len(self.image)

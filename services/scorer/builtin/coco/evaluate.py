@@ -1,4 +1,4 @@
-"""Run the whole bbox evaluation: what ``COCOeval.evaluate()`` + ``accumulate()`` compute."""
+"""The whole evaluation (bbox or segm): what ``COCOeval.evaluate()`` + ``accumulate()`` compute."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from services.scorer.builtin.coco.data import (
     GroundTruth,
     IntArray,
 )
+from services.scorer.builtin.coco.masks import MaskSet
 from services.scorer.builtin.coco.match import greedy_match
-from services.scorer.builtin.coco.pairs import candidate_pairs
+from services.scorer.builtin.coco.pairs import box_pair_iou, candidate_pairs
 from services.scorer.builtin.coco.params import EvalParams, coco_recall_thresholds
 from services.scorer.builtin.coco.ranked import group_key, rank_detections
 
@@ -32,7 +33,10 @@ class CocoEvaluation:
     recall: FloatArray
 
 
-def evaluate(gt: GroundTruth, dt: Detections, params: EvalParams) -> CocoEvaluation:
+def evaluate(
+    gt: GroundTruth, dt: Detections, params: EvalParams, masks: MaskSet | None = None
+) -> CocoEvaluation:
+    """Boxes are compared by box IoU, or, given ``masks`` (``iouType="segm"``), by mask IoU."""
     selected = _selected_categories(gt, params)
     category_map = np.full(len(gt.category_ids), -1, dtype=np.int64)
     category_map[selected] = np.arange(len(selected))
@@ -45,10 +49,11 @@ def evaluate(gt: GroundTruth, dt: Detections, params: EvalParams) -> CocoEvaluat
     gt_ignore = _gt_ignore(gt.area[gt_idx], crowd, bounds)
     det_order = np.argsort(dets.rank, kind="stable")
     min_iou = float(min(thresholds.min(), 1 - 1e-10))
-    pairs = candidate_pairs(
-        det_order, dets.group, dets.boxes,
-        gt_group=gt_group, gt_boxes=gt.boxes[gt_idx], gt_crowd=crowd, min_iou=min_iou,
-    )
+    if masks is None:
+        iou_of = box_pair_iou(dets.boxes, gt.boxes[gt_idx], crowd)
+    else:
+        iou_of = masks.pair_iou(dets.source, dets.group, gt_idx, gt_group, crowd)
+    pairs = candidate_pairs(det_order, dets.group, iou_of, gt_group=gt_group, min_iou=min_iou)
     matched = greedy_match(pairs, dets.rank, gt_ignore, crowd, thresholds)
 
     npig = _count_not_ignored(category_map[gt.category[gt_idx]], gt_ignore, len(selected))

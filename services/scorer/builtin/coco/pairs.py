@@ -8,6 +8,7 @@ share an image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,14 +43,20 @@ def bbox_iou(dt: FloatArray, gt: FloatArray, crowd: BoolArray) -> FloatArray:
     return iou
 
 
+PairIou = Callable[[IntArray, IntArray], FloatArray]
+"""IoU of each (detection, ground truth) pair given as two index arrays of equal length."""
+
+
+def box_pair_iou(det_boxes: FloatArray, gt_boxes: FloatArray, gt_crowd: BoolArray) -> PairIou:
+    return lambda det, gt: bbox_iou(det_boxes[det], gt_boxes[gt], gt_crowd[gt])
+
+
 def candidate_pairs(
     det_order: IntArray,
     det_group: IntArray,
-    det_boxes: FloatArray,
+    iou_of: PairIou,
     *,
     gt_group: IntArray,
-    gt_boxes: FloatArray,
-    gt_crowd: BoolArray,
     min_iou: float,
     budget: int = DEFAULT_BUDGET,
 ) -> Pairs:
@@ -59,13 +66,12 @@ def candidate_pairs(
     counts = np.searchsorted(gt_group, det_group[dets], side="right") - lo
     ends = np.cumsum(counts)
     parts: list[tuple[IntArray, IntArray, FloatArray]] = []
-    boxes = (det_boxes, gt_boxes, gt_crowd)
     start = 0
     while start < len(dets):
         base = ends[start - 1] if start else 0
         stop = max(int(np.searchsorted(ends, base + budget, side="right")), start + 1)
         sl = slice(start, stop)
-        parts.append(_batch(dets[sl], lo[sl], counts[sl], boxes, min_iou))
+        parts.append(_batch(dets[sl], lo[sl], counts[sl], iou_of, min_iou))
         start = stop
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
@@ -80,15 +86,12 @@ def candidate_pairs(
 
 
 def _batch(
-    dets: IntArray, lo: IntArray, counts: IntArray, boxes: tuple[FloatArray, FloatArray, BoolArray],
-    min_iou: float,
+    dets: IntArray, lo: IntArray, counts: IntArray, iou_of: PairIou, min_iou: float
 ) -> tuple[IntArray, IntArray, FloatArray]:
     """All same-group pairs of ``dets``; ground truths listed last-first within a detection."""
-    det_boxes, gt_boxes, gt_crowd = boxes
     det = np.repeat(dets, counts)
     offsets = np.arange(len(det)) - np.repeat(np.cumsum(counts) - counts, counts)
     gt = np.repeat(lo + counts - 1, counts) - offsets
-    iou = bbox_iou(det_boxes[det], gt_boxes[gt], gt_crowd[gt])
+    iou = iou_of(det, gt)
     keep = iou >= min_iou
     return det[keep], gt[keep], iou[keep]
-

@@ -20,10 +20,8 @@ class RankedDetections:
     rank: IntArray
     score: FloatArray
     boxes: FloatArray
-
-    @property
-    def area(self) -> FloatArray:
-        return self.boxes[:, 2] * self.boxes[:, 3]
+    area: FloatArray  # for the area ranges
+    source: IntArray  # index in the file's order
 
     @property
     def group(self) -> IntArray:
@@ -57,4 +55,6 @@ def rank_detections(dt: Detections, category_map: IntArray, max_det: int) -> Ran
         rank=rank[cut],
         score=dt.score[order],
         boxes=dt.boxes[order],
+        area=dt.areas()[order],
+        source=order,
     )

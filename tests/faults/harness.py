@@ -255,11 +255,15 @@ class FaultStack:
 
     # -- process control (sync) --
 
+    def config_of(self, service: str) -> Path:
+        """The config a service's process reads (a subclass may give replicas their own)."""
+        return self.config_file
+
     def spawn(self, service: str) -> None:
-        env = {**os.environ, "AUTOSCORER_CONFIG": str(self.config_file)}
+        env = {**os.environ, "AUTOSCORER_CONFIG": str(self.config_of(service))}
         with self.log_path(service).open("ab") as log:
             self.procs[service] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}.main"],
+                [sys.executable, "-m", f"services.{service.partition('.')[0]}.main"],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -84,33 +84,36 @@ def _bad_values(column: Column, source: CsvFile, rows: list[int], problem: str) 
 
 
 def regression_metrics(y_true: FloatArray, y_pred: FloatArray) -> dict[str, MetricValue]:
-    """sklearn's formulas on ``(n, 1)`` arrays, bit for bit, with every elementwise step written
-    into one of two scratch arrays (fresh arrays cost more in page faults than in arithmetic).
-    ``r2`` and ``explained_variance`` are left out below two rows (sklearn: NaN), ``rmsle`` where
-    a value is <= -1 (sklearn raises), and any metric that overflows (sklearn: inf)."""
+    """sklearn's formulas on ``(n, 1)`` arrays, bit for bit, ordered so that each elementwise
+    step is done once and written into one of two scratch arrays (fresh arrays cost more in page
+    faults than in arithmetic). A mean is the sum divided by n in NumPy, so a sum already taken
+    gives its mean. ``r2`` and ``explained_variance`` are left out below two rows (sklearn: NaN),
+    ``rmsle`` where a value is <= -1 (sklearn raises), and any metric that overflows."""
     true, pred = y_true.reshape(-1, 1), y_pred.reshape(-1, 1)
+    n = len(true)
     a, b = np.empty_like(true), np.empty_like(true)
+    extras: dict[str, float] = {}
     with np.errstate(over="ignore"):
-        np.subtract(true, pred, out=a)
-        squared_sum = np.sum(np.square(a, out=b), axis=0)  # r2's numerator, (true - pred) ** 2
-        mse_per_output = np.average(b, axis=0)
-        abs_diff = np.abs(a, out=a)  # == |pred - true|
+        residual = np.subtract(true, pred, out=a)
+        squared_sum = np.sum(np.square(residual, out=b), axis=0)  # sum((true - pred) ** 2)
+        mse_per_output = squared_sum / n  # == np.average(squared, axis=0)
+        if n >= 2:  # below two rows sklearn gives NaN for both
+            centred = np.subtract(residual, np.average(residual, axis=0), out=b)
+            extras["explained_variance"], extras["r2"] = _fractions(
+                true, np.average(np.square(centred, out=b), axis=0), squared_sum, b)
+        abs_diff = np.abs(residual, out=a)  # == |pred - true|
         metrics: dict[str, MetricValue] = {
             "rmse": float(np.average(np.sqrt(mse_per_output))),
             "mse": float(np.average(mse_per_output)),
             "mae": float(np.average(np.average(abs_diff, axis=0))),
         }
-        np.copyto(b, abs_diff)
-        metrics["median_ae"] = _median(b.ravel())
         floor = np.maximum(np.abs(true, out=b), np.finfo(np.float64).eps, out=b)
-        extras = {"mape": float(np.average(np.average(np.divide(abs_diff, floor, out=b),
-                                                      axis=0)))}
+        extras["mape"] = float(np.average(np.average(np.divide(abs_diff, floor, out=b), axis=0)))
+        metrics["median_ae"] = _median(abs_diff.ravel())  # reorders a
         if true.min() > -1 and pred.min() > -1:  # sklearn refuses values <= -1
             log_diff = np.subtract(np.log1p(true, out=a), np.log1p(pred, out=b), out=a)
             log_mse = np.average(np.square(log_diff, out=log_diff), axis=0)
             extras["rmsle"] = float(np.average(np.sqrt(log_mse)))
-        if len(true) >= 2:  # below two rows sklearn gives NaN for both
-            extras.update(_fractions(true, pred, squared_sum, a, b))
     # a spread of ~1e-300 overflows a ratio: no r2 rather than -inf (likewise the others)
     metrics.update((name, value) for name, value in extras.items() if math.isfinite(value))
     return metrics
@@ -127,21 +130,14 @@ def _median(values: FloatArray) -> float:
     return float(np.mean(np.array([values[:middle].max(), values[middle]])))
 
 
-def _fractions(true: FloatArray, pred: FloatArray, squared_sum: FloatArray, a: FloatArray,
-               b: FloatArray) -> dict[str, float]:
-    """``r2_score`` and ``explained_variance_score`` with ``force_finite=True`` (perfect -> 1.0,
-    constant truth otherwise -> 0.0); ``squared_sum`` is ``sum((true - pred) ** 2)``, ``a`` and
-    ``b`` scratch arrays."""
-    deviation = np.subtract(true, np.average(true, axis=0), out=a)
-    deviation_squared = np.square(deviation, out=a)
-    residual = np.subtract(true, pred, out=b)
-    residual -= np.average(residual, axis=0)
-    return {
-        "r2": _explained_fraction(squared_sum, np.sum(deviation_squared, axis=0)),
-        "explained_variance": _explained_fraction(
-            np.average(np.square(residual, out=residual), axis=0),
-            np.average(deviation_squared, axis=0)),
-    }
+def _fractions(true: FloatArray, ev_numerator: FloatArray, squared_sum: FloatArray,
+               scratch: FloatArray) -> tuple[float, float]:
+    """``explained_variance_score`` and ``r2_score`` with ``force_finite=True`` (perfect -> 1.0,
+    constant truth otherwise -> 0.0): both divide by the spread of ``true``."""
+    deviation = np.subtract(true, np.average(true, axis=0), out=scratch)
+    spread = np.sum(np.square(deviation, out=scratch), axis=0)
+    return (_explained_fraction(ev_numerator, spread / len(true)),
+            _explained_fraction(squared_sum, spread))
 
 
 def _explained_fraction(numerator: FloatArray, denominator: FloatArray) -> float:

@@ -25,6 +25,7 @@ from services.scorer.builtin.coco.evaluate import evaluate
 from services.scorer.builtin.coco.masks import compressed_areas
 from services.scorer.builtin.coco.segm import parse_segm
 from services.scorer.builtin.instance_segmentation import instance_segmentation_map
+from services.scorer.registry import ScorerRegistry
 from shared.errors import AutoscorerError, ErrorCode, Fault
 from shared.workspace import Workspace
 from tests.scorer.test_detection_equivalence import reference, reference_per_category
@@ -273,3 +274,13 @@ def test_example_workspace_runs_and_scores(tmp_path: Path) -> None:
     params = json.loads((root / "meta.json").read_text())["params"]
     result = instance_segmentation_map.score(Workspace.at(root), params)
     assert 0.3 < result.summary["score"] < 1.0
+
+
+def test_the_new_scorers_are_registered_and_listed() -> None:
+    """``autoscorer scorers list`` lists what the registry built from BUILTIN_MODULES holds."""
+    registry = ScorerRegistry.with_builtins()
+    for name, task in (("ranking_map", "ranking"), ("semantic_segmentation", "segmentation"),
+                       ("instance_segmentation_map", "instance_segmentation")):
+        info = registry.get(name).info
+        assert (info.task_type, info.higher_is_better) == (task, True)
+        assert info.params_schema["additionalProperties"] is False

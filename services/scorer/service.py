@@ -338,8 +338,8 @@ class ScorerService:
         if not ready.is_set():
             log.error("the scorer watcher is not watching yet; the supervisor keeps trying")
 
-    def _on_reload(self, event: ReloadEvent) -> None:
-        """Called by the watcher, on the loop (as its reload is): hashes a few small files."""
+    async def _on_reload(self, event: ReloadEvent) -> None:
+        """Called by the watcher after each reload; the manifest's hashing runs in a thread."""
         if event.error is not None:
             log.error(
                 "reloading %s failed, keeping the last good version: %s",
@@ -348,7 +348,7 @@ class ScorerService:
             )
             return
         log.info("%s %s: %s", event.change, event.file, ", ".join(event.scorers))
-        self._manifest = plugin_manifest(self._registry)
+        await self._refresh()
 
 
 def _read_source(path: Path) -> str:

@@ -7,7 +7,7 @@ A broken edit keeps the last good version; every reload, good or bad, is reporte
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ def apply_change(registry: ScorerRegistry, file: Path, change: Change) -> Reload
 async def watch_scorers(
     registry: ScorerRegistry,
     paths: list[Path],
-    on_event: Callable[[ReloadEvent], None],
+    on_event: Callable[[ReloadEvent], Awaitable[None] | None],
     *,
     stop: asyncio.Event | None = None,
     debounce_ms: int = 150,
@@ -68,4 +68,6 @@ async def watch_scorers(
             if wanted(path):
                 latest[path] = change
         for file in sorted(latest):  # loading runs the file's code: in a thread, off the loop
-            on_event(await asyncio.to_thread(apply_change, registry, file, latest[file]))
+            told = on_event(await asyncio.to_thread(apply_change, registry, file, latest[file]))
+            if told is not None:  # a coroutine: its work off the loop is awaited here
+                await told

@@ -32,7 +32,8 @@ from shared.workspace import Workspace
 GT_DIR = "input/gt"
 PRED_DIR = "output/pred"
 MAX_PIXELS = 1 << 28  # per mask: a larger PNG is refused before it is decoded (decompression bomb)
-MODES = {"L": np.uint8, "P": np.uint8, "1": np.uint8, "I;16": np.uint16}
+MODES = {"L": np.uint8, "P": np.uint8, "1": np.uint8, "I;16": np.uint16, "I;16B": np.uint16,
+         "I": np.int32}  # some Pillow versions open 16-bit greyscale PNGs as 32-bit "I"
 EXAMPLES = 5
 DECODE_THREADS = min(4, os.cpu_count() or 1)
 WINDOW = 64  # image pairs decoded ahead at most
@@ -125,6 +126,11 @@ def read_mask(path: Path, relative: str) -> Mask:
                         file=relative, mode=mode,
                     )
                 array = np.asarray(image, dtype=MODES[mode])
+        if mode == "I":
+            if array.size and (int(array.min()) < 0 or int(array.max()) > 65535):
+                raise data_error(ErrorCode.BAD_FORMAT, f"{relative} has values outside 0..65535",
+                                 file=relative)
+            array = array.astype(np.uint16)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise data_error(ErrorCode.PARSE_ERROR, f"{relative} is not a readable PNG: {exc}",

@@ -11,9 +11,10 @@ import json
 import os
 import tarfile
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
-from aiohttp import FormData
+from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import create_app
@@ -59,6 +60,24 @@ async def _probe(stop: asyncio.Event, lags: list[float]) -> None:
         lags.append(loop.time() - before - TICK_S)
 
 
+async def _ignore(event: Event) -> None:
+    return None
+
+
+async def _app(settings: GatewaySettings, tmp_path: Path, stack: AsyncExitStack) -> web.Application:
+    """The gateway on an in-memory bus and SQLite stores, all closed by ``stack``."""
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
+    for part in (store, hooks):
+        await part.init()
+        stack.push_async_callback(part.close)
+    bus = MemoryBus()
+    await bus.subscribe(Subscription("test.sink", ["#"], _ignore))  # nothing is unroutable
+    await bus.start()
+    stack.push_async_callback(bus.close)
+    return create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
+
+
 async def test_a_large_upload_does_not_stall_the_event_loop(tmp_path: Path) -> None:
     archive = await asyncio.to_thread(_archive)
     settings = GatewaySettings(
@@ -68,36 +87,21 @@ async def test_a_large_upload_does_not_stall_the_event_loop(tmp_path: Path) -> N
         max_upload_files=FILES + 10,
         max_unpacked_bytes=FILES * FILE_BYTES * 2,
     )
-    bus, store = MemoryBus(), SqliteJobStore(tmp_path / "jobs.sqlite3")
-    hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
-
-    async def ignore(event: Event) -> None:
-        return None
-
-    await bus.subscribe(Subscription("test.sink", ["#"], ignore))
-    await bus.start()
-    await store.init()
-    await hooks.init()
-    app = create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
     lags: list[float] = []
     stop = asyncio.Event()
-    try:
-        async with TestClient(TestServer(app)) as client:
-            probe = asyncio.create_task(_probe(stop, lags))
-            form = FormData()
-            form.add_field("archive", io.BytesIO(archive), filename="ws.tar.gz")
-            started = time.perf_counter()
-            resp = await client.post(
-                "/v1/jobs", data=form, headers={"Authorization": f"Bearer {KEY}"}
-            )
-            took = time.perf_counter() - started
-            body = await resp.json()
-            stop.set()
-            await probe
-    finally:
-        await bus.close()
-        await store.close()
-        await hooks.close()
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            TestClient(TestServer(await _app(settings, tmp_path, stack)))
+        )
+        probe = asyncio.create_task(_probe(stop, lags))
+        form = FormData()
+        form.add_field("archive", io.BytesIO(archive), filename="ws.tar.gz")
+        started = time.perf_counter()
+        resp = await client.post("/v1/jobs", data=form, headers={"Authorization": f"Bearer {KEY}"})
+        took = time.perf_counter() - started
+        body = await resp.json()
+        stop.set()
+        await probe
     assert resp.status == 202, body
     unpacked = Path(body["data"]["job"]["workspace"])
     assert len(list((unpacked / "input").iterdir())) == FILES

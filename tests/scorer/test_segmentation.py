@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -214,7 +215,7 @@ def test_size_mismatch(tmp_path: Path) -> None:
     assert (error.details["size"], error.details["expected"]) == ([3, 2], [2, 2])
 
 
-@pytest.mark.parametrize("content", ["rgb", "garbage", "truncated", "jpeg"])
+@pytest.mark.parametrize("content", ["rgb", "garbage", "truncated", "jpeg", "huge"])
 def test_unreadable_or_wrong_kind_of_image(tmp_path: Path, content: str) -> None:
     workspace(tmp_path, [(GT0, GT0 % 3)])
     path = tmp_path / "output" / "pred" / "img000.png"
@@ -225,6 +226,9 @@ def test_unreadable_or_wrong_kind_of_image(tmp_path: Path, content: str) -> None
     elif content == "truncated":
         save(path, np.random.default_rng(0).integers(0, 3, size=(64, 64)))
         path.write_bytes(path.read_bytes()[:600])
+    elif content == "huge":  # a header declaring 10000 x 10000 pixels: refused undecoded
+        header = struct.pack(">IIBBBBB", 10_000, 10_000, 8, 0, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header)
     else:
         Image.new("L", (2, 2)).save(path, format="JPEG")
     error = error_of(tmp_path)

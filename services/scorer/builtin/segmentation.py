@@ -11,8 +11,8 @@ pixels. Definitions (those of mmsegmentation's ``eval_metrics``) are in docs/SCO
 from __future__ import annotations
 
 import os
+import struct
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,8 @@ from shared.workspace import Workspace
 
 GT_DIR = "input/gt"
 PRED_DIR = "output/pred"
-MAX_PIXELS = 1 << 28  # per mask: a larger PNG is refused before it is decoded (decompression bomb)
+MAX_PIXELS = 1 << 26  # per mask (8192 x 8192); a larger PNG is refused before it is decoded
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODES = {"L": np.uint8, "P": np.uint8, "1": np.uint8, "I;16": np.uint16, "I;16B": np.uint16,
          "I": np.int32}  # some Pillow versions open 16-bit greyscale PNGs as 32-bit "I"
 EXAMPLES = 5
@@ -109,34 +110,42 @@ def paired_names(ws: Workspace) -> list[str]:
 
 def read_mask(path: Path, relative: str) -> Mask:
     """One single-channel PNG as a 2-D array of labels (uint8, or uint16 for 16-bit PNGs)."""
+    _refuse_oversized(path, relative)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=["PNG"]) as image:
-                mode, size = image.mode, image.size
-                if size[0] * size[1] > MAX_PIXELS:
-                    raise data_error(ErrorCode.BAD_FORMAT,
-                                     f"{relative} has {size[0]}x{size[1]} pixels, over the limit",
-                                     file=relative, size=list(size))
-                if mode not in MODES:
-                    raise data_error(
-                        ErrorCode.BAD_FORMAT,
-                        f"{relative} is a {mode} image; a label mask is a single-channel PNG "
-                        "(8- or 16-bit greyscale, or palette indices)",
-                        file=relative, mode=mode,
-                    )
-                array = np.asarray(image, dtype=MODES[mode])
-        if mode == "I":
-            if array.size and (int(array.min()) < 0 or int(array.max()) > 65535):
-                raise data_error(ErrorCode.BAD_FORMAT, f"{relative} has values outside 0..65535",
-                                 file=relative)
-            array = array.astype(np.uint16)
+        with Image.open(path, formats=["PNG"]) as image:
+            mode = image.mode
+            if mode not in MODES:
+                raise data_error(
+                    ErrorCode.BAD_FORMAT,
+                    f"{relative} is a {mode} image; a label mask is a single-channel PNG "
+                    "(8- or 16-bit greyscale, or palette indices)",
+                    file=relative, mode=mode,
+                )
+            array = np.asarray(image, dtype=MODES[mode])
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            Image.DecompressionBombError) as exc:
         raise data_error(ErrorCode.PARSE_ERROR, f"{relative} is not a readable PNG: {exc}",
                          file=relative) from exc
+    if mode == "I":
+        if array.size and (int(array.min()) < 0 or int(array.max()) > 65535):
+            raise data_error(ErrorCode.BAD_FORMAT, f"{relative} has values outside 0..65535",
+                             file=relative)
+        array = array.astype(np.uint16)
     mask: Mask = array
     return mask
+
+
+def _refuse_oversized(path: Path, relative: str) -> None:
+    """BAD_FORMAT for a PNG whose header declares more than MAX_PIXELS, read before Pillow
+    sees the file (so its decompression-bomb warning, process-wide state, never fires)."""
+    with path.open("rb") as handle:
+        head = handle.read(24)
+    if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        if width * height > MAX_PIXELS:
+            raise data_error(ErrorCode.BAD_FORMAT,
+                             f"{relative} has {width}x{height} pixels, over {MAX_PIXELS}",
+                             file=relative, size=[width, height])
 
 
 def _out_of_range(

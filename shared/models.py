@@ -13,7 +13,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import ErrorInfo
 from shared.provenance import Provenance, parse_scorer_ref
@@ -79,6 +86,15 @@ def parse_memory(value: str | int) -> int:
     scale = _MEMORY_UNITS[key.lower()]
     exact = int(whole) * scale + int(fraction or "0") * scale // 10 ** len(fraction)
     return _bounded(exact)
+
+
+def _quantity(value: str) -> str:
+    parse_memory(value)
+    return value
+
+
+Quantity = Annotated[str, AfterValidator(_quantity)]
+"""A memory quantity as configured (``512Mi``, ``4Gi``, ``1g``), checked by :func:`parse_memory`."""
 
 
 def _bounded(amount: int) -> int:

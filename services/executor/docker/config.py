@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.limits import SandboxLimits
-from shared.models import parse_memory
+from shared.models import Quantity
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 _USER_RE = re.compile(r"^(\d+)(?::(\d+))?$")
@@ -51,10 +51,10 @@ class DockerConfig(BaseModel):
     user: str = Field("65534:65534", description="uid[:gid] the participant runs as; never root")
     network: str = Field("none", description="NetworkMode; anything but 'none' is an opt-in")
     pids_limit: int = Field(256, ge=16)
-    tmp_size: str = "64Mi"
-    shm_size: str = "64Mi"
-    log_limit: str = Field("10Mi", description="bytes kept in logs/container.log")
-    output_limit: str = Field("512Mi", description="bytes the run may write in output/")
+    tmp_size: Quantity = "64Mi"
+    shm_size: Quantity = "64Mi"
+    log_limit: Quantity = Field("10Mi", description="bytes kept in logs/container.log")
+    output_limit: Quantity = Field("512Mi", description="bytes the run may write in output/")
     output_max_files: int = Field(10_000, ge=1, description="files and directories in output/")
     allow_gpus: bool = False
     env: dict[str, str] = Field(default_factory=dict, description="added to every container")
@@ -71,12 +71,6 @@ class DockerConfig(BaseModel):
         default_factory=SandboxLimits,
         description="operator caps (checked before the run), ulimits, organiser ground truth",
     )
-
-    @field_validator("tmp_size", "shm_size", "log_limit", "output_limit")
-    @classmethod
-    def _size(cls, value: str) -> str:
-        parse_memory(value)
-        return value
 
     @field_validator("user")
     @classmethod

@@ -65,6 +65,9 @@ esac
 
 all_running=1
 for name in "${components[@]}"; do running "$name" || all_running=0; done
+# a plane started from an older build (other sources, another kwok config) is restarted
+started_from="$(readlink -f "$bin" 2>/dev/null || true) $(sha256sum "$repo/deploy/k8s-cluster/kwok.yaml" | cut -c1-16)"
+[ "$(cat "$state/run/started-from" 2>/dev/null)" = "$started_from" ] || all_running=0
 if [ "$all_running" = 1 ] && api_ready; then
     log "already running; kubeconfig: $kubeconfig"
     echo "$kubeconfig"
@@ -254,5 +257,6 @@ node_ready() {
     [ "$(kubectl_ get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{end}')" = TrueTrue ]
 }
 wait_for kwok 60 node_ready
+echo "$started_from" >"$state/run/started-from"
 log "control plane up in $(( ($(date +%s%N) - t0) / 1000000 )) ms; kubeconfig: $kubeconfig"
 echo "$kubeconfig"

@@ -203,7 +203,7 @@ GT = "id,label\n1,a\n2,b\n3,a\n"
         ("id,a,b\n1,0.5,0.5\n2,nan,0.5\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT, {"rows": [2]}),
         ("id,a,b\n1,0.5,0.5\n2,x,0.5\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT, {"rows": [2]}),
         ("id,a,b\n1,0.5,0.5\n2,0.5\n3,0.5,0.5\n", ErrorCode.PARSE_ERROR, {}),
-        ("id,a\n1,1\n2,1\n3,1\n", ErrorCode.BAD_FORMAT, {}),
+        ("id\n1\n2\n3\n", ErrorCode.BAD_FORMAT, {}),
         ("id,a,a\n1,0.5,0.5\n2,0.5,0.5\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT, {}),
         ("key,a,b\n1,0.5,0.5\n2,0.5,0.5\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT, {}),
         ("id,a,c\n1,0.5,0.5\n2,0.5,0.5\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT, {"gt_rows": [2]}),
@@ -238,3 +238,57 @@ def test_sum_check_can_be_turned_off(tmp_path: Path) -> None:
     ws = write(tmp_path, ["a", "b"], np.array([[0.3, 0.3], [0.1, 0.6]]), ["a", "b"])
     result = roc_auc.score(ws, {"sum_tolerance": None})
     assert result.metrics["roc_auc"] == 1.0
+
+
+def _single_column(root: Path, labels: list[str], column: str, p: np.ndarray) -> Workspace:
+    (root / "input").mkdir(exist_ok=True)
+    (root / "output").mkdir(exist_ok=True)
+    ids = [f"r{i}" for i in range(len(labels))]
+    (root / "input" / "gt.csv").write_text(
+        "id,label\n" + "".join(f"{i},{y}\n" for i, y in zip(ids, labels, strict=True)))
+    (root / "output" / "pred.csv").write_text(
+        f"id,{column}\n" + "".join(f"{i},{v!r}\n" for i, v in zip(ids, p.tolist(), strict=True)))
+    return Workspace.at(root)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_binary_as_one_probability_column(tmp_path: Path, seed: int) -> None:
+    """``id,1`` holding P(label "1"): scikit-learn's 1-D y_prob, the positive class the column's."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(["0", "1"], 500).tolist()
+    p = np.round(rng.random(500), 2)
+    p[:3] = [0.0, 1.0, 0.5]
+    result = roc_auc.score(_single_column(tmp_path, labels, "1", p), {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert result.metrics["roc_auc"] == roc_auc_score(labels, p)
+        assert result.metrics["average_precision"] == average_precision_score(labels, p,
+                                                                               pos_label="1")
+        assert result.metrics["log_loss"] == log_loss(labels, p)
+        assert result.metrics["brier_score"] == brier_score_loss(labels, p, pos_label="1")
+    assert result.metrics["n_classes"] == 2.0
+
+
+def test_one_column_of_the_lesser_label_is_its_positive_class(tmp_path: Path) -> None:
+    labels = ["cat", "dog", "cat", "dog", "cat"]
+    p_cat = np.array([0.9, 0.2, 0.6, 0.7, 0.4])
+    result = roc_auc.score(_single_column(tmp_path, labels, "cat", p_cat), {})
+    is_cat = np.asarray(labels) == "cat"
+    assert result.metrics["roc_auc"] == roc_auc_score(is_cat, p_cat)
+    proba = np.column_stack([p_cat, 1 - p_cat])
+    assert result.metrics["log_loss"] == log_loss(labels, proba, labels=["cat", "dog"])
+
+
+def test_one_column_needs_exactly_two_classes(tmp_path: Path) -> None:
+    ws = _single_column(tmp_path, ["a", "b", "c"], "a", np.array([0.5, 0.5, 0.5]))
+    with pytest.raises(AutoscorerError) as info:
+        roc_auc.score(ws, {})
+    assert info.value.code == ErrorCode.BAD_FORMAT and info.value.fault == Fault.PARTICIPANT
+    ws = _single_column(tmp_path, ["a", "a"], "a", np.array([0.5, 0.5]))
+    assert log_loss_def.score(ws, {"classes": ["a", "b"]}).metrics["n_classes"] == 2.0
+    with pytest.raises(AutoscorerError):  # one class known: the other is unknown
+        log_loss_def.score(ws, {})
+    ws = _single_column(tmp_path, ["a", "b"], "a", np.array([1.5, 0.5]))
+    with pytest.raises(AutoscorerError) as info:
+        roc_auc.score(ws, {})
+    assert info.value.details["rows"] == [1] and info.value.details["column"] == "a"

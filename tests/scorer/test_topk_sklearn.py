@@ -78,3 +78,11 @@ def test_scores_need_not_be_probabilities_but_must_be_finite(tmp_path: Path) -> 
     with pytest.raises(AutoscorerError) as info:
         top_k_accuracy.score(ws, {"k": 2})
     assert info.value.code == ErrorCode.BAD_FORMAT and info.value.details["rows"] == [1]
+
+
+def test_one_score_column_is_refused(tmp_path: Path) -> None:
+    ws = write(tmp_path, ["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]]), ["a", "b"])
+    (tmp_path / "output" / "pred.csv").write_text("id,a\nr0000,1\nr0001,0\n")
+    with pytest.raises(AutoscorerError) as info:
+        top_k_accuracy.score(ws, {"k": 1})
+    assert info.value.code == ErrorCode.BAD_FORMAT and "at least 2" in info.value.message

@@ -67,7 +67,8 @@ class ProbabilityParams(ScoreParams):
     positive_class: str | None = Field(
         None,
         description="with two classes, the one whose probability ROC AUC and average precision "
-        "rank by; default: the greater label in sorted order, as scikit-learn",
+        "rank by; default: the class of the only probability column if there is one, else the "
+        "greater label in sorted order, as scikit-learn",
     )
     sum_tolerance: float | None = Field(
         1e-5,
@@ -84,42 +85,67 @@ class Scores:
     classes: list[str]
     y_true: IntArray
     scores: FloatArray  # (n_rows, n_classes), gt row order
+    single_column: str | None = None  # binary, given as this class's column only
 
 
 def read_scores(ws: Workspace, params: ScoreParams, probabilities: bool,
                 sum_tolerance: float | None = None) -> Scores:
     gt = read_column(ws, GT, GT_HEADERS)
     refuse_empty_values(gt, GT)
-    header = _class_header(read_header(ws, PRED, PRED_EXPECTED), params.classes)
+    header = _class_header(read_header(ws, PRED, PRED_EXPECTED), params.classes,
+                           1 if probabilities else 2)
     table, _ = read_table(ws, PRED, [header])
     ids = table.column(0)
     refuse_empty_values(Column(ids, ids, ("id", "id")), PRED)
     order = align(gt.ids, ids)
-    classes = sorted(header[1:])
+    single = header[1] if len(header) == 2 else None
+    classes = sorted(header[1:]) if single is None else _binary_classes(gt, single, params.classes)
     position = {name: j for j, name in enumerate(header)}
     scores = np.empty((len(ids), len(classes)), dtype=np.float64)
     for k, name in enumerate(classes):
-        values = table.column(position[name])
-        scores[:, k] = to_floats(Column(ids, values, ("id", name)), PRED)
-    if probabilities:
+        if name in position:
+            scores[:, k] = to_floats(Column(ids, table.column(position[name]), ("id", name)), PRED)
+    if single is not None:  # the other class's probability, as scikit-learn's 1 - y_prob
+        given = classes.index(single)
+        _check_probabilities(scores[:, [given]], ids, [single], None)
+        scores[:, 1 - given] = 1 - scores[:, given]
+    elif probabilities:
         _check_probabilities(scores, ids, classes, sum_tolerance)
     y_true = _class_codes(gt, classes, params.classes is not None)
-    return Scores(classes, y_true, scores if order is None else scores[order])
+    return Scores(classes, y_true, scores if order is None else scores[order], single)
 
 
-def _class_header(found: Sequence[str], classes: list[str] | None) -> tuple[str, ...]:
-    """``id`` and then at least two distinct, non-empty class names (``classes`` if given)."""
+def _binary_classes(gt: Column, single: str, fixed: list[str] | None) -> list[str]:
+    """The two classes of a file with one probability column: ``fixed``, or the ground-truth
+    labels with the column's class."""
+    found = sorted(fixed or set(pc.unique(gt.values).to_pylist()) | {single})
+    if len(found) == 2:
+        return found
+    raise PRED.error(
+        ErrorCode.BAD_FORMAT,
+        f"one probability column ({single!r}) is enough for two classes only, and "
+        f"{'the classes param' if fixed else 'the ground truth with it'} has {len(found)}: "
+        f"give {PRED_EXPECTED}" + ("" if fixed else " (or set the param classes)"),
+        classes=found[:EXAMPLES],
+    )
+
+
+def _class_header(found: Sequence[str], classes: list[str] | None, minimum: int
+                  ) -> tuple[str, ...]:
+    """``id`` and then at least ``minimum`` distinct, non-empty class names (``classes`` if
+    given; one column of ``classes`` if it is the only one)."""
     names = list(found[1:])
     problem = None
     if not found or found[0] != "id":
         problem = "its first column must be id"
-    elif len(names) < 2:
-        problem = "it needs one column per class, at least two"
+    elif len(names) < minimum:
+        problem = f"it needs one column per class, at least {minimum}"
     elif any(not name for name in names):
         problem = "a class column has an empty name"
     elif len(set(names)) != len(names):
         problem = f"class columns repeat: {sorted({n for n in names if names.count(n) > 1})[:5]}"
-    elif classes is not None and set(names) != set(classes):
+    elif classes is not None and set(names) != set(classes) and not (
+            len(names) == 1 and names[0] in classes):
         missing = sorted(set(classes) - set(names))[:EXAMPLES]
         extra = sorted(set(names) - set(classes))[:EXAMPLES]
         problem = f"its class columns must be {classes}: missing {missing}, unknown {extra}"
@@ -321,7 +347,7 @@ def _score(ws: Workspace, params: ProbabilityParams, primary: str) -> Result:
     started = time.perf_counter()
     data = read_scores(ws, params, True, params.sum_tolerance)
     read_s = time.perf_counter() - started
-    metrics = probability_metrics(data, params.positive_class)
+    metrics = probability_metrics(data, params.positive_class or data.single_column)
     metrics["n_samples"] = float(len(data.y_true))
     metrics["n_classes"] = float(len(data.classes))
     value = metrics.get(primary)

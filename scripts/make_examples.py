@@ -210,7 +210,7 @@ def rmsle(seed: int) -> None:
     x = rng.normal(size=(100, 2))
     price = np.exp(4 + x @ weights + rng.normal(0, 0.2, 100))
     model = {"weights": (weights + rng.normal(0, 0.05, 2)).round(3).tolist(), "bias": 4.0}
-    ws = _workspace("regression-rmsle", "regression_rmsle", "regression", {}, model)
+    ws = _workspace("rmsle", "regression_rmsle", "regression", {}, model)
     ids = [f"h{i:03d}" for i in range(100)]
     _features(ws, ids, x)
     _write_csv(ws / "input" / "gt.csv", ["id", "value"],

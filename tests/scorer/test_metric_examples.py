@@ -24,7 +24,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
     ("topk", 0.7, 1.0),
     ("ordinal", 0.7, 1.0),
     ("multilabel", 0.7, 1.0),
-    ("regression-rmsle", 0.0, 0.4),
+    ("rmsle", 0.0, 0.4),
 ])
 def test_example_runs_and_scores(tmp_path: Path, name: str, low: float, high: float) -> None:
     ws = tmp_path / name

@@ -79,6 +79,16 @@ def workspace(pvc_root: Path) -> Workspace:
     return Workspace.at(root)
 
 
+async def run_once(body: dict[str, Any], ws: Workspace) -> RunOutcome:
+    """``make_spec()`` run by an executor built from ``body`` for this one run."""
+    executor = create_executor(body)
+    try:
+        outcome: RunOutcome = await executor.run(make_spec(), ws)
+    finally:
+        await executor.close()
+    return outcome
+
+
 def run_info(ws: Workspace) -> RunOutcome:
     return RunOutcome.model_validate_json((ws.logs_dir / "run_info.json").read_text())
 
@@ -136,11 +146,7 @@ async def test_watch_survives_410_gone_by_listing_again(
 async def test_log_is_capped_with_a_truncation_marker(
         api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
     cluster.scenarios[JOB_ID] = k8s_fake.success(log=b"x" * 5000)
-    executor = create_executor(settings(api_url, pvc_root, log_cap_bytes=1024))
-    try:
-        outcome = await executor.run(make_spec(), workspace)
-    finally:
-        await executor.close()
+    outcome = await run_once(settings(api_url, pvc_root, log_cap_bytes=1024), workspace)
     saved = (workspace.logs_dir / "container.log").read_bytes()
     assert saved.startswith(b"x" * 1024)
     assert saved[1024:] == b"\n[autoscorer: log truncated at 1024 bytes]\n"
@@ -256,11 +262,7 @@ async def test_output_over_the_cap_is_output_too_large(
     scenario = k8s_fake.success()
     scenario.on_finish = lambda: (workspace.output_dir / "big.bin").write_bytes(b"0" * 2048)
     cluster.scenarios[JOB_ID] = scenario
-    executor = create_executor(settings(api_url, pvc_root, output_cap_bytes=1024))
-    try:
-        outcome = await executor.run(make_spec(), workspace)
-    finally:
-        await executor.close()
+    outcome = await run_once(settings(api_url, pvc_root, output_cap_bytes=1024), workspace)
     assert outcome.error is not None
     assert outcome.error.code is ErrorCode.OUTPUT_TOO_LARGE
 
@@ -270,11 +272,7 @@ async def test_a_watch_the_server_ends_is_resumed_without_listing_again(
     scenario = k8s_fake.success()
     scenario.step_delay = 0.7  # the pod finishes after the first 1 s watch has ended
     cluster.scenarios[JOB_ID] = scenario
-    executor = create_executor(settings(api_url, pvc_root, watch_timeout_s=1))
-    try:
-        outcome = await executor.run(make_spec(), workspace)
-    finally:
-        await executor.close()
+    outcome = await run_once(settings(api_url, pvc_root, watch_timeout_s=1), workspace)
     assert outcome.status == "succeeded"
     assert len(cluster.watches()) >= 2
     assert len(cluster.pod_lists()) == 1
@@ -283,11 +281,7 @@ async def test_a_watch_the_server_ends_is_resumed_without_listing_again(
 
 async def test_foreground_propagation_when_configured(
         api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
-    executor = create_executor(settings(api_url, pvc_root, delete_propagation="Foreground"))
-    try:
-        await executor.run(make_spec(), workspace)
-    finally:
-        await executor.close()
+    await run_once(settings(api_url, pvc_root, delete_propagation="Foreground"), workspace)
     assert cluster.deleted == [(job_name(JOB_ID), "Foreground")]
 
 

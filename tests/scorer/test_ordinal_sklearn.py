@@ -148,3 +148,12 @@ def test_missing_and_duplicate_ids(tmp_path: Path) -> None:
     with pytest.raises(AutoscorerError) as info:
         quadratic_weighted_kappa.score(Workspace.at(tmp_path), {})
     assert info.value.code == ErrorCode.BAD_FORMAT and info.value.details["duplicates"] == ["a"]
+
+
+def test_labels_spanning_a_huge_range(tmp_path: Path) -> None:
+    """Beyond DIRECT_SPAN the classes are found with np.unique instead of a table."""
+    y_true = [0, 10**7, -(10**9), 10**7, 5]
+    y_pred = [0, 10**7, 5, -(10**9), 5]
+    result = _score(tmp_path, y_true, y_pred, [4, 3, 2, 1, 0])
+    _check(result, y_true, y_pred)
+    assert result.metrics["n_classes"] == 4.0

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from shared.limits import SandboxLimits
-from shared.models import parse_memory
+from shared.models import Quantity
 
 
 class InClusterAuth(BaseModel):
@@ -79,7 +79,7 @@ class KubernetesConfig(BaseModel):
         None, description="for the job pods; its token is never mounted")
     run_as_user: int = Field(65534, ge=1)
     run_as_group: int = Field(65534, ge=1)
-    tmp_size: str = "256Mi"
+    tmp_size: Quantity = "256Mi"
     ttl_seconds_after_finished: int = Field(
         600, ge=60, description="reaps Jobs a dead worker left; must outlast reading the log")
     fs_group: int | None = Field(
@@ -104,12 +104,6 @@ class KubernetesConfig(BaseModel):
         default_factory=SandboxLimits,
         description="operator caps (checked before the Job is created), organiser ground truth",
     )
-
-    @field_validator("tmp_size")
-    @classmethod
-    def _quantity(cls, value: str) -> str:
-        parse_memory(value)
-        return value
 
     @field_validator("workspace_root")
     @classmethod

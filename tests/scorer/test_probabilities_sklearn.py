@@ -292,3 +292,32 @@ def test_one_column_needs_exactly_two_classes(tmp_path: Path) -> None:
     with pytest.raises(AutoscorerError) as info:
         roc_auc.score(ws, {})
     assert info.value.details["rows"] == [1] and info.value.details["column"] == "a"
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=cases(), keep=st.integers(1, 4))
+def test_absent_classes_average_over_the_defined_ones(
+        tmp_path_factory: pytest.TempPathFactory,
+        case: tuple[list[str], np.ndarray, list[str], list[int], list[int]], keep: int) -> None:
+    """Ground truth drawn from the first ``keep`` classes only: per class, ROC AUC and AP are
+    scikit-learn's binary values where defined, and the macro average is their mean."""
+    labels, proba, classes, order, columns = case
+    if len(classes) < 3:
+        return
+    present = classes[:keep]
+    labels = [label if label in present else present[0] for label in labels]
+    result = log_loss_def.score(write(tmp_path_factory.mktemp("case"), labels, proba, classes,
+                                      order, columns), {})  # ROC AUC may be undefined
+    truth = np.asarray(labels)
+    expected_roc, expected_ap = {}, {}
+    for k, name in enumerate(classes):
+        positive = truth == name
+        if positive.any():
+            expected_ap[name] = average_precision_score(positive, proba[:, k])
+            if not positive.all():
+                expected_roc[name] = roc_auc_score(positive, proba[:, k])
+    assert result.metrics.get("roc_auc_per_class", {}) == expected_roc
+    assert result.metrics["average_precision_per_class"] == expected_ap
+    if expected_roc:
+        assert result.metrics["roc_auc"] == float(np.average(list(expected_roc.values())))
+    assert result.metrics["n_classes_absent"] == len(classes) - len(set(labels))

@@ -169,7 +169,9 @@ def rank_items(
         raise _bad(PRED, "ranked_ids", rows, "ranks a document twice", queries.combine_chunks())
     judged_code = _index_in(all_docs, ranked_docs)[judged.doc]
     wanted = np.flatnonzero((judged_code >= 0) & (judged.relevance > 0))
-    target = row_of_query[judged.query[wanted]] * n_codes + judged_code[wanted]
+    target, by_target = sort_with_index(row_of_query[judged.query[wanted]] * n_codes
+                                        + judged_code[wanted])
+    wanted = wanted[by_target]  # sorted needles: the binary searches walk memory in order
     slot = np.searchsorted(sorted_key, target).clip(max=max(len(key) - 1, 0))
     hit = (sorted_key[slot] == target) if len(key) else np.zeros(len(target), dtype=np.bool_)
     found = item[slot[hit]]

@@ -81,13 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     our_stats, our_load, our_eval = run_ours(gt, dts)
     diff = float(np.max(np.abs(ref_stats - our_stats)))
     print(f"{n_images} images, {len(gt['annotations'])} gt masks, {len(dts)} detected masks")
-    print(f"pycocotools  COCO()+loadRes {ref_load:7.2f} s   evaluate+accumulate+summarize "
-          f"{ref_eval:7.2f} s")
-    print(f"ours         parse          {our_load:7.2f} s   evaluate+summarize            "
-          f"{our_eval:7.2f} s")
-    print(f"ratio ours/pycocotools: evaluation {our_eval / ref_eval:.3f}, with loading "
-          f"{(our_load + our_eval) / (ref_load + ref_eval):.3f}; AP {our_stats[0]:.6f}, "
-          f"max |diff| over 12 stats {diff:.2e}")
+    print(
+        f"pycocotools  COCO()+loadRes {ref_load:7.2f} s   evaluate+accumulate+summarize "
+        f"{ref_eval:7.2f} s"
+    )
+    print(
+        f"ours         parse          {our_load:7.2f} s   evaluate+summarize            "
+        f"{our_eval:7.2f} s"
+    )
+    print(
+        f"ratio ours/pycocotools: evaluation {our_eval / ref_eval:.3f}, with loading "
+        f"{(our_load + our_eval) / (ref_load + ref_eval):.3f}; AP {our_stats[0]:.6f}, "
+        f"max |diff| over 12 stats {diff:.2e}"
+    )
     return 0 if diff <= TOLERANCE else 1
 
 

@@ -42,8 +42,9 @@ def make(queries: int, length: int, judged: int, seed: int) -> Run:
     return docs, rels, ranked
 
 
-def write(root: Path, docs: list[list[str]], rels: list[list[float]],
-          ranked: list[list[str]]) -> None:
+def write(
+    root: Path, docs: list[list[str]], rels: list[list[float]], ranked: list[list[str]]
+) -> None:
     (root / "input").mkdir()
     (root / "output").mkdir()
     with (root / "input" / "gt.csv").open("w") as out:
@@ -83,8 +84,9 @@ def direct(judged: dict[str, float], ranked: list[str], k: int) -> tuple[float, 
     return precision_sum / min(n_rel, k), rr, hits / n_rel
 
 
-def reference(docs: list[list[str]], rels: list[list[float]],
-              ranked: list[list[str]]) -> dict[str, float]:
+def reference(
+    docs: list[list[str]], rels: list[list[float]], ranked: list[list[str]]
+) -> dict[str, float]:
     aps, rrs, recalls, used = [], [], [], []
     width = max(len(r) for r in ranked) + max(len(d) for d in docs)
     y_true = np.zeros((len(docs), width))
@@ -103,8 +105,12 @@ def reference(docs: list[list[str]], rels: list[list[float]],
         y_score[q, : len(rank)] = np.arange(len(rank), 0, -1)
         used.append(q)
     ndcg = ndcg_score(y_true[used], y_score[used], k=K)
-    return {"map": float(np.mean(aps)), "mrr": float(np.mean(rrs)),
-            "recall": float(np.mean(recalls)), "ndcg": float(ndcg)}
+    return {
+        "map": float(np.mean(aps)),
+        "mrr": float(np.mean(rrs)),
+        "recall": float(np.mean(recalls)),
+        "ndcg": float(ndcg),
+    }
 
 
 def main() -> None:
@@ -130,15 +136,21 @@ def main() -> None:
             started = time.perf_counter()
             result = ranking_map.score(Workspace.at(root), {"k": K, "per_query": False})
             ours_s = min(ours_s, time.perf_counter() - started)
-    ours = {"map": result.metrics[f"map@{K}"], "mrr": result.metrics["mrr"],
-            "recall": result.metrics[f"recall@{K}"], "ndcg": result.metrics[f"ndcg@{K}"]}
+    ours = {
+        "map": result.metrics[f"map@{K}"],
+        "mrr": result.metrics["mrr"],
+        "recall": result.metrics[f"recall@{K}"],
+        "ndcg": result.metrics[f"ndcg@{K}"],
+    }
     diff = max(abs(float(ours[name]) - ref[name]) for name in ref)  # type: ignore[arg-type]
     items = args.queries * args.length
     print(f"{args.queries} queries, {items} ranked items, {args.queries * args.judged} judgements")
-    print(f"reference: csv reading {read_s:.2f} s + sklearn ndcg_score and direct loop "
-          f"{ref_s:.2f} s; ours (incl. CSV) {ours_s:.2f} s; ratio end to end "
-          f"{ours_s / (read_s + ref_s):.3f}, vs reference metrics only {ours_s / ref_s:.3f}; "
-          f"max abs diff {diff:.1e}")
+    print(
+        f"reference: csv reading {read_s:.2f} s + sklearn ndcg_score and direct loop "
+        f"{ref_s:.2f} s; ours (incl. CSV) {ours_s:.2f} s; ratio end to end "
+        f"{ours_s / (read_s + ref_s):.3f}, vs reference metrics only {ours_s / ref_s:.3f}; "
+        f"max abs diff {diff:.1e}"
+    )
     assert diff <= 1e-9
 
 

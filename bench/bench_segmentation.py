@@ -30,8 +30,9 @@ from services.scorer.builtin.segmentation import (
 from shared.workspace import Workspace
 
 
-def reference(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int,
-              ignore_index: int | None) -> dict[str, float]:
+def reference(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int, ignore_index: int | None
+) -> dict[str, float]:
     """mIoU, mDice, pixel accuracy, mean accuracy as docs/SCORERS.md defines them, per-class
     boolean masks per image (the tests check the scorer against this too)."""
     inter, union, area_gt, area_pred = (np.zeros(num_classes) for _ in range(4))
@@ -75,8 +76,13 @@ def make(root: Path, images: int, size: int, classes: int, seed: int) -> None:
 
 def read_pairs(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     names = sorted(p.name for p in (root / "input" / "gt").glob("*.png"))
-    return [(np.asarray(Image.open(root / "input" / "gt" / n)),
-             np.asarray(Image.open(root / "output" / "pred" / n))) for n in names]
+    return [
+        (
+            np.asarray(Image.open(root / "input" / "gt" / n)),
+            np.asarray(Image.open(root / "output" / "pred" / n)),
+        )
+        for n in names
+    ]
 
 
 def accumulate(pairs: list[tuple[np.ndarray, np.ndarray]], params: dict[str, Any]) -> None:
@@ -114,12 +120,16 @@ def main() -> None:
             started = time.perf_counter()
             result = semantic_segmentation.score(Workspace.at(root), params)
             ours_s = min(ours_s, time.perf_counter() - started)
-    diff = max(abs(float(result.metrics[name]) - value)  # type: ignore[arg-type]
-               for name, value in ref.items())
+    diff = max(
+        abs(float(result.metrics[name]) - value)  # type: ignore[arg-type]
+        for name, value in ref.items()
+    )
     print(f"{args.images} image pairs of {args.size}x{args.size}, {args.classes} classes")
-    print(f"reference: read {read_s:.2f} s + per-class masks {ref_s:.2f} s; ours (incl. reading) "
-          f"{ours_s:.2f} s; ratio end to end {ours_s / (read_s + ref_s):.3f}; on decoded masks "
-          f"ours {counts_s:.2f} s, ratio {counts_s / ref_s:.3f}; max abs diff {diff:.1e}")
+    print(
+        f"reference: read {read_s:.2f} s + per-class masks {ref_s:.2f} s; ours (incl. reading) "
+        f"{ours_s:.2f} s; ratio end to end {ours_s / (read_s + ref_s):.3f}; on decoded masks "
+        f"ours {counts_s:.2f} s, ratio {counts_s / ref_s:.3f}; max abs diff {diff:.1e}"
+    )
     assert diff <= 1e-9
 
 

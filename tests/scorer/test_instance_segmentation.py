@@ -100,9 +100,17 @@ def random_case(seed: int, *, boxes: bool = False, n_images: int = 6) -> tuple[J
                 segm = uncompressed(mask)
             crowd = int(rng.random() < 0.15)
             area = float(mask.sum()) if rng.random() < 0.8 else float(rng.uniform(0, h * w))
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": category, "segmentation": segm, "area": area,
-                                "iscrowd": crowd, "bbox": [0, 0, 1, 1]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category,
+                    "segmentation": segm,
+                    "area": area,
+                    "iscrowd": crowd,
+                    "bbox": [0, 0, 1, 1],
+                }
+            )
             for _ in range(int(rng.integers(0, 3))):
                 noisy = mask.copy()
                 noisy[rng.random((h, w)) < rng.uniform(0, 0.3)] ^= 1
@@ -113,10 +121,15 @@ def random_case(seed: int, *, boxes: bool = False, n_images: int = 6) -> tuple[J
     return {"images": images, "annotations": annotations, "categories": categories}, dts
 
 
-def _det(image_id: int, category: int, mask: np.ndarray, rng: np.random.Generator,
-         boxes: bool) -> Json:
-    det: Json = {"image_id": image_id, "category_id": category, "segmentation": encode(mask),
-                 "score": float(rng.choice([0.9, 0.5, float(rng.random())]))}
+def _det(
+    image_id: int, category: int, mask: np.ndarray, rng: np.random.Generator, boxes: bool
+) -> Json:
+    det: Json = {
+        "image_id": image_id,
+        "category_id": category,
+        "segmentation": encode(mask),
+        "score": float(rng.choice([0.9, 0.5, float(rng.random())])),
+    }
     if boxes:
         det["bbox"] = [float(v) for v in rng.uniform(0, 40, 4)]
     return det
@@ -135,10 +148,17 @@ def test_box_carrying_results_use_the_box_area_like_pycocotools(seed: int) -> No
 
 def test_non_default_params_match() -> None:
     gt, dts = random_case(7)
-    params = EvalParams(iou_thresholds=(0.3, 0.5, 0.75), max_dets=(1, 2, 100),
-                        area_ranges=(("all", 0, 1e10), ("small", 0, 200.0),
-                                     ("medium", 200.0, 900.0), ("large", 900.0, 1e10)),
-                        category_ids=(1, 3))
+    params = EvalParams(
+        iou_thresholds=(0.3, 0.5, 0.75),
+        max_dets=(1, 2, 100),
+        area_ranges=(
+            ("all", 0, 1e10),
+            ("small", 0, 200.0),
+            ("medium", 200.0, 900.0),
+            ("large", 900.0, 1e10),
+        ),
+        category_ids=(1, 3),
+    )
     assert_same(gt, dts, params)
 
 
@@ -156,16 +176,30 @@ def tiny_cases(draw: st.DrawFn) -> tuple[Json, list[Json]]:
     for image_id in (1, 2):
         for _ in range(draw(st.integers(0, 3))):
             mask = draw(masks)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": draw(st.sampled_from([1, 2])),
-                                "segmentation": encode(mask), "area": float(mask.sum()),
-                                "iscrowd": draw(st.sampled_from([0, 0, 0, 1]))})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": draw(st.sampled_from([1, 2])),
+                    "segmentation": encode(mask),
+                    "area": float(mask.sum()),
+                    "iscrowd": draw(st.sampled_from([0, 0, 0, 1])),
+                }
+            )
         for _ in range(draw(st.integers(0, 4))):
-            dts.append({"image_id": image_id, "category_id": draw(st.sampled_from([1, 2])),
-                        "segmentation": encode(draw(masks)),
-                        "score": draw(st.sampled_from([0.1, 0.5, 0.9]))})
-    gt = {"images": [{"id": 1, "height": 3, "width": 4}, {"id": 2, "height": 3, "width": 4}],
-          "annotations": annotations, "categories": [{"id": 1}, {"id": 2}]}
+            dts.append(
+                {
+                    "image_id": image_id,
+                    "category_id": draw(st.sampled_from([1, 2])),
+                    "segmentation": encode(draw(masks)),
+                    "score": draw(st.sampled_from([0.1, 0.5, 0.9])),
+                }
+            )
+    gt = {
+        "images": [{"id": 1, "height": 3, "width": 4}, {"id": 2, "height": 3, "width": 4}],
+        "annotations": annotations,
+        "categories": [{"id": 1}, {"id": 2}],
+    }
     return gt, dts
 
 
@@ -178,8 +212,13 @@ def test_tiny_cases_match_pycocotools(case: tuple[Json, list[Json]]) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=12),
-                  elements=st.integers(0, 1)))
+@given(
+    hnp.arrays(
+        np.uint8,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=12),
+        elements=st.integers(0, 1),
+    )
+)
 def test_rle_strings_decode_to_pycocotools_area(mask: np.ndarray) -> None:
     rle = mask_utils.encode(np.asfortranarray(mask))
     areas, bad = compressed_areas([rle])
@@ -215,9 +254,13 @@ def error_of(root: Path, gt: Any, dts: Any) -> AutoscorerError:
 
 M = np.zeros((4, 5), dtype=np.uint8)
 M[1:3, 1:4] = 1
-GT = {"images": [{"id": 1, "height": 4, "width": 5}], "categories": [{"id": 1}],
-      "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": encode(M),
-                       "area": 6.0}]}
+GT = {
+    "images": [{"id": 1, "height": 4, "width": 5}],
+    "categories": [{"id": 1}],
+    "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": encode(M), "area": 6.0}
+    ],
+}
 OK = {"image_id": 1, "category_id": 1, "segmentation": encode(M), "score": 0.5}
 
 
@@ -225,33 +268,83 @@ def _gt_with(segmentation: Any) -> Json:
     return {**GT, "annotations": [{**GT["annotations"][0], "segmentation": segmentation}]}
 
 
-@pytest.mark.parametrize(("gt", "dts", "code", "file", "index"), [
-    (GT, [{**OK, "segmentation": {"size": [4, 5], "counts": "0~"}}], ErrorCode.BAD_FORMAT,
-     "output/pred.json", 0),
-    (GT, [OK, {**OK, "segmentation": {"size": [4, 5], "counts": encode(M)["counts"] + "1"}}],
-     ErrorCode.BAD_FORMAT, "output/pred.json", 1),
-    (GT, [{**OK, "segmentation": {"size": [4, 6], "counts": "0"}}], ErrorCode.BAD_FORMAT,
-     "output/pred.json", 0),
-    (GT, [{**OK, "segmentation": {"size": [4, 5], "counts": [3, -1, 18]}}], ErrorCode.BAD_FORMAT,
-     "output/pred.json", 0),
-    (GT, [{**OK, "segmentation": {"size": [4, 5], "counts": [3, 4]}}], ErrorCode.BAD_FORMAT,
-     "output/pred.json", 0),
-    (GT, [{**OK, "segmentation": [[0, 0, 1, 1]]}], ErrorCode.BAD_FORMAT, "output/pred.json", 0),
-    (GT, [{**OK, "segmentation": [[0, 0, 1, "a", 2, 2]]}], ErrorCode.BAD_FORMAT,
-     "output/pred.json", 0),
-    (GT, [{k: v for k, v in OK.items() if k != "segmentation"}], ErrorCode.BAD_FORMAT,
-     "output/pred.json", 0),
-    (GT, [{**OK, "score": float("nan")}], ErrorCode.BAD_FORMAT, "output/pred.json", 0),
-    (GT, [{**OK, "image_id": 9}], ErrorCode.MISMATCH, "output/pred.json", None),
-    (GT, [{**OK, "category_id": 9}], ErrorCode.BAD_FORMAT, "output/pred.json", 0),
-    (GT, {"not": "a list"}, ErrorCode.BAD_FORMAT, "output/pred.json", None),
-    (_gt_with({"size": [4, 5], "counts": "zz"}), [OK], ErrorCode.BAD_FORMAT, "input/gt.json", 0),
-    (_gt_with("polygon?"), [OK], ErrorCode.BAD_FORMAT, "input/gt.json", 0),
-    ([{"image_id": 1, "category_id": 1, "segmentation": [[0, 0, 2, 0, 2, 2]]}], [OK],
-     ErrorCode.BAD_FORMAT, "input/gt.json", 0),
-])
-def test_bad_inputs_are_standard_errors(tmp_path: Path, gt: Any, dts: Any, code: ErrorCode,
-                                        file: str, index: int | None) -> None:
+@pytest.mark.parametrize(
+    ("gt", "dts", "code", "file", "index"),
+    [
+        (
+            GT,
+            [{**OK, "segmentation": {"size": [4, 5], "counts": "0~"}}],
+            ErrorCode.BAD_FORMAT,
+            "output/pred.json",
+            0,
+        ),
+        (
+            GT,
+            [OK, {**OK, "segmentation": {"size": [4, 5], "counts": encode(M)["counts"] + "1"}}],
+            ErrorCode.BAD_FORMAT,
+            "output/pred.json",
+            1,
+        ),
+        (
+            GT,
+            [{**OK, "segmentation": {"size": [4, 6], "counts": "0"}}],
+            ErrorCode.BAD_FORMAT,
+            "output/pred.json",
+            0,
+        ),
+        (
+            GT,
+            [{**OK, "segmentation": {"size": [4, 5], "counts": [3, -1, 18]}}],
+            ErrorCode.BAD_FORMAT,
+            "output/pred.json",
+            0,
+        ),
+        (
+            GT,
+            [{**OK, "segmentation": {"size": [4, 5], "counts": [3, 4]}}],
+            ErrorCode.BAD_FORMAT,
+            "output/pred.json",
+            0,
+        ),
+        (GT, [{**OK, "segmentation": [[0, 0, 1, 1]]}], ErrorCode.BAD_FORMAT, "output/pred.json", 0),
+        (
+            GT,
+            [{**OK, "segmentation": [[0, 0, 1, "a", 2, 2]]}],
+            ErrorCode.BAD_FORMAT,
+            "output/pred.json",
+            0,
+        ),
+        (
+            GT,
+            [{k: v for k, v in OK.items() if k != "segmentation"}],
+            ErrorCode.BAD_FORMAT,
+            "output/pred.json",
+            0,
+        ),
+        (GT, [{**OK, "score": float("nan")}], ErrorCode.BAD_FORMAT, "output/pred.json", 0),
+        (GT, [{**OK, "image_id": 9}], ErrorCode.MISMATCH, "output/pred.json", None),
+        (GT, [{**OK, "category_id": 9}], ErrorCode.BAD_FORMAT, "output/pred.json", 0),
+        (GT, {"not": "a list"}, ErrorCode.BAD_FORMAT, "output/pred.json", None),
+        (
+            _gt_with({"size": [4, 5], "counts": "zz"}),
+            [OK],
+            ErrorCode.BAD_FORMAT,
+            "input/gt.json",
+            0,
+        ),
+        (_gt_with("polygon?"), [OK], ErrorCode.BAD_FORMAT, "input/gt.json", 0),
+        (
+            [{"image_id": 1, "category_id": 1, "segmentation": [[0, 0, 2, 0, 2, 2]]}],
+            [OK],
+            ErrorCode.BAD_FORMAT,
+            "input/gt.json",
+            0,
+        ),
+    ],
+)
+def test_bad_inputs_are_standard_errors(
+    tmp_path: Path, gt: Any, dts: Any, code: ErrorCode, file: str, index: int | None
+) -> None:
     error = error_of(tmp_path, gt, dts)
     assert (error.code, error.details["file"]) == (code, file)
     assert error.fault == (Fault.ORGANISER if file.startswith("input/") else Fault.PARTICIPANT)
@@ -268,8 +361,9 @@ def test_simplified_list_ground_truth_with_rles(tmp_path: Path) -> None:
 
 def test_example_workspace_runs_and_scores(tmp_path: Path) -> None:
     root = tmp_path / "ws"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "instance_segmentation",
-                    root)
+    shutil.copytree(
+        Path(__file__).resolve().parents[2] / "examples" / "instance_segmentation", root
+    )
     subprocess.run([sys.executable, "submission/predict.py"], cwd=root, check=True, timeout=60)
     params = json.loads((root / "meta.json").read_text())["params"]
     result = instance_segmentation_map.score(Workspace.at(root), params)
@@ -279,8 +373,11 @@ def test_example_workspace_runs_and_scores(tmp_path: Path) -> None:
 def test_the_new_scorers_are_registered_and_listed() -> None:
     """``autoscorer scorers list`` lists what the registry built from BUILTIN_MODULES holds."""
     registry = ScorerRegistry.with_builtins()
-    for name, task in (("ranking_map", "ranking"), ("semantic_segmentation", "segmentation"),
-                       ("instance_segmentation_map", "instance_segmentation")):
+    for name, task in (
+        ("ranking_map", "ranking"),
+        ("semantic_segmentation", "segmentation"),
+        ("instance_segmentation_map", "instance_segmentation"),
+    ):
         info = registry.get(name).info
         assert (info.task_type, info.higher_is_better) == (task, True)
         assert info.params_schema["additionalProperties"] is False

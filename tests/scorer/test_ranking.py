@@ -112,17 +112,22 @@ def cases(draw: st.DrawFn) -> tuple[Judged, Ranked, int]:
     judged: Judged = {}
     ranked: Ranked = {}
     for q in range(n):
-        judged[f"q{q}"] = draw(st.dictionaries(DOC, st.sampled_from([0.0, 1.0, 2.0, 0.25, 7.0]),
-                                               min_size=1, max_size=8))
+        judged[f"q{q}"] = draw(
+            st.dictionaries(
+                DOC, st.sampled_from([0.0, 1.0, 2.0, 0.25, 7.0]), min_size=1, max_size=8
+            )
+        )
         ranked[f"q{q}"] = draw(st.lists(DOC, unique=True, max_size=12))
     return judged, ranked, draw(st.integers(1, 15))
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(case=cases())
-def test_property_matches_references(tmp_path_factory: pytest.TempPathFactory,
-                                     case: tuple[Judged, Ranked, int]) -> None:
+def test_property_matches_references(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[Judged, Ranked, int]
+) -> None:
     judged, ranked, k = case
     run(tmp_path_factory.mktemp("r"), judged, ranked, k)
 

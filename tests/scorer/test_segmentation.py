@@ -26,6 +26,8 @@ from shared.errors import AutoscorerError, ErrorCode, Fault
 from shared.models import Result
 from shared.workspace import Workspace
 
+Pairs = list[tuple[np.ndarray, np.ndarray]]
+
 
 def save(path: Path, mask: np.ndarray, kind: str = "L") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,21 +44,22 @@ def save(path: Path, mask: np.ndarray, kind: str = "L") -> None:
         raise AssertionError(kind)
 
 
-def workspace(root: Path, pairs: list[tuple[np.ndarray, np.ndarray]], kind: str = "L",
-              pred_kind: str | None = None) -> Workspace:
-    for i, (gt, pred) in enumerate(pairs):
+def workspace(root: Path, pairs: Pairs, kind: str = "L", pred: str | None = None) -> Workspace:
+    for i, (gt, pr) in enumerate(pairs):
         save(root / "input" / "gt" / f"img{i:03d}.png", gt, kind)
-        save(root / "output" / "pred" / f"img{i:03d}.png", pred, pred_kind or kind)
+        save(root / "output" / "pred" / f"img{i:03d}.png", pr, pred or kind)
     return Workspace.at(root)
 
 
-def score(root: Path, pairs: list[tuple[np.ndarray, np.ndarray]], kind: str = "L",
-          pred_kind: str | None = None, **params: object) -> Result:
-    return semantic_segmentation.score(workspace(root, pairs, kind, pred_kind), params)
+def score(
+    root: Path, pairs: Pairs, kind: str = "L", pred: str | None = None, **params: object
+) -> Result:
+    return semantic_segmentation.score(workspace(root, pairs, kind, pred), params)
 
 
-def check(result: Result, pairs: list[tuple[np.ndarray, np.ndarray]], k: int,
-          ignore: int | None) -> None:
+def check(
+    result: Result, pairs: list[tuple[np.ndarray, np.ndarray]], k: int, ignore: int | None
+) -> None:
     want = reference(pairs, k, ignore)
     for name, value in want.items():
         assert abs(result.metrics[name] - value) <= 1e-9, name  # type: ignore[operator]
@@ -87,10 +90,12 @@ def test_hand_made_masks(tmp_path: Path) -> None:
     assert result.metrics["iou_per_class"] == pytest.approx(iou, abs=1e-15)
     assert result.metrics["mIoU"] == pytest.approx(sum(iou.values()) / 3, abs=1e-15)
     assert result.metrics["dice_per_class"] == pytest.approx(
-        {"0": 10 / 12, "1": 4 / 6, "2": 6 / 8}, abs=1e-15)
+        {"0": 10 / 12, "1": 4 / 6, "2": 6 / 8}, abs=1e-15
+    )
     assert result.metrics["pixel_accuracy"] == pytest.approx(10 / 13, abs=1e-15)
     assert result.metrics["accuracy_per_class"] == pytest.approx(
-        {"0": 5 / 6, "1": 2 / 3, "2": 3 / 4}, abs=1e-15)
+        {"0": 5 / 6, "1": 2 / 3, "2": 3 / 4}, abs=1e-15
+    )
     assert result.metrics["n_ignored_pixels"] == 3
     assert result.metrics["n_classes_present"] == 3
     assert result.metrics["n_images"] == 2
@@ -106,8 +111,9 @@ def test_class_only_in_prediction_counts_as_zero(tmp_path: Path) -> None:
     assert result.metrics["mIoU"] == pytest.approx((8 / 9) / 2, abs=1e-15)
 
 
-def random_pairs(rng: np.random.Generator, n: int, k: int, ignore: int | None,
-                 high: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
+def random_pairs(
+    rng: np.random.Generator, n: int, k: int, ignore: int | None, high: int = 256
+) -> list[tuple[np.ndarray, np.ndarray]]:
     pairs = []
     for _ in range(n):
         shape = tuple(int(v) for v in rng.integers(1, 40, size=2))
@@ -120,13 +126,20 @@ def random_pairs(rng: np.random.Generator, n: int, k: int, ignore: int | None,
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize(("kind", "pred_kind", "k", "ignore"), [
-    ("L", None, 5, 255), ("L", None, 21, None), ("P", None, 7, 200), ("I;16", None, 300, 65535),
-    ("I;16", None, 3, 1000), ("L", "I;16", 12, 255),
-])
-def test_seeded_random_matches_references(tmp_path: Path, seed: int, kind: str,
-                                          pred_kind: str | None, k: int,
-                                          ignore: int | None) -> None:
+@pytest.mark.parametrize(
+    ("kind", "pred_kind", "k", "ignore"),
+    [
+        ("L", None, 5, 255),
+        ("L", None, 21, None),
+        ("P", None, 7, 200),
+        ("I;16", None, 300, 65535),
+        ("I;16", None, 3, 1000),
+        ("L", "I;16", 12, 255),
+    ],
+)
+def test_seeded_random_matches_references(
+    tmp_path: Path, seed: int, kind: str, pred_kind: str | None, k: int, ignore: int | None
+) -> None:
     pairs = random_pairs(np.random.default_rng(seed), 6, k, ignore)
     result = score(tmp_path, pairs, kind, pred_kind, num_classes=k, ignore_index=ignore)
     check(result, pairs, k, ignore)
@@ -144,11 +157,13 @@ def mask_sets(draw: st.DrawFn) -> tuple[list[tuple[np.ndarray, np.ndarray]], int
     return pairs, k
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(case=mask_sets())
-def test_property_matches_reference(tmp_path_factory: pytest.TempPathFactory,
-                                    case: tuple[list[tuple[np.ndarray, np.ndarray]], int]) -> None:
+def test_property_matches_reference(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[list[tuple[np.ndarray, np.ndarray]], int]
+) -> None:
     pairs, k = case
     root = tmp_path_factory.mktemp("seg")
     if all((gt == 255).all() for gt, _ in pairs):
@@ -175,7 +190,10 @@ def test_missing_directories(tmp_path: Path) -> None:
     save(tmp_path / "input" / "gt" / "a.png", GT0)
     error = error_of(tmp_path)
     assert (error.code, error.details["file"], error.fault) == (
-        ErrorCode.MISSING_FILE, "output/pred", Fault.PARTICIPANT)
+        ErrorCode.MISSING_FILE,
+        "output/pred",
+        Fault.PARTICIPANT,
+    )
 
 
 def test_missing_and_extra_predictions(tmp_path: Path) -> None:
@@ -194,18 +212,25 @@ def test_empty_ground_truth_directory(tmp_path: Path) -> None:
     assert (error.code, error.fault) == (ErrorCode.BAD_FORMAT, Fault.ORGANISER)
 
 
-@pytest.mark.parametrize(("gt", "pred", "kind", "file", "values"), [
-    (np.array([[0, 7]]), np.array([[0, 1]]), "L", "input/gt/img000.png", [7]),
-    (np.array([[0, 1]]), np.array([[0, 255]]), "L", "output/pred/img000.png", [255]),
-    (np.array([[0, 1]]), np.array([[3, 1]]), "I;16", "output/pred/img000.png", [3]),
-    (np.array([[0, 900]]), np.array([[0, 1]]), "I;16", "input/gt/img000.png", [900]),
-])
-def test_labels_out_of_range(tmp_path: Path, gt: np.ndarray, pred: np.ndarray, kind: str,
-                             file: str, values: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("gt", "pred", "kind", "file", "values"),
+    [
+        (np.array([[0, 7]]), np.array([[0, 1]]), "L", "input/gt/img000.png", [7]),
+        (np.array([[0, 1]]), np.array([[0, 255]]), "L", "output/pred/img000.png", [255]),
+        (np.array([[0, 1]]), np.array([[3, 1]]), "I;16", "output/pred/img000.png", [3]),
+        (np.array([[0, 900]]), np.array([[0, 1]]), "I;16", "input/gt/img000.png", [900]),
+    ],
+)
+def test_labels_out_of_range(
+    tmp_path: Path, gt: np.ndarray, pred: np.ndarray, kind: str, file: str, values: list[int]
+) -> None:
     workspace(tmp_path, [(gt, pred)], kind)
     error = error_of(tmp_path)
     assert (error.code, error.details["file"], error.details["values"]) == (
-        ErrorCode.BAD_FORMAT, file, values)
+        ErrorCode.BAD_FORMAT,
+        file,
+        values,
+    )
 
 
 def test_size_mismatch(tmp_path: Path) -> None:
@@ -242,11 +267,17 @@ def test_every_pixel_ignored(tmp_path: Path) -> None:
     assert error_of(tmp_path).code == ErrorCode.BAD_FORMAT
 
 
-@pytest.mark.parametrize("params", [
-    {"num_classes": 0}, {"num_classes": 3, "ignore_index": 2},
-    {"num_classes": 3, "class_names": ["a", "b"]}, {"num_classes": 2, "class_names": ["a", "a"]},
-    {"num_classes": 3, "threshold": 1}, {},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"num_classes": 0},
+        {"num_classes": 3, "ignore_index": 2},
+        {"num_classes": 3, "class_names": ["a", "b"]},
+        {"num_classes": 2, "class_names": ["a", "a"]},
+        {"num_classes": 3, "threshold": 1},
+        {},
+    ],
+)
 def test_bad_params(tmp_path: Path, params: dict[str, object]) -> None:
     workspace(tmp_path, [(GT0, GT0 % 3)])
     with pytest.raises(AutoscorerError) as info:

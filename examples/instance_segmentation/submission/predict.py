@@ -64,8 +64,14 @@ def main() -> None:
             brightness = float(image[part].mean())
             category = 1 if brightness > SQUARE else 2
             confidence = min(abs(brightness - SQUARE) / 40, 1.0)
-            results.append({"image_id": image_id, "category_id": category,
-                            "segmentation": rle(part), "score": round(confidence, 4)})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category,
+                    "segmentation": rle(part),
+                    "score": round(confidence, 4),
+                }
+            )
     Path("output").mkdir(exist_ok=True)
     Path("output/pred.json").write_text(json.dumps(results))
     print(f"found {len(results)} instances")

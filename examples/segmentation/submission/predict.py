@@ -31,8 +31,14 @@ def write_png(path: Path, labels: np.ndarray) -> None:
 
 def predict(image: np.ndarray) -> np.ndarray:
     padded = np.pad(image.astype(np.float64), 1, mode="edge")
-    smooth = sum(padded[dy : dy + image.shape[0], dx : dx + image.shape[1]]
-                 for dy in range(3) for dx in range(3)) / 9
+    smooth = (
+        sum(
+            padded[dy : dy + image.shape[0], dx : dx + image.shape[1]]
+            for dy in range(3)
+            for dx in range(3)
+        )
+        / 9
+    )
     return np.select([smooth < THRESHOLDS[0], smooth < THRESHOLDS[1]], [0, 2], 1)
 
 

@@ -24,11 +24,16 @@ from shared.models import Result
 from shared.scoring import register
 from shared.workspace import Workspace
 
+DESCRIPTION = (
+    "COCO mask mAP@[.5:.95] (RLE or polygon masks) and the other 11 COCO stats plus per-category "
+    "AP, identical to pycocotools COCOeval with iouType='segm'."
+)
+FILES = (GT_FILE, PRED_FILE)
+
 
 @register("instance_segmentation_map", version="1.0.0", task_type="instance_segmentation",
-          description="COCO mask mAP@[.5:.95] (RLE or polygon masks) and the other 11 COCO stats "
-          "plus per-category AP, identical to pycocotools COCOeval with iouType='segm'.",
-          expected_files=(GT_FILE, PRED_FILE), primary_metric="mAP", params=DetectionParams)
+          description=DESCRIPTION, expected_files=FILES, primary_metric="mAP",
+          params=DetectionParams)  # fmt: skip
 def instance_segmentation_map(ws: Workspace, params: DetectionParams) -> Result:
     started = time.perf_counter()
     gt_raw = read_json(ws.root / GT_FILE, GT_FILE)

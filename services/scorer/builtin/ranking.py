@@ -86,7 +86,7 @@ class PerQuery:
 
 
 def _bad(source: CsvFile, column: str, rows: IntArray, problem: str, ids: pa.Array) -> Exception:
-    shown = [int(r) + 1 for r in rows[:tabular.EXAMPLES]]
+    shown = [int(r) + 1 for r in rows[: tabular.EXAMPLES]]
     queries = [ids[r - 1].as_py() for r in shown]
     return source.error(
         ErrorCode.BAD_FORMAT,
@@ -140,8 +140,13 @@ def read_rankings(ws: Workspace) -> tuple[pa.ChunkedArray, pa.ListArray]:
     if len(blank):
         row = np.searchsorted(np.cumsum(lengths), blank, side="right")
         rows = np.unique(row)
-        raise _bad(PRED, header[1], rows, "has an empty id (ids are separated by one space)",
-                   queries.combine_chunks())
+        raise _bad(
+            PRED,
+            header[1],
+            rows,
+            "has an empty id (ids are separated by one space)",
+            queries.combine_chunks(),
+        )
     return queries, lists
 
 
@@ -169,8 +174,9 @@ def rank_items(
         raise _bad(PRED, "ranked_ids", rows, "ranks a document twice", queries.combine_chunks())
     judged_code = _index_in(all_docs, ranked_docs)[judged.doc]
     wanted = np.flatnonzero((judged_code >= 0) & (judged.relevance > 0))
-    target, by_target = sort_with_index(row_of_query[judged.query[wanted]] * n_codes
-                                        + judged_code[wanted])
+    target, by_target = sort_with_index(
+        row_of_query[judged.query[wanted]] * n_codes + judged_code[wanted]
+    )
     wanted = wanted[by_target]  # sorted needles: the binary searches walk memory in order
     slot = np.searchsorted(sorted_key, target).clip(max=max(len(key) - 1, 0))
     hit = (sorted_key[slot] == target) if len(key) else np.zeros(len(target), dtype=np.bool_)
@@ -265,8 +271,12 @@ def summary_metrics(scores: PerQuery, k: int) -> dict[str, MetricValue]:
     judged = scores.judged
     n = int(np.count_nonzero(judged))
     metrics: dict[str, MetricValue] = {}
-    for name, values in ((f"map@{k}", scores.ap), (f"ndcg@{k}", scores.ndcg), ("mrr", scores.rr),
-                         (f"recall@{k}", scores.recall)):
+    for name, values in (
+        (f"map@{k}", scores.ap),
+        (f"ndcg@{k}", scores.ndcg),
+        ("mrr", scores.rr),
+        (f"recall@{k}", scores.recall),
+    ):
         metrics[name] = float(np.mean(values[judged])) if n else 0.0
     metrics["n_queries"] = float(len(judged))
     metrics["n_queries_without_relevant"] = float(len(judged) - n)
@@ -274,21 +284,23 @@ def summary_metrics(scores: PerQuery, k: int) -> dict[str, MetricValue]:
 
 
 def _per_query_csv(queries: pa.Array, scores: PerQuery, k: int) -> bytes:
-    table = pa.table({
-        "query_id": queries,
-        f"ap@{k}": scores.ap,
-        f"ndcg@{k}": scores.ndcg,
-        "rr": scores.rr,
-        f"recall@{k}": scores.recall,
-        "has_relevant": scores.judged,
-    })
+    table = pa.table(
+        {
+            "query_id": queries,
+            f"ap@{k}": scores.ap,
+            f"ndcg@{k}": scores.ndcg,
+            "rr": scores.rr,
+            f"recall@{k}": scores.recall,
+            "has_relevant": scores.judged,
+        }
+    )
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink)
     return bytes(sink.getvalue().to_pybytes())
 
 
 @register("ranking_map", version="1.0.0", task_type="ranking", description=DESCRIPTION,
-          expected_files=EXPECTED_FILES, primary_metric="map", params=RankingParams)
+          expected_files=EXPECTED_FILES, primary_metric="map", params=RankingParams)  # fmt: skip
 def ranking_map(ws: Workspace, params: RankingParams) -> Result:
     clock = [time.perf_counter()]
     judged, all_docs = read_judgements(ws)
@@ -309,5 +321,9 @@ def ranking_map(ws: Workspace, params: RankingParams) -> Result:
     value, ndcg = metrics[f"map@{params.k}"], metrics[f"ndcg@{params.k}"]
     assert isinstance(value, float)
     steps = zip(("read_s", "metrics_s", "artifacts_s"), np.diff(clock).tolist(), strict=True)
-    return Result(summary={"map": value, "score": value, f"ndcg@{params.k}": ndcg},
-                  metrics={"map": value, **metrics}, artifacts=artifacts, timing=dict(steps))
+    return Result(
+        summary={"map": value, "score": value, f"ndcg@{params.k}": ndcg},
+        metrics={"map": value, **metrics},
+        artifacts=artifacts,
+        timing=dict(steps),
+    )

@@ -33,8 +33,14 @@ GT_DIR = "input/gt"
 PRED_DIR = "output/pred"
 MAX_PIXELS = 1 << 26  # per mask (8192 x 8192); a larger PNG is refused before it is decoded
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MODES = {"L": np.uint8, "P": np.uint8, "1": np.uint8, "I;16": np.uint16, "I;16B": np.uint16,
-         "I": np.int32}  # some Pillow versions open 16-bit greyscale PNGs as 32-bit "I"
+MODES = {
+    "L": np.uint8,
+    "P": np.uint8,
+    "1": np.uint8,
+    "I;16": np.uint16,
+    "I;16B": np.uint16,
+    "I": np.int32,
+}  # some Pillow versions open 16-bit greyscale PNGs as 32-bit "I"
 EXAMPLES = 5
 DECODE_THREADS = min(4, os.cpu_count() or 1)
 WINDOW = 64  # image pairs decoded ahead at most
@@ -81,8 +87,12 @@ def mask_names(ws: Workspace, relative: str) -> list[str]:
     """The ``*.png`` files directly in a mask directory, sorted; MISSING_FILE if it is absent."""
     folder = ws.root / relative
     if not folder.is_dir():
-        raise data_error(ErrorCode.MISSING_FILE, f"directory {relative}/ is missing",
-                         file=relative, path=relative)
+        raise data_error(
+            ErrorCode.MISSING_FILE,
+            f"directory {relative}/ is missing",
+            file=relative,
+            path=relative,
+        )
     return sorted(p.name for p in folder.iterdir() if p.suffix == ".png" and p.is_file())
 
 
@@ -119,17 +129,25 @@ def read_mask(path: Path, relative: str) -> Mask:
                     ErrorCode.BAD_FORMAT,
                     f"{relative} is a {mode} image; a label mask is a single-channel PNG "
                     "(8- or 16-bit greyscale, or palette indices)",
-                    file=relative, mode=mode,
+                    file=relative,
+                    mode=mode,
                 )
             array = np.asarray(image, dtype=MODES[mode])
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as exc:
-        raise data_error(ErrorCode.PARSE_ERROR, f"{relative} is not a readable PNG: {exc}",
-                         file=relative) from exc
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise data_error(
+            ErrorCode.PARSE_ERROR, f"{relative} is not a readable PNG: {exc}", file=relative
+        ) from exc
     if mode == "I":
         if array.size and (int(array.min()) < 0 or int(array.max()) > 65535):
-            raise data_error(ErrorCode.BAD_FORMAT, f"{relative} has values outside 0..65535",
-                             file=relative)
+            raise data_error(
+                ErrorCode.BAD_FORMAT, f"{relative} has values outside 0..65535", file=relative
+            )
         array = array.astype(np.uint16)
     mask: Mask = array
     return mask
@@ -143,14 +161,15 @@ def _refuse_oversized(path: Path, relative: str) -> None:
     if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
         width, height = struct.unpack(">II", head[16:24])
         if width * height > MAX_PIXELS:
-            raise data_error(ErrorCode.BAD_FORMAT,
-                             f"{relative} has {width}x{height} pixels, over {MAX_PIXELS}",
-                             file=relative, size=[width, height])
+            raise data_error(
+                ErrorCode.BAD_FORMAT,
+                f"{relative} has {width}x{height} pixels, over {MAX_PIXELS}",
+                file=relative,
+                size=[width, height],
+            )
 
 
-def _out_of_range(
-    values: npt.NDArray[np.bool_], relative: str, what: str, limit: str
-) -> Exception:
+def _out_of_range(values: npt.NDArray[np.bool_], relative: str, what: str, limit: str) -> Exception:
     bad = np.flatnonzero(values)
     return data_error(
         ErrorCode.BAD_FORMAT,
@@ -182,7 +201,8 @@ class Accumulator:
                 ErrorCode.MISMATCH,
                 f"{pred_file} is {pred.shape[1]}x{pred.shape[0]} pixels, its ground truth "
                 f"{gt.shape[1]}x{gt.shape[0]}",
-                file=pred_file, size=[pred.shape[1], pred.shape[0]],
+                file=pred_file,
+                size=[pred.shape[1], pred.shape[0]],
                 expected=[gt.shape[1], gt.shape[0]],
             )
         self.n_images += 1
@@ -199,12 +219,12 @@ class Accumulator:
         if int(gt.max()) >= self.k:  # a SIMD max first: the histogram is read only if needed
             rows = joint.reshape(256, 256).sum(axis=1) > 0
             if np.any(rows & ~self.gt_ok[:256]):
-                raise _out_of_range(rows & ~self.gt_ok[:256], gt_file, "label",
-                                    self._gt_range())
+                raise _out_of_range(rows & ~self.gt_ok[:256], gt_file, "label", self._gt_range())
         if int(pred.max()) >= self.k:
             columns = joint.reshape(256, 256).sum(axis=0) > 0
-            raise _out_of_range(columns & (np.arange(256) >= self.k), pred_file, "label",
-                                f"0..{self.k - 1}")
+            raise _out_of_range(
+                columns & (np.arange(256) >= self.k), pred_file, "label", f"0..{self.k - 1}"
+            )
         self.joint += joint
 
     def _add_wide(self, gt: Mask, pred: Mask, gt_file: str, pred_file: str) -> None:
@@ -215,8 +235,9 @@ class Accumulator:
             raise _out_of_range(seen & ~self.gt_ok, gt_file, "label", self._gt_range())
         if int(guess.max()) >= self.k:
             guessed = np.bincount(guess, minlength=1 << 16) > 0
-            raise _out_of_range(guessed & (np.arange(1 << 16) >= self.k), pred_file, "label",
-                                f"0..{self.k - 1}")
+            raise _out_of_range(
+                guessed & (np.arange(1 << 16) >= self.k), pred_file, "label", f"0..{self.k - 1}"
+            )
         valid = truth < self.k
         self.n_ignored += int(len(truth) - np.count_nonzero(valid))
         pairs = np.bincount(truth[valid] * self.k + guess[valid], minlength=self.k * self.k)
@@ -248,8 +269,9 @@ def confusion(ws: Workspace, params: SegmentationParams) -> Confusion:
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         for start in range(0, len(names), WINDOW):
             window = names[start : start + WINDOW]
-            for name, (gt, pred) in zip(window, pool.map(lambda n: read_pair(ws, n), window),
-                                        strict=True):
+            for name, (gt, pred) in zip(
+                window, pool.map(lambda n: read_pair(ws, n), window), strict=True
+            ):
                 accumulator.add(gt, pred, name)
     return accumulator.result()
 
@@ -260,8 +282,7 @@ def segmentation_metrics(counts: Confusion, keys: list[str]) -> dict[str, Metric
     matrix = counts.matrix
     total = int(matrix.sum())
     if total == 0:
-        raise data_error(ErrorCode.BAD_FORMAT, f"{GT_DIR}/: every pixel is ignored",
-                         file=GT_DIR)
+        raise data_error(ErrorCode.BAD_FORMAT, f"{GT_DIR}/: every pixel is ignored", file=GT_DIR)
     tp = np.diag(matrix).astype(np.float64)
     in_gt = matrix.sum(axis=1).astype(np.float64)
     in_pred = matrix.sum(axis=0).astype(np.float64)
@@ -289,10 +310,16 @@ def segmentation_metrics(counts: Confusion, keys: list[str]) -> dict[str, Metric
     }
 
 
-@register("semantic_segmentation", version="1.0.0", task_type="segmentation",
-          description="Semantic segmentation from PNG label masks: mIoU (primary), per-class IoU, "
-          "Dice, pixel and mean class accuracy over the dataset-wide confusion matrix.",
-          expected_files=(), primary_metric="mIoU", params=SegmentationParams)
+@register(
+    "semantic_segmentation",
+    version="1.0.0",
+    task_type="segmentation",
+    description="Semantic segmentation from PNG label masks: mIoU (primary), per-class IoU, "
+    "Dice, pixel and mean class accuracy over the dataset-wide confusion matrix.",
+    expected_files=(),
+    primary_metric="mIoU",
+    params=SegmentationParams,
+)
 def semantic_segmentation(ws: Workspace, params: SegmentationParams) -> Result:
     started = time.perf_counter()
     counts = confusion(ws, params)
@@ -300,7 +327,13 @@ def semantic_segmentation(ws: Workspace, params: SegmentationParams) -> Result:
     metrics = segmentation_metrics(counts, params.keys())
     miou = metrics["mIoU"]
     assert isinstance(miou, float)
-    summary: dict[str, Any] = {"mIoU": miou, "score": miou,
-                               "pixel_accuracy": metrics["pixel_accuracy"]}
-    return Result(summary=summary, metrics=metrics,
-                  timing={"read_s": read_s, "metrics_s": time.perf_counter() - started - read_s})
+    summary: dict[str, Any] = {
+        "mIoU": miou,
+        "score": miou,
+        "pixel_accuracy": metrics["pixel_accuracy"],
+    }
+    return Result(
+        summary=summary,
+        metrics=metrics,
+        timing={"read_s": read_s, "metrics_s": time.perf_counter() - started - read_s},
+    )

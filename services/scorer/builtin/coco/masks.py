@@ -85,8 +85,11 @@ def to_rles(
     rles: list[Rle] = []
     single: dict[tuple[int, int], list[int]] = {}  # one-polygon masks, converted per image size
     for i, (segm, size) in enumerate(zip(segmentations, image_size, strict=True)):
-        if size is not None and isinstance(segm, list) and len(segm) == 1 and not (
-            _polygon_problem(segm)
+        if (
+            size is not None
+            and isinstance(segm, list)
+            and len(segm) == 1
+            and not (_polygon_problem(segm))
         ):
             single.setdefault(size, []).append(i)
             rles.append(_EMPTY)

@@ -35,19 +35,23 @@ from services.scorer.builtin.coco.records import MAX_REPORTED, bad_format
 Sizes = dict[Any, tuple[int, int]]
 
 
-def parse_segm(gt_raw: object, dt_raw: object, *, gt_file: str, dt_file: str
-               ) -> tuple[GroundTruth, Detections, MaskSet]:
+def parse_segm(
+    gt_raw: object, dt_raw: object, *, gt_file: str, dt_file: str
+) -> tuple[GroundTruth, Detections, MaskSet]:
     gt_records, sizes = _annotations(gt_raw, gt_file)
     gt_rles, gt_area, gt_boxes = _masks(gt_records, sizes, gt_file, "ground-truth")
-    with_masks = [_with(r, bbox=b, area=r.get("area", a)) for r, b, a in
-                  zip(gt_records, gt_boxes, gt_area, strict=True)]
+    with_masks = [
+        _with(r, bbox=b, area=r.get("area", a))
+        for r, b, a in zip(gt_records, gt_boxes, gt_area, strict=True)
+    ]
     gt = parse_ground_truth(_replace_annotations(gt_raw, with_masks), file=gt_file)
     if not isinstance(dt_raw, list):
         raise bad_format(dt_file, "predictions must be a list of detection objects", [], 0)
     dt_rles, dt_area, dt_boxes = _masks(dt_raw, sizes, dt_file, "predicted")
     box_results = bool(dt_raw) and isinstance(dt_raw[0], dict) and dt_raw[0].get("bbox", [])
-    records = dt_raw if box_results else [_with(r, bbox=b) for r, b in
-                                          zip(dt_raw, dt_boxes, strict=True)]
+    records = (
+        dt_raw if box_results else [_with(r, bbox=b) for r, b in zip(dt_raw, dt_boxes, strict=True)]
+    )
     dt = parse_detections(records, gt, file=dt_file)
     if not box_results:
         dt = dataclasses.replace(dt, area=np.asarray(dt_area, dtype=np.float64))
@@ -59,8 +63,7 @@ def _annotations(raw: object, file: str) -> tuple[list[Any], Sizes]:
     if isinstance(raw, list):
         return raw, {}
     if not isinstance(raw, dict) or not isinstance(raw.get("annotations"), list):
-        raise bad_format(file, "ground truth must be a COCO object or a list of annotations",
-                         [], 0)
+        raise bad_format(file, "ground truth must be a COCO object or a list of annotations", [], 0)
     images = raw.get("images")
     sizes: Sizes = {}
     for image in images if isinstance(images, list) else []:
@@ -83,8 +86,9 @@ def _replace_annotations(raw: object, records: list[Any]) -> object:
     return {**raw, "annotations": records} if isinstance(raw, dict) else records
 
 
-def _masks(records: list[Any], sizes: Sizes, file: str, what: str
-           ) -> tuple[list[Rle], list[float], list[list[float]]]:
+def _masks(
+    records: list[Any], sizes: Sizes, file: str, what: str
+) -> tuple[list[Rle], list[float], list[list[float]]]:
     """Compressed RLEs, areas and boxes of every record's ``segmentation``; BAD_FORMAT naming
     the first few bad records (a missing or malformed segmentation, a bad RLE string)."""
     problems: list[tuple[int, str]] = []
@@ -109,7 +113,9 @@ def _masks(records: list[Any], sizes: Sizes, file: str, what: str
         raise bad_format(file, f"malformed {what} segmentations", problems, count)
     areas, bad = compressed_areas(rles)
     if len(bad):
-        shown = [(int(i), "RLE counts string is malformed or does not cover height * width")
-                 for i in bad[:MAX_REPORTED]]
+        shown = [
+            (int(i), "RLE counts string is malformed or does not cover height * width")
+            for i in bad[:MAX_REPORTED]
+        ]
         raise bad_format(file, f"malformed {what} segmentations", shown, len(bad))
     return rles, areas.tolist(), mask_boxes(rles).tolist()

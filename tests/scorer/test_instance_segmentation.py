@@ -352,6 +352,19 @@ def test_bad_inputs_are_standard_errors(
         assert error.details["indices"][0] == index
 
 
+def test_masks_of_another_size_on_an_image_without_declared_size(tmp_path: Path) -> None:
+    """Without the image's height and width, its first mask's size is the image's: another size
+    would make pycocotools' IoU loop forever, so it is refused, in gt and in predictions."""
+    other = encode(np.zeros((5, 4), dtype=np.uint8))
+    gt = [{"image_id": 1, "category_id": 1, "segmentation": encode(M)}]
+    error = error_of(tmp_path / "a", gt, [{**OK, "segmentation": other}])
+    assert (error.code, error.details["file"]) == (ErrorCode.BAD_FORMAT, "output/pred.json")
+    gt.append({"image_id": 1, "category_id": 1, "segmentation": other})
+    error = error_of(tmp_path / "b", gt, [OK])
+    assert (error.code, error.details["file"]) == (ErrorCode.BAD_FORMAT, "input/gt.json")
+    assert error.details["indices"] == [1]
+
+
 def test_simplified_list_ground_truth_with_rles(tmp_path: Path) -> None:
     """Compressed RLEs carry their size, so a plain list of annotations works (polygons don't)."""
     gt = [{"image_id": 1, "category_id": 1, "segmentation": encode(M)}]

@@ -39,6 +39,7 @@ def parse_segm(
     gt_raw: object, dt_raw: object, *, gt_file: str, dt_file: str
 ) -> tuple[GroundTruth, Detections, MaskSet]:
     gt_records, sizes = _annotations(gt_raw, gt_file)
+    _sizes_from_masks(gt_records, sizes)
     gt_rles, gt_area, gt_boxes = _masks(gt_records, sizes, gt_file, "ground-truth")
     with_masks = [
         _with(r, bbox=b, area=r.get("area", a))
@@ -72,6 +73,19 @@ def _annotations(raw: object, file: str) -> tuple[list[Any], Sizes]:
             if type(height) is int and type(width) is int:
                 sizes[image["id"]] = (height, width)
     return raw["annotations"], sizes
+
+
+def _sizes_from_masks(records: list[Any], sizes: Sizes) -> None:
+    """An image without a declared height and width takes its first RLE's size, so that every
+    other mask on it, ground truth or prediction, must have that size too: ``maskUtils.iou``
+    never returns on two masks of different sizes (its run loop stops advancing)."""
+    for record in records:
+        if not isinstance(record, dict) or not _hashable(image := record.get("image_id")):
+            continue
+        segm = record.get("segmentation")
+        size = segm.get("size") if isinstance(segm, dict) else None
+        if isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size):
+            sizes.setdefault(image, (size[0], size[1]))
 
 
 def _hashable(value: object) -> bool:

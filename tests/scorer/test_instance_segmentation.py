@@ -353,8 +353,8 @@ def test_bad_inputs_are_standard_errors(
 
 
 def test_masks_of_another_size_on_an_image_without_declared_size(tmp_path: Path) -> None:
-    """Without the image's height and width, its first mask's size is the image's: another size
-    would make pycocotools' IoU loop forever, so it is refused, in gt and in predictions."""
+    """Without the image's height and width, its first mask's size is the image's: a mask of
+    another size could never match (pycocotools' IoU is -1), so it is refused, gt or pred."""
     other = encode(np.zeros((5, 4), dtype=np.uint8))
     gt = [{"image_id": 1, "category_id": 1, "segmentation": encode(M)}]
     error = error_of(tmp_path / "a", gt, [{**OK, "segmentation": other}])

@@ -78,7 +78,7 @@ def _annotations(raw: object, file: str) -> tuple[list[Any], Sizes]:
 def _sizes_from_masks(records: list[Any], sizes: Sizes) -> None:
     """An image without a declared height and width takes its first RLE's size, so that every
     other mask on it, ground truth or prediction, must have that size too: ``maskUtils.iou``
-    never returns on two masks of different sizes (its run loop stops advancing)."""
+    gives -1 for masks of different sizes (never a match), so such a mask is a mistake."""
     for record in records:
         if not isinstance(record, dict) or not _hashable(image := record.get("image_id")):
             continue

@@ -8,6 +8,7 @@ Reads input/data/img_*.npy (image id = the number in the name) and writes output
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,8 @@ SQUARE = 160  # a component brighter than this on average is a square (~200), el
 def smooth(image: np.ndarray) -> np.ndarray:
     padded = np.pad(image.astype(np.float64), 1, mode="edge")
     h, w = image.shape
-    return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9
+    total = sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
+    return np.asarray(total, dtype=np.float64) / 9
 
 
 def components(mask: np.ndarray) -> list[np.ndarray]:
@@ -43,7 +45,7 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return found
 
 
-def rle(mask: np.ndarray) -> dict:
+def rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO uncompressed RLE: run lengths of 0s and 1s in column-major order, 0s first."""
     flat = mask.astype(np.uint8).ravel(order="F")
     bounds = np.concatenate(([0], np.flatnonzero(np.diff(flat)) + 1, [len(flat)]))

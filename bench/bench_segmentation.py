@@ -95,11 +95,14 @@ def accumulate(pairs: list[tuple[np.ndarray, np.ndarray]], params: dict[str, Any
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--classes", type=int, default=21)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=3)
+    for name, default in (
+        ("images", 300),
+        ("size", 512),
+        ("classes", 21),
+        ("seed", 0),
+        ("repeat", 3),
+    ):
+        parser.add_argument(f"--{name}", type=int, default=default)
     args = parser.parse_args()
     params: dict[str, Any] = {"num_classes": args.classes, "ignore_index": 255}
     with tempfile.TemporaryDirectory() as tmp:

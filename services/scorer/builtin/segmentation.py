@@ -87,12 +87,8 @@ def mask_names(ws: Workspace, relative: str) -> list[str]:
     """The ``*.png`` files directly in a mask directory, sorted; MISSING_FILE if it is absent."""
     folder = ws.root / relative
     if not folder.is_dir():
-        raise data_error(
-            ErrorCode.MISSING_FILE,
-            f"directory {relative}/ is missing",
-            file=relative,
-            path=relative,
-        )
+        missing = f"directory {relative}/ is missing"
+        raise data_error(ErrorCode.MISSING_FILE, missing, file=relative, path=relative)
     return sorted(p.name for p in folder.iterdir() if p.suffix == ".png" and p.is_file())
 
 

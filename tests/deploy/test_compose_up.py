@@ -262,7 +262,8 @@ def test_each_example_scores_through_the_composed_gateway(webhooks: Stack) -> No
         assert job["result"]["summary"][metric] == expected, example
         info = json.loads((workspace.logs_dir / "run_info.json").read_text())
         assert info["backend"] == "docker" and info["image_id"].startswith("sha256:")
-        (event,) = wait_for_events(stack, job["job_id"], 1)
+        # at least once: a repeat carries the same event_id (API.md), so count distinct ones
+        (event,) = {e["event_id"]: e for e in wait_for_events(stack, job["job_id"], 1)}.values()
         assert event["type"] == "score.completed"
         assert event["result"]["summary"][metric] == expected
     assert stack.receiver is not None

@@ -42,9 +42,16 @@ def event_type(cls: type[BaseEvent]) -> str:
     return str(cls.model_fields["type"].default)
 
 
+PARAMETERS: dict[str, tuple[str, str, str]] = {
+    "run.requested": ("backend", "executor backend alias", "^[a-z0-9][a-z0-9_-]{0,62}$"),
+    "scorer.test.completed": ("reply_to", "the asker's reply word", "^[A-Za-z0-9_-]{1,128}$"),
+}
+"""Events whose routing key ends in one more word: (parameter, what it is, its pattern)."""
+
+
 def channel_name(cls: type[BaseEvent]) -> str:
     name = event_type(cls)
-    return f"{name}.{{backend}}" if name == "run.requested" else name
+    return f"{name}.{{{PARAMETERS[name][0]}}}" if name in PARAMETERS else name
 
 
 def render() -> dict[str, str]:
@@ -100,13 +107,10 @@ def _channel(cls: type[BaseEvent]) -> dict[str, Any]:
     }
     if name in EXTERNAL_PUBLISHERS:
         channel["publish"] = {"operationId": f"send{cls.__name__}", "message": message}
-    if name == "run.requested":
-        channel["parameters"] = {
-            "backend": {
-                "description": "executor backend alias",
-                "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
-            }
-        }
+    if name in PARAMETERS:
+        parameter, description, pattern = PARAMETERS[name]
+        schema = {"type": "string", "pattern": pattern}
+        channel["parameters"] = {parameter: {"description": description, "schema": schema}}
     return channel
 
 

@@ -258,6 +258,45 @@ class ScorersChanged(BaseEvent):
         return self
 
 
+ReplyTo = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+"""The asker's name in a reply's routing key (one routing-key word)."""
+
+
+class ScorerTestRequested(BaseEvent):
+    """Test-score a workspace once with a scorer, writing nothing (gateway's /v1/scorers/test).
+
+    A scorer replica scores it in its pool, under its time limit, and answers
+    ``ScorerTestCompleted`` to ``reply_to``. ``plugins`` lists the plugin files (absolute path,
+    sha256) the asker knows, which the pool worker loads as it does a job's. Not about a job:
+    ``job_id`` is optional here.
+    """
+
+    type: Literal["scorer.test.requested"] = "scorer.test.requested"
+    job_id: JobId | None = None  # type: ignore[assignment]
+    scorer: str = Field(min_length=1, max_length=128)
+    workspace: str = Field(min_length=1, max_length=4096)
+    plugins: list[tuple[str, str]] = Field(default_factory=list, max_length=1000)
+    reply_to: ReplyTo
+
+
+class ScorerTestCompleted(BaseEvent):
+    """The result of a ScorerTestRequested, routed to the asker alone.
+
+    ``request_id`` is the request's ``event_id``; the routing key is
+    ``scorer.test.completed.<reply_to>``.
+    """
+
+    type: Literal["scorer.test.completed"] = "scorer.test.completed"
+    job_id: JobId | None = None  # type: ignore[assignment]
+    request_id: uuid.UUID
+    reply_to: ReplyTo
+    result: Result
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.type}.{self.reply_to}"
+
+
 EVENT_TYPES: tuple[type[BaseEvent], ...] = (
     JobSubmitted,
     RunRequested,
@@ -271,6 +310,8 @@ EVENT_TYPES: tuple[type[BaseEvent], ...] = (
     JobCancelled,
     ScorersChanged,
     RescoreRequested,
+    ScorerTestRequested,
+    ScorerTestCompleted,
 )
 
 Event = Annotated[
@@ -285,7 +326,9 @@ Event = Annotated[
     | CancelRequested
     | JobCancelled
     | ScorersChanged
-    | RescoreRequested,
+    | RescoreRequested
+    | ScorerTestRequested
+    | ScorerTestCompleted,
     Field(discriminator="type"),
 ]
 

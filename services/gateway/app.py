@@ -47,8 +47,8 @@ def create_app(
     ``limits`` are the operator's caps (``Settings.limits``; default: their defaults), checked
     when a job is submitted. ``supervisor`` runs the gateway's background loops (default: a new
     one); the scorer watcher's loops start with the app and the app's cleanup closes it, with
-    every loop it runs. /readyz reports its loops. ``scorer_time_limit`` bounds
-    /v1/scorers/test, which scores in a worker process killed past it. GET /metrics exports
+    every loop it runs. /readyz reports its loops. ``scorer_time_limit`` (the scorer's) bounds
+    how long /v1/scorers/test waits for a scorer replica's answer. GET /metrics exports
     ``metrics`` (default: a registry of this app's own), which watches the gateway's loops.
     """
     app = web.Application(
@@ -75,6 +75,7 @@ def create_app(
     report_loops(app, [app[GATEWAY].supervisor])
     app[METRICS] = metrics or Metrics()
     app[METRICS].watch_loops(app[GATEWAY].supervisor)
+    app.cleanup_ctx.append(scorers_api.scorer_tests_ctx)
     app.cleanup_ctx.append(scorers_api.watches_ctx)
     for module in (health, jobs_api, queue_api, results_api, scorers_api, webhooks_api, openapi):
         app.add_routes(module.routes())

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from services.gateway.scorer_tests import ScorerTests
 from services.gateway.webhooks.store import WebhookStore
 from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
@@ -54,12 +55,17 @@ class Gateway:
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     """the operator's caps (``Settings.limits``): a submission asking beyond them is refused"""
     scorer_time_limit: float = 600.0
-    """seconds /v1/scorers/test may score for (``Settings.scorer.time_limit``) before its worker
-    is killed"""
+    """the scorer's time limit (``Settings.scorer.time_limit``): /v1/scorers/test waits that long
+    plus a margin for a scorer replica's answer"""
     supervisor: Supervisor = field(default_factory=lambda: Supervisor("gateway"))
     """runs every background loop of the gateway (``GatewayService.supervisor`` is this one)"""
     workspace_locks: KeyedLocks = field(default_factory=KeyedLocks)
     """held from "is this workspace busy?" to "job stored", so one replica never starts two"""
+    scorer_tests: ScorerTests = field(init=False)
+    """/v1/scorers/test's requests to the scorer service"""
+
+    def __post_init__(self) -> None:
+        self.scorer_tests = ScorerTests(self.bus, self.instance_id, self.scorer_time_limit)
 
     async def publish_outbox(self, job: Job) -> None:
         """Publish the job's pending events now; on a bus failure the relay publishes them."""

@@ -28,13 +28,10 @@ from services.gateway.bodies import model_body
 from services.gateway.context import GATEWAY, Gateway
 from services.gateway.http import api_error, ok, shown
 from services.gateway.jobs_api import MAX_WORKSPACE, existing_workspace
-from services.scorer.oneshot import score_once
 from services.scorer.plugins import plugin_manifest
-from services.scorer.pool import ScoreTask
 from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import ScorersChanged
-from shared.models import Result
 from shared.supervise import Supervisor
 from shared.workspace import Workspace
 
@@ -283,21 +280,17 @@ async def reload_scorer(request: web.Request) -> web.Response:
 
 @ROUTES.post("/v1/scorers/test")
 async def test_scorer(request: web.Request) -> web.Response:
+    """Scored by a scorer replica, in its pool under its time limit (``scorer_tests.py``):
+    organisers' code never runs in the gateway, and a scorer that hangs or exits is killed or
+    reported there."""
     require_admin(request)
     gw = request.app[GATEWAY]
     body = model_body(request, TestRequest)
     ws = Workspace.at(existing_workspace(gw.settings.data_root, body.workspace))
-    gw.registry.get(body.scorer_name)  # SCORER_NOT_FOUND before a worker is started
-    result = await asyncio.to_thread(_test_score, gw, ws, body.scorer_name)
+    gw.registry.get(body.scorer_name)  # SCORER_NOT_FOUND before a scorer is asked
+    plugins = await asyncio.to_thread(plugin_manifest, gw.registry)
+    result = await gw.scorer_tests.score(str(ws.root), body.scorer_name, plugins)
     return ok({"scorer": body.scorer_name, "result": result.model_dump(mode="json")})
-
-
-def _test_score(gw: Gateway, ws: Workspace, scorer: str) -> Result:
-    """Score in a fresh worker process (as the CLI does) under the scorer time limit: organisers'
-    code never runs in the gateway's process, and a scorer that hangs or exits is killed or
-    reported, not left holding a thread or the process."""
-    task = ScoreTask(str(ws.root), scorer, None, plugin_manifest(gw.registry), write=False)
-    return score_once(task, gw.scorer_time_limit)
 
 
 @ROUTES.post("/v1/scorers/watch")
@@ -328,6 +321,12 @@ async def stop_watch(request: web.Request) -> web.Response:
 async def list_watches(request: web.Request) -> web.Response:
     require_admin(request)
     return ok({"watching": request.app[WATCHES].names()})
+
+
+async def scorer_tests_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Bind the gateway's reply queue for /v1/scorers/test when the app starts."""
+    await app[GATEWAY].scorer_tests.subscribe()
+    yield
 
 
 async def watches_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from uuid import UUID
 
@@ -44,6 +44,8 @@ from shared.events import (
     ScoreCompleted,
     ScoreRequested,
     ScorersChanged,
+    ScorerTestCompleted,
+    ScorerTestRequested,
     derived_event_id,
 )
 from shared.joblog import arecord
@@ -85,6 +87,10 @@ class ScorerServiceConfig:
     @property
     def changes_queue(self) -> str:
         return f"{self.queue_prefix}scorer.changes.{self.instance}"
+
+    @property
+    def tests_queue(self) -> str:
+        return f"{self.queue_prefix}scorer.tests"
 
 
 class ScorerService:
@@ -129,19 +135,21 @@ class ScorerService:
         self._manifest = await asyncio.to_thread(plugin_manifest, self._registry)
         if self._config.watch_paths:
             await self._start_watcher()
-        await self._bus.subscribe(
-            Subscription(
-                self._config.requests_queue,
-                ["score.requested"],
-                self._on_score_requested,
-                concurrency=self._config.concurrency,
-                retry=self._config.retry,
-                handler_timeout=self._pool.time_limit + HANDLER_MARGIN_S,
-            )
+        scoring = Subscription(
+            self._config.requests_queue,
+            ["score.requested"],
+            self._on_score_requested,
+            concurrency=self._config.concurrency,
+            retry=self._config.retry,
+            handler_timeout=self._pool.time_limit + HANDLER_MARGIN_S,
         )
+        await self._bus.subscribe(scoring)
         await self._bus.subscribe(
             Subscription(self._config.changes_queue, ["scorers.changed"], self._on_scorers_changed)
         )
+        keys = ["scorer.test.requested"]  # test-scoring: the same pool, slots and time limit
+        testing = replace(scoring, queue=self._config.tests_queue, routing_keys=keys)
+        await self._bus.subscribe(replace(testing, handler=self._on_test_requested))
 
     async def close(self) -> None:
         """Stop taking work; let scoring finish within ``grace_s``; hand back the rest."""
@@ -248,6 +256,28 @@ class ScorerService:
                 self._idle.set()
         await self._bus.publish(completed)
         return completed
+
+    async def _on_test_requested(self, event: Event) -> None:
+        """Score once in the pool, write nothing, answer the asker (a gateway's
+        ``/v1/scorers/test``); an asker gone meanwhile (its reply queue expired) is not waited
+        for."""
+        if not isinstance(event, ScorerTestRequested):
+            return
+        plugins = tuple(sorted((path, sha) for path, sha in event.plugins))
+        task = ScoreTask(event.workspace, event.scorer, None, plugins, write=False)
+        result = await self._pool.score(task)
+        answer = ScorerTestCompleted(
+            event_id=derived_event_id(event.event_id, "scorer.test.completed"),
+            request_id=event.event_id,
+            reply_to=event.reply_to,
+            result=result,
+        )
+        try:
+            await self._bus.publish(answer)
+        except AutoscorerError as exc:
+            if exc.details.get("reason") != "unroutable":
+                raise
+            log.info("nobody waits for the test of %s any more", event.scorer)
 
     async def _on_scorers_changed(self, event: Event) -> None:
         if not isinstance(event, ScorersChanged) or event.origin == self._config.instance:

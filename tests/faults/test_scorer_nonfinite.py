@@ -268,22 +268,30 @@ async def test_gateway_scorers_test_answers_strict_json(plugin_file, tmp_path):
     registry.load_file(plugin_file)
     bus, store = MemoryBus(), SqliteJobStore(tmp_path / "jobs.sqlite3")
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
+    scorer = create_scorer_service(  # /v1/scorers/test asks the scorer service
+        Settings(scorer={"pool_size": 1, "plugin_dir": tmp_path / "scorer-plugins"}),
+        bus,
+        ScorerRegistry.with_builtins(),
+        instance="scorer-1",
+    )
+    await scorer.start()
     await bus.start()
     await store.init()
     await hooks.init()
     app = create_app(settings, store, bus, registry, hooks, instance_id="gw-nonfinite")
     try:
         async with TestClient(TestServer(app)) as client:
-            for scorer in ["nan_metric", "deep_nan", "inf_summary"]:
+            for name in ["nan_metric", "deep_nan", "inf_summary"]:
                 resp = await client.post(
                     "/v1/scorers/test",
-                    json={"scorer_name": scorer, "workspace": "ws/one"},
+                    json={"scorer_name": name, "workspace": "ws/one"},
                     headers={"Authorization": "Bearer admin-key"},
                 )
                 body = _strict_json(await resp.text())
                 assert resp.status == 200, body
-                _assert_score_error(body["data"]["result"]["error"], scorer)
+                _assert_score_error(body["data"]["result"]["error"], name)
     finally:
+        await scorer.close()
         await bus.close()
         await store.close()
         await hooks.close()

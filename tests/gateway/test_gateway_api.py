@@ -12,10 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import create_app
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
+from services.scorer.main import create_scorer_service
 from services.scorer.registry import ScorerRegistry
 from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
-from shared.config import ApiKey, GatewaySettings
+from shared.config import ApiKey, GatewaySettings, Settings
 from shared.jobs import JobStatus
 from shared.store_sqlite import SqliteJobStore
 
@@ -315,11 +316,21 @@ async def test_scorer_admin_load_reload_test_and_broadcast(gw):
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "SCORER_LOAD_ERROR"
     assert "1.0.0" in (gw.root / "scorers" / "one.py").read_text()
-    resp = await gw.client.post(
-        "/v1/scorers/test",
-        json={"scorer_name": "always_one", "workspace": "bob/regression"},
-        headers=_auth(ADMIN),
+    scorer = create_scorer_service(  # /v1/scorers/test asks the scorer service
+        Settings(scorer={"pool_size": 1, "plugin_dir": gw.root.parent / "scorer-plugins"}),
+        gw.bus,
+        ScorerRegistry.with_builtins(),
+        instance="scorer-1",
     )
+    await scorer.start()
+    try:
+        resp = await gw.client.post(
+            "/v1/scorers/test",
+            json={"scorer_name": "always_one", "workspace": "bob/regression"},
+            headers=_auth(ADMIN),
+        )
+    finally:
+        await scorer.close()
     assert (await resp.json())["data"]["result"]["summary"] == {"one": 1.0}
 
 

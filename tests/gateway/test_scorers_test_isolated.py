@@ -1,6 +1,7 @@
-"""/v1/scorers/test scores in a worker process under the scorer time limit: a scorer that hangs
-is killed (SCORE_TIMEOUT) and one that exits the process is reported (SCORE_ERROR), while the
-gateway goes on answering. Organisers' scoring code never runs in the gateway's process."""
+"""/v1/scorers/test is a request to the scorer service, scored in its pool under its time limit:
+a scorer that hangs is killed (SCORE_TIMEOUT) and one that exits the process is reported
+(SCORE_ERROR), while the gateway goes on answering. Organisers' scoring code never runs in the
+gateway's process. With no scorer service on the bus the gateway answers 503."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import create_app
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
+from services.scorer.main import create_scorer_service
 from services.scorer.registry import ScorerRegistry
 from shared.bus_memory import MemoryBus
-from shared.config import ApiKey, GatewaySettings
+from shared.config import ApiKey, GatewaySettings, Settings
 from shared.store_sqlite import SqliteJobStore
 
 PLUGIN = """
@@ -62,6 +64,13 @@ async def test_a_hanging_or_exiting_scorer_cannot_hold_or_stop_the_gateway(tmp_p
     registry.load_file(plugin)
     bus, store = MemoryBus(), SqliteJobStore(tmp_path / "jobs.sqlite3")
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
+    scorer = create_scorer_service(
+        Settings(scorer={"pool_size": 1, "time_limit": 2.0, "plugin_dir": tmp_path / "sp"}),
+        bus,
+        ScorerRegistry.with_builtins(),
+        instance="scorer-1",
+    )
+    await scorer.start()
     for part in (bus, store, hooks):
         await part.start() if isinstance(part, MemoryBus) else await part.init()
     app = create_app(settings, store, bus, registry, hooks, scorer_time_limit=2.0)
@@ -94,6 +103,35 @@ async def test_a_hanging_or_exiting_scorer_cannot_hold_or_stop_the_gateway(tmp_p
             health = await client.get("/healthz")
             assert health.status == 200
     finally:
+        await scorer.close()
         await bus.close()
         await store.close()
         await hooks.close()
+
+
+async def test_with_no_scorer_service_the_gateway_answers_503(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "ws" / "one" / "output").mkdir(parents=True)
+    (root / "ws" / "one" / "meta.json").write_text(json.dumps({"scorer": "classification_f1"}))
+    settings = GatewaySettings(
+        data_root=root, api_keys=[ApiKey(key="admin-key", subject="ops", role="admin")]
+    )
+    bus, store = MemoryBus(), SqliteJobStore(tmp_path / "jobs.sqlite3")
+    hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
+    for part in (bus, store, hooks):
+        await part.start() if isinstance(part, MemoryBus) else await part.init()
+    app = create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
+    try:
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.post(
+                "/v1/scorers/test",
+                json={"scorer_name": "classification_f1", "workspace": "ws/one"},
+                headers=ADMIN,
+            )
+            body = await resp.json()
+    finally:
+        await bus.close()
+        await store.close()
+        await hooks.close()
+    assert resp.status == 503, body
+    assert body["error"]["code"] == "BUS_ERROR"

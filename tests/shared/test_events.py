@@ -25,6 +25,8 @@ from shared.events import (
     ScoreCompleted,
     ScoreRequested,
     ScorersChanged,
+    ScorerTestCompleted,
+    ScorerTestRequested,
     encode_event,
     parse_event,
 )
@@ -71,7 +73,23 @@ SAMPLES: list[BaseEvent] = [
         origin="scorer-1",
     ),
     RescoreRequested(job_id="job-42", requested_by="organiser", reason="scorer fixed"),
+    ScorerTestRequested(
+        scorer="my_metric",
+        workspace="/data/comp1/sub42",
+        plugins=[("/data/scorers/my_metric.py", "0" * 64)],
+        reply_to="gateway-1",
+    ),
+    ScorerTestCompleted(
+        request_id=uuid.UUID("00000000-0000-4000-8000-000000000001"),
+        reply_to="gateway-1",
+        result=Result(summary={"value": 1.0}),
+    ),
 ]
+
+ROUTING_KEYS = {
+    RunRequested: "run.requested.docker",
+    ScorerTestCompleted: "scorer.test.completed.gateway-1",
+}
 
 
 def test_samples_cover_every_event_type() -> None:
@@ -88,8 +106,8 @@ def test_every_event_survives_the_wire(event: BaseEvent) -> None:
 
 
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.type)
-def test_routing_key_is_the_type_except_for_run_requests(event: BaseEvent) -> None:
-    expected = "run.requested.docker" if isinstance(event, RunRequested) else event.type
+def test_routing_key_is_the_type_except_for_run_requests_and_replies(event: BaseEvent) -> None:
+    expected = ROUTING_KEYS.get(type(event), event.type)
 
     assert event.routing_key == expected
 

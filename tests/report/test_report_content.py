@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from shared.models import Result, RunOutcome
 from shared.workspace import Workspace
 
 Scored = Callable[..., tuple[Workspace, Result]]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IMG = re.compile(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]*)">')
 
 
@@ -89,3 +91,34 @@ def test_an_artifact_path_leading_out_of_output_is_not_read(scored: Scored, tmp_
     html = render(from_workspace(ws, result.model_copy(update={"artifacts": forged})))
     assert IMG.findall(html) == []
     assert html.count("the file is not available") == 2
+
+
+def test_pipeline_writes_the_report_with_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``autoscorer pipeline`` on the local backend: the report has the run's outcome (backend,
+    exit code, duration) and the pipeline's timing next to the scores."""
+    ws = tmp_path / "regression"
+    shutil.copytree(EXAMPLES / "regression", ws, ignore=shutil.ignore_patterns("output", "logs"))
+    assert main(["pipeline", str(ws), "--backend", "local", "--json"]) == 0
+    capsys.readouterr()
+    html = (ws / "output" / "report.html").read_text()
+    for shown in ("<th>backend</th><td>local</td>", "<th>exit_code</th>", "<th>duration_s</th>",
+                  "<th>total_s</th>", "<th>rmse</th>"):
+        assert shown in html
+    assert len(IMG.findall(html)) == 2
+
+
+def test_a_failed_run_leaves_a_report_with_its_error_and_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "regression"
+    shutil.copytree(EXAMPLES / "regression", ws, ignore=shutil.ignore_patterns("output", "logs"))
+    meta = json.loads((ws / "meta.json").read_text())
+    meta["container"]["cmd"] = ["python3", "-c", "print('<b>about to fail</b>'); exit(3)"]
+    (ws / "meta.json").write_text(json.dumps(meta))
+    assert main(["pipeline", str(ws), "--backend", "local", "--json"]) == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    html = (ws / "output" / "report.html").read_text()
+    assert f"<td>{error['code']}</td>" in html and f"<td>{error['fault']}</td>" in html
+    assert "&lt;b&gt;about to fail&lt;/b&gt;" in html and "<b>about" not in html

@@ -18,10 +18,10 @@ from shared.models import Artifact
 from shared.workspace import Workspace
 
 FULL_LIMIT = 200
-TOP_N = 50
-LABEL_LIMIT = 60
+TOP_N = 30
+LABEL_LIMIT = 41
 ANNOTATE_LIMIT = 20
-BARS_LIMIT = 40
+BARS_LIMIT = 30
 OTHER = "(other)"
 
 IntArray = npt.NDArray[np.int64]
@@ -77,7 +77,9 @@ def _heatmap(
 ) -> None:
     k = len(names)
     side = min(max(5.0, 0.06 * k + 4.0), 18.0)
-    figure = plotter.figure(side + 1.5, side)
+    font = 8 if k <= 30 else 6
+    label = 0.4 + 0.011 * font * max(len(_short(name)) for name in names)  # inches of text
+    figure = plotter.figure(side + label + 1.2, side + label, (label + 0.3, label + 0.3, 0.9, 0.7))
     axes = figure.add_subplot()
     if normalised:
         rows = matrix.sum(axis=1, keepdims=True)
@@ -89,12 +91,11 @@ def _heatmap(
         image = axes.imshow(values, cmap="Blues", interpolation="nearest")
         title, name = "Confusion matrix, counts", "confusion_counts"
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    axes.set_title(f"{title} ({shown})")
+    axes.set_title(f"{title}\n({shown})")
     axes.set_xlabel("predicted label")
     axes.set_ylabel("true label")
     step = max(1, int(np.ceil(k / LABEL_LIMIT)))
     ticks = np.arange(0, k, step)
-    font = 8 if k <= 30 else 6
     axes.set_xticks(ticks, [_short(names[i]) for i in ticks], rotation=90, fontsize=font)
     axes.set_yticks(ticks, [_short(names[i]) for i in ticks], fontsize=font)
     if k <= ANNOTATE_LIMIT:
@@ -115,7 +116,8 @@ def _bars(plotter: Plotter, table: ClassTable) -> None:
         chosen, shown = in_gt, f"all {len(in_gt)} classes"
     chosen = chosen[np.argsort(table.f1[chosen], kind="stable")]  # worst F1 on top
     n = len(chosen)
-    figure = plotter.figure(9.0, max(3.0, 0.3 * n + 1.5))
+    text = 0.3 + 0.077 * max((len(_short(table.labels[i], 32)) for i in chosen), default=1)
+    figure = plotter.figure(6.5 + text, max(3.0, 0.3 * n + 1.6), (text, 0.9, 0.2, 0.7))
     axes = figure.add_subplot()
     position = np.arange(n)
     height = 0.27
@@ -128,7 +130,7 @@ def _bars(plotter: Plotter, table: ClassTable) -> None:
     axes.set_yticks(position, [_short(table.labels[i], 32) for i in chosen.tolist()], fontsize=7)
     axes.invert_yaxis()
     axes.set_xlim(0.0, 1.0)
-    axes.set_xlabel("score")
-    axes.set_title(f"Per-class precision, recall and F1, worst F1 first ({shown})")
-    axes.legend(loc="lower right", fontsize=8)
+    axes.set_title(f"Per-class precision, recall and F1, worst F1 first\n({shown})")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3, fontsize=8,
+                frameon=False)
     plotter.save(figure, "per_class_prf", f"per-class precision, recall and F1 ({shown})")

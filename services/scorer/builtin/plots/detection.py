@@ -78,7 +78,7 @@ def _curves(
     axes.set_xlabel("recall")
     axes.set_ylabel("precision")
     shown = f"mean of {len(has_gt)} categories and the {len(worst)} with the lowest AP"
-    axes.set_title(f"Precision-recall at IoU {iou:g} ({shown})", fontsize=10)
+    axes.set_title(f"Precision-recall at IoU {iou:g}\n({shown})")
     if len(has_gt):
         axes.legend(loc="lower left", fontsize=7)
     plotter.save(figure, name, f"precision-recall curves at IoU {iou:g}: {shown}")

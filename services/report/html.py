@@ -62,9 +62,26 @@ def _number(value: object) -> str:
     return _text(value)
 
 
+def _records(rows: list[dict[str, object]]) -> str:
+    """A list of flat objects (provenance's files) as a table with one column per key."""
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    head = "".join(f"<th>{_text(key)}</th>" for key in keys)
+    body = "".join(
+        "<tr>" + "".join(_cell(row.get(key, "")) for key in keys) + "</tr>"
+        for row in rows[:MAX_ROWS]
+    )
+    more = f'<p class="muted">{MAX_ROWS} of {len(rows)} shown</p>' if len(rows) > MAX_ROWS else ""
+    return f"<td><table><tr>{head}</tr>{body}</table>{more}</td>"
+
+
 def _cell(value: object) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f'<td class="n" title="{_text(value)}">{_number(value)}</td>'
+    if isinstance(value, list) and value and all(
+        isinstance(row, dict) and not any(isinstance(v, dict | list) for v in row.values())
+        for row in value
+    ):
+        return _records(value)
     if isinstance(value, dict | list):
         shown = json.dumps(value, ensure_ascii=False, default=str)
         if len(shown) > MAX_DETAILS_CHARS:

@@ -122,3 +122,19 @@ def test_a_failed_run_leaves_a_report_with_its_error_and_log(
     html = (ws / "output" / "report.html").read_text()
     assert f"<td>{error['code']}</td>" in html and f"<td>{error['fault']}</td>" in html
     assert "&lt;b&gt;about to fail&lt;/b&gt;" in html and "<b>about" not in html
+
+
+def test_every_string_from_a_result_is_escaped(scored: Scored) -> None:
+    """Labels, artifact names and descriptions, params and provenance values are data."""
+    ws, result = scored("classification")
+    hostile = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+    artifact = result.artifacts["per_class_prf"].model_copy(update={"description": hostile})
+    forged = result.model_copy(update={
+        "metrics": {**result.metrics, "f1_per_class": {hostile: 0.5}, hostile: 1.0},
+        "summary": {**result.summary, hostile: hostile},
+        "artifacts": {**result.artifacts, hostile: artifact},
+        "versioning": {hostile: hostile},
+    })
+    html = render(from_workspace(ws, forged))
+    assert "<script>" not in html and "<img src=x" not in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6

@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.scorer.builtin.plots.classification import TOP_N, ClassTable, plot_classification
+from services.scorer.builtin.plots.classification import (
+    FULL_LIMIT,
+    TOP_N,
+    ClassTable,
+    plot_classification,
+)
 from services.scorer.builtin.plots.regression import MAX_POINTS, plot_regression
 from services.scorer.registry import ScorerRegistry
 from shared.models import Result
@@ -124,3 +129,19 @@ def test_labels_are_drawn_as_text_whatever_they_hold(tmp_path: Path) -> None:
     table = ClassTable(labels, y, y[::-1].copy(), ones, ones, ones, np.bincount(y, minlength=4))
     artifacts = plot_classification(Workspace(tmp_path), table)
     assert set(artifacts) == PLOTS["classification"]
+
+
+def test_a_few_hundred_classes_are_all_shown(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    k, n = FULL_LIMIT, 30_000
+    y_true = rng.integers(0, k, n).astype(np.int64)
+    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, k, n)).astype(np.int64)
+    scores = rng.random(k)
+    table = ClassTable([f"c{i}" for i in range(k)], y_true, y_pred, scores, scores, scores,
+                       np.bincount(y_true, minlength=k).astype(np.int64))
+    artifacts = plot_classification(Workspace(tmp_path), table)
+    normalised = artifacts["confusion_normalized"]
+    assert f"all {k} classes" in normalised.description
+    width, height = check_png(Workspace(tmp_path), normalised.path, normalised.size,
+                              normalised.sha256)
+    assert 1000 < max(width, height) < 2500

@@ -17,7 +17,7 @@ from services.scorer.builtin.plots.figures import Plotter, draw
 from shared.models import Artifact
 from shared.workspace import Workspace
 
-FULL_LIMIT = 200
+FULL_LIMIT = 300
 TOP_N = 30
 LABEL_LIMIT = 41
 ANNOTATE_LIMIT = 20
@@ -76,7 +76,7 @@ def _heatmap(
     plotter: Plotter, names: list[str], matrix: IntArray, *, normalised: bool, shown: str
 ) -> None:
     k = len(names)
-    side = min(max(5.0, 0.06 * k + 4.0), 18.0)
+    side = min(max(5.0, 0.06 * k + 4.0), 14.0)
     font = 8 if k <= 30 else 6
     label = 0.4 + 0.011 * font * max(len(_short(name)) for name in names)  # inches of text
     figure = plotter.figure(side + label + 1.2, side + label, (label + 0.3, label + 0.3, 0.9, 0.7))

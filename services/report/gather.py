@@ -100,6 +100,8 @@ def from_job(job: Job) -> ReportData | None:
         "submitted by": job.submitter,
         "created": job.created_at.isoformat(),
     }
+    if job.result is not None:  # the newest; GET /v1/jobs/{id}/results lists every version
+        facts["result version"] = str(max(1, len(job.result_versions)))
     run = job.run_outcome.model_dump(mode="json") if job.run_outcome is not None else None
     if run is None and local:
         run = read_json_object(root, "logs/run_info.json", "logs")

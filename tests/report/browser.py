@@ -14,6 +14,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -119,12 +120,14 @@ async def browser(profile: Path) -> AsyncIterator[tuple[aiohttp.ClientSession, i
         port = await _port(profile, process)
         async with aiohttp.ClientSession() as session:
             yield session, port
-    finally:
-        process.send_signal(signal.SIGTERM)
+    finally:  # the whole process group: the browser and its renderer and GPU helpers
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 

@@ -97,6 +97,7 @@ async def test_report_is_html_for_those_who_may_see_the_result(api: Api) -> None
         html = await response.text()
         assert html.count('<img src="data:image/png;base64,') == 3
         assert "mAP" in html and "Provenance" in html
+        assert "<th>result version</th><td>1</td>" in html
 
 
 async def test_report_follows_the_result_access_rules(api: Api) -> None:

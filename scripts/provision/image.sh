@@ -26,7 +26,7 @@ cd "$(dirname "$0")/../.."
 CACHE="${AUTOSCORER_CACHE:-${HOME:-/root}/.cache/autoscorer}"
 FERRETDB="${AUTOSCORER_BIN_DIR:-$CACHE/bin}/ferretdb"
 BASE=autoscorer-ci/python:3.11-bookworm
-BASE_RECIPE=1  # bump when the package list or hooks below change
+BASE_RECIPE=3  # bump when the package list or hooks below change
 BASE_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates,tini,passwd
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)"
 export DOCKER_BUILDKIT=0  # the engine's classic builder: BuildKit would want frontend images
@@ -63,7 +63,11 @@ build_base() {
   if [ ! -s "$tarball" ]; then
     # minbase keeps apt, which deploy/Dockerfile runs. The build host's CA certificates are
     # added to the image's trust store: HTTPS to PyPI may pass a TLS-inspecting proxy here.
-    quiet mmdebstrap --variant=minbase --include="$BASE_PACKAGES" \
+    # policy-rc.d refuses to start services, as in Debian's own images: a package's postinst
+    # (rabbitmq-server, prometheus) must not start a daemon in a build step on the host network.
+    quiet mmdebstrap --variant=minbase --include="$BASE_PACKAGES" --skip=chroot/policy-rc.d \
+      --customize-hook='printf "#!/bin/sh\nexit 101\n" >"$1/usr/sbin/policy-rc.d"' \
+      --customize-hook='chmod 0755 "$1/usr/sbin/policy-rc.d"' \
       --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/usr/local/share/ca-certificates/build-host.crt"' \
       --customize-hook='chroot "$1" update-ca-certificates' \
       --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \

@@ -15,18 +15,19 @@ if [ -x /usr/bin/chromium ] && /usr/bin/chromium --version >/dev/null 2>&1; then
 fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+update() {
     log "apt-get update"
-    if ! apt-get -o DPkg::Lock::Timeout=600 update -qq >"$out" 2>&1; then
-        cat "$out" >&2
-        exit 1
-    fi
-fi
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >"$out" 2>&1 || { cat "$out" >&2; exit 1; }
+}
+install() {
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends chromium fonts-dejavu-core >"$out" 2>&1
+}
+compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null || update
 log "installing chromium"
-if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-        --no-install-recommends chromium fonts-dejavu-core >"$out" 2>&1; then
-    cat "$out" >&2
-    exit 1
+if ! install; then
+    update  # stale package lists name versions the mirror no longer has: refresh once, retry
+    install || { cat "$out" >&2; exit 1; }
 fi
 /usr/bin/chromium --version >/dev/null 2>&1
 log "chromium installed: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"

@@ -100,9 +100,13 @@ inputs() {  # the base image id and a digest of the given files
 }
 
 build_app() {
-  build "autoscorer:$VERSION" \
-    "$(inputs deploy/Dockerfile .dockerignore deploy/autoscorer-service pyproject.toml README.md shared services)" \
-    --build-arg "PYTHON_IMAGE=$BASE" -f deploy/Dockerfile .
+  local inputs
+  inputs="$(inputs deploy/Dockerfile .dockerignore deploy/autoscorer-service pyproject.toml README.md shared services)"
+  # The build stage under a tag of its own: the classic builder would leave it untagged (one
+  # ~700 MB leftover per rebuild); tagged, a rebuild replaces it and drop_old removes the last.
+  build "autoscorer-ci/build-stage:$VERSION" "$inputs" \
+    --build-arg "PYTHON_IMAGE=$BASE" -f deploy/Dockerfile --target build .
+  build "autoscorer:$VERSION" "$inputs" --build-arg "PYTHON_IMAGE=$BASE" -f deploy/Dockerfile .
 }
 
 build_mongo() {

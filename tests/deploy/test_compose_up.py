@@ -318,6 +318,27 @@ def test_restarting_the_executor_mid_run_finishes_the_job_once(
     assert len(done) == 1, lines
 
 
+def test_the_store_keeps_its_jobs_across_a_mongo_restart(stack: Stack) -> None:
+    """The store's data lives in the compose file's mongo-data volume, not in the container."""
+
+    def finished() -> dict[str, str]:
+        jobs = stack.api("GET", "/v1/jobs?status=succeeded&limit=50")["jobs"]
+        return {job["job_id"]: job["status"] for job in jobs}
+
+    before = finished()
+    assert len(before) >= len(EXAMPLE_METRICS)
+    stack.compose("restart", "mongo", timeout=120)
+    deadline = time.monotonic() + 60
+    while True:  # the gateway reconnects by itself
+        try:
+            after = finished()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the gateway did not reach the restarted store"
+            time.sleep(0.5)
+    assert after == before
+
+
 def test_down_leaves_no_participant_container(stack: Stack, tmp_path: Path) -> None:
     """Runs last: `docker compose down` while a participant container runs."""
     job_id = stack.submit(slow_workspace(tmp_path, 120), wait=False)["job_id"]

@@ -1,21 +1,45 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: sets up .venv, provisions and starts the real
 # components the tests use (Docker engine with locally built images, RabbitMQ, FerretDB as the
-# MongoDB-wire server, Prometheus and promtool), then runs ruff, mypy and pytest. Extra arguments
-# go to pytest.
+# MongoDB-wire server, Prometheus and promtool, Chromium), builds in the background what only the
+# deploy tests need (Docker Compose v2, a Kubernetes control plane with kwok, the service image),
+# then runs ruff, mypy and pytest. Extra arguments go to pytest.
+#
+# Order: the main suite runs while the background builds (at nice 19, so they take only idle CPU)
+# finish; then the deploy tests (Compose, Kubernetes) run; the broker-restart tests go last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - t0 ))s)" >&2; }
 
 step "setup"; scripts/setup.sh
-for component in docker rabbitmq ferretdb prometheus; do
+for component in docker rabbitmq ferretdb prometheus chromium; do
   step "provision $component"; bash "scripts/provision/$component.sh"
 done
+
+# Builds cached under ~/.cache/autoscorer: a second run skips them in seconds.
+build_log="${AUTOSCORER_BUILD_LOG:-/tmp/autoscorer-builds.log}"
+step "background builds started (log: $build_log)"
+nice -n 19 bash -c 'for c in compose kubernetes-build image; do
+  echo "== build $c ($(date +%T))"; bash "scripts/provision/$c.sh" || exit 1
+done' >"$build_log" 2>&1 &
+builds=$!
+
 step "ruff"; .venv/bin/ruff check .
 step "mypy"; .venv/bin/mypy
-step "pytest"; .venv/bin/pytest -m "not broker_restart" "$@"
+step "pytest"; .venv/bin/pytest -m "not broker_restart and not deploy" "$@"
+
+step "waiting for the background builds"
+if ! wait "$builds"; then
+  echo "scripts/test.sh: a background build failed; the end of $build_log:" >&2
+  tail -n 60 "$build_log" >&2
+  exit 1
+fi
+step "provision kubernetes"; bash scripts/provision/kubernetes.sh
+step "pytest (deploy)"
+.venv/bin/pytest -m "deploy and not broker_restart" "$@" || [ $? -eq 5 ]
 # Tests that restart the shared broker go last and alone: RabbitMQ 3.10 was seen to stop serving
 # some minutes after an app restart under load, which would fail whatever ran next.
 step "pytest (broker restart)"
 .venv/bin/pytest -m broker_restart "$@" || [ $? -eq 5 ]  # 5: the arguments selected none of them
+step "done"

@@ -33,7 +33,6 @@ import pyarrow as pa
 
 from bench.bench_detection import make_detections, make_ground_truth
 from bench.bench_score_e2e import DATA, make_data, make_ids, write_csv
-from services.report import write_report
 from services.scorer.builtin.plots import classification as plots_classification
 from services.scorer.builtin.plots import detection as plots_detection
 from services.scorer.builtin.plots import regression as plots_regression
@@ -41,6 +40,7 @@ from services.scorer.builtin.plots.figures import Plotter, draw, pyplot
 from services.scorer.engine import score_workspace
 from services.scorer.registry import ScorerRegistry
 from shared.models import Artifact, Result
+from shared.report import write_report
 from shared.workspace import Workspace
 
 

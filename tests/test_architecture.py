@@ -21,14 +21,9 @@ KNOWN: dict[tuple[str, str], str] = {
     ("services/gateway/main.py", "services.scorer.plugins"): "builds the gateway's registry",
     ("services/gateway/scorers_api.py", "services.scorer.plugins"): "plugin manifest",
     ("services/gateway/scorers_api.py", "services.scorer.watch"): "/v1/scorers/watch",
-    ("services/gateway/results_api.py", "services.report"): "report library: to shared/",
-    ("services/gateway/results_api.py", "services.report.files"): "report library: to shared/",
-    ("services/gateway/results_api.py", "services.report.html"): "report library: to shared/",
-    ("services/scorer/engine.py", "services.report"): "report library: to shared/",
 }
 """Crossings that remain: the gateway still loads, lists and watches scorers itself (issue 11
-item 1, not finished; its /v1/scorers/test is a request to the scorer service);
-``services/report`` is a library two services share, which belongs in ``shared/``."""
+item 1, not finished; its /v1/scorers/test is a request to the scorer service)."""
 
 
 def imported_modules(source: str, package: str) -> set[str]:

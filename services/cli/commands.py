@@ -21,7 +21,6 @@ import yaml
 from services.cli import jobs
 from services.cli.envelope import print_error, print_result
 from services.executor.registry import validate_backend_config
-from services.report import write_report
 from services.scorer.oneshot import score_once
 from services.scorer.plugins import plugin_manifest
 from services.scorer.pool import ScoreTask
@@ -30,6 +29,7 @@ from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.config import Settings, load_settings
 from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
 from shared.models import Result
+from shared.report import write_report
 from shared.workspace import Workspace
 
 

@@ -7,7 +7,6 @@ import logging
 import time
 
 from services.executor.registry import create_executor
-from services.report import write_report_quietly
 from services.scorer.oneshot import score_once
 from services.scorer.plugins import plugin_manifest
 from services.scorer.pool import ScoreTask
@@ -17,6 +16,7 @@ from shared.files import atomic_write_text
 from shared.joblog import arecord
 from shared.jobs import with_expected_outputs
 from shared.models import Result, RunOutcome
+from shared.report import write_report_quietly
 from shared.retention import remove_participant_view
 from shared.workspace import Workspace
 

@@ -3,7 +3,7 @@
 Both read the job exactly as ``GET /v1/jobs/{id}/result`` does (``jobs_api._job``: the same
 tenancy and role rules, and NOT_FOUND for a job the caller may not see). The report is rendered
 from the stored result (or the job's error) and the workspace's run info, log and plots
-(``services.report``); an artifact is served only by its name in the stored result, from inside the
+(``shared.report``); an artifact is served only by its name in the stored result, from inside the
 workspace's ``output/`` with no link followed, and only while its bytes match the stored sha256.
 """
 
@@ -17,11 +17,11 @@ from aiohttp import web
 
 from services.gateway.http import api_error, shown
 from services.gateway.jobs_api import _job
-from services.report import from_job, render
-from services.report.files import read_bounded, sha256_of
-from services.report.html import CSP
 from shared.errors import ErrorCode
 from shared.models import Artifact
+from shared.report import from_job, render
+from shared.report.files import read_bounded, sha256_of
+from shared.report.html import CSP
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024

@@ -12,13 +12,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from services.report import write_report_quietly
 from services.scorer.registry import ScorerRegistry
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.files import atomic_write_text
 from shared.limits import hidden_globs
 from shared.models import DEFAULT_GROUND_TRUTH, JobSpec, Result
 from shared.provenance import Provenance, Submission, build_provenance, local_submission
+from shared.report import write_report_quietly
 from shared.scoring import ScorerDef
 from shared.workspace import Workspace
 
@@ -80,7 +80,7 @@ def score_workspace(
         except OSError as exc:  # the result still travels (event, CLI output); say so in logs
             log.warning("could not write %s: %s", ws.result_path, exc.strerror)
         else:
-            write_report_quietly(ws, result)  # output/report.html (services.report)
+            write_report_quietly(ws, result)  # output/report.html (shared.report)
     return result
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from services.report import write_report
 from services.scorer.engine import score_workspace
 from services.scorer.registry import ScorerRegistry
 from shared.models import Result
+from shared.report import write_report
 from shared.workspace import Workspace
 from tests.report.browser import PageLoad, open_page
 

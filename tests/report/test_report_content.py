@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from services.cli.main import main
-from services.report import from_workspace, render, write_report
 from shared.models import Result, RunOutcome
+from shared.report import from_workspace, render, write_report
 from shared.workspace import Workspace
 
 Scored = Callable[..., tuple[Workspace, Result]]

@@ -1,7 +1,7 @@
 """One self-contained HTML report per job (``output/report.html``): score, metrics, plots, timing,
 resource use, the error and provenance, with images inlined and no external request."""
 
-from services.report.gather import (
+from shared.report.gather import (
     REPORT_NAME,
     ReportData,
     from_job,
@@ -9,7 +9,7 @@ from services.report.gather import (
     write_report,
     write_report_quietly,
 )
-from services.report.html import render
+from shared.report.html import render
 
 __all__ = [
     "REPORT_NAME",

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from services.report.files import MAX_IMAGE_BYTES, read_bounded, sha256_of
 from shared.models import Artifact
+from shared.report.files import MAX_IMAGE_BYTES, read_bounded, sha256_of
 
 if TYPE_CHECKING:
-    from services.report.gather import ReportData
+    from shared.report.gather import ReportData
 
 MAX_ROWS = 500
 """Rows shown per table (a per-class metric of 50,000 labels is cut, and says so)."""

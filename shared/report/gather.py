@@ -10,12 +10,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.report.files import MAX_JSON_BYTES, read_bounded, read_json_object, read_tail
-from services.report.html import render
 from shared.errors import AutoscorerError, ErrorCode, Fault, validation_error
 from shared.files import atomic_write_text
 from shared.jobs import Job
 from shared.models import Result
+from shared.report.files import MAX_JSON_BYTES, read_bounded, read_json_object, read_tail
+from shared.report.html import render
 from shared.workspace import Workspace
 
 REPORT_NAME = "report.html"
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ReportData:
-    """Everything :func:`services.report.html.render` needs; ``root`` is the workspace whose
+    """Everything :func:`shared.report.html.render` needs; ``root`` is the workspace whose
     ``output/`` holds the artifacts (None: artifacts are listed, not shown)."""
 
     title: str

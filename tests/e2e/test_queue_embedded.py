@@ -15,16 +15,23 @@ import pytest
 from shared.config import Settings
 from tests.e2e.harness import Platform, raw_settings, running_platform
 
-SLOW_CMD = ["sh", "-c", "sleep 2 && python3 submission/predict.py"]
 
-
-def slow_workspace(platform: Platform, name: str) -> str:
+def gated_workspace(platform: Platform, name: str, gates: Path) -> str:
+    """A classification workspace whose run waits until the test creates ``gates/<name>``, then
+    takes 2 s more: which jobs are still queued, and whether a run has finished, is then up to
+    the test, not to how fast the machine is."""
     platform.add_workspace("classification", name)
     meta = Path(platform.settings.gateway.data_root) / name / "meta.json"
     spec = json.loads(meta.read_text())
-    spec["container"]["cmd"] = SLOW_CMD
+    gate = gates / name
+    wait = f"until [ -e {gate} ]; do sleep 0.05; done"
+    spec["container"]["cmd"] = ["sh", "-c", f"{wait}; sleep 2 && python3 submission/predict.py"]
     meta.write_text(json.dumps(spec))
     return name
+
+
+def release(gates: Path, name: str) -> None:
+    (gates / name).touch()
 
 
 async def until(platform: Platform, job_id: str, *status: str, timeout: float = 60) -> Any:
@@ -56,13 +63,19 @@ async def test_queued_jobs_see_their_place_and_an_estimate_after_a_run(
     )
     raw["executor_service"]["concurrency"] = 1
     raw["gateway"]["queue_run_slots"] = {"local": 1}
+    gates = tmp_path / "gates"
+    gates.mkdir()
     async with running_platform(Settings.model_validate(raw)) as platform:
-        first = await platform.submit(slow_workspace(platform, "a"))
+        first = await platform.submit(gated_workspace(platform, "a", gates))
         await until(platform, first, "running")
-        second = await platform.submit(slow_workspace(platform, "b"))
-        third = await platform.submit(slow_workspace(platform, "c"))
-
-        queued = [await until(platform, job_id, "queued") for job_id in (second, third)]
+        later = {
+            await platform.submit(gated_workspace(platform, name, gates)): name
+            for name in ("b", "c")
+        }
+        queued = [await until(platform, job_id, "queued") for job_id in later]
+        # Two submissions close together may be queued in either order (the scheduler handles
+        # them concurrently); the executor queue runs them in the order they were queued.
+        queued.sort(key=lambda job: (job["queued_at"], job["job_id"]))
         assert [(j["queue"]["position"], j["queue"]["backend"]) for j in queued] == [
             (0, "local"),
             (1, "local"),
@@ -73,12 +86,16 @@ async def test_queued_jobs_see_their_place_and_an_estimate_after_a_run(
         assert (local["depth"], local["running"]) == (2, 1)
         assert local["oldest_queued_age_s"] >= 0
 
-        await until(platform, second, "running")
+        release(gates, "a")
+        following, last_id = (job["job_id"] for job in queued)
+        await until(platform, following, "running")
         await until(platform, first, "scoring", "succeeded")  # its run is recorded as finished
-        last = (await until(platform, third, "queued"))["queue"]
+        last = (await until(platform, last_id, "queued"))["queue"]
         assert last["position"] == 0
         assert last["estimated_from"]["recent_runs"] == 1
         assert last["estimated_from"]["median_run_seconds"] >= 2.0
         assert last["estimated_start_at"] is not None
-        for job_id in (first, second, third):
+        for name in later.values():
+            release(gates, name)
+        for job_id in (first, *later):
             assert (await platform.wait(job_id))["status"] == "succeeded"

@@ -283,10 +283,11 @@ class Stack:
 # -- the burst ----------------------------------------------------------------------------------
 
 
-def upload_bytes(root: Path) -> bytes:
+def upload_bytes(root: Path, plots: bool) -> bytes:
     """The tar.gz every client uploads: a score-only workspace of the classification example."""
     ws = make_workspaces(root / "template", 1)[0]
-    meta = {"scorer": SCORER, "task_type": "classification", "time_limit": 60}
+    meta = {"scorer": SCORER, "task_type": "classification", "time_limit": 60,
+            "params": {"plots": plots}}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         data = json.dumps(meta).encode()
@@ -399,7 +400,7 @@ async def burst(stack: Stack, args: argparse.Namespace, archive: bytes) -> Outco
     )
 
 
-def scoring_cpu_per_job(root: Path) -> float:
+def scoring_cpu_per_job(root: Path, plots: bool) -> float:
     """Median CPU seconds of scoring one burst workspace (result.json written), in process."""
     from services.scorer.engine import score_workspace
     from services.scorer.plugins import registry_from_settings
@@ -412,7 +413,7 @@ def scoring_cpu_per_job(root: Path) -> float:
     times = []
     for ws in spaces:
         started = time.process_time()
-        score_workspace(registry, Workspace.at(ws), scorer=SCORER)
+        score_workspace(registry, Workspace.at(ws), scorer=SCORER, params={"plots": plots})
         times.append(time.process_time() - started)
     return statistics.median(times[5:])
 
@@ -422,7 +423,7 @@ async def run_mode(mode: str, args: argparse.Namespace, score_cpu: float) -> Out
     with tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp:
         root = Path(tmp)
         stack = Stack.create(mode, replicas, root, args)
-        archive = upload_bytes(root)
+        archive = upload_bytes(root, args.plots)
         try:
             await stack.start()
             outcome = await burst(stack, args, archive)
@@ -468,6 +469,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument("--modes", default="distributed1,distributed2,embedded")
     parser.add_argument("--pool-size", type=int, default=1, help="scorer worker processes")
+    parser.add_argument("--plots", action="store_true",
+                        help="the scorer also renders its PNG plots (~150 ms CPU a job)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to drain")
     parser.add_argument("--rabbit-url", default=os.environ.get(
         "AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
@@ -485,7 +488,7 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
           f"{args.n} uploads from {args.clients} clients; example {EXAMPLE.name}")
     with tempfile.TemporaryDirectory(prefix="bench-burst-cpu-") as tmp:
-        score_cpu = scoring_cpu_per_job(Path(tmp))
+        score_cpu = scoring_cpu_per_job(Path(tmp), args.plots)
     outcomes: list[Outcome] = []
     for mode in args.modes.split(","):
         began = time.perf_counter()

@@ -539,7 +539,8 @@ async def run_one(bus_kind: str, store_kind: str, args: argparse.Namespace) -> R
         in_process = []
         for ws in spaces[:20]:
             started = time.perf_counter()
-            score_workspace(registry, Workspace.at(ws), scorer=SCORER, write=False)
+            score_workspace(registry, Workspace.at(ws), scorer=SCORER, write=False,
+                            params={"plots": args.plots})
             in_process.append(time.perf_counter() - started)
         store_calls = Calls()
         metrics = Metrics() if args.metrics else None
@@ -580,7 +581,8 @@ async def measure(
     started = time.perf_counter()
 
     async def submit(job_id: str) -> None:
-        spec = JobSpec(job_id=job_id, task_type="classification", scorer=SCORER, time_limit=60)
+        spec = JobSpec(job_id=job_id, task_type="classification", scorer=SCORER, time_limit=60,
+                       params={"plots": args.plots})
         await driver.publish(JobSubmitted(
             job_id=job_id, spec=spec, workspace=str(jobs[job_id]), submitter="bench",
             idempotency_key=f"bench:{job_id}",
@@ -700,6 +702,9 @@ def main() -> None:
     parser.add_argument("--lock", choices=("auto", "on", "off"), default="auto",
                         help="the Mongo store's per-job lock (auto: on FerretDB); off counts the "
                         "commands real MongoDB gets (FerretDB is then not atomic: counts only)")
+    parser.add_argument("--plots", action="store_true",
+                        help="the scorer renders its PNG plots (~150 ms CPU a job: scoring work, "
+                        "off by default so the chain measures the platform)")
     parser.add_argument("--metrics", action="store_true",
                         help="the services record Prometheus metrics, as serve does")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per wait")

@@ -26,6 +26,7 @@ from pydantic import (
 
 from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Fault, Stage
 from shared.models import JobSpec, Result, RunOutcome, utcnow
+from shared.scoring import ScorerInfo
 from shared.urls import TargetUrl
 
 SCHEMA_VERSION = 1
@@ -297,6 +298,32 @@ class ScorerTestCompleted(BaseEvent):
         return f"{self.type}.{self.reply_to}"
 
 
+class ScorersAnnounced(BaseEvent):
+    """A scorer replica's catalogue: every scorer it runs (name, version, description, params
+    schema, expected outputs, source sha256) and the scorer files that failed to load.
+
+    Published when the replica starts, after every change of its scorers and at least every
+    minute (a gateway that starts later learns it then); every gateway keeps the latest one and
+    lists and checks submissions against it. Not about a job: ``job_id`` is optional here.
+    """
+
+    type: Literal["scorers.announced"] = "scorers.announced"
+    job_id: JobId | None = None  # type: ignore[assignment]
+    origin: str = Field(min_length=1, description="the replica that announces")
+    scorers: list[ScorerInfo] = Field(default_factory=list, max_length=10_000)
+    errors: dict[str, ErrorInfo] = Field(default_factory=dict)
+
+
+class ScorersWanted(BaseEvent):
+    """A gateway that just bound its announcement queue asks every scorer replica for its
+    catalogue now (a ``ScorersAnnounced``) instead of at the next periodic announcement. Not
+    about a job: ``job_id`` is optional here."""
+
+    type: Literal["scorers.wanted"] = "scorers.wanted"
+    job_id: JobId | None = None  # type: ignore[assignment]
+    origin: str = Field(min_length=1, description="the asker")
+
+
 EVENT_TYPES: tuple[type[BaseEvent], ...] = (
     JobSubmitted,
     RunRequested,
@@ -312,6 +339,8 @@ EVENT_TYPES: tuple[type[BaseEvent], ...] = (
     RescoreRequested,
     ScorerTestRequested,
     ScorerTestCompleted,
+    ScorersAnnounced,
+    ScorersWanted,
 )
 
 Event = Annotated[
@@ -328,7 +357,9 @@ Event = Annotated[
     | ScorersChanged
     | RescoreRequested
     | ScorerTestRequested
-    | ScorerTestCompleted,
+    | ScorerTestCompleted
+    | ScorersAnnounced
+    | ScorersWanted,
     Field(discriminator="type"),
 ]
 

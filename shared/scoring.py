@@ -16,9 +16,16 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.errors import ErrorCode, data_error, scoring_error, validation_error
+from shared.errors import (
+    AutoscorerError,
+    ErrorCode,
+    Stage,
+    data_error,
+    scoring_error,
+    validation_error,
+)
 from shared.models import Result
-from shared.provenance import ModuleDigest, source_files, source_sha256
+from shared.provenance import ModuleDigest, parse_scorer_ref, source_files, source_sha256
 from shared.workspace import Workspace
 
 
@@ -27,6 +34,37 @@ class NoParams(BaseModel):
 
 
 P = TypeVar("P", bound=BaseModel)
+S = TypeVar("S")
+
+
+def find_scorer(scorers: Mapping[str, S], ref: str, version: Callable[[S], str]) -> S:
+    """The scorer ``ref`` names: ``name``, or ``name@version`` (pinned: SCORER_NOT_FOUND unless
+    exactly that version is the one held, named ``loaded_version`` in the error's details).
+    One lookup for the scorer's registry and the gateway's catalogue of announced scorers."""
+    try:
+        name, pinned = parse_scorer_ref(ref)
+        scorer = scorers[name]
+    except (KeyError, ValueError):
+        raise AutoscorerError(
+            ErrorCode.SCORER_NOT_FOUND,
+            f"no scorer named {ref!r}",
+            stage=Stage.SCORING,
+            details={"scorer": ref, "available": sorted(scorers)},
+        ) from None
+    loaded = version(scorer)
+    if pinned is not None and loaded != pinned:
+        raise version_not_loaded(name, pinned, loaded)
+    return scorer
+
+
+def version_not_loaded(name: str, pinned: str, loaded: str) -> AutoscorerError:
+    """SCORER_NOT_FOUND for a spec pinning a version of ``name`` that is not the loaded one."""
+    return AutoscorerError(
+        ErrorCode.SCORER_NOT_FOUND,
+        f"scorer {name!r} is loaded at version {loaded}, not the pinned {pinned}",
+        stage=Stage.SCORING,
+        details={"scorer": name, "version": pinned, "loaded_version": loaded},
+    )
 
 
 class ScorerInfo(BaseModel):

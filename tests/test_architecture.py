@@ -16,14 +16,15 @@ SERVICES = ROOT / "services"
 COMPOSITION_ROOTS = {"cli"}
 
 KNOWN: dict[tuple[str, str], str] = {
-    ("services/gateway/app.py", "services.scorer.registry"): "the gateway's scorer registry",
-    ("services/gateway/context.py", "services.scorer.registry"): "the gateway's scorer registry",
+    ("services/gateway/app.py", "services.scorer.registry"): "the gateway's loading registry",
+    ("services/gateway/context.py", "services.scorer.registry"): "the gateway's loading registry",
     ("services/gateway/main.py", "services.scorer.plugins"): "builds the gateway's registry",
     ("services/gateway/scorers_api.py", "services.scorer.plugins"): "plugin manifest",
     ("services/gateway/scorers_api.py", "services.scorer.watch"): "/v1/scorers/watch",
 }
-"""Crossings that remain: the gateway still loads, lists and watches scorers itself (issue 11
-item 1, not finished; its /v1/scorers/test is a request to the scorer service)."""
+"""Crossings that remain: the gateway still loads and watches scorer files itself (issue 11
+item 1, not finished). It lists and checks scorers against the scorer service's announced
+catalogue, and its /v1/scorers/test is a request to the scorer service."""
 
 
 def imported_modules(source: str, package: str) -> set[str]:

@@ -1,4 +1,5 @@
-"""What the gateway's handlers share: settings, store, bus, the scorer registry, the
+"""What the gateway's handlers share: settings, store, bus, the scorer catalogue (what the scorer
+service announced), the scorer registry /v1/scorers/load and /watch still load into, the
 operator's caps on what a job may ask for (``Settings.limits``) and the supervisor of the
 gateway's background loops."""
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from services.gateway.catalogue import ScorerCatalogue
 from services.gateway.scorer_tests import ScorerTests
 from services.gateway.webhooks.store import WebhookStore
 from services.scorer.registry import ScorerRegistry
@@ -63,9 +65,13 @@ class Gateway:
     """held from "is this workspace busy?" to "job stored", so one replica never starts two"""
     scorer_tests: ScorerTests = field(init=False)
     """/v1/scorers/test's requests to the scorer service"""
+    scorers: ScorerCatalogue = field(init=False)
+    """the scorers the scorer service announced (``ScorersAnnounced``), seeded from ``registry``:
+    what /v1/scorers lists and a submission is checked against"""
 
     def __post_init__(self) -> None:
         self.scorer_tests = ScorerTests(self.bus, self.instance_id, self.scorer_time_limit)
+        self.scorers = ScorerCatalogue(self.registry.infos(), self.registry.errors)
 
     async def publish_outbox(self, job: Job) -> None:
         """Publish the job's pending events now; on a bus failure the relay publishes them."""

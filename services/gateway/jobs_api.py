@@ -139,15 +139,15 @@ def _spec_for(gw: Gateway, workspace: Path, raw: dict[str, Any] | None) -> JobSp
     check_within_caps(spec, gw.limits)  # RESOURCE_LIMIT_EXCEEDED (422): refused before stored
     refuse_unloaded_pin(gw, spec.scorer)
     with contextlib.suppress(AutoscorerError):
-        spec = with_expected_outputs(spec, gw.registry.get(spec.scorer).info.expected_files)
+        spec = with_expected_outputs(spec, gw.scorers.get(spec.scorer).expected_files)
     return spec.model_copy(update={"job_id": new_job_id()})  # one id per submission
 
 
 def refuse_unloaded_pin(gw: Gateway, ref: str) -> None:
-    """422 SCORER_NOT_FOUND for a spec pinning a version (``name@1.0.0``) of a scorer this
-    gateway has loaded at another version; a scorer it does not know is left to the scorer."""
+    """422 SCORER_NOT_FOUND for a spec pinning a version (``name@1.0.0``) of a scorer the scorer
+    service announced at another version; a scorer it does not know is left to the scorer."""
     try:
-        gw.registry.get(ref)
+        gw.scorers.get(ref)
     except AutoscorerError as exc:
         if "loaded_version" in exc.details:
             raise HttpError(422, exc.code, exc.message, **exc.details) from exc

@@ -1,8 +1,10 @@
 """/v1/scorers: list (anyone), load / reload / test / watch (admins).
 
-The gateway keeps its own registry (built-ins, configured plugins, what admins load) so it can
-list and test scorers. Loading is all-or-nothing: the file must import and register cleanly here
-first; then a ``ScorersChanged`` event carries its source to every scorer replica.
+The list is the scorer service's catalogue (``ScorersAnnounced``, kept by
+:class:`~services.gateway.catalogue.ScorerCatalogue`). Loading still goes through a registry of
+the gateway's own (built-ins, configured plugins, what admins load; issue 11 item 1 moves it to
+the scorer service): all-or-nothing, the file must import and register cleanly here first; then
+a ``ScorersChanged`` event carries its source to every scorer replica.
 
 Watching (``/v1/scorers/watch``) runs under the gateway's supervisor (:class:`ScorerWatches`):
 no bare task, a failing watcher or announcer is logged and shows in /readyz.
@@ -139,6 +141,7 @@ class ScorerWatches:
         self.gw.supervisor.beat(WATCH_LOOP)
         if event.change != "loaded":
             return
+        self.gw.scorers.replace(self.gw.registry.infos(), self.gw.registry.errors)
         if len(self._pending) >= MAX_PENDING:
             log.error("scorer announcements: queue full, %s not announced", event.file.name)
             return
@@ -222,9 +225,9 @@ async def announce(gw: Gateway, file: Path, names: list[str], action: Action) ->
 @ROUTES.get("/v1/scorers")
 async def list_scorers(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    errors = {source: info.model_dump(mode="json") for source, info in gw.registry.errors.items()}
+    errors = {source: info.model_dump(mode="json") for source, info in gw.scorers.errors.items()}
     return ok(
-        {"scorers": [i.model_dump(mode="json") for i in gw.registry.infos()], "errors": errors}
+        {"scorers": [i.model_dump(mode="json") for i in gw.scorers.infos()], "errors": errors}
     )
 
 
@@ -242,6 +245,7 @@ async def _load(request: web.Request, action: Action) -> web.Response:
     except Exception:
         await asyncio.to_thread(_restore, file, previous)
         raise
+    gw.scorers.replace(gw.registry.infos(), gw.registry.errors)  # till replicas announce it
     await announce(gw, file, names, action)
     return ok({"loaded": names, "file": body.filename})
 
@@ -287,7 +291,7 @@ async def test_scorer(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     body = model_body(request, TestRequest)
     ws = Workspace.at(existing_workspace(gw.settings.data_root, body.workspace))
-    gw.registry.get(body.scorer_name)  # SCORER_NOT_FOUND before a scorer is asked
+    gw.scorers.get(body.scorer_name)  # SCORER_NOT_FOUND before a scorer is asked
     plugins = await asyncio.to_thread(plugin_manifest, gw.registry)
     result = await gw.scorer_tests.score(str(ws.root), body.scorer_name, plugins)
     return ok({"scorer": body.scorer_name, "result": result.model_dump(mode="json")})
@@ -324,8 +328,11 @@ async def list_watches(request: web.Request) -> web.Response:
 
 
 async def scorer_tests_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Bind the gateway's reply queue for /v1/scorers/test when the app starts."""
-    await app[GATEWAY].scorer_tests.subscribe()
+    """Bind the gateway's reply queue for /v1/scorers/test and its queue of the scorer
+    service's announcements when the app starts."""
+    gw = app[GATEWAY]
+    await gw.scorer_tests.subscribe()
+    await gw.scorers.subscribe(gw.bus, gw.instance_id)
     yield
 
 

@@ -20,8 +20,7 @@ from typing import Any
 
 from services.scorer.builtin import BUILTIN_MODULES
 from shared.errors import AutoscorerError, ErrorCode, ErrorInfo, Stage
-from shared.provenance import parse_scorer_ref
-from shared.scoring import ScorerDef, ScorerInfo
+from shared.scoring import ScorerDef, ScorerInfo, find_scorer
 
 PLUGIN_MODULE_PREFIX = "autoscorer_plugins"
 
@@ -29,16 +28,6 @@ PLUGIN_MODULE_PREFIX = "autoscorer_plugins"
 def _load_error(message: str, **details: Any) -> AutoscorerError:
     return AutoscorerError(
         ErrorCode.SCORER_LOAD_ERROR, message, stage=Stage.CONFIG, details=details
-    )
-
-
-def version_not_loaded(name: str, pinned: str, loaded: str) -> AutoscorerError:
-    """SCORER_NOT_FOUND for a spec pinning a version of ``name`` that is not the loaded one."""
-    return AutoscorerError(
-        ErrorCode.SCORER_NOT_FOUND,
-        f"scorer {name!r} is loaded at version {loaded}, not the pinned {pinned}",
-        stage=Stage.SCORING,
-        details={"scorer": name, "version": pinned, "loaded_version": loaded},
     )
 
 
@@ -108,19 +97,7 @@ class ScorerRegistry:
     def get(self, ref: str) -> ScorerDef[Any]:
         """The scorer ``ref`` names: ``name``, or ``name@version`` (pinned: SCORER_NOT_FOUND
         unless exactly that version is loaded)."""
-        try:
-            name, pinned = parse_scorer_ref(ref)
-            scorer = self._scorers[name]
-        except (KeyError, ValueError):
-            raise AutoscorerError(
-                ErrorCode.SCORER_NOT_FOUND,
-                f"no scorer named {ref!r}",
-                stage=Stage.SCORING,
-                details={"scorer": ref, "available": sorted(self._scorers)},
-            ) from None
-        if pinned is not None and scorer.info.version != pinned:
-            raise version_not_loaded(name, pinned, scorer.info.version)
-        return scorer
+        return find_scorer(self._scorers, ref, lambda scorer: scorer.info.version)
 
     def infos(self) -> list[ScorerInfo]:
         return [self._scorers[name].info for name in sorted(self._scorers)]

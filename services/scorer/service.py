@@ -43,7 +43,9 @@ from shared.events import (
     Event,
     ScoreCompleted,
     ScoreRequested,
+    ScorersAnnounced,
     ScorersChanged,
+    ScorersWanted,
     ScorerTestCompleted,
     ScorerTestRequested,
     derived_event_id,
@@ -68,6 +70,11 @@ STOP_TIMEOUT_S = 5.0
 
 WATCHER_READY_S = 10.0
 """How long ``start()`` waits for the hot-reload watcher to watch (it is retried after)."""
+
+ANNOUNCE_LOOP = "announce"
+ANNOUNCE_EVERY_S = 60.0
+"""The replica's catalogue (``ScorersAnnounced``) goes out on start, after every change of its
+scorers and at least this often, so a gateway that starts later learns it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,7 @@ class ScorerService:
         self._closing = False
         self._closed = asyncio.Event()
         self._stop_watch = asyncio.Event()
+        self._announce_now = asyncio.Event()
         self._scoring: dict[UUID, asyncio.Task[ScoreCompleted]] = {}
         self._answered: BoundedMemo[UUID, ScoreCompleted] = BoundedMemo(MEMO_SIZE)
         self.supervisor = Supervisor("scorer")
@@ -145,11 +153,17 @@ class ScorerService:
         )
         await self._bus.subscribe(scoring)
         await self._bus.subscribe(
-            Subscription(self._config.changes_queue, ["scorers.changed"], self._on_scorers_changed)
+            Subscription(
+                self._config.changes_queue,
+                ["scorers.changed", "scorers.wanted"],
+                self._on_scorers_changed,
+            )
         )
         keys = ["scorer.test.requested"]  # test-scoring: the same pool, slots and time limit
         testing = replace(scoring, queue=self._config.tests_queue, routing_keys=keys)
         await self._bus.subscribe(replace(testing, handler=self._on_test_requested))
+        self._announce_now.set()
+        self.supervisor.forever(ANNOUNCE_LOOP, self._announcer)
 
     async def close(self) -> None:
         """Stop taking work; let scoring finish within ``grace_s``; hand back the rest."""
@@ -263,7 +277,8 @@ class ScorerService:
         for."""
         if not isinstance(event, ScorerTestRequested):
             return
-        plugins = tuple(sorted((path, sha) for path, sha in event.plugins))
+        asked = {(path, sha) for path, sha in event.plugins}
+        plugins = tuple(sorted(asked | set(self._manifest)))  # its own scorers, and the asker's
         task = ScoreTask(event.workspace, event.scorer, None, plugins, write=False)
         result = await self._pool.score(task)
         answer = ScorerTestCompleted(
@@ -280,6 +295,9 @@ class ScorerService:
             log.info("nobody waits for the test of %s any more", event.scorer)
 
     async def _on_scorers_changed(self, event: Event) -> None:
+        if isinstance(event, ScorersWanted):  # a gateway started: announce now
+            self._announce_now.set()
+            return
         if not isinstance(event, ScorersChanged) or event.origin == self._config.instance:
             return
         if event.action == "removed":
@@ -346,6 +364,35 @@ class ScorerService:
 
     async def _refresh(self) -> None:
         self._manifest = await asyncio.to_thread(plugin_manifest, self._registry)
+        self._announce_now.set()
+
+    async def _announcer(self) -> None:
+        """One supervised loop: publish the catalogue when it changed, or every
+        ``ANNOUNCE_EVERY_S``; a failed publish (the bus not started yet, or down) is retried
+        after the supervisor's back-off. No gateway listening is no failure."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANNOUNCE_EVERY_S):
+                    await self._announce_now.wait()
+            self._announce_now.clear()
+            try:
+                await self._publish_catalogue()
+            except Exception:
+                self._announce_now.set()  # again, after the supervisor's back-off
+                raise
+            self.supervisor.beat(ANNOUNCE_LOOP)
+
+    async def _publish_catalogue(self) -> None:
+        catalogue = ScorersAnnounced(
+            origin=self._config.instance,
+            scorers=self._registry.infos(),
+            errors=dict(self._registry.errors),
+        )
+        try:
+            await self._bus.publish(catalogue)
+        except AutoscorerError as exc:
+            if exc.details.get("reason") != "unroutable":
+                raise
 
     async def _start_watcher(self) -> None:
         """Run the hot-reload watcher under the supervisor (restarted should it fail) and wait
@@ -378,7 +425,7 @@ class ScorerService:
             )
             return
         log.info("%s %s: %s", event.change, event.file, ", ".join(event.scorers))
-        await self._refresh()
+        await self._refresh()  # and announce the new catalogue
 
 
 def _read_source(path: Path) -> str:

@@ -268,10 +268,10 @@ async def test_gateway_scorers_test_answers_strict_json(plugin_file, tmp_path):
     registry.load_file(plugin_file)
     bus, store = MemoryBus(), SqliteJobStore(tmp_path / "jobs.sqlite3")
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
-    scorer = create_scorer_service(  # /v1/scorers/test asks the scorer service
+    scorer = create_scorer_service(  # /v1/scorers/test asks the scorer service, which has them
         Settings(scorer={"pool_size": 1, "plugin_dir": tmp_path / "scorer-plugins"}),
         bus,
-        ScorerRegistry.with_builtins(),
+        registry,
         instance="scorer-1",
     )
     await scorer.start()

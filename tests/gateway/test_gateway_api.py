@@ -300,6 +300,20 @@ def always_one(ws, params):
 
 
 async def test_scorer_admin_load_reload_test_and_broadcast(gw):
+    scorer = create_scorer_service(  # it installs what the gateway loads; /v1/scorers/test asks it
+        Settings(scorer={"pool_size": 1, "plugin_dir": gw.root.parent / "scorer-plugins"}),
+        gw.bus,
+        ScorerRegistry.with_builtins(),
+        instance="scorer-1",
+    )
+    await scorer.start()
+    try:
+        await _load_reload_and_test(gw)
+    finally:
+        await scorer.close()
+
+
+async def _load_reload_and_test(gw):
     resp = await gw.client.get("/v1/scorers", headers=_auth(ALICE))
     names = [s["name"] for s in (await resp.json())["data"]["scorers"]]
     assert "classification_f1" in names
@@ -316,21 +330,11 @@ async def test_scorer_admin_load_reload_test_and_broadcast(gw):
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "SCORER_LOAD_ERROR"
     assert "1.0.0" in (gw.root / "scorers" / "one.py").read_text()
-    scorer = create_scorer_service(  # /v1/scorers/test asks the scorer service
-        Settings(scorer={"pool_size": 1, "plugin_dir": gw.root.parent / "scorer-plugins"}),
-        gw.bus,
-        ScorerRegistry.with_builtins(),
-        instance="scorer-1",
+    resp = await gw.client.post(
+        "/v1/scorers/test",
+        json={"scorer_name": "always_one", "workspace": "bob/regression"},
+        headers=_auth(ADMIN),
     )
-    await scorer.start()
-    try:
-        resp = await gw.client.post(
-            "/v1/scorers/test",
-            json={"scorer_name": "always_one", "workspace": "bob/regression"},
-            headers=_auth(ADMIN),
-        )
-    finally:
-        await scorer.close()
     assert (await resp.json())["data"]["result"]["summary"] == {"one": 1.0}
 
 

@@ -1,15 +1,19 @@
 """/v1/scorers/test is a request to the scorer service, scored in its pool under its time limit:
 a scorer that hangs is killed (SCORE_TIMEOUT) and one that exits the process is reported
 (SCORE_ERROR), while the gateway goes on answering. Organisers' scoring code never runs in the
-gateway's process. With no scorer service on the bus the gateway answers 503."""
+gateway's process, and the gateway learns these scorers from the scorer service's announcement
+(``ScorersAnnounced``), not by loading them. With no scorer service on the bus the gateway
+answers 503."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from pathlib import Path
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import create_app
@@ -61,21 +65,26 @@ async def test_a_hanging_or_exiting_scorer_cannot_hold_or_stop_the_gateway(tmp_p
         data_root=root, api_keys=[ApiKey(key="admin-key", subject="ops", role="admin")]
     )
     registry = ScorerRegistry.with_builtins()
-    registry.load_file(plugin)
+    registry.load_file(plugin)  # the scorer service's scorers; the gateway has the built-ins
     bus, store = MemoryBus(), SqliteJobStore(tmp_path / "jobs.sqlite3")
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
     scorer = create_scorer_service(
         Settings(scorer={"pool_size": 1, "time_limit": 2.0, "plugin_dir": tmp_path / "sp"}),
         bus,
-        ScorerRegistry.with_builtins(),
+        registry,
         instance="scorer-1",
     )
     await scorer.start()
     for part in (bus, store, hooks):
         await part.start() if isinstance(part, MemoryBus) else await part.init()
-    app = create_app(settings, store, bus, registry, hooks, scorer_time_limit=2.0)
+    app = create_app(
+        settings, store, bus, ScorerRegistry.with_builtins(), hooks, scorer_time_limit=2.0
+    )
     try:
         async with TestClient(TestServer(app)) as client:
+            async with asyncio.timeout(30):
+                while "sleepy" not in await listed(client):
+                    await asyncio.sleep(0.05)
 
             async def test(scorer: str) -> dict[str, object]:
                 resp = await client.post(
@@ -107,6 +116,11 @@ async def test_a_hanging_or_exiting_scorer_cannot_hold_or_stop_the_gateway(tmp_p
         await bus.close()
         await store.close()
         await hooks.close()
+
+
+async def listed(client: TestClient[web.Request, web.Application]) -> set[str]:
+    resp = await client.get("/v1/scorers", headers=ADMIN)
+    return {scorer["name"] for scorer in (await resp.json())["data"]["scorers"]}
 
 
 async def test_with_no_scorer_service_the_gateway_answers_503(tmp_path: Path) -> None:

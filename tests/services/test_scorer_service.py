@@ -390,7 +390,7 @@ async def test_the_hot_reload_watcher_runs_under_the_supervisor(tmp_path, no_lea
     await service.start()
     try:
         health = service.supervisor.health()
-        assert set(health) == {"watcher"}
+        assert set(health) == {"watcher", "announce"}
         assert health["watcher"].healthy
         assert service.supervisor.unhealthy() == []
     finally:

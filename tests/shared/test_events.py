@@ -24,13 +24,16 @@ from shared.events import (
     RunStarted,
     ScoreCompleted,
     ScoreRequested,
+    ScorersAnnounced,
     ScorersChanged,
+    ScorersWanted,
     ScorerTestCompleted,
     ScorerTestRequested,
     encode_event,
     parse_event,
 )
 from shared.models import JobSpec, Result, RunOutcome
+from shared.scoring import ScorerInfo
 
 SPEC = JobSpec(job_id="job-42", scorer="classification", params={"average": "macro"})
 ERROR = AutoscorerError(ErrorCode.CONTAINER_OOM, "out of memory", stage=Stage.EXECUTION).to_info()
@@ -84,6 +87,23 @@ SAMPLES: list[BaseEvent] = [
         reply_to="gateway-1",
         result=Result(summary={"value": 1.0}),
     ),
+    ScorersAnnounced(
+        origin="scorer-1",
+        scorers=[
+            ScorerInfo(
+                name="my_metric",
+                version="1.0.0",
+                task_type="custom",
+                description="d",
+                expected_files=("predictions.csv",),
+                primary_metric="value",
+                params_schema={"type": "object"},
+                source_sha256="0" * 64,
+            )
+        ],
+        errors={"file:/data/scorers/broken.py": ERROR},
+    ),
+    ScorersWanted(origin="gateway-1"),
 ]
 
 ROUTING_KEYS = {

@@ -88,12 +88,13 @@ async def queued(store: Any, job_id: str) -> None:
     1, 5, 30 s later, measuring the retry policy instead of the chain)."""
     from shared.jobs import JobStatus
 
-    deadline = time.monotonic() + 120
+    deadline, pause = time.monotonic() + 120, 0.05
     while time.monotonic() < deadline:
         job = await store.get(job_id)
         if job is not None and job.status is not JobStatus.SUBMITTED:
             return
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, 1.0)  # a backlog of polls would load the store it measures
 
 
 async def run_platform(settings: Settings) -> None:

@@ -26,8 +26,14 @@ Decisions this module settles:
   delivers the request again (to another replica) and no ``RunCompleted`` is sent for them.
 * Dedupe: the ``RunCompleted`` of the last ``memo_size`` attempts is remembered; a duplicate
   ``RunRequested`` re-publishes it (same ``event_id``: the scheduler drops it) instead of running
-  again, and one arriving while the same attempt runs here joins that run. Nothing is
-  remembered across restarts or between replicas.
+  again, and one arriving while the same attempt runs here joins that run.
+* Dedupe across restarts and replicas: an attempt's ``RunCompleted`` is also written to the
+  workspace (``logs/run_completed.json``, :data:`ANSWER_FILE`) before it is published. A
+  request delivered again to a replica that does not remember it (restarted after a kill, or
+  another replica after a broker restart) is answered from that file when it is the same
+  request, and dropped when a newer attempt of the job has answered: re-running it would empty
+  ``output/`` while the scheduler already has the answer and the scorer reads those files.
+  A workspace this replica cannot reach (a URI) has no such file; the memo alone dedupes then.
 """
 
 from __future__ import annotations
@@ -38,7 +44,11 @@ import contextvars
 import logging
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Literal
+from uuid import UUID
+
+from pydantic import ValidationError
 
 from services.executor.base import Executor
 from shared.bus import EventBus, RetryPolicy, Subscription
@@ -51,7 +61,8 @@ from shared.events import (
     RunStarted,
     derived_event_id,
 )
-from shared.joblog import arecord
+from shared.files import atomic_write_text
+from shared.joblog import arecord, reachable
 from shared.memo import BoundedMemo
 from shared.models import JobSpec, RunOutcome
 from shared.retention import remove_participant_view
@@ -66,6 +77,9 @@ STOP_TIMEOUT_S = 30.0
 
 CANCEL_RETRY_S = 0.25
 """How soon a cancel the backend could not place yet (the run is still starting) is tried again."""
+
+ANSWER_FILE = "run_completed.json"
+"""In the workspace's ``logs/``: the ``RunCompleted`` of the job's last answered attempt."""
 
 HANDBACK_RETRY = RetryPolicy(max_attempts=10, delays=(1.0, 5.0, 15.0, 30.0))
 """Bus redelivery of a handed-back or unpublished run: a closing replica must not exhaust it."""
@@ -202,11 +216,18 @@ class ExecutorService:
             return
         key = (event.job_id, event.attempt)
         completed = self._completed.get(key)
+        if completed is None and key not in self._active:
+            recorded = await asyncio.to_thread(_recorded_answer, event.workspace)
+            if _is_newer(recorded, event):
+                log.warning("run %s attempt %d is past: a newer attempt has answered", *key)
+                return
+            if recorded is not None and recorded.event_id == _answer_id(event):
+                completed = recorded
         if completed is not None:
             log.info("duplicate request for run %s attempt %d; re-publishing its result", *key)
             await self._bus.publish(completed)
             return
-        run = self._active.get(key)
+        run = self._active.get(key)  # no await from here to _begin: a duplicate joins
         if run is not None:
             log.info("run %s attempt %d is already running here; joining it", *key)
         elif self._closing:
@@ -221,9 +242,7 @@ class ExecutorService:
         """Register the attempt and start its run as a task of the service (synchronously, so
         a duplicate delivered meanwhile finds it and joins)."""
         run = self._active[(event.job_id, event.attempt)] = _Run(event)
-        run.task = asyncio.create_task(
-            self._work(run), name=f"run:{event.job_id}:{event.attempt}"
-        )
+        run.task = asyncio.create_task(self._work(run), name=f"run:{event.job_id}:{event.attempt}")
         run.task.add_done_callback(_log_unjoined_failure)
         return run
 
@@ -237,10 +256,11 @@ class ExecutorService:
                 if run.handed_back:  # close() came first: it never started
                     raise _handed_back(event)
                 completed = await self._attempt(event, run)
-            # a run that beat the hand-back to the finish is answered like any other
-            run.handed_back = run.handed_back and completed.outcome.status == "cancelled"
-            if not run.handed_back:
-                self._completed.put(run.key, completed)
+                # a run that beat the hand-back to the finish is answered like any other
+                run.handed_back = run.handed_back and completed.outcome.status == "cancelled"
+                if not run.handed_back:  # kept before the slot frees: the next run waits for it
+                    self._completed.put(run.key, completed)
+                    await asyncio.to_thread(_record_answer, completed)
         finally:
             del self._active[run.key]
             run.done.set()
@@ -296,7 +316,7 @@ class ExecutorService:
                 await _stop_beating(run)
         await self._journal(event, "run_completed", outcome)
         return RunCompleted(
-            event_id=derived_event_id(event.event_id, "run.completed"),
+            event_id=_answer_id(event),
             job_id=event.job_id,
             outcome=outcome,
             attempt=event.attempt,
@@ -309,8 +329,14 @@ class ExecutorService:
         """One line in this service's log (DEBUG) and in the workspace's ``logs/job.jsonl``."""
         code = outcome.error.code.value if outcome and outcome.error else None
         status = outcome.status if outcome else None
-        log.debug("%s %s attempt %d %s", step, event.job_id, event.attempt, status or "",
-                  extra={"error_code": code})
+        log.debug(
+            "%s %s attempt %d %s",
+            step,
+            event.job_id,
+            event.attempt,
+            status or "",
+            extra={"error_code": code},
+        )
         await arecord(
             event.workspace,
             step,
@@ -455,6 +481,54 @@ async def _join(task: asyncio.Task[RunCompleted], event: RunRequested) -> None:
         if task.cancelled() and (current is None or current.cancelling() == 0):
             raise _handed_back(event) from None
         raise
+
+
+def _answer_id(request: RunRequested) -> UUID:
+    """The id of the ``RunCompleted`` answering ``request`` (every delivery of it)."""
+    return derived_event_id(request.event_id, "run.completed")
+
+
+def _answer_path(workspace: str | None) -> Path | None:
+    if workspace is None or not reachable(workspace):
+        return None
+    return Workspace.at(workspace).logs_dir / ANSWER_FILE
+
+
+def _record_answer(completed: RunCompleted) -> None:
+    """Keep ``completed`` in its workspace (runs in a thread); a failure only costs the dedupe
+    across restarts, so it is logged, not raised."""
+    path = _answer_path(completed.workspace)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_text(path, completed.model_dump_json())
+    except OSError as exc:
+        log.warning("answer of %s not kept in its workspace: %s", completed.job_id, exc)
+
+
+def _recorded_answer(workspace: str) -> RunCompleted | None:
+    """The answer kept in ``workspace`` (runs in a thread); ``None`` when there is none or it
+    cannot be read (then the request runs, as without the file)."""
+    path = _answer_path(workspace)
+    if path is None:
+        return None
+    try:
+        return RunCompleted.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValidationError) as exc:
+        log.warning("answer kept in %s unreadable: %s", workspace, exc)
+        return None
+
+
+def _is_newer(recorded: RunCompleted | None, request: RunRequested) -> bool:
+    """Whether a later attempt of ``request``'s job has answered already."""
+    return (
+        recorded is not None
+        and recorded.job_id == request.job_id
+        and recorded.attempt > request.attempt
+    )
 
 
 def _handed_back(event: RunRequested) -> AutoscorerError:

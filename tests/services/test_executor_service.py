@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 import sys
 from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -73,11 +74,12 @@ async def _rig(service: ExecutorService, bus: MemoryBus) -> Rig:
     return Rig(bus, service, seen)
 
 
-@pytest.fixture
-async def rig(no_leaked_tasks: None) -> AsyncIterator[Rig]:
+@asynccontextmanager
+async def replica(name: str) -> AsyncIterator[Rig]:
+    """One life of a local executor replica with its own bus: nothing carries over but disk."""
     bus = MemoryBus(drain_timeout=2.0)
     executor = LocalExecutor(LocalConfig())
-    service = create_executor_service(_settings(), bus, executor, instance="exec-a")
+    service = create_executor_service(_settings(), bus, executor, instance=name)
     rig = await _rig(service, bus)
     try:
         yield rig
@@ -85,6 +87,12 @@ async def rig(no_leaked_tasks: None) -> AsyncIterator[Rig]:
         await service.close()
         await bus.close()
         await executor.close()
+
+
+@pytest.fixture
+async def rig(no_leaked_tasks: None) -> AsyncIterator[Rig]:
+    async with replica("exec-a") as rig:
+        yield rig
 
 
 def _workspace(tmp_path: Path, cmd: list[str] | None = None) -> tuple[JobSpec, Path]:

@@ -226,6 +226,10 @@ async def test_a_score_only_job_waits_for_the_platform_run(rig: Rig) -> None:
     assert path_of(job) == [S.SUBMITTED, S.QUEUED, S.RUNNING, S.SCORING, S.SUCCEEDED]
     assert [r.workspace for r in rig.scorer.requests] == ["/ws/job-scoreonly-output"]
     assert job.attempts.records[0].backend == "platform"
+    assert job.attempts.records[0].outcome_code == "succeeded"
+    running, scoring = job.history[2], job.history[3]
+    assert running.at == scoring.at  # one update: queued -> running -> scoring
+    assert {running.event_id, scoring.event_id} <= set(job.processed_event_ids)
 
 
 async def test_a_run_completed_before_its_job_is_known_is_retried(rig: Rig) -> None:

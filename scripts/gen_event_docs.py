@@ -45,6 +45,7 @@ def event_type(cls: type[BaseEvent]) -> str:
 PARAMETERS: dict[str, tuple[str, str, str]] = {
     "run.requested": ("backend", "executor backend alias", "^[a-z0-9][a-z0-9_-]{0,62}$"),
     "scorer.test.completed": ("reply_to", "the asker's reply word", "^[A-Za-z0-9_-]{1,128}$"),
+    "scorer.load.completed": ("reply_to", "the asker's reply word", "^[A-Za-z0-9_-]{1,128}$"),
 }
 """Events whose routing key ends in one more word: (parameter, what it is, its pattern)."""
 

@@ -298,6 +298,42 @@ class ScorerTestCompleted(BaseEvent):
         return f"{self.type}.{self.reply_to}"
 
 
+class ScorerLoadRequested(BaseEvent):
+    """Install a scorer file on the scorer service (the gateway's /v1/scorers/load and /reload,
+    and a watched file that changed): the one way to install a scorer at run time.
+
+    A scorer replica checks and loads it all-or-nothing (the file must import and register
+    cleanly; a broken one keeps the last good version), passes it to every replica
+    (``ScorersChanged``) and answers ``ScorerLoadCompleted`` to ``reply_to``. Not about a job:
+    ``job_id`` is optional here.
+    """
+
+    type: Literal["scorer.load.requested"] = "scorer.load.requested"
+    job_id: JobId | None = None  # type: ignore[assignment]
+    filename: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}\.py$")
+    source: str = Field(min_length=1, max_length=1_000_000)
+    reply_to: ReplyTo
+
+
+class ScorerLoadCompleted(BaseEvent):
+    """The answer to a ScorerLoadRequested, routed to the asker alone
+    (``scorer.load.completed.<reply_to>``): the scorers the file holds, or the load ``error``,
+    and the replica's catalogue after it (as in ``ScorersAnnounced``)."""
+
+    type: Literal["scorer.load.completed"] = "scorer.load.completed"
+    job_id: JobId | None = None  # type: ignore[assignment]
+    request_id: uuid.UUID
+    reply_to: ReplyTo
+    loaded: list[str] = Field(default_factory=list, max_length=1000)
+    error: ErrorInfo | None = None
+    scorers: list[ScorerInfo] = Field(default_factory=list, max_length=10_000)
+    errors: dict[str, ErrorInfo] = Field(default_factory=dict)
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.type}.{self.reply_to}"
+
+
 class ScorersAnnounced(BaseEvent):
     """A scorer replica's catalogue: every scorer it runs (name, version, description, params
     schema, expected outputs, source sha256) and the scorer files that failed to load.
@@ -341,6 +377,8 @@ EVENT_TYPES: tuple[type[BaseEvent], ...] = (
     ScorerTestCompleted,
     ScorersAnnounced,
     ScorersWanted,
+    ScorerLoadRequested,
+    ScorerLoadCompleted,
 )
 
 Event = Annotated[
@@ -359,7 +397,9 @@ Event = Annotated[
     | ScorerTestRequested
     | ScorerTestCompleted
     | ScorersAnnounced
-    | ScorersWanted,
+    | ScorersWanted
+    | ScorerLoadRequested
+    | ScorerLoadCompleted,
     Field(discriminator="type"),
 ]
 

@@ -2,8 +2,8 @@
 
 The command line (``services/cli``, including ``autoscorer serve``) is the composition root that
 may import them all. ``KNOWN`` lists the imports that still cross a service boundary, each with the
-reason it remains (docs/ARCHITECTURE.md, "Services meet through shared/"): a new crossing fails
-this test, and so does a listed one that is gone (take it off the list, and off the docs' table).
+reason it remains (docs/ARCHITECTURE.md, "Services meet through shared/"; empty now): a new
+crossing fails this test, and so does a listed one that is gone.
 """
 
 from __future__ import annotations
@@ -15,16 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "services"
 COMPOSITION_ROOTS = {"cli"}
 
-KNOWN: dict[tuple[str, str], str] = {
-    ("services/gateway/app.py", "services.scorer.registry"): "the gateway's loading registry",
-    ("services/gateway/context.py", "services.scorer.registry"): "the gateway's loading registry",
-    ("services/gateway/main.py", "services.scorer.plugins"): "builds the gateway's registry",
-    ("services/gateway/scorers_api.py", "services.scorer.plugins"): "plugin manifest",
-    ("services/gateway/scorers_api.py", "services.scorer.watch"): "/v1/scorers/watch",
-}
-"""Crossings that remain: the gateway still loads and watches scorer files itself (issue 11
-item 1, not finished). It lists and checks scorers against the scorer service's announced
-catalogue, and its /v1/scorers/test is a request to the scorer service."""
+KNOWN: dict[tuple[str, str], str] = {}
+"""Crossings that remain, each with its reason: none. The gateway learns its scorers from the
+scorer service's announcements and asks it to test and install scorer files over the bus."""
 
 
 def imported_modules(source: str, package: str) -> set[str]:

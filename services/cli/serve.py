@@ -60,7 +60,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         scheduler = create_scheduler(settings, bus, store, metrics)
         runner = create_executor_service(settings, bus, executor, metrics=metrics)
         scorer = create_scorer_service(settings, bus, registry, metrics=metrics)
-        gateway = await create_gateway(settings, store, bus, hooks, metrics)
+        gateway = await create_gateway(
+            settings, store, bus, hooks, metrics, scorers=registry.infos()
+        )
         stack.push_async_callback(bus.close)
         for service in (scheduler, runner, scorer):
             await service.start()

@@ -1,26 +1,28 @@
-"""The gateway's app factory: ``create_app(settings, store, bus, registry, hooks, limits=)``."""
+"""The gateway's app factory: ``create_app(settings, store, bus, scorers, hooks, limits=)``."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from aiohttp import web
 
 from services.gateway import health, jobs_api, openapi, queue_api, results_api, scorers_api
 from services.gateway.auth import KeyRing, auth_middleware
 from services.gateway.bodies import body_middleware
+from services.gateway.catalogue import ScorerCatalogue
 from services.gateway.context import GATEWAY, Gateway
 from services.gateway.health import report_loops
 from services.gateway.http import BoundedAccessLogger, error_middleware
 from services.gateway.tracing import tracing_middleware
 from services.gateway.webhooks import api as webhooks_api
 from services.gateway.webhooks.store import WebhookStore
-from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import GatewaySettings
 from shared.limits import SandboxLimits
 from shared.metrics import Metrics
 from shared.ops_http import METRICS
+from shared.scoring import ScorerInfo
 from shared.store import JobStore
 from shared.supervise import Supervisor
 
@@ -33,7 +35,7 @@ def create_app(
     settings: GatewaySettings,
     store: JobStore,
     bus: EventBus,
-    registry: ScorerRegistry,
+    scorers: Iterable[ScorerInfo],
     hooks: WebhookStore,
     *,
     instance_id: str | None = None,
@@ -44,6 +46,8 @@ def create_app(
 ) -> web.Application:
     """Routes, middlewares and shared state; opening the store and bus is the caller's job.
 
+    ``scorers`` seed the gateway's catalogue until the scorer service announces its own
+    (``autoscorer serve``: its scorer's; ``python -m services.gateway.main``: none).
     ``limits`` are the operator's caps (``Settings.limits``; default: their defaults), checked
     when a job is submitted. ``supervisor`` runs the gateway's background loops (default: a new
     one); the scorer watcher's loops start with the app and the app's cleanup closes it, with
@@ -65,7 +69,7 @@ def create_app(
         settings,
         store,
         bus,
-        registry,
+        ScorerCatalogue(scorers),
         hooks,
         instance_id or f"gateway-{uuid.uuid4().hex[:8]}",
         limits=limits or SandboxLimits(),

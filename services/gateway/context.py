@@ -1,7 +1,6 @@
 """What the gateway's handlers share: settings, store, bus, the scorer catalogue (what the scorer
-service announced), the scorer registry /v1/scorers/load and /watch still load into, the
-operator's caps on what a job may ask for (``Settings.limits``) and the supervisor of the
-gateway's background loops."""
+service announced), the operator's caps on what a job may ask for (``Settings.limits``) and the
+supervisor of the gateway's background loops."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ from aiohttp import web
 from services.gateway.catalogue import ScorerCatalogue
 from services.gateway.scorer_tests import ScorerTests
 from services.gateway.webhooks.store import WebhookStore
-from services.scorer.registry import ScorerRegistry
 from shared.bus import EventBus
 from shared.config import GatewaySettings
 from shared.jobs import Job
@@ -51,7 +49,9 @@ class Gateway:
     settings: GatewaySettings
     store: JobStore
     bus: EventBus
-    registry: ScorerRegistry
+    scorers: ScorerCatalogue
+    """the scorers the scorer service announced (``ScorersAnnounced``): what /v1/scorers lists
+    and a submission is checked against"""
     hooks: WebhookStore
     instance_id: str
     limits: SandboxLimits = field(default_factory=SandboxLimits)
@@ -64,14 +64,10 @@ class Gateway:
     workspace_locks: KeyedLocks = field(default_factory=KeyedLocks)
     """held from "is this workspace busy?" to "job stored", so one replica never starts two"""
     scorer_tests: ScorerTests = field(init=False)
-    """/v1/scorers/test's requests to the scorer service"""
-    scorers: ScorerCatalogue = field(init=False)
-    """the scorers the scorer service announced (``ScorersAnnounced``), seeded from ``registry``:
-    what /v1/scorers lists and a submission is checked against"""
+    """requests to the scorer service: /v1/scorers/test, installing a scorer file"""
 
     def __post_init__(self) -> None:
         self.scorer_tests = ScorerTests(self.bus, self.instance_id, self.scorer_time_limit)
-        self.scorers = ScorerCatalogue(self.registry.infos(), self.registry.errors)
 
     async def publish_outbox(self, job: Job) -> None:
         """Publish the job's pending events now; on a bus failure the relay publishes them."""

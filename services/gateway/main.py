@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -21,13 +22,13 @@ from services.gateway.webhooks.dispatcher import SUBSCRIBED_EVENTS, WebhookDispa
 from services.gateway.webhooks.store import WebhookStore
 from services.gateway.webhooks.store_mongo import MongoWebhookStore
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
-from services.scorer.plugins import registry_from_settings
 from shared.bus import EventBus, Subscription
 from shared.config import Settings, StoreSettings
 from shared.connect import make_bus, make_store, start_bus
 from shared.metrics import Metrics
 from shared.retention import RetentionReaper
 from shared.runtime import service_main, stop_on_signals
+from shared.scoring import ScorerInfo
 from shared.store import JobStore
 from shared.supervise import Supervisor
 
@@ -64,18 +65,20 @@ async def create_gateway(
     bus: EventBus,
     hooks: WebhookStore,
     metrics: Metrics | None = None,
+    *,
+    scorers: Iterable[ScorerInfo] = (),
 ) -> GatewayService:
     """The app (refusing jobs beyond ``settings.limits`` at submission) and the webhook
     dispatcher; subscribes the dispatcher before the bus starts. The app's GET /metrics
-    exports ``metrics`` (default: a registry of its own)."""
+    exports ``metrics`` (default: a registry of its own). The gateway learns its scorers from
+    the scorer service's announcements; ``scorers`` seed its catalogue until then."""
     metrics = metrics or Metrics()
-    registry = await asyncio.to_thread(registry_from_settings, settings.scorer)
     supervisor = Supervisor("gateway")
     app = create_app(
         settings.gateway,
         store,
         bus,
-        registry,
+        scorers,
         hooks,
         limits=settings.limits,
         supervisor=supervisor,

@@ -1,39 +1,36 @@
 """/v1/scorers: list (anyone), load / reload / test / watch (admins).
 
 The list is the scorer service's catalogue (``ScorersAnnounced``, kept by
-:class:`~services.gateway.catalogue.ScorerCatalogue`). Loading still goes through a registry of
-the gateway's own (built-ins, configured plugins, what admins load; issue 11 item 1 moves it to
-the scorer service): all-or-nothing, the file must import and register cleanly here first; then
-a ``ScorersChanged`` event carries its source to every scorer replica.
+:class:`~services.gateway.catalogue.ScorerCatalogue`). Loading is a request to the scorer service
+(``ScorerLoadRequested``, the one way to install a scorer): a scorer replica loads the file
+all-or-nothing and passes it to every replica (``ScorersChanged``); the gateway keeps the last
+good file under ``<data_root>/scorers`` (what /v1/scorers/watch watches) and runs none of its
+code.
 
 Watching (``/v1/scorers/watch``) runs under the gateway's supervisor (:class:`ScorerWatches`):
-no bare task, a failing watcher or announcer is logged and shows in /readyz.
+no bare task, a failing watcher or sender is logged and shows in /readyz.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+from watchfiles import awatch
 
 from services.gateway.auth import require_admin
 from services.gateway.bodies import model_body
 from services.gateway.context import GATEWAY, Gateway
 from services.gateway.http import api_error, ok, shown
 from services.gateway.jobs_api import MAX_WORKSPACE, existing_workspace
-from services.scorer.plugins import plugin_manifest
-from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.errors import AutoscorerError, ErrorCode, Stage
-from shared.events import ScorersChanged
 from shared.supervise import Supervisor
 from shared.workspace import Workspace
 
@@ -48,10 +45,10 @@ ROUTES = web.RouteTableDef()
 WATCH_LOOP = "scorer-watch"
 ANNOUNCE_LOOP = "scorer-announce"
 ANNOUNCE_ATTEMPTS = 5
-"""tries of one reload's announcement (the supervisor's back-off between them), then it is
-dropped with an error in the log"""
+"""tries of sending one changed file to the scorer service (the supervisor's back-off between
+them), then it is dropped with an error in the log"""
 WATCH_READY_S = 10.0
-MAX_PENDING = 256  # announcements waiting to be published
+MAX_PENDING = 256  # changed files waiting to be sent
 
 
 @dataclass
@@ -65,11 +62,13 @@ class _Generation:
 class ScorerWatches:
     """The watched scorer files, under two loops of the gateway's supervisor.
 
-    ``scorer-watch`` runs ``watch_scorers`` over the current set of files and starts it again
-    whenever the set changes (watching nothing, it waits). A reload that loaded scorers queues an
-    announcement that ``scorer-announce`` publishes (a ``ScorersChanged`` per scorer); one that
-    fails is retried after the supervisor's back-off, so the loop shows as failing in /readyz,
-    and after ``ANNOUNCE_ATTEMPTS`` tries it is dropped with an error in the log.
+    ``scorer-watch`` watches the current set of files (with watchfiles; no code is loaded here)
+    and starts again whenever the set changes (watching nothing, it waits). A file that changed
+    is queued for ``scorer-announce``, which sends it to the scorer service (a
+    ``ScorerLoadRequested``, as /v1/scorers/reload does); one that cannot be sent is retried
+    after the supervisor's back-off, so the loop shows as failing in /readyz, and after
+    ``ANNOUNCE_ATTEMPTS`` tries it is dropped with an error in the log. A file the scorer service
+    refuses (a broken edit) is logged; the last good version stays.
     """
 
     def __init__(self, gw: Gateway) -> None:
@@ -78,7 +77,7 @@ class ScorerWatches:
         self._restart = asyncio.Event()
         self._current: _Generation | None = None
         self._next = asyncio.Event()  # set (and replaced) when a new generation starts
-        self._pending: deque[ReloadEvent] = deque()
+        self._pending: deque[Path] = deque()
         self._queued = asyncio.Event()
         self._attempts = 0
 
@@ -129,34 +128,27 @@ class ScorerWatches:
                 current.ready.set()
                 await self._restart.wait()
                 continue
-            await watch_scorers(
-                self.gw.registry,
-                list(files.values()),
-                self._on_event,
-                stop=self._restart,
-                ready=current.ready,
+            await watch_files(
+                list(files.values()), self._on_change, stop=self._restart, ready=current.ready
             )
 
-    def _on_event(self, event: ReloadEvent) -> None:
+    def _on_change(self, file: Path) -> None:
         self.gw.supervisor.beat(WATCH_LOOP)
-        if event.change != "loaded":
-            return
-        self.gw.scorers.replace(self.gw.registry.infos(), self.gw.registry.errors)
         if len(self._pending) >= MAX_PENDING:
-            log.error("scorer announcements: queue full, %s not announced", event.file.name)
+            log.error("scorer watch: queue full, %s not sent", file.name)
             return
-        self._pending.append(event)
+        self._pending.append(file)
         self._queued.set()
 
     async def _announce(self) -> None:
-        """One supervised loop: publish the queued announcements, oldest first."""
+        """One supervised loop: send the changed files to the scorer service, oldest first."""
         while True:
             while not self._pending:
                 self._queued.clear()
                 await self._queued.wait()
-            event = self._pending[0]
+            file = self._pending[0]
             try:
-                await announce(self.gw, event.file, list(event.scorers), "reloaded")
+                await self._send(file)
             except Exception:
                 self._attempts += 1
                 if self._attempts < ANNOUNCE_ATTEMPTS:
@@ -164,19 +156,48 @@ class ScorerWatches:
                 self._pending.popleft()
                 self._attempts = 0
                 log.exception(
-                    "scorer announcements: gave up on %s (%s) after %d tries",
-                    event.file.name,
-                    ", ".join(event.scorers),
-                    ANNOUNCE_ATTEMPTS,
+                    "scorer watch: gave up on %s after %d tries", file.name, ANNOUNCE_ATTEMPTS
                 )
                 continue
             self._pending.popleft()
             self._attempts = 0
             self.gw.supervisor.beat(ANNOUNCE_LOOP)
 
+    async def _send(self, file: Path) -> None:
+        try:
+            source = await asyncio.to_thread(file.read_text, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:  # deleted or half-written: not sent
+            log.warning("scorer watch: cannot read %s: %s", file.name, exc)
+            return
+        try:
+            await install(self.gw, file.name, source)
+        except AutoscorerError as exc:
+            if exc.code is not ErrorCode.SCORER_LOAD_ERROR:
+                raise
+            log.warning("scorer watch: %s refused, the last good version stays: %s", file.name, exc)
+
+
+async def watch_files(
+    files: list[Path],
+    on_change: Callable[[Path], None],
+    *,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
+    debounce_ms: int = 150,
+) -> None:
+    """Call ``on_change`` for each of ``files`` that is written, until ``stop`` is set. Folders
+    are watched (not the files) so that editors that save by rename are seen too."""
+    wanted = {file.resolve() for file in files}
+    roots = sorted({file.parent for file in wanted})
+    watcher = awatch(*roots, stop_event=stop, debounce=debounce_ms, step=50, recursive=False)
+    ready.set()
+    async for changes in watcher:
+        for path in sorted({Path(raw) for _, raw in changes} & wanted):
+            if path.exists():
+                on_change(path)
+
 
 WATCHES = web.AppKey("scorer_watches", ScorerWatches)
-Action = Literal["loaded", "reloaded"]
 
 
 class LoadRequest(BaseModel):
@@ -205,21 +226,14 @@ def plugin_dir(gw: Gateway) -> Path:
     return path
 
 
-async def announce(gw: Gateway, file: Path, names: list[str], action: Action) -> None:
-    source = await asyncio.to_thread(file.read_text, encoding="utf-8")
-    digest = hashlib.sha256(source.encode()).hexdigest()
-    for name in names:
-        version = gw.registry.get(name).info.version
-        event = ScorersChanged(
-            action=action,
-            scorer=name,
-            scorer_version=version,
-            source=source,
-            sha256=digest,
-            origin=gw.instance_id,
-            source_ref=file.name,
-        )
-        await gw.bus.publish(event)
+async def install(gw: Gateway, filename: str, source: str) -> list[str]:
+    """Ask the scorer service to install ``source``; the scorers it holds. A refused file is
+    its ``SCORER_LOAD_ERROR`` (naming the file, not where a replica keeps it)."""
+    answer = await gw.scorer_tests.load(filename, source)
+    gw.scorers.replace(answer.scorers, answer.errors)
+    if answer.error is not None:
+        raise _without_paths(AutoscorerError.from_info(answer.error), filename)
+    return answer.loaded
 
 
 @ROUTES.get("/v1/scorers")
@@ -231,32 +245,33 @@ async def list_scorers(request: web.Request) -> web.Response:
     )
 
 
-async def _load(request: web.Request, action: Action) -> web.Response:
+async def _load(request: web.Request) -> web.Response:
     require_admin(request)
     gw = request.app[GATEWAY]
     body = model_body(request, LoadRequest)
     file = plugin_dir(gw) / body.filename
     previous = await asyncio.to_thread(_replace, file, body.source)
     try:
-        names = await asyncio.to_thread(gw.registry.load_file, file)  # its code, off the loop
-    except AutoscorerError as exc:
+        names = await install(gw, body.filename, body.source)
+    except BaseException:
         await asyncio.to_thread(_restore, file, previous)  # keep the last good file on disk too
-        raise _without_paths(exc, file) from exc
-    except Exception:
-        await asyncio.to_thread(_restore, file, previous)
         raise
-    gw.scorers.replace(gw.registry.infos(), gw.registry.errors)  # till replicas announce it
-    await announce(gw, file, names, action)
     return ok({"loaded": names, "file": body.filename})
 
 
-def _without_paths(exc: AutoscorerError, file: Path) -> AutoscorerError:
-    """The registry's error as the client may see it: the file's name, not where it lives."""
-    kept = {k: v for k, v in exc.details.items() if k in ("exception", "scorer")}
-    message = exc.message.replace(str(file.resolve()), file.name).replace(str(file), file.name)
-    return AutoscorerError(
-        exc.code, message, stage=exc.stage, details={**kept, "file": file.name}
-    )
+_PATH = re.compile(r"(?:/[^\s'\"/]+)+/[^\s'\"/]+\.py|_incoming-[0-9a-f]+\.py")
+"""a path to a Python file, or the scorer's scratch name for a file it checks"""
+
+
+def _without_paths(exc: AutoscorerError, filename: str) -> AutoscorerError:
+    """The scorer's error as the client may see it: the file's name, not where it lives."""
+    kept = {
+        k: _PATH.sub(filename, v) if isinstance(v, str) else v
+        for k, v in exc.details.items()
+        if k in ("exception", "scorer")
+    }
+    message = _PATH.sub(filename, exc.message)
+    return AutoscorerError(exc.code, message, stage=exc.stage, details={**kept, "file": filename})
 
 
 def _replace(file: Path, source: str) -> str | None:
@@ -274,12 +289,12 @@ def _restore(file: Path, previous: str | None) -> None:
 
 @ROUTES.post("/v1/scorers/load")
 async def load_scorer(request: web.Request) -> web.Response:
-    return await _load(request, "loaded")
+    return await _load(request)
 
 
 @ROUTES.post("/v1/scorers/reload")
 async def reload_scorer(request: web.Request) -> web.Response:
-    return await _load(request, "reloaded")
+    return await _load(request)
 
 
 @ROUTES.post("/v1/scorers/test")
@@ -292,8 +307,7 @@ async def test_scorer(request: web.Request) -> web.Response:
     body = model_body(request, TestRequest)
     ws = Workspace.at(existing_workspace(gw.settings.data_root, body.workspace))
     gw.scorers.get(body.scorer_name)  # SCORER_NOT_FOUND before a scorer is asked
-    plugins = await asyncio.to_thread(plugin_manifest, gw.registry)
-    result = await gw.scorer_tests.score(str(ws.root), body.scorer_name, plugins)
+    result = await gw.scorer_tests.score(str(ws.root), body.scorer_name)
     return ok({"scorer": body.scorer_name, "result": result.model_dump(mode="json")})
 
 

@@ -40,9 +40,12 @@ from services.scorer.watch import ReloadEvent, watch_scorers
 from shared.bus import EventBus, RetryPolicy, Subscription
 from shared.errors import AutoscorerError, ErrorCode, Fault, Stage
 from shared.events import (
+    BaseEvent,
     Event,
     ScoreCompleted,
     ScoreRequested,
+    ScorerLoadCompleted,
+    ScorerLoadRequested,
     ScorersAnnounced,
     ScorersChanged,
     ScorersWanted,
@@ -98,6 +101,10 @@ class ScorerServiceConfig:
     @property
     def tests_queue(self) -> str:
         return f"{self.queue_prefix}scorer.tests"
+
+    @property
+    def loads_queue(self) -> str:
+        return f"{self.queue_prefix}scorer.loads"
 
 
 class ScorerService:
@@ -162,6 +169,11 @@ class ScorerService:
         keys = ["scorer.test.requested"]  # test-scoring: the same pool, slots and time limit
         testing = replace(scoring, queue=self._config.tests_queue, routing_keys=keys)
         await self._bus.subscribe(replace(testing, handler=self._on_test_requested))
+        await self._bus.subscribe(
+            Subscription(
+                self._config.loads_queue, ["scorer.load.requested"], self._on_load_requested
+            )
+        )
         self._announce_now.set()
         self.supervisor.forever(ANNOUNCE_LOOP, self._announcer)
 
@@ -287,12 +299,40 @@ class ScorerService:
             reply_to=event.reply_to,
             result=result,
         )
+        await self._answer(answer)
+
+    async def _on_load_requested(self, event: Event) -> None:
+        """Install the asker's file here and on every replica (``load_scorer``), answer what
+        it holds or why it was refused (a broken file keeps the last good version)."""
+        if not isinstance(event, ScorerLoadRequested):
+            return
+        loaded: list[str] = []
+        error = None
+        try:
+            loaded = list((await self.load_scorer(event.source)).scorers)
+        except AutoscorerError as exc:
+            error = exc.to_info()
+        await self._answer(
+            ScorerLoadCompleted(
+                event_id=derived_event_id(event.event_id, "scorer.load.completed"),
+                request_id=event.event_id,
+                reply_to=event.reply_to,
+                loaded=loaded,
+                error=error,
+                scorers=self._registry.infos(),
+                errors=dict(self._registry.errors),
+            )
+        )
+
+    async def _answer(self, answer: BaseEvent) -> None:
+        """Publish a reply or announcement; an asker gone meanwhile (its reply queue expired),
+        or no gateway at all, is not waited for."""
         try:
             await self._bus.publish(answer)
         except AutoscorerError as exc:
             if exc.details.get("reason") != "unroutable":
                 raise
-            log.info("nobody waits for the test of %s any more", event.scorer)
+            log.info("nobody waits for the answer %s any more", answer.type)
 
     async def _on_scorers_changed(self, event: Event) -> None:
         if isinstance(event, ScorersWanted):  # a gateway started: announce now
@@ -388,11 +428,7 @@ class ScorerService:
             scorers=self._registry.infos(),
             errors=dict(self._registry.errors),
         )
-        try:
-            await self._bus.publish(catalogue)
-        except AutoscorerError as exc:
-            if exc.details.get("reason") != "unroutable":
-                raise
+        await self._answer(catalogue)  # no gateway bound is no failure
 
     async def _start_watcher(self) -> None:
         """Run the hot-reload watcher under the supervisor (restarted should it fail) and wait

@@ -23,7 +23,6 @@ from services.gateway.app import create_app
 from services.gateway.auth import PUBLIC_PATHS
 from services.gateway.webhooks import signing
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
-from services.scorer.registry import ScorerRegistry
 from shared.bus_memory import MemoryBus
 from shared.config import ENV_PREFIX, GatewaySettings, Settings, load_settings
 from shared.store_sqlite import SqliteJobStore
@@ -537,7 +536,7 @@ def gateway_routes(tmp_path: Path) -> set[tuple[str, str]]:
         GatewaySettings(data_root=tmp_path),
         SqliteJobStore(tmp_path / "jobs.sqlite3"),
         MemoryBus(),
-        ScorerRegistry(),
+        (),
         SqliteWebhookStore(str(tmp_path / "hooks.sqlite3")),
     )
     found = set()

@@ -36,13 +36,15 @@ from hypothesis import HealthCheck, example, given, settings
 
 from services.gateway.app import create_app
 from services.gateway.bodies import parse_json
+from services.gateway.context import GATEWAY
 from services.gateway.jobs_api import _unpack
 from services.gateway.uploads import Limits, extract_workspace
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
+from services.scorer.main import create_scorer_service
 from services.scorer.registry import ScorerRegistry
 from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
-from shared.config import ApiKey, GatewaySettings
+from shared.config import ApiKey, GatewaySettings, Settings
 from shared.errors import AutoscorerError, ErrorCode
 from shared.jobs import JobStatus
 from shared.store_sqlite import SqliteJobStore
@@ -124,12 +126,14 @@ async def running_gateway(tmp_path: Path) -> AsyncIterator[Gw]:
     async def drop(event: object) -> None:
         return None
 
-    # the memory bus refuses unroutable events
-    await bus.subscribe(Subscription("test.sink", ["#"], drop))
+    # the memory bus refuses unroutable events: a sink for what the gateway publishes, except the
+    # requests to the scorer service (none here unless a test starts one: answered 503 at once)
+    keys = ["job.#", "cancel.#", "rescore.#", "scorers.#"]
+    await bus.subscribe(Subscription("test.sink", keys, drop))
     await bus.start()
     await store.init()
     await hooks.init()
-    app = create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
+    app = create_app(settings, store, bus, ScorerRegistry.with_builtins().infos(), hooks)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield Gw(client, store, root)
     await bus.close()
@@ -877,12 +881,32 @@ async def test_a_log_that_is_a_link_is_not_followed(gw: Gw) -> None:
     assert_envelope(resp.status, await resp.json(), "NOT_FOUND")
 
 
-async def test_a_failed_scorer_load_names_the_file_not_where_it_lives(gw: Gw) -> None:
-    status, body = await gw.post_json(
-        "/v1/scorers/load", {"filename": "bad.py", "source": "raise SystemExit(3)"}, ADMIN
+async def test_a_failed_scorer_load_names_the_file_not_where_it_lives(
+    gw: Gw, tmp_path: Path
+) -> None:
+    scorer = create_scorer_service(  # it loads the file; the gateway runs no scorer code
+        Settings(scorer={"pool_size": 1, "plugin_dir": tmp_path / "scorer-plugins"}),
+        gw.client.app[GATEWAY].bus,
+        ScorerRegistry.with_builtins(),
+        instance="scorer-1",
     )
+    await scorer.start()
+    try:
+        status, body = await gw.post_json(
+            "/v1/scorers/load", {"filename": "bad.py", "source": "raise SystemExit(3)"}, ADMIN
+        )
+    finally:
+        await scorer.close()
     assert_envelope(status, body, "SCORER_LOAD_ERROR")
-    assert str(gw.root) not in json.dumps(body) and "bad.py" in body["error"]["message"]
+    assert str(tmp_path) not in json.dumps(body) and "bad.py" in body["error"]["message"]
+
+
+async def test_a_scorer_load_with_no_scorer_service_is_503(gw: Gw) -> None:
+    status, body = await gw.post_json(
+        "/v1/scorers/load", {"filename": "ok.py", "source": "x = 1\n"}, ADMIN
+    )
+    assert status == 503 and body["error"]["code"] == "BUS_ERROR", body
+    assert not (gw.root / "scorers" / "ok.py").exists()  # the last good state stays
 
 
 _json_values = st.recursive(

@@ -32,10 +32,11 @@ from schemathesis.checks import (
 
 from services.gateway.app import create_app
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
+from services.scorer.main import create_scorer_service
 from services.scorer.registry import ScorerRegistry
 from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
-from shared.config import ApiKey, GatewaySettings
+from shared.config import ApiKey, GatewaySettings, Settings
 from shared.store_sqlite import SqliteJobStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -77,12 +78,21 @@ class Gateway:
         )
         bus, store = MemoryBus(), SqliteJobStore(self.root / "jobs.sqlite3")
         hooks = SqliteWebhookStore(self.root / "hooks.sqlite3")
-        # the memory bus refuses unroutable
-        await bus.subscribe(Subscription("fuzz.sink", ["#"], self._drop))
+        # the memory bus refuses unroutable: a sink for what the gateway publishes, and a real
+        # scorer service for its requests (test-scoring, installing a scorer file)
+        keys = ["job.#", "cancel.#", "rescore.#", "scorers.#"]
+        await bus.subscribe(Subscription("fuzz.sink", keys, self._drop))
+        scorer = create_scorer_service(
+            Settings(scorer={"pool_size": 1, "plugin_dir": self.root / "scorer-plugins"}),
+            bus,
+            ScorerRegistry.with_builtins(),
+            instance="scorer-fuzz",
+        )
+        await scorer.start()
         await bus.start()
         await store.init()
         await hooks.init()
-        app = create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
+        app = create_app(settings, store, bus, ScorerRegistry.with_builtins().infos(), hooks)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -93,6 +103,7 @@ class Gateway:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+        await scorer.close()
         await bus.close()
         await store.close()
 

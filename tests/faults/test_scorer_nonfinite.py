@@ -278,7 +278,7 @@ async def test_gateway_scorers_test_answers_strict_json(plugin_file, tmp_path):
     await bus.start()
     await store.init()
     await hooks.init()
-    app = create_app(settings, store, bus, registry, hooks, instance_id="gw-nonfinite")
+    app = create_app(settings, store, bus, registry.infos(), hooks, instance_id="gw-nonfinite")
     try:
         async with TestClient(TestServer(app)) as client:
             for name in ["nan_metric", "deep_nan", "inf_summary"]:

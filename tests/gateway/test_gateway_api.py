@@ -66,7 +66,7 @@ async def gw(tmp_path):
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
     await hooks.init()
     app = create_app(
-        settings, store, bus, ScorerRegistry.with_builtins(), hooks, instance_id="gw-test"
+        settings, store, bus, ScorerRegistry.with_builtins().infos(), hooks, instance_id="gw-test"
     )
     async with TestClient(TestServer(app)) as client:
         yield Harness(client, bus, store, root, seen)
@@ -323,12 +323,14 @@ async def _load_reload_and_test(gw):
     await _settle(gw.bus)
     changed = [e for e in gw.seen if e.type == "scorers.changed"]
     assert [(e.scorer, e.scorer_version, e.origin) for e in changed] == [
-        ("always_one", "1.0.0", "gw-test")
+        ("always_one", "1.0.0", "scorer-1")  # the replica that installed it tells the others
     ]
     broken = {"filename": "one.py", "source": PLUGIN.format(v="2.0.0") + "\n)("}
     resp = await gw.client.post("/v1/scorers/reload", json=broken, headers=_auth(ADMIN))
     assert resp.status == 400
-    assert (await resp.json())["error"]["code"] == "SCORER_LOAD_ERROR"
+    error = (await resp.json())["error"]
+    assert error["code"] == "SCORER_LOAD_ERROR" and error["details"]["file"] == "one.py"
+    assert "scorer-plugins" not in str(error), error  # where a replica keeps files stays there
     assert "1.0.0" in (gw.root / "scorers" / "one.py").read_text()
     resp = await gw.client.post(
         "/v1/scorers/test",

@@ -92,7 +92,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await store.init()
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
     await hooks.init()
-    app = create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
+    app = create_app(settings, store, bus, ScorerRegistry.with_builtins().infos(), hooks)
     async with TestClient(TestServer(app)) as client:
         yield Rig(client, store)
     await bus.close()

@@ -92,7 +92,7 @@ async def test_the_gateway_lists_and_checks_what_the_scorer_service_announced(
         stack.push_async_callback(scorer.close)
         await bus.start()
         stack.push_async_callback(bus.close)
-        app = create_app(settings, store, bus, ScorerRegistry(), hooks)  # knows no scorer itself
+        app = create_app(settings, store, bus, (), hooks)  # knows no scorer itself
         client = await stack.enter_async_context(TestClient(TestServer(app)))
 
         async with asyncio.timeout(20):

@@ -78,7 +78,7 @@ async def test_a_hanging_or_exiting_scorer_cannot_hold_or_stop_the_gateway(tmp_p
     for part in (bus, store, hooks):
         await part.start() if isinstance(part, MemoryBus) else await part.init()
     app = create_app(
-        settings, store, bus, ScorerRegistry.with_builtins(), hooks, scorer_time_limit=2.0
+        settings, store, bus, ScorerRegistry.with_builtins().infos(), hooks, scorer_time_limit=2.0
     )
     try:
         async with TestClient(TestServer(app)) as client:
@@ -134,7 +134,7 @@ async def test_with_no_scorer_service_the_gateway_answers_503(tmp_path: Path) ->
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
     for part in (bus, store, hooks):
         await part.start() if isinstance(part, MemoryBus) else await part.init()
-    app = create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
+    app = create_app(settings, store, bus, ScorerRegistry.with_builtins().infos(), hooks)
     try:
         async with TestClient(TestServer(app)) as client:
             resp = await client.post(

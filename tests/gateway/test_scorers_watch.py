@@ -1,11 +1,13 @@
 """/v1/scorers/watch under the gateway's supervisor (issue 7 class 1, CONVENTIONS item 12).
 
-The scorer watcher and the announcer of its reloads are loops of the gateway's ``Supervisor``:
-no bare task, nothing left running after the app closes, and an announcement that cannot be
-published is logged, shows in /readyz while it is retried, and is dropped (with an error in the
-log) after a few tries without stopping the loop. Embedded parts: the in-memory bus and SQLite
-stores, real files watched with watchfiles. The bus's publish failures are injected (a flag on a
-MemoryBus subclass): no real bus fails on demand for one event type.
+The scorer watcher and the sender of changed files are loops of the gateway's ``Supervisor``:
+no bare task, nothing left running after the app closes, and a changed file that cannot be sent
+to the scorer service (``ScorerLoadRequested``) is logged, shows in /readyz while it is retried,
+and is dropped (with an error in the log) after a few tries without stopping the loop. The
+scorer service installs what it is sent and passes it on (``ScorersChanged``); the gateway loads
+no code. Embedded parts: the in-memory bus, a real scorer service, SQLite stores, real files
+watched with watchfiles. The bus's publish failures are injected (a flag on a MemoryBus
+subclass): no real bus fails on demand for one event type.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from services.gateway.context import GATEWAY
 from services.gateway.main import create_gateway
 from services.gateway.scorers_api import ANNOUNCE_ATTEMPTS, ANNOUNCE_LOOP, WATCH_LOOP
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
+from services.scorer.main import create_scorer_service
 from services.scorer.registry import ScorerRegistry
 from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import ApiKey, GatewaySettings, Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
-from shared.events import BaseEvent, ScorersChanged
+from shared.events import BaseEvent, ScorerLoadRequested, ScorersChanged
 from shared.store_sqlite import SqliteJobStore
 from shared.supervise import Supervisor
 from tests.scorer.plugin_text import plugin
@@ -41,14 +44,14 @@ pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
 
 class FlakyBus(MemoryBus):
-    """A MemoryBus whose publish of ScorersChanged fails while ``failing`` is above zero."""
+    """A MemoryBus whose publish of ScorerLoadRequested fails while ``failing`` is above zero."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failing = 0
 
     async def publish(self, event: BaseEvent) -> None:
-        if isinstance(event, ScorersChanged) and self.failing > 0:
+        if isinstance(event, ScorerLoadRequested) and self.failing > 0:
             self.failing -= 1
             raise AutoscorerError(
                 ErrorCode.BACKEND_UNAVAILABLE, "injected publish failure", stage=Stage.PLATFORM
@@ -88,15 +91,23 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gw]:
     supervisor = Supervisor("gateway", backoff_s=0.05, max_backoff_s=0.2)
     await store.init()
     await hooks.init()
-    app = create_app(settings, store, bus, ScorerRegistry(), hooks, supervisor=supervisor)
+    app = create_app(settings, store, bus, (), hooks, supervisor=supervisor)
     gateway = Gw(None, bus, supervisor)  # type: ignore[arg-type]
     await bus.subscribe(Subscription("test.capture", ["#"], gateway.capture))
+    scorer = create_scorer_service(
+        Settings(scorer={"pool_size": 1, "plugin_dir": tmp_path / "scorer-plugins"}),
+        bus,
+        ScorerRegistry.with_builtins(),
+        instance="scorer-1",
+    )
+    await scorer.start()
     await bus.start()
     try:
         async with TestClient(TestServer(app)) as client:
             gateway.client = client
             yield gateway
     finally:
+        await scorer.close()
         await bus.close()
         await hooks.close()
         await store.close()
@@ -138,7 +149,7 @@ async def test_a_watched_file_is_reloaded_and_announced_until_unwatched(gw: Gw) 
     status, body = await gw.call("POST", "/v1/scorers/watch", json={"filename": "demo.py"})
     assert status == 200 and body["data"]["watching"] == ["demo.py"]
     await edit_until_announced(gw, "2.0.0")
-    assert gw.client.app[GATEWAY].registry.get("demo").info.version == "2.0.0"
+    await until(lambda: gw.client.app[GATEWAY].scorers.get("demo").version == "2.0.0")
 
     status, body = await gw.call("DELETE", "/v1/scorers/watch", params={"filename": "demo.py"})
     assert status == 200 and body["data"]["watching"] == []
@@ -148,7 +159,7 @@ async def test_a_watched_file_is_reloaded_and_announced_until_unwatched(gw: Gw) 
     )
     await asyncio.sleep(0.8)
     assert "3.0.0" not in gw.reloaded()
-    assert gw.client.app[GATEWAY].registry.get("demo").info.version == "2.0.0"
+    assert gw.client.app[GATEWAY].scorers.get("demo").version == "2.0.0"
 
     status, body = await gw.call("POST", "/v1/scorers/watch", json={"filename": "demo.py"})
     assert status == 200 and body["data"]["watching"] == ["demo.py"]  # watched again
@@ -161,11 +172,10 @@ async def test_a_failing_announcement_shows_in_readyz_and_is_retried(gw: Gw) -> 
     await gw.call("POST", "/v1/scorers/watch", json={"filename": "demo.py"})
     gw.bus.failing = 1_000_000  # until the test says otherwise
     data_root = gw.client.app[GATEWAY].settings.data_root
-    registry = gw.client.app[GATEWAY].registry
-    for _ in range(20):  # until the watcher, maybe still arming, reloads the file
+    for _ in range(20):  # until the watcher, maybe still arming, sees the file change
         (data_root / "scorers" / "demo.py").write_text(plugin(version="2.0.0"))
         await asyncio.sleep(0.5)
-        if registry.get("demo").info.version == "2.0.0":
+        if gw.supervisor.health()[ANNOUNCE_LOOP].failures:
             break
     await until(lambda: gw.supervisor.health()[ANNOUNCE_LOOP].consecutive_failures >= 3)
     status, body = await gw.call("GET", "/readyz")

@@ -75,7 +75,7 @@ async def _app(settings: GatewaySettings, tmp_path: Path, stack: AsyncExitStack)
     await bus.subscribe(Subscription("test.sink", ["#"], _ignore))  # nothing is unroutable
     await bus.start()
     stack.push_async_callback(bus.close)
-    return create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
+    return create_app(settings, store, bus, ScorerRegistry.with_builtins().infos(), hooks)
 
 
 async def test_a_large_upload_does_not_stall_the_event_loop(tmp_path: Path) -> None:

@@ -277,7 +277,6 @@ async def test_webhook_api(tmp_path, receiver):
     from aiohttp.test_utils import TestClient
 
     from services.gateway.app import create_app
-    from services.scorer.registry import ScorerRegistry
     from shared.bus_memory import MemoryBus
     from shared.config import ApiKey, GatewaySettings
 
@@ -297,7 +296,7 @@ async def test_webhook_api(tmp_path, receiver):
     await jobs.init()
     await hooks.init()
     await bus.start()
-    app = create_app(settings, jobs, bus, ScorerRegistry(), hooks)
+    app = create_app(settings, jobs, bus, (), hooks)
     try:
         async with TestClient(TestServer(app)) as client:
 

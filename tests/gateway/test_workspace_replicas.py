@@ -70,9 +70,8 @@ async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
             await store.init()
             hooks = SqliteWebhookStore(tmp_path / f"hooks-{n}.sqlite3")
             await hooks.init()
-            app = create_app(
-                settings, store, bus, ScorerRegistry.with_builtins(), hooks, instance_id=f"gw-{n}"
-            )
+            scorers = ScorerRegistry.with_builtins().infos()
+            app = create_app(settings, store, bus, scorers, hooks, instance_id=f"gw-{n}")
             client: TestClient[Any, Any] = TestClient(TestServer(app))
             await client.start_server()
             clients.append(client)

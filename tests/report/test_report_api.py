@@ -75,7 +75,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     await bus.start()
     hooks = SqliteWebhookStore(tmp_path / "hooks.sqlite3")
     await hooks.init()
-    app = create_app(settings, store, bus, registry, hooks, instance_id="gw-report")
+    app = create_app(settings, store, bus, registry.infos(), hooks, instance_id="gw-report")
     async with TestClient(TestServer(app)) as client:
         yield Api(client, result, workspace)
     await bus.close()

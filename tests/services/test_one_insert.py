@@ -74,7 +74,7 @@ async def test_a_gateway_job_is_inserted_once_and_a_platform_job_by_the_schedule
         await bus.start()
         stack.push_async_callback(bus.close)
         stack.push_async_callback(scheduler.close)
-        app = create_app(settings, store, bus, ScorerRegistry.with_builtins(), hooks)
+        app = create_app(settings, store, bus, ScorerRegistry.with_builtins().infos(), hooks)
         client = await stack.enter_async_context(TestClient(TestServer(app)))
 
         resp = await client.post(

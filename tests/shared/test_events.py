@@ -24,6 +24,8 @@ from shared.events import (
     RunStarted,
     ScoreCompleted,
     ScoreRequested,
+    ScorerLoadCompleted,
+    ScorerLoadRequested,
     ScorersAnnounced,
     ScorersChanged,
     ScorersWanted,
@@ -104,11 +106,18 @@ SAMPLES: list[BaseEvent] = [
         errors={"file:/data/scorers/broken.py": ERROR},
     ),
     ScorersWanted(origin="gateway-1"),
+    ScorerLoadRequested(filename="my_metric.py", source="x = 1\n", reply_to="gateway-1"),
+    ScorerLoadCompleted(
+        request_id=uuid.UUID("00000000-0000-4000-8000-000000000002"),
+        reply_to="gateway-1",
+        error=ERROR,
+    ),
 ]
 
 ROUTING_KEYS = {
     RunRequested: "run.requested.docker",
     ScorerTestCompleted: "scorer.test.completed.gateway-1",
+    ScorerLoadCompleted: "scorer.load.completed.gateway-1",
 }
 
 

@@ -177,7 +177,7 @@ CODE_INFO: dict[ErrorCode, CodeInfo] = {
     ),
     ErrorCode.EXEC_ERROR: CodeInfo(_X, True, "the executor failed for a platform reason", (_E,)),
     ErrorCode.BACKEND_UNAVAILABLE: CodeInfo(
-        _X, True, "the executor backend cannot be reached", (_E, _L)
+        _X, True, "the executor backend or a scorer replica cannot be reached", (_E, _S, _L)
     ),
     ErrorCode.BACKEND_NOT_FOUND: CodeInfo(_O, False, "no executor backend has that name", (_C,)),
     ErrorCode.CANCELLED: CodeInfo(_P, False, "the job was cancelled", (_E,)),

@@ -38,13 +38,6 @@ async def test_soak_with_kills_duplicates_and_bad_inputs(make_stack: MakeStack) 
 
 @pytest.mark.broker_restart
 @pytest.mark.timeout(480)
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect, open: with kills and a broker restart together, a good job was seen to "
-    "fail MISSING_FILE (output/pred.csv gone at scoring) in about half of the runs on "
-    "2026-11-29; suspected: a RunRequested redelivered to a restarted executor runs the attempt "
-    "again and empties output/ while the first run's output is scored (docs/RELIABILITY.md)",
-)
 async def test_soak_through_a_broker_restart(make_stack: MakeStack) -> None:
     stack = await make_stack(scorer_delay=0.3)
     report = await soak(stack, seconds=75, seed=12, broker_restarts=1, settle_s=240)

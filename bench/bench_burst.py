@@ -232,8 +232,9 @@ class Stack:
             for service in SERVICES:
                 for n, config in enumerate(self.configs, 1):
                     argv = [sys.executable, "-m", f"services.{service}.main"]
-                    self.procs.append(Proc(f"{service}{n}", service, self.spawn(
-                        f"{service}{n}", argv, config)))
+                    self.procs.append(
+                        Proc(f"{service}{n}", service, self.spawn(f"{service}{n}", argv, config))
+                    )
         await self.wait_ready()
 
     async def wait_ready(self) -> None:
@@ -287,8 +288,12 @@ class Stack:
 def upload_bytes(root: Path, plots: bool) -> bytes:
     """The tar.gz every client uploads: a score-only workspace of the classification example."""
     ws = make_workspaces(root / "template", 1)[0]
-    meta = {"scorer": SCORER, "task_type": "classification", "time_limit": 60,
-            "params": {"plots": plots}}
+    meta = {
+        "scorer": SCORER,
+        "task_type": "classification",
+        "time_limit": 60,
+        "params": {"plots": plots},
+    }
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         data = json.dumps(meta).encode()
@@ -396,8 +401,18 @@ async def burst(stack: Stack, args: argparse.Namespace, archive: bytes) -> Outco
         1 for j in started if len(hooks.event_ids[j]) > 1 or len(hooks.hook_ids[j]) > 1
     )
     return Outcome(
-        f"{stack.mode}", args.n, len(started), dict(refused), accept_s, drain_s, latencies,
-        len(set(started) - set(hooks.arrived)), duplicated, cpu, rss, 0.0,
+        f"{stack.mode}",
+        args.n,
+        len(started),
+        dict(refused),
+        accept_s,
+        drain_s,
+        latencies,
+        len(set(started) - set(hooks.arrived)),
+        duplicated,
+        cpu,
+        rss,
+        0.0,
     )
 
 
@@ -437,21 +452,27 @@ async def run_mode(mode: str, args: argparse.Namespace, score_cpu: float) -> Out
 
 
 def report(outcomes: list[Outcome]) -> None:
-    print("\nlatency = start of the upload -> its ScoreCompleted webhook; CPU = all service "
-          "processes and children, platform = total - scoring (in-process score_workspace CPU)\n")
-    print(f"{'mode':<13} {'n':>5} {'ok':>5} {'accept/s':>8} {'drain s':>7} {'p50 s':>6} "
-          f"{'p95 s':>6} {'p99 s':>6} {'lost':>4} {'dup':>3} {'CPU/job ms':>10} "
-          f"{'score ms':>8} {'platform/score':>14}")
+    print(
+        "\nlatency = start of the upload -> its ScoreCompleted webhook; CPU = all service "
+        "processes and children, platform = total - scoring (in-process score_workspace CPU)\n"
+    )
+    print(
+        f"{'mode':<13} {'n':>5} {'ok':>5} {'accept/s':>8} {'drain s':>7} {'p50 s':>6} "
+        f"{'p95 s':>6} {'p99 s':>6} {'lost':>4} {'dup':>3} {'CPU/job ms':>10} "
+        f"{'score ms':>8} {'platform/score':>14}"
+    )
     for o in outcomes:
         total = sum(o.cpu_s.values())
         jobs = max(o.accepted, 1)
         platform = (total - jobs * o.score_cpu_s) / jobs
         lat = o.latencies or [float("nan")]
-        print(f"{o.mode:<13} {o.n:>5} {o.accepted:>5} {o.accepted / o.accept_s:>8.1f} "
-              f"{o.drain_s:>7.1f} {pct(lat, 0.5):>6.2f} {pct(lat, 0.95):>6.2f} "
-              f"{pct(lat, 0.99):>6.2f} {o.lost:>4} {o.duplicated:>3} "
-              f"{1000 * total / jobs:>10.1f} {1000 * o.score_cpu_s:>8.1f} "
-              f"{platform / o.score_cpu_s:>14.1f}")
+        print(
+            f"{o.mode:<13} {o.n:>5} {o.accepted:>5} {o.accepted / o.accept_s:>8.1f} "
+            f"{o.drain_s:>7.1f} {pct(lat, 0.5):>6.2f} {pct(lat, 0.95):>6.2f} "
+            f"{pct(lat, 0.99):>6.2f} {o.lost:>4} {o.duplicated:>3} "
+            f"{1000 * total / jobs:>10.1f} {1000 * o.score_cpu_s:>8.1f} "
+            f"{platform / o.score_cpu_s:>14.1f}"
+        )
     for o in outcomes:
         by_service: dict[str, list[float]] = defaultdict(list)
         for name, seconds in o.cpu_s.items():
@@ -470,13 +491,22 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument("--modes", default="distributed1,distributed2,embedded")
     parser.add_argument("--pool-size", type=int, default=1, help="scorer worker processes")
-    parser.add_argument("--plots", action="store_true",
-                        help="the scorer also renders its PNG plots (~150 ms CPU a job)")
+    parser.add_argument(
+        "--plots",
+        action="store_true",
+        help="the scorer also renders its PNG plots (~150 ms CPU a job)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to drain")
-    parser.add_argument("--rabbit-url", default=os.environ.get(
-        "AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
-    parser.add_argument("--mongo-url", default=os.environ.get(
-        "AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017"))
+    parser.add_argument(
+        "--rabbit-url",
+        default=os.environ.get(
+            "AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"
+        ),
+    )
+    parser.add_argument(
+        "--mongo-url",
+        default=os.environ.get("AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017"),
+    )
     parser.add_argument("--child", choices=("platform", "embedded"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -486,8 +516,10 @@ def main() -> None:
         asyncio.run(run_platform(settings) if args.child == "platform" else run_embedded(settings))
         return
     load = os.getloadavg()
-    print(f"{os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
-          f"{args.n} uploads from {args.clients} clients; example {EXAMPLE.name}")
+    print(
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
+        f"{args.n} uploads from {args.clients} clients; example {EXAMPLE.name}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-burst-cpu-") as tmp:
         score_cpu = scoring_cpu_per_job(Path(tmp), args.plots)
     outcomes: list[Outcome] = []

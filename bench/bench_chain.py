@@ -90,8 +90,13 @@ from tests.e2e.harness import delete_rabbit_topology
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "classification"
 HOPS = 3  # RunCompleted -> scheduler, ScoreRequested -> scorer, ScoreCompleted -> tap
 SCORER = "classification_f1"
-FLOOR_ERROR = ErrorInfo(code=ErrorCode.EXEC_ERROR, stage=Stage.EXECUTION, message="floor",
-                        fault=Fault.PLATFORM, retryable=False)
+FLOOR_ERROR = ErrorInfo(
+    code=ErrorCode.EXEC_ERROR,
+    stage=Stage.EXECUTION,
+    message="floor",
+    fault=Fault.PLATFORM,
+    retryable=False,
+)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -175,16 +180,19 @@ class Calls:
         out = []
         for name in sorted(self.count, key=lambda n: -self.seconds[n]):
             n, s = self.count[name], self.seconds[name]
-            out.append(f"    {name:<36} {n / jobs:>6.2f}/job {1000 * s / n:>8.2f} ms mean "
-                       f"{1000 * s / jobs:>8.2f} ms/job")
+            out.append(
+                f"    {name:<36} {n / jobs:>6.2f}/job {1000 * s / n:>8.2f} ms mean "
+                f"{1000 * s / jobs:>8.2f} ms/job"
+            )
         return out
 
 
 OPERATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("operation", default=None)
 """The ``JobStore`` method the services are in (set by ``TimedStore``): the driver's commands
 are counted under it, and commands outside any (the bench's own polling) are not counted."""
-PERIODIC = frozenset({"find_pending_outbox", "find_overdue", "find_without_deadline",
-                      "find_expired_leases"})
+PERIODIC = frozenset(
+    {"find_pending_outbox", "find_overdue", "find_without_deadline", "find_expired_leases"}
+)
 """Store calls of the scheduler's periodic sweeps: they cost per second, not per job."""
 
 
@@ -426,7 +434,10 @@ async def store_alone(store: JobStore, samples: int) -> dict[str, float]:
         entry = outbox_entry(JobFailed(job_id=job_id, error=FLOOR_ERROR))
         started = time.perf_counter()
         done = await store.transition(
-            job_id, JobStatus.SUBMITTED, JobStatus.QUEUED, event_id=str(uuid.uuid4()),
+            job_id,
+            JobStatus.SUBMITTED,
+            JobStatus.QUEUED,
+            event_id=str(uuid.uuid4()),
             outbox=[entry],
         )
         times["transition"].append(time.perf_counter() - started)
@@ -490,10 +501,14 @@ async def running_chain(
         stack.push_async_callback(cleanup, settings)
         raw_store = make_store(settings.store, metrics)
         if lock is not None and settings.store.kind == "mongo":
-            raw_store = instrument_store(MongoJobStore.from_url(
-                settings.store.url.get_secret_value(), settings.store.database,
-                serialize_writes=lock,
-            ), metrics)
+            raw_store = instrument_store(
+                MongoJobStore.from_url(
+                    settings.store.url.get_secret_value(),
+                    settings.store.database,
+                    serialize_writes=lock,
+                ),
+                metrics,
+            )
         await raw_store.init()
         stack.push_async_callback(raw_store.close)
         store: Any = TimedStore(raw_store, calls)
@@ -502,9 +517,7 @@ async def running_chain(
         executor = create_executor(backend_config(settings, settings.executor_service.backend))
         stack.push_async_callback(executor.close)
         scheduler = create_scheduler(settings, bus, store, metrics)
-        runner = create_executor_service(
-            settings, bus, executor, metrics=metrics
-        )
+        runner = create_executor_service(settings, bus, executor, metrics=metrics)
         scorer = create_scorer_service(settings, bus, registry, metrics=metrics)
         stack.push_async_callback(bus.close)
         for service in (scheduler, runner, scorer):
@@ -539,8 +552,9 @@ async def run_one(bus_kind: str, store_kind: str, args: argparse.Namespace) -> R
         in_process = []
         for ws in spaces[:20]:
             started = time.perf_counter()
-            score_workspace(registry, Workspace.at(ws), scorer=SCORER, write=False,
-                            params={"plots": args.plots})
+            score_workspace(
+                registry, Workspace.at(ws), scorer=SCORER, write=False, params={"plots": args.plots}
+            )
             in_process.append(time.perf_counter() - started)
         store_calls = Calls()
         metrics = Metrics() if args.metrics else None
@@ -553,12 +567,21 @@ async def run_one(bus_kind: str, store_kind: str, args: argparse.Namespace) -> R
                 await bus.start()
             else:
                 await bus.start()
-                driver = RabbitDriver(settings.bus.url.get_secret_value(), settings.bus.exchange,
-                                      prefix)
+                driver = RabbitDriver(
+                    settings.bus.url.get_secret_value(), settings.bus.exchange, prefix
+                )
                 await driver.open()
             try:
-                return await measure(args, bus_kind, store_kind, spaces, driver, raw_store,
-                                     store_calls, statistics.median(in_process))
+                return await measure(
+                    args,
+                    bus_kind,
+                    store_kind,
+                    spaces,
+                    driver,
+                    raw_store,
+                    store_calls,
+                    statistics.median(in_process),
+                )
             finally:
                 if isinstance(driver, RabbitDriver):
                     await driver.close()
@@ -581,12 +604,22 @@ async def measure(
     started = time.perf_counter()
 
     async def submit(job_id: str) -> None:
-        spec = JobSpec(job_id=job_id, task_type="classification", scorer=SCORER, time_limit=60,
-                       params={"plots": args.plots})
-        await driver.publish(JobSubmitted(
-            job_id=job_id, spec=spec, workspace=str(jobs[job_id]), submitter="bench",
-            idempotency_key=f"bench:{job_id}",
-        ))
+        spec = JobSpec(
+            job_id=job_id,
+            task_type="classification",
+            scorer=SCORER,
+            time_limit=60,
+            params={"plots": args.plots},
+        )
+        await driver.publish(
+            JobSubmitted(
+                job_id=job_id,
+                spec=spec,
+                workspace=str(jobs[job_id]),
+                submitter="bench",
+                idempotency_key=f"bench:{job_id}",
+            )
+        )
 
     await bounded(args.concurrency, list(jobs), submit)
     statuses = await wait_all(list(jobs), raw_store, {JobStatus.QUEUED}, args.timeout)
@@ -594,8 +627,10 @@ async def measure(
     stuck = {j: s for j, s in statuses.items() if s is not JobStatus.QUEUED}
     missing = len(jobs) - len(statuses)
     if stuck or missing:
-        raise SystemExit(f"{len(stuck)} jobs not queued ({missing} never stored): "
-                         f"{dict(list(stuck.items())[:5])}")
+        raise SystemExit(
+            f"{len(stuck)} jobs not queued ({missing} never stored): "
+            f"{dict(list(stuck.items())[:5])}"
+        )
 
     # 2. the floors, before the load: the same broker, and the same store alone
     floor_rtt = await driver.floor(args.floor_samples)
@@ -627,14 +662,30 @@ async def measure(
     stop.set()
     await watching
     # the scheduler's scoring -> succeeded comes after the tap's copy; count its store work too
-    final = await wait_all(list(jobs), raw_store, {JobStatus.SUCCEEDED, JobStatus.FAILED},
-                           args.timeout)
+    final = await wait_all(
+        list(jobs), raw_store, {JobStatus.SUCCEEDED, JobStatus.FAILED}, args.timeout
+    )
     MONGO.enabled = False
     succeeded = sum(1 for s in final.values() if s is JobStatus.SUCCEEDED)
     await check_history(raw_store, list(jobs)[:10])
-    return Row(bus_kind, store_kind, len(jobs), args.concurrency, wall_s, latencies, floor_rtt,
-               intake_s, succeeded, store_calls, MONGO.calls, MONGO.per_job(len(jobs)), scorer_s,
-               in_process_s, alone, lags)
+    return Row(
+        bus_kind,
+        store_kind,
+        len(jobs),
+        args.concurrency,
+        wall_s,
+        latencies,
+        floor_rtt,
+        intake_s,
+        succeeded,
+        store_calls,
+        MONGO.calls,
+        MONGO.per_job(len(jobs)),
+        scorer_s,
+        in_process_s,
+        alone,
+        lags,
+    )
 
 
 async def check_history(store: JobStore, jobs: list[str]) -> None:
@@ -646,46 +697,64 @@ async def check_history(store: JobStore, jobs: list[str]) -> None:
         assert job is not None
         path = [change.status.value for change in job.history]
         if path != want or job.attempts.count != 1 or job.outbox:
-            raise SystemExit(f"{job_id}: history {path}, attempts {job.attempts.count}, "
-                             f"outbox {len(job.outbox)}; expected {want}, 1, 0")
+            raise SystemExit(
+                f"{job_id}: history {path}, attempts {job.attempts.count}, "
+                f"outbox {len(job.outbox)}; expected {want}, 1, 0"
+            )
 
 
 # -- report ---------------------------------------------------------------------------------
 
 
 def report(rows: list[Row]) -> None:
-    print("\nlatency = publish RunCompleted -> ScoreCompleted on the tap; floor = "
-          f"{HOPS} hops x median raw publish->consume round trip (same broker, same run)\n")
-    print(f"{'bus/store':<17} {'jobs':>5} {'conc':>4} {'ok':>5} {'jobs/s':>7} {'p50 ms':>7} "
-          f"{'p95 ms':>7} {'rtt ms':>7} {'floor ms':>8} {'p50/floor':>9} {'intake/s':>8}")
+    print(
+        "\nlatency = publish RunCompleted -> ScoreCompleted on the tap; floor = "
+        f"{HOPS} hops x median raw publish->consume round trip (same broker, same run)\n"
+    )
+    print(
+        f"{'bus/store':<17} {'jobs':>5} {'conc':>4} {'ok':>5} {'jobs/s':>7} {'p50 ms':>7} "
+        f"{'p95 ms':>7} {'rtt ms':>7} {'floor ms':>8} {'p50/floor':>9} {'intake/s':>8}"
+    )
     for r in rows:
         p50, p95 = 1000 * pct(r.latencies, 0.5), 1000 * pct(r.latencies, 0.95)
         floor = 1000 * r.floor_per_job
-        print(f"{r.bus + '/' + r.store:<17} {r.jobs:>5} {r.concurrency:>4} {r.succeeded:>5} "
-              f"{r.jobs / r.wall_s:>7.1f} {p50:>7.1f} {p95:>7.1f} "
-              f"{1000 * statistics.median(r.floor_rtt):>7.2f} {floor:>8.2f} {p50 / floor:>9.1f} "
-              f"{r.jobs / r.intake_s:>8.1f}")
+        print(
+            f"{r.bus + '/' + r.store:<17} {r.jobs:>5} {r.concurrency:>4} {r.succeeded:>5} "
+            f"{r.jobs / r.wall_s:>7.1f} {p50:>7.1f} {p95:>7.1f} "
+            f"{1000 * statistics.median(r.floor_rtt):>7.2f} {floor:>8.2f} {p50 / floor:>9.1f} "
+            f"{r.jobs / r.intake_s:>8.1f}"
+        )
     for r in rows:
-        print(f"\nprofile {r.bus}/{r.store} (per job, timed part incl. the final scoring -> "
-              "succeeded):")
-        print(f"  scoring: scorer's own total {1000 * statistics.median(r.scorer_s):.1f} ms "
-              f"(median), in this process {1000 * r.in_process_s:.1f} ms")
+        print(
+            f"\nprofile {r.bus}/{r.store} (per job, timed part incl. the final scoring -> "
+            "succeeded):"
+        )
+        print(
+            f"  scoring: scorer's own total {1000 * statistics.median(r.scorer_s):.1f} ms "
+            f"(median), in this process {1000 * r.in_process_s:.1f} ms"
+        )
         lag = r.loop_lag or [0.0]
-        print(f"  event loop (all services share it): a 10 ms sleep wakes "
-              f"{1000 * pct(lag, 0.5):.1f} ms late at p50, {1000 * pct(lag, 0.95):.1f} ms at p95")
+        print(
+            f"  event loop (all services share it): a 10 ms sleep wakes "
+            f"{1000 * pct(lag, 0.5):.1f} ms late at p50, {1000 * pct(lag, 0.95):.1f} ms at p95"
+        )
         alone = r.store_alone
         serial = 3 * alone["transition"] + alone["pop_outbox"]
-        print(f"  store alone, one call at a time before the load: transition "
-              f"{1000 * alone['transition']:.1f} ms, pop_outbox {1000 * alone['pop_outbox']:.1f}"
-              f" ms, get {1000 * alone['get']:.1f} ms -> 3 transitions + 1 pop = "
-              f"{1000 * serial:.1f} ms/job (bus floor + that: "
-              f"{1000 * (serial + r.floor_per_job):.1f} ms)")
+        print(
+            f"  store alone, one call at a time before the load: transition "
+            f"{1000 * alone['transition']:.1f} ms, pop_outbox {1000 * alone['pop_outbox']:.1f}"
+            f" ms, get {1000 * alone['get']:.1f} ms -> 3 transitions + 1 pop = "
+            f"{1000 * serial:.1f} ms/job (bus floor + that: "
+            f"{1000 * (serial + r.floor_per_job):.1f} ms)"
+        )
         print("  job store calls (scheduler):")
         print("\n".join(r.store_calls.rows(r.jobs)))
         if r.mongo_calls.count:
             own, periodic = r.mongo_per_job
-            print(f"  store commands per job (pymongo command monitoring): {own:.2f} on the "
-                  f"job's path, {periodic:.2f} of periodic sweeps; by store call: command")
+            print(
+                f"  store commands per job (pymongo command monitoring): {own:.2f} on the "
+                f"job's path, {periodic:.2f} of periodic sweeps; by store call: command"
+            )
             print("\n".join(r.mongo_calls.rows(r.jobs)))
 
 
@@ -693,25 +762,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=4, help="jobs in flight at once")
-    parser.add_argument("--bus", choices=("rabbitmq", "memory"),
-                        help="one configuration only (default: rabbitmq/mongo, rabbitmq/sqlite, "
-                        "memory/sqlite)")
+    parser.add_argument(
+        "--bus",
+        choices=("rabbitmq", "memory"),
+        help="one configuration only (default: rabbitmq/mongo, rabbitmq/sqlite, memory/sqlite)",
+    )
     parser.add_argument("--store", choices=("mongo", "sqlite"))
     parser.add_argument("--pool-size", type=int, default=2, help="scorer worker processes")
     parser.add_argument("--floor-samples", type=int, default=200)
-    parser.add_argument("--lock", choices=("auto", "on", "off"), default="auto",
-                        help="the Mongo store's per-job lock (auto: on FerretDB); off counts the "
-                        "commands real MongoDB gets (FerretDB is then not atomic: counts only)")
-    parser.add_argument("--plots", action="store_true",
-                        help="the scorer renders its PNG plots (~150 ms CPU a job: scoring work, "
-                        "off by default so the chain measures the platform)")
-    parser.add_argument("--metrics", action="store_true",
-                        help="the services record Prometheus metrics, as serve does")
+    parser.add_argument(
+        "--lock",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the Mongo store's per-job lock (auto: on FerretDB); off counts the "
+        "commands real MongoDB gets (FerretDB is then not atomic: counts only)",
+    )
+    parser.add_argument(
+        "--plots",
+        action="store_true",
+        help="the scorer renders its PNG plots (~150 ms CPU a job: scoring work, "
+        "off by default so the chain measures the platform)",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="the services record Prometheus metrics, as serve does",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per wait")
-    parser.add_argument("--rabbit-url", default=os.environ.get(
-        "AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
-    parser.add_argument("--mongo-url", default=os.environ.get(
-        "AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017"))
+    parser.add_argument(
+        "--rabbit-url",
+        default=os.environ.get(
+            "AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"
+        ),
+    )
+    parser.add_argument(
+        "--mongo-url",
+        default=os.environ.get("AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017"),
+    )
     args = parser.parse_args()
     if args.bus or args.store:
         bus = args.bus or ("rabbitmq" if args.store == "mongo" else "memory")

@@ -81,12 +81,15 @@ def sklearn_metrics(y_true: Any, y_pred: Any) -> tuple[float, float]:
         return float(f1), float(accuracy_score(y_true, y_pred))
 
 
-def compare(path: str, ours: Callable[[], tuple[float, float]],
-            theirs: Callable[[], tuple[float, float]]) -> Row:
+def compare(
+    path: str, ours: Callable[[], tuple[float, float]], theirs: Callable[[], tuple[float, float]]
+) -> Row:
     our_values, ours_s = timed(ours)
     their_values, sklearn_s = timed(theirs)
-    print(f"  {path}: ours f1={our_values[0]!r} acc={our_values[1]!r}; "
-          f"sklearn f1={their_values[0]!r} acc={their_values[1]!r}")
+    print(
+        f"  {path}: ours f1={our_values[0]!r} acc={our_values[1]!r}; "
+        f"sklearn f1={their_values[0]!r} acc={their_values[1]!r}"
+    )
     return Row(path, ours_s, sklearn_s, our_values == their_values)
 
 
@@ -100,21 +103,33 @@ def main() -> None:
 
     y_true, y_pred = make_codes(args.rows, args.classes, args.seed)
     print(f"{args.rows:,} rows x {args.classes:,} classes, seed {args.seed}")
-    rows = [compare("int codes", lambda: ours_from_codes(y_true, y_pred, args.classes),
-                    lambda: sklearn_metrics(y_true, y_pred))]
+    rows = [
+        compare(
+            "int codes",
+            lambda: ours_from_codes(y_true, y_pred, args.classes),
+            lambda: sklearn_metrics(y_true, y_pred),
+        )
+    ]
     if not args.skip_strings:
         names = np.array([f"class_{i:04d}" for i in range(args.classes)], dtype=object)
         true_obj, pred_obj = names[y_true], names[y_pred]
         gt = pa.chunked_array([pa.array(true_obj, type=pa.string())])
         pred = pa.chunked_array([pa.array(pred_obj, type=pa.string())])
-        rows.append(compare("strings", lambda: ours_from_strings(gt, pred),
-                            lambda: sklearn_metrics(true_obj, pred_obj)))
+        rows.append(
+            compare(
+                "strings",
+                lambda: ours_from_strings(gt, pred),
+                lambda: sklearn_metrics(true_obj, pred_obj),
+            )
+        )
 
     print(f"\n{'path':<10} {'ours s':>9} {'sklearn s':>10} {'ratio':>7}  identical")
     for row in rows:
         ratio = row.ours_s / row.sklearn_s
-        print(f"{row.path:<10} {row.ours_s:>9.3f} {row.sklearn_s:>10.3f} {ratio:>7.4f}  "
-              f"{row.identical}")
+        print(
+            f"{row.path:<10} {row.ours_s:>9.3f} {row.sklearn_s:>10.3f} {ratio:>7.4f}  "
+            f"{row.identical}"
+        )
     if not all(row.identical for row in rows):
         raise SystemExit("values differ from scikit-learn")
 

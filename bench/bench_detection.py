@@ -49,8 +49,14 @@ def make_ground_truth(rng: np.random.Generator, n_images: int, per_image: float)
     crowd = rng.random(n) < 0.01
     boxes = np.round(np.stack([x, y, w, h], axis=1), 2)
     annotations = [
-        {"id": i + 1, "image_id": int(im), "category_id": int(c), "bbox": b, "iscrowd": int(cr),
-         "area": float(b[2] * b[3] * 0.8)}
+        {
+            "id": i + 1,
+            "image_id": int(im),
+            "category_id": int(c),
+            "bbox": b,
+            "iscrowd": int(cr),
+            "area": float(b[2] * b[3] * 0.8),
+        }
         for i, (im, c, b, cr) in enumerate(zip(image, category, boxes.tolist(), crowd, strict=True))
     ]
     return {
@@ -75,8 +81,12 @@ def make_detections(
     n_false = n_dets - n_true
     side = np.exp(rng.uniform(np.log(4.0), np.log(300.0), n_false))
     false_boxes = np.stack(
-        [rng.uniform(0, 600, n_false), rng.uniform(0, 440, n_false), side,
-         side * rng.uniform(0.5, 2, n_false)],
+        [
+            rng.uniform(0, 600, n_false),
+            rng.uniform(0, 440, n_false),
+            side,
+            side * rng.uniform(0.5, 2, n_false),
+        ],
         axis=1,
     )
     image = np.concatenate([true_image, rng.integers(1, len(gt["images"]) + 1, n_false)])
@@ -85,8 +95,12 @@ def make_detections(
     boxes = np.round(np.vstack([true_boxes, false_boxes]), 2)
     order = rng.permutation(n_dets)
     return [
-        {"image_id": int(image[i]), "category_id": int(category[i]), "bbox": boxes[i].tolist(),
-         "score": float(score[i])}
+        {
+            "image_id": int(image[i]),
+            "category_id": int(category[i]),
+            "bbox": boxes[i].tolist(),
+            "score": float(score[i]),
+        }
         for i in order
     ]
 
@@ -124,16 +138,26 @@ def bench(gt: dict[str, Any], dts: list[dict[str, Any]], label: str) -> bool:
     our_stats, our_parse, our_eval = run_ours(gt, dts)
     diff = float(np.max(np.abs(ref_stats - our_stats)))
     ok = diff <= TOLERANCE
-    print(f"\n== {label}: {len(gt['images'])} images, {len(gt['annotations'])} gt, "
-          f"{len(dts)} detections")
-    print(f"pycocotools  COCO()+loadRes {ref_load:7.2f} s   "
-          f"evaluate+accumulate+summarize {ref_eval:7.2f} s")
-    print(f"ours         parse          {our_parse:7.2f} s   "
-          f"evaluate+summarize            {our_eval:7.2f} s")
-    print(f"ratio ours/pycocotools: evaluation {our_eval / ref_eval:.3f}, "
-          f"with loading {(our_parse + our_eval) / (ref_load + ref_eval):.3f}")
-    print(f"AP {our_stats[0]:.6f}  AP50 {our_stats[1]:.6f}  max |diff| over 12 stats {diff:.2e}  "
-          f"{'OK' if ok else 'MISMATCH'}")
+    print(
+        f"\n== {label}: {len(gt['images'])} images, {len(gt['annotations'])} gt, "
+        f"{len(dts)} detections"
+    )
+    print(
+        f"pycocotools  COCO()+loadRes {ref_load:7.2f} s   "
+        f"evaluate+accumulate+summarize {ref_eval:7.2f} s"
+    )
+    print(
+        f"ours         parse          {our_parse:7.2f} s   "
+        f"evaluate+summarize            {our_eval:7.2f} s"
+    )
+    print(
+        f"ratio ours/pycocotools: evaluation {our_eval / ref_eval:.3f}, "
+        f"with loading {(our_parse + our_eval) / (ref_load + ref_eval):.3f}"
+    )
+    print(
+        f"AP {our_stats[0]:.6f}  AP50 {our_stats[1]:.6f}  max |diff| over 12 stats {diff:.2e}  "
+        f"{'OK' if ok else 'MISMATCH'}"
+    )
     return ok
 
 
@@ -142,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 images instead of 5,000")
     parser.add_argument("--images", type=int, default=None, help="number of images")
     parser.add_argument("--seed", type=int, default=2017)
-    parser.add_argument("--dets", type=int, nargs="*", default=None,
-                        help="detections per run (default: 7.4 and 74 per image)")
+    parser.add_argument(
+        "--dets",
+        type=int,
+        nargs="*",
+        default=None,
+        help="detections per run (default: 7.4 and 74 per image)",
+    )
     args = parser.parse_args(argv)
     n_images = args.images or (1000 if args.quick else 5000)
     rng = np.random.default_rng(args.seed)

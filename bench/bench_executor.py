@@ -34,8 +34,11 @@ IMAGE = "autoscorer-test/busybox:1"
 async def time_executor(executor: DockerExecutor, root: Path) -> float:
     ws_root = root / uuid.uuid4().hex[:8]
     (ws_root / "input").mkdir(parents=True)
-    spec = JobSpec(job_id=f"bench-{uuid.uuid4().hex[:12]}", scorer="none",
-                   container={"image": IMAGE, "cmd": ["true"]})
+    spec = JobSpec(
+        job_id=f"bench-{uuid.uuid4().hex[:12]}",
+        scorer="none",
+        container={"image": IMAGE, "cmd": ["true"]},
+    )
     start = time.perf_counter()
     outcome = await executor.run(spec, Workspace(ws_root))
     elapsed = time.perf_counter() - start
@@ -47,8 +50,15 @@ async def time_executor(executor: DockerExecutor, root: Path) -> float:
 async def time_docker_run() -> float:
     start = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        "docker", "run", "--rm", "--network", "none", IMAGE, "true",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "true",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()
     elapsed = time.perf_counter() - start

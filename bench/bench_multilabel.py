@@ -35,13 +35,14 @@ def main() -> None:
         keys = keys_of(true_rows, true_codes, pred_rows, pred_codes, n_rows=n, n_labels=width)
         metrics = multilabel_metrics(names, keys)
         return [metrics[f"f1_{a}"] for a in AVERAGES] + [
-            metrics["hamming_loss"], metrics["subset_accuracy"]]
+            metrics["hamming_loss"],
+            metrics["subset_accuracy"],
+        ]
 
     def theirs() -> list[float]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            f1 = [precision_recall_fscore_support(truth, predicted, average=a)[2]
-                  for a in AVERAGES]
+            f1 = [precision_recall_fscore_support(truth, predicted, average=a)[2] for a in AVERAGES]
         return [*f1, hamming_loss(truth, predicted), accuracy_score(truth, predicted)]
 
     compare(f"{n:,} rows x {width} labels", ours, theirs, args.repeat)

@@ -27,9 +27,12 @@ def main() -> None:
         metrics = ordinal_metrics(codes_true, codes_pred, n_classes)
         return [metrics[name] for name in WEIGHTS]
 
-    compare(f"{args.rows:,} rows, 6 ratings", ours,
-            lambda: [cohen_kappa_score(y_true, y_pred, weights=w) for w in WEIGHTS.values()],
-            args.repeat)
+    compare(
+        f"{args.rows:,} rows, 6 ratings",
+        ours,
+        lambda: [cohen_kappa_score(y_true, y_pred, weights=w) for w in WEIGHTS.values()],
+        args.repeat,
+    )
 
 
 if __name__ == "__main__":

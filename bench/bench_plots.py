@@ -44,8 +44,9 @@ from shared.report import write_report
 from shared.workspace import Workspace
 
 
-def cached_workspace(name: str, write: Callable[[Path, np.random.Generator], None],
-                     seed: int) -> Path:
+def cached_workspace(
+    name: str, write: Callable[[Path, np.random.Generator], None], seed: int
+) -> Path:
     """``bench/.data/<name>`` with input/ and output/ filled by ``write`` once."""
     root = DATA / name
     if not (root / "done").is_file():
@@ -61,8 +62,10 @@ def regression_workspace(rows: int, seed: int) -> Path:
         y_true = rng.normal(50.0, 20.0, rows)
         y_pred = y_true + rng.normal(0.0, 5.0, rows)
         ids = make_ids(rows, "prefixed")
-        for path, values in ((root / "input" / "gt.csv", y_true),
-                             (root / "output" / "pred.csv", y_pred)):
+        for path, values in (
+            (root / "input" / "gt.csv", y_true),
+            (root / "output" / "pred.csv", y_pred),
+        ):
             write_csv(path, ids, pa.array(np.round(values, 4)).cast(pa.string()))
 
     return cached_workspace(f"plots-regression-{rows}-{seed}", write, seed)
@@ -127,11 +130,13 @@ def measure(label: str, name: str, root: Path, repeat: int, bound: float) -> boo
     ratio = (cpu_off + plots_cpu) / cpu_off
     ok = ratio <= 1 + bound
     n_plots = sum(a.media_type == "image/png" for a in result.artifacts.values())
-    print(f"{label:<15} scoring {cpu_off:5.2f} s CPU, {n_plots} plots {plots_cpu:5.2f} s CPU: "
-          f"ratio {ratio:5.3f} {'OK' if ok else 'OVER'} (bound {1 + bound:.2f}) | whole runs "
-          f"off/on: CPU {cpu_off:5.2f}/{cpu_on:5.2f} s ({cpu_on / cpu_off:5.3f}), wall "
-          f"{wall_off:5.2f}/{wall_on:5.2f} s ({wall_on / wall_off:5.3f}) | report.html "
-          f"{report_s:5.2f} s")
+    print(
+        f"{label:<15} scoring {cpu_off:5.2f} s CPU, {n_plots} plots {plots_cpu:5.2f} s CPU: "
+        f"ratio {ratio:5.3f} {'OK' if ok else 'OVER'} (bound {1 + bound:.2f}) | whole runs "
+        f"off/on: CPU {cpu_off:5.2f}/{cpu_on:5.2f} s ({cpu_on / cpu_off:5.3f}), wall "
+        f"{wall_off:5.2f}/{wall_on:5.2f} s ({wall_on / wall_off:5.3f}) | report.html "
+        f"{report_s:5.2f} s"
+    )
     return ok
 
 
@@ -147,12 +152,17 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     pyplot()
-    print(f"matplotlib import (once per worker, not in the ratios): "
-          f"{time.perf_counter() - started:.2f} s")
+    print(
+        f"matplotlib import (once per worker, not in the ratios): "
+        f"{time.perf_counter() - started:.2f} s"
+    )
     print("preparing inputs (cached in bench/.data/) ...", flush=True)
     cases = [
-        ("classification", "classification_f1",
-         make_data(rows, 1000, args.seed, "prefixed") / "same"),
+        (
+            "classification",
+            "classification_f1",
+            make_data(rows, 1000, args.seed, "prefixed") / "same",
+        ),
         ("detection", "detection_map", detection_workspace(images, 2017)),
         ("regression", "regression_rmse", regression_workspace(rows, args.seed)),
     ]

@@ -50,14 +50,15 @@ def sklearn(data: Scores) -> dict[str, float]:
     if len(data.classes) == 2:
         values["roc_auc"] = roc_auc_score(labels, proba[:, 1])
         values["average_precision"] = average_precision_score(
-            labels, proba[:, 1], pos_label=data.classes[1])
+            labels, proba[:, 1], pos_label=data.classes[1]
+        )
         return values
     values["roc_auc"] = roc_auc_score(labels, proba, multi_class="ovr")
     values["average_precision"] = average_precision_score(labels, proba)
-    values["roc_auc_weighted"] = roc_auc_score(labels, proba, multi_class="ovr",
-                                               average="weighted")
-    values["average_precision_weighted"] = average_precision_score(labels, proba,
-                                                                   average="weighted")
+    values["roc_auc_weighted"] = roc_auc_score(labels, proba, multi_class="ovr", average="weighted")
+    values["average_precision_weighted"] = average_precision_score(
+        labels, proba, average="weighted"
+    )
     return values
 
 
@@ -65,8 +66,12 @@ def main() -> None:
     args = arguments(__doc__, 2_000_000, classes=5)
     for classes in (2, args.classes):
         data = make(args.rows, classes, args.seed)
-        compare(f"{args.rows:,} rows x {classes} classes", lambda: ours(data),  # noqa: B023
-                lambda: sklearn(data), args.repeat)  # noqa: B023
+        compare(
+            f"{args.rows:,} rows x {classes} classes",
+            lambda: ours(data),  # noqa: B023
+            lambda: sklearn(data),  # noqa: B023
+            args.repeat,
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,14 @@ from services.scorer.builtin.regression import regression_metrics
 from shared.models import MetricValue
 
 REFERENCE = {
-    "rmse": root_mean_squared_error, "mse": mean_squared_error, "mae": mean_absolute_error,
-    "r2": r2_score, "mape": mean_absolute_percentage_error, "rmsle": root_mean_squared_log_error,
-    "median_ae": median_absolute_error, "explained_variance": explained_variance_score,
+    "rmse": root_mean_squared_error,
+    "mse": mean_squared_error,
+    "mae": mean_absolute_error,
+    "r2": r2_score,
+    "mape": mean_absolute_percentage_error,
+    "rmsle": root_mean_squared_log_error,
+    "median_ae": median_absolute_error,
+    "explained_variance": explained_variance_score,
 }
 
 
@@ -41,10 +46,12 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     y_true = rng.gamma(2.0, 50.0, args.rows)
     y_pred = np.abs(y_true + rng.standard_normal(args.rows) * 10)
-    compare(f"{args.rows:,} rows, 8 metrics",
-            lambda: _reported(regression_metrics(y_true, y_pred)),
-            lambda: {name: fn(y_true, y_pred) for name, fn in REFERENCE.items()},
-            args.repeat)
+    compare(
+        f"{args.rows:,} rows, 8 metrics",
+        lambda: _reported(regression_metrics(y_true, y_pred)),
+        lambda: {name: fn(y_true, y_pred) for name, fn in REFERENCE.items()},
+        args.repeat,
+    )
 
 
 if __name__ == "__main__":

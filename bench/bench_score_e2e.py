@@ -121,8 +121,9 @@ def best_of(repeat: int, command: list[str], before: Path | None = None) -> Run:
         if before is not None:
             before.unlink(missing_ok=True)
         runs.append(measure(command))
-    return Run(min(r.wall_s for r in runs), min(r.cpu_s for r in runs),
-               max(r.peak_rss_mib for r in runs))
+    return Run(
+        min(r.wall_s for r in runs), min(r.cpu_s for r in runs), max(r.peak_rss_mib for r in runs)
+    )
 
 
 def score_command(mode: str, workspace: Path) -> list[str]:
@@ -145,12 +146,17 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", choices=("cli", "python"), default="cli")
-    parser.add_argument("--ids", choices=("prefixed", "padded", "int"), default="prefixed",
-                        help="id0, id1, ... / id00000000, ... / 0, 1, ... (see make_ids)")
+    parser.add_argument(
+        "--ids",
+        choices=("prefixed", "padded", "int"),
+        default="prefixed",
+        help="id0, id1, ... / id00000000, ... / 0, 1, ... (see make_ids)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--cases", nargs="+", choices=("same", "shuffled"),
-                        default=["same", "shuffled"])
+    parser.add_argument(
+        "--cases", nargs="+", choices=("same", "shuffled"), default=["same", "shuffled"]
+    )
     args = parser.parse_args()
     mode = args.mode
     if mode == "cli" and not CLI.is_file():
@@ -163,26 +169,34 @@ def main() -> None:
     # the data is made in a child so that this process stays small: a child's peak RSS can
     # include what its parent held when it was forked
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bench.bench_score_e2e", "--prepare-only", *sys.argv[1:]],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench.bench_score_e2e", "--prepare-only", *sys.argv[1:]], check=True
+    )
     root = make_data(args.rows, args.classes, args.seed, args.ids)  # already there
     print(f"data in {root} ({time.perf_counter() - started:.1f}s to prepare)")
-    header = (f"{'case':<9} {'rows':>11} {'score s':>8} {'cpu s':>6} {'MiB':>6} "
-              f"{'read s':>7} {'cpu s':>6} {'MiB':>6} {'wall ratio':>10} {'cpu ratio':>9}")
+    header = (
+        f"{'case':<9} {'rows':>11} {'score s':>8} {'cpu s':>6} {'MiB':>6} "
+        f"{'read s':>7} {'cpu s':>6} {'MiB':>6} {'wall ratio':>10} {'cpu ratio':>9}"
+    )
     lines = []
     for case in args.cases:
         workspace = root / case
         files = [str(workspace / "input" / "gt.csv"), str(workspace / "output" / "pred.csv")]
-        score = best_of(args.repeat, score_command(mode, workspace),
-                        before=workspace / "output" / "result.json")
+        score = best_of(
+            args.repeat, score_command(mode, workspace), before=workspace / "output" / "result.json"
+        )
         read = best_of(args.repeat, [sys.executable, "-c", READ_ONLY, *files])
-        lines.append(f"{case:<9} {args.rows:>11,} {score.wall_s:>8.2f} {score.cpu_s:>6.2f} "
-                     f"{score.peak_rss_mib:>6.0f} {read.wall_s:>7.2f} {read.cpu_s:>6.2f} "
-                     f"{read.peak_rss_mib:>6.0f} {score.wall_s / read.wall_s:>10.2f} "
-                     f"{score.cpu_s / read.cpu_s:>9.2f}")
+        lines.append(
+            f"{case:<9} {args.rows:>11,} {score.wall_s:>8.2f} {score.cpu_s:>6.2f} "
+            f"{score.peak_rss_mib:>6.0f} {read.wall_s:>7.2f} {read.cpu_s:>6.2f} "
+            f"{read.peak_rss_mib:>6.0f} {score.wall_s / read.wall_s:>10.2f} "
+            f"{score.cpu_s / read.cpu_s:>9.2f}"
+        )
         print(f"  {case}: scorer's own timing: {scorer_timing(workspace) or 'n/a'}")
-    print(f"\nmode={mode}; per child process, best of {args.repeat}: wall seconds, CPU seconds "
-          "(user+system), peak RSS\n")
+    print(
+        f"\nmode={mode}; per child process, best of {args.repeat}: wall seconds, CPU seconds "
+        "(user+system), peak RSS\n"
+    )
     print(header)
     print("\n".join(lines))
 

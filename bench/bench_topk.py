@@ -25,10 +25,12 @@ def main() -> None:
     scores = np.round(scores, 3)
     data = Scores([f"c{i:04d}" for i in range(args.classes)], y, scores)
     labels = np.arange(args.classes)
-    compare(f"{args.rows:,} rows x {args.classes} classes, k={args.k}",
-            lambda: list(top_k_metrics(data, args.k).values())[:2],
-            lambda: [top_k_accuracy_score(y, scores, k=k, labels=labels) for k in (args.k, 1)],
-            args.repeat)
+    compare(
+        f"{args.rows:,} rows x {args.classes} classes, k={args.k}",
+        lambda: list(top_k_metrics(data, args.k).values())[:2],
+        lambda: [top_k_accuracy_score(y, scores, k=k, labels=labels) for k in (args.k, 1)],
+        args.repeat,
+    )
 
 
 if __name__ == "__main__":

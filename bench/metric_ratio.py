@@ -27,8 +27,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - started
 
 
-def compare(label: str, ours: Callable[[], Any], theirs: Callable[[], Any],
-            repeat: int = 1) -> None:
+def compare(
+    label: str, ours: Callable[[], Any], theirs: Callable[[], Any], repeat: int = 1
+) -> None:
     """Time both ``repeat`` times, interleaved (the first run of each pays page faults), print
     the best times and their ratio, and exit non-zero unless the values are identical."""
     runs = [(timed(ours), timed(theirs)) for _ in range(repeat)]
@@ -36,8 +37,11 @@ def compare(label: str, ours: Callable[[], Any], theirs: Callable[[], Any],
     ours_s = min(run[0][1] for run in runs)
     theirs_s = min(run[1][1] for run in runs)
     same = our_value == their_value
-    print(f"{label}: ours {ours_s:.3f} s, sklearn {theirs_s:.3f} s, "
-          f"ratio {ours_s / theirs_s:.4f}, identical {same}")
+    print(
+        f"{label}: ours {ours_s:.3f} s, sklearn {theirs_s:.3f} s, "
+        f"ratio {ours_s / theirs_s:.4f}, identical {same}"
+    )
     if not same:
-        raise SystemExit(f"values differ from scikit-learn:\n  ours    {our_value}\n"
-                         f"  sklearn {their_value}")
+        raise SystemExit(
+            f"values differ from scikit-learn:\n  ours    {our_value}\n  sklearn {their_value}"
+        )

@@ -130,15 +130,22 @@ def detection(seed: int) -> None:
 DOCKERFILE = ROOT / "ranking" / "submission" / "Dockerfile"  # stdlib-only participant image
 
 
-def _workspace(name: str, scorer: str, task_type: str, params: dict[str, object],
-               model: dict[str, object]) -> Path:
+def _workspace(
+    name: str, scorer: str, task_type: str, params: dict[str, object], model: dict[str, object]
+) -> Path:
     ws = ROOT / name
     (ws / "submission").mkdir(parents=True, exist_ok=True)
     meta = {
-        "job_id": f"example-{name}", "task_type": task_type, "scorer": scorer, "params": params,
-        "time_limit": 60, "resources": {"cpu": 1, "memory": "512Mi", "gpus": 0},
-        "container": {"image": f"autoscorer-examples/{name}:1",
-                      "cmd": ["python3", "submission/predict.py"]},
+        "job_id": f"example-{name}",
+        "task_type": task_type,
+        "scorer": scorer,
+        "params": params,
+        "time_limit": 60,
+        "resources": {"cpu": 1, "memory": "512Mi", "gpus": 0},
+        "container": {
+            "image": f"autoscorer-examples/{name}:1",
+            "cmd": ["python3", "submission/predict.py"],
+        },
     }
     (ws / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     (ws / "submission" / "model.json").write_text(json.dumps(model, indent=1) + "\n")
@@ -148,29 +155,32 @@ def _workspace(name: str, scorer: str, task_type: str, params: dict[str, object]
 
 def _features(ws: Path, ids: list[str], x: np.ndarray) -> None:
     header = ["id"] + [f"x{j}" for j in range(x.shape[1])]
-    _write_csv(ws / "input" / "data" / "features.csv", header,
-               [[ids[i], *np.round(x[i], 4).tolist()] for i in range(len(ids))])
+    _write_csv(
+        ws / "input" / "data" / "features.csv",
+        header,
+        [[ids[i], *np.round(x[i], 4).tolist()] for i in range(len(ids))],
+    )
 
 
-
-def centroid_classes(name: str, scorer: str, params: dict[str, object], *, n_classes: int,
-                     spread: float, seed: int) -> None:
+def centroid_classes(
+    name: str, scorer: str, params: dict[str, object], *, n_classes: int, spread: float, seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     classes = [f"class_{chr(ord('a') + k)}" for k in range(n_classes)]
     centres = rng.uniform(-3, 3, size=(n_classes, 2))
     train_y = rng.integers(0, n_classes, 600)
     train_x = centres[train_y] + rng.normal(0, spread, (600, 2))
     centroids = [train_x[train_y == k].mean(axis=0).round(4).tolist() for k in range(n_classes)]
-    ws = _workspace(name, scorer, "classification", params,
-                    {"classes": classes, "centroids": centroids})
+    ws = _workspace(
+        name, scorer, "classification", params, {"classes": classes, "centroids": centroids}
+    )
     test_y = rng.integers(0, n_classes, 120)
     test_x = centres[test_y] + rng.normal(0, spread, (120, 2))
     ids = [f"s{i:04d}" for i in range(120)]
     _features(ws, ids, test_x)
-    _write_csv(ws / "input" / "gt.csv", ["id", "label"],
-               [[ids[i], classes[test_y[i]]] for i in range(120)])
-
-
+    _write_csv(
+        ws / "input" / "gt.csv", ["id", "label"], [[ids[i], classes[test_y[i]]] for i in range(120)]
+    )
 
 
 def ordinal(seed: int) -> None:
@@ -182,10 +192,9 @@ def ordinal(seed: int) -> None:
     ws = _workspace("ordinal", "quadratic_weighted_kappa", "ordinal", {}, model)
     ids = [f"r{i:03d}" for i in range(120)]
     _features(ws, ids, x)
-    _write_csv(ws / "input" / "gt.csv", ["id", "label"],
-               [[ids[i], int(rating[i])] for i in range(120)])
-
-
+    _write_csv(
+        ws / "input" / "gt.csv", ["id", "label"], [[ids[i], int(rating[i])] for i in range(120)]
+    )
 
 
 def multilabel(seed: int) -> None:
@@ -197,11 +206,14 @@ def multilabel(seed: int) -> None:
     ws = _workspace("multilabel", "multilabel_f1_micro", "multilabel", {}, model)
     ids = [f"img{i:03d}" for i in range(100)]
     _features(ws, ids, x)
-    _write_csv(ws / "input" / "gt.csv", ["id", "labels"],
-               [[ids[i], " ".join(t for t, on in zip(tags, truth[i], strict=True) if on)]
-                for i in range(100)])
-
-
+    _write_csv(
+        ws / "input" / "gt.csv",
+        ["id", "labels"],
+        [
+            [ids[i], " ".join(t for t, on in zip(tags, truth[i], strict=True) if on)]
+            for i in range(100)
+        ],
+    )
 
 
 def rmsle(seed: int) -> None:
@@ -213,8 +225,11 @@ def rmsle(seed: int) -> None:
     ws = _workspace("rmsle", "regression_rmsle", "regression", {}, model)
     ids = [f"h{i:03d}" for i in range(100)]
     _features(ws, ids, x)
-    _write_csv(ws / "input" / "gt.csv", ["id", "value"],
-               [[ids[i], round(float(price[i]), 2)] for i in range(100)])
+    _write_csv(
+        ws / "input" / "gt.csv",
+        ["id", "value"],
+        [[ids[i], round(float(price[i]), 2)] for i in range(100)],
+    )
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ nice -n 19 bash -c 'for c in compose kubernetes-build image; do
 done' >"$build_log" 2>&1 &
 builds=$!
 
-step "ruff"; .venv/bin/ruff check .
+step "ruff"; .venv/bin/ruff check .; .venv/bin/ruff format --check .
 step "mypy"; .venv/bin/mypy
-step "pytest"; .venv/bin/pytest -m "not broker_restart and not deploy" "$@"
+step "pytest"; .venv/bin/pytest -m "not broker_restart and not deploy" --durations=15 "$@"
 
 step "waiting for the background builds"
 if ! wait "$builds"; then

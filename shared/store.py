@@ -375,9 +375,7 @@ class JobStore(Protocol):
         event id); entries no longer pending are ignored. One round trip when the stored
         entries are the ones given."""
 
-    async def find_pending_outbox(
-        self, *, limit: int = 100, skip: Sequence[str] = ()
-    ) -> list[Job]:
+    async def find_pending_outbox(self, *, limit: int = 100, skip: Sequence[str] = ()) -> list[Job]:
         """Jobs with unpublished outbox entries, least recently updated first, leaving out the
         jobs named in ``skip`` (those a relay backs off, so they cannot fill every batch)."""
 

@@ -566,9 +566,7 @@ class MongoJobStore:
             raise JobNotFoundError(job_id)
         return doc
 
-    async def find_pending_outbox(
-        self, *, limit: int = 100, skip: Sequence[str] = ()
-    ) -> list[Job]:
+    async def find_pending_outbox(self, *, limit: int = 100, skip: Sequence[str] = ()) -> list[Job]:
         query: Document = {"outbox.0": {"$exists": True}}
         if skip:
             query["_id"] = {"$nin": list(skip)}

@@ -532,9 +532,7 @@ class SqliteJobStore:
         event_ids = [entry.event_id for entry in entries]
         return await self._run("pop outbox", self.db.pop_outbox, job_id, event_ids)
 
-    async def find_pending_outbox(
-        self, *, limit: int = 100, skip: Sequence[str] = ()
-    ) -> list[Job]:
+    async def find_pending_outbox(self, *, limit: int = 100, skip: Sequence[str] = ()) -> list[Job]:
         find = self.db.find_pending_outbox
         return await self._run("find pending outbox", find, limit, list(skip))
 

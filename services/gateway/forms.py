@@ -105,9 +105,7 @@ async def _read_parts(
     raise _reject(f"the form has more than {MAX_PARTS} parts")
 
 
-async def read_form(
-    request: web.Request, folder: Path, upload_limit: int, json_limit: int
-) -> Form:
+async def read_form(request: web.Request, folder: Path, upload_limit: int, json_limit: int) -> Form:
     """The form's fields, and its archive saved under ``folder``."""
     try:
         reader = await request.multipart()

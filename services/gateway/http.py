@@ -43,9 +43,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class HttpError(AutoscorerError):
     """An error whose HTTP status is not the one its code implies (405, 413, 415, 422)."""
 
-    def __init__(
-        self, status: int, code: ErrorCode, message: str, **details: Any
-    ) -> None:
+    def __init__(self, status: int, code: ErrorCode, message: str, **details: Any) -> None:
         super().__init__(
             code, message, stage=Stage.VALIDATION, details=details, fault=Fault.PARTICIPANT
         )
@@ -132,7 +130,10 @@ class BoundedAccessLogger(AbstractAccessLogger):
 
 def _unexpected(request: web.Request, exc: Exception) -> web.Response:
     log.error(
-        "unhandled %s on %s %s", type(exc).__name__, request.method, request.path[:200],
+        "unhandled %s on %s %s",
+        type(exc).__name__,
+        request.method,
+        request.path[:200],
         exc_info=exc,
     )
     error = AutoscorerError(

@@ -52,16 +52,24 @@ JSON_ERRORS = (400, 413, 415)
 
 
 def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
 
 
 _TEXT = {"type": "string", "maxLength": MAX_QUERY_VALUE}
 _DATE = {"type": "string", "format": "date-time", "maxLength": MAX_QUERY_VALUE}
 _STATUSES = "|".join(s.value for s in JobStatus)
 LIST_QUERY = [
-    _q("status", {"type": "string", "pattern": f"^({_STATUSES})(,({_STATUSES}))*$"},
-       "comma list of job states"),
+    _q(
+        "status",
+        {"type": "string", "pattern": f"^({_STATUSES})(,({_STATUSES}))*$"},
+        "comma list of job states",
+    ),
     _q("scorer", _TEXT, "scorer name"),
     _q("submitter", _TEXT, "admins only: whose jobs"),
     _q("created_from", _DATE, "inclusive; ISO 8601, UTC when no zone is given"),
@@ -80,8 +88,11 @@ UPLOAD_FORM = {
     "type": "object",
     "required": ["archive"],
     "properties": {
-        "archive": {"type": "string", "format": "binary",
-                    "description": "tar, tar.gz, tar.bz2, tar.xz or zip of a workspace"},
+        "archive": {
+            "type": "string",
+            "format": "binary",
+            "description": "tar, tar.gz, tar.bz2, tar.xz or zip of a workspace",
+        },
         "spec": {"type": "string", "description": "a JobSpec as JSON text"},
         "priority": {"type": "string", "pattern": "^[0-9]$"},
         "callback_url": {"type": "string", "maxLength": 2048},
@@ -115,11 +126,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         upload=True,
         headers=(IDEMPOTENCY_KEY,),
     ),
-    ("GET", "/v1/jobs"): Op("List jobs, newest first.", (200, 400, *_AUTH),
-                            query=tuple(LIST_QUERY)),
+    ("GET", "/v1/jobs"): Op(
+        "List jobs, newest first.", (200, 400, *_AUTH), query=tuple(LIST_QUERY)
+    ),
     ("GET", "/v1/jobs/{job_id}"): Op(
         "One job with its status history; while queued, 'queue' (a QueuePosition): its place "
-        "on its backend and an estimated start.", (200, 404, *_AUTH)
+        "on its backend and an estimated start.",
+        (200, 404, *_AUTH),
     ),
     ("GET", "/v1/jobs/{job_id}/result"): Op(
         "The job's Result (its newest; 'version' counts them).", (200, 404, *_AUTH)
@@ -131,22 +144,26 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/jobs/{job_id}/report"): Op(
         "The job's report: one self-contained HTML page (score, metrics, plots, timing, "
         "resources, error, provenance); same access as the result.",
-        (200, 404, *_AUTH), files=("text/html",),
+        (200, 404, *_AUTH),
+        files=("text/html",),
     ),
     ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): Op(
         "One artifact the result lists (e.g. a plot), by name, while its bytes match the "
         "result's sha256; same access as the result.",
-        (200, 404, *_AUTH), files=(*sorted(INLINE_TYPES), "application/octet-stream"),
+        (200, 404, *_AUTH),
+        files=(*sorted(INLINE_TYPES), "application/octet-stream"),
     ),
     ("GET", "/v1/jobs/{job_id}/logs"): Op(
-        "The last lines of the job's container log.", (200, 400, 404, *_AUTH),
+        "The last lines of the job's container log.",
+        (200, 400, 404, *_AUTH),
         query=(_q("tail", {"type": "integer", "minimum": 1, "maximum": 5000}, "lines"),),
     ),
     ("POST", "/v1/jobs/{job_id}/cancel"): Op(
         "Ask for cancellation of an active job.", (202, 404, 409, *JSON_ERRORS, *_AUTH)
     ),
     ("POST", "/v1/jobs/{job_id}/rescore"): Op(
-        "Score a finished job again.", (202, 400, 404, 409, *JSON_ERRORS, *_AUTH),
+        "Score a finished job again.",
+        (202, 400, 404, 409, *JSON_ERRORS, *_AUTH),
         query=(_q("reason", {"type": "string", "maxLength": MAX_REASON}, "why"),),
     ),
     ("GET", "/v1/queue"): Op(
@@ -157,27 +174,32 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/scorers"): Op("Registered scorers with metadata and load errors.", (200, *_AUTH)),
     ("POST", "/v1/scorers/load"): Op(
         "Admin: load a scorer file ({filename, source}) everywhere.",
-        (200, *JSON_ERRORS, *_ADMIN), body=LoadRequest,
+        (200, *JSON_ERRORS, *_ADMIN),
+        body=LoadRequest,
     ),
     ("POST", "/v1/scorers/reload"): Op(
         "Admin: reload a scorer file everywhere.", (200, *JSON_ERRORS, *_ADMIN), body=LoadRequest
     ),
     ("POST", "/v1/scorers/test"): Op(
         "Admin: score a workspace with a scorer without writing.",
-        (200, 404, *JSON_ERRORS, *_ADMIN), body=TestRequest,
+        (200, 404, *JSON_ERRORS, *_ADMIN),
+        body=TestRequest,
     ),
     ("GET", "/v1/scorers/watch"): Op("Admin: watched scorer files.", (200, *_ADMIN)),
     ("POST", "/v1/scorers/watch"): Op(
         "Admin: reload a loaded scorer file whenever it changes.",
-        (200, 404, *JSON_ERRORS, *_ADMIN), body=WatchRequest,
+        (200, 404, *JSON_ERRORS, *_ADMIN),
+        body=WatchRequest,
     ),
     ("DELETE", "/v1/scorers/watch"): Op(
-        "Admin: stop watching (?filename=).", (200, 404, *JSON_ERRORS, *_ADMIN),
+        "Admin: stop watching (?filename=).",
+        (200, 404, *JSON_ERRORS, *_ADMIN),
         query=(_q("filename", _TEXT, "the watched file"),),
     ),
     ("POST", "/v1/webhooks"): Op(
         "Subscribe a URL to event types; the answer holds the signing secret (shown once).",
-        (201, *JSON_ERRORS, *_AUTH), body=SubscribeRequest,
+        (201, *JSON_ERRORS, *_AUTH),
+        body=SubscribeRequest,
     ),
     ("GET", "/v1/webhooks"): Op("Your webhook subscriptions (admins: all).", (200, *_AUTH)),
     ("GET", "/v1/webhooks/{sub_id}"): Op("One subscription.", (200, 404, *_AUTH)),
@@ -199,8 +221,19 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 }
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
-    JobSpec, Result, Job, ErrorInfo, ScorerInfo, SubmitRequest, SubmitFields, LoadRequest,
-    TestRequest, WatchRequest, SubscribeRequest, QueuePosition, BackendQueueInfo,
+    JobSpec,
+    Result,
+    Job,
+    ErrorInfo,
+    ScorerInfo,
+    SubmitRequest,
+    SubmitFields,
+    LoadRequest,
+    TestRequest,
+    WatchRequest,
+    SubscribeRequest,
+    QueuePosition,
+    BackendQueueInfo,
 )
 ENVELOPES = {
     "Success": {
@@ -232,8 +265,9 @@ def _schemas(extra: tuple[type[BaseModel], ...]) -> dict[str, Any]:
 def _response(status: int, op: Op) -> dict[str, Any]:
     envelope = "Success" if status < 400 else "Failure"
     if op.files and status < 400:
-        content = {m: {"schema": {} if m.endswith("json") else {"type": "string"}}
-                   for m in op.files}
+        content = {
+            m: {"schema": {} if m.endswith("json") else {"type": "string"}} for m in op.files
+        }
         return {"description": REASONS[status], "content": content}
     if not op.enveloped and op.media != "application/json":
         text = {op.media: {"schema": {"type": "string"}}}
@@ -255,8 +289,12 @@ def _request_body(op: Op) -> dict[str, Any] | None:
 def _parameters(path: str, op: Op) -> list[dict[str, Any]]:
     names = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
     params = [
-        {"name": n, "in": "path", "required": True,
-         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_JOB_ID}}
+        {
+            "name": n,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_JOB_ID},
+        }
         for n in names
     ]
     return [*params, *op.query, *op.headers]

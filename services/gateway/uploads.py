@@ -166,9 +166,10 @@ def _decompressed(archive: Path) -> io.BufferedIOBase:
 
 
 def _extract_tar(archive: Path, budget: _Budget) -> None:
-    with _decompressed(archive) as stream, tarfile.open(
-        fileobj=cast(IO[bytes], stream), mode="r|", tarinfo=_SafeTarInfo
-    ) as tar:
+    with (
+        _decompressed(archive) as stream,
+        tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|", tarinfo=_SafeTarInfo) as tar,
+    ):
         for member in tar:
             path = _safe_name(member.name, budget.limits.max_depth)
             if member.isdir():

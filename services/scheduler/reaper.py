@@ -42,6 +42,7 @@ from shared.supervise import guarded
 
 log = logging.getLogger(__name__)
 
+
 async def reap_overdue(ctx: Context, *, limit: int = 100) -> int:
     """Move every job the store reports past its deadline; returns how many moved."""
     await give_deadlines(ctx, limit=limit)

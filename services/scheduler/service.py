@@ -38,6 +38,7 @@ from shared.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
+
 async def _on_rescore_requested(ctx: Context, event: RescoreRequested) -> None:
     await rescore(ctx, event.job_id, event_id=str(event.event_id), reason=event.reason)
 

@@ -43,14 +43,16 @@ def _result_file(ws: Workspace) -> Result:
     data = read_bounded(ws.root, relative, "output", MAX_RESULT_BYTES)
     if data is None:
         message = f"{relative} is missing (score the workspace first)"
-        raise validation_error(ErrorCode.MISSING_FILE, message, fault=Fault.ORGANISER,
-                               path=relative)
+        raise validation_error(
+            ErrorCode.MISSING_FILE, message, fault=Fault.ORGANISER, path=relative
+        )
     try:
         return Result.model_validate_json(data)
     except ValidationError as exc:
         message = f"{relative} is not a result ({exc.error_count()} problems)"
-        raise validation_error(ErrorCode.PARSE_ERROR, message, fault=Fault.ORGANISER,
-                               path=relative) from exc
+        raise validation_error(
+            ErrorCode.PARSE_ERROR, message, fault=Fault.ORGANISER, path=relative
+        ) from exc
 
 
 def _spec_facts(ws: Workspace) -> dict[str, str]:

@@ -77,9 +77,13 @@ def _records(rows: list[dict[str, object]]) -> str:
 def _cell(value: object) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f'<td class="n" title="{_text(value)}">{_number(value)}</td>'
-    if isinstance(value, list) and value and all(
-        isinstance(row, dict) and not any(isinstance(v, dict | list) for v in row.values())
-        for row in value
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(row, dict) and not any(isinstance(v, dict | list) for v in row.values())
+            for row in value
+        )
     ):
         return _records(value)
     if isinstance(value, dict | list):
@@ -95,12 +99,12 @@ def _table(rows: Iterable[tuple[object, object]], head: tuple[str, str] | None =
     parts = ["<table>"]
     if head is not None:
         parts.append(f"<tr><th>{_text(head[0])}</th><th>{_text(head[1])}</th></tr>")
-    parts.extend(f"<tr><th>{_text(key)}</th>{_cell(value)}</tr>" for key, value in
-                 items[:MAX_ROWS])
+    parts.extend(f"<tr><th>{_text(key)}</th>{_cell(value)}</tr>" for key, value in items[:MAX_ROWS])
     parts.append("</table>")
     if len(items) > MAX_ROWS:
-        parts.append(f'<p class="muted">{MAX_ROWS} of {len(items)} rows shown; '
-                     "all are in result.json</p>")
+        parts.append(
+            f'<p class="muted">{MAX_ROWS} of {len(items)} rows shown; all are in result.json</p>'
+        )
     return "".join(parts)
 
 
@@ -126,8 +130,10 @@ def _header(data: ReportData) -> str:
     shown = f'<div class="score">{_number(score)}</div>' if score is not None else ""
     summary = _table(result.summary.items(), ("summary", "value")) if result.summary else ""
     facts = _table(data.facts.items()) if data.facts else ""
-    return (f"<h1>Job {_text(data.title)} — {status}</h1>"
-            f'<div class="card">{shown}{summary}{facts}</div>')
+    return (
+        f"<h1>Job {_text(data.title)} — {status}</h1>"
+        f'<div class="card">{shown}{summary}{facts}</div>'
+    )
 
 
 def _error(data: ReportData) -> str:
@@ -135,8 +141,11 @@ def _error(data: ReportData) -> str:
     if error is None:
         return ""
     rows: list[tuple[str, object]] = [
-        ("code", error.code.value), ("stage", error.stage.value), ("fault", error.fault.value),
-        ("retryable", error.retryable), ("message", error.message),
+        ("code", error.code.value),
+        ("stage", error.stage.value),
+        ("fault", error.fault.value),
+        ("retryable", error.retryable),
+        ("message", error.message),
     ]
     body = f'<div class="card">{_table(rows)}'
     if error.details:
@@ -153,15 +162,19 @@ def _metrics(data: ReportData) -> str:
     body = _table(scalars, ("metric", "value")) if scalars else '<p class="muted">none</p>'
     for name, value in data.result.metrics.items():
         if isinstance(value, dict):
-            body += (f"<details><summary>{_text(name)} ({len(value)})</summary>"
-                     f"{_table(value.items())}</details>")
+            body += (
+                f"<details><summary>{_text(name)} ({len(value)})</summary>"
+                f"{_table(value.items())}</details>"
+            )
     return _section("Metrics", body)
 
 
 def _image(data: ReportData, name: str, artifact: Artifact) -> str:
-    caption = (f"<figcaption><b>{_text(name)}</b> — {_text(artifact.description)}<br>"
-               f"<code>{_text(artifact.path)}</code> · {artifact.size} bytes · sha256 "
-               f"<code>{_text(artifact.sha256)}</code></figcaption>")
+    caption = (
+        f"<figcaption><b>{_text(name)}</b> — {_text(artifact.description)}<br>"
+        f"<code>{_text(artifact.path)}</code> · {artifact.size} bytes · sha256 "
+        f"<code>{_text(artifact.sha256)}</code></figcaption>"
+    )
     raw = None
     if data.root is not None:
         raw = read_bounded(data.root, artifact.path, "output", MAX_IMAGE_BYTES)
@@ -171,8 +184,9 @@ def _image(data: ReportData, name: str, artifact: Artifact) -> str:
         problem = "the file does not match the sha256 in the result; not shown"
     else:
         encoded = base64.b64encode(raw).decode("ascii")
-        return (f'<figure><img src="data:{PNG};base64,{encoded}" alt="{_text(name)}">'
-                f"{caption}</figure>")
+        return (
+            f'<figure><img src="data:{PNG};base64,{encoded}" alt="{_text(name)}">{caption}</figure>'
+        )
     return f'<figure><p class="warn">{_text(problem)}</p>{caption}</figure>'
 
 
@@ -188,7 +202,7 @@ def _artifacts(data: ReportData) -> str:
         body += "<th>sha256</th></tr>"
         body += "".join(
             f"<tr><th>{_text(n)}</th><td><code>{_text(a.path)}</code></td>"
-            f"<td>{_text(a.media_type)}</td><td class=\"n\">{a.size}</td>"
+            f'<td>{_text(a.media_type)}</td><td class="n">{a.size}</td>'
             f"<td><code>{_text(a.sha256)}</code></td></tr>"
             for n, a in others
         )
@@ -207,8 +221,10 @@ def _run(data: ReportData) -> str:
         run = {k: v for k, v in data.run.items() if v not in (None, {}, "")}
         body += _table(_flatten(run), ("run", "value"))
     if data.log_tail and result.ok:
-        body += f"<details><summary>container log (last lines)</summary>" \
-                f"<pre>{_text(data.log_tail)}</pre></details>"
+        body += (
+            f"<details><summary>container log (last lines)</summary>"
+            f"<pre>{_text(data.log_tail)}</pre></details>"
+        )
     return _section("Run: timing and resources", body) if body else ""
 
 
@@ -225,10 +241,16 @@ def _provenance(data: ReportData) -> str:
 
 def render(data: ReportData) -> str:
     """The whole page as text."""
-    sections = [_header(data), _error(data), _metrics(data), _artifacts(data), _run(data),
-                _provenance(data)]
+    sections = [
+        _header(data),
+        _error(data),
+        _metrics(data),
+        _artifacts(data),
+        _run(data),
+        _provenance(data),
+    ]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>AutoScorer report: {_text(data.title)}</title><style>{CSS}</style></head>"

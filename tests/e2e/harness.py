@@ -202,8 +202,14 @@ async def delete_rabbit_topology(settings: Settings) -> None:
     """Drop the test's quorum queues (main, retry, dead-letter) and its exchange."""
     prefix = settings.bus.exchange.removeprefix("autoscorer.")
     listing = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        "rabbitmqctl",
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     out, _ = await asyncio.wait_for(listing.communicate(), 60)
     names = [n for n in out.decode().split() if n.startswith(prefix)]
     connection = await aio_pika.connect(settings.bus.url.get_secret_value())

@@ -42,8 +42,10 @@ CPU_NODE = "kwok-node-0"
 # the CRI-format file kwok serves as every pod's log (written by scripts/provision/kubernetes.sh)
 KWOK_LOG = b"hello from the kwok node\nkwok runs no program: this log is fixed\n"
 
-START_HINT = ("bash scripts/provision/kubernetes-build.sh && bash scripts/provision/kubernetes.sh "
-              "(scripts/test.sh runs both before the deploy tests)")
+START_HINT = (
+    "bash scripts/provision/kubernetes-build.sh && bash scripts/provision/kubernetes.sh "
+    "(scripts/test.sh runs both before the deploy tests)"
+)
 
 Json = dict[str, Any]
 
@@ -59,12 +61,18 @@ def kubectl_binary() -> str:
     return found
 
 
-def kubectl(*args: str, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run kubectl as the cluster admin; with ``check`` a failure fails the test with its output."""
     proc = subprocess.run(
         [kubectl_binary(), "--kubeconfig", str(KUBECONFIG), *args],
-        input=stdin, capture_output=True, text=True, timeout=120, check=False)
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
@@ -76,8 +84,9 @@ def require_control_plane() -> str:
         pytest.fail(f"no Kubernetes control plane: {KUBECONFIG} is missing; run {START_HINT}")
     ready = kubectl("get", "--raw", "/readyz", check=False)
     if ready.returncode != 0:
-        pytest.fail(f"the Kubernetes API server is not ready ({ready.stderr.strip()}); "
-                    f"run {START_HINT}")
+        pytest.fail(
+            f"the Kubernetes API server is not ready ({ready.stderr.strip()}); run {START_HINT}"
+        )
     config = yaml.safe_load(KUBECONFIG.read_text(encoding="utf-8"))
     server: str = config["clusters"][0]["cluster"]["server"]
     return server
@@ -86,20 +95,30 @@ def require_control_plane() -> str:
 def apply_deploy_manifests() -> subprocess.CompletedProcess[str]:
     """``kubectl apply -k deploy/k8s`` plus the Secret the operator creates (docs/DEPLOYMENT.md)."""
     applied = kubectl("apply", "-k", str(REPO / "deploy" / "k8s"))
-    secret = kubectl("create", "secret", "generic", "autoscorer-secrets", "-n", NAMESPACE,
-                     "--from-literal=bus-url=amqp://autoscorer:secret@rabbitmq:5672/",
-                     "--from-literal=store-url=mongodb://mongo:27017/autoscorer",
-                     "--from-literal=api-keys=test-key",
-                     "--from-literal=callback-secret=test-callback-secret",
-                     "--dry-run=client", "-o", "yaml").stdout
+    secret = kubectl(
+        "create",
+        "secret",
+        "generic",
+        "autoscorer-secrets",
+        "-n",
+        NAMESPACE,
+        "--from-literal=bus-url=amqp://autoscorer:secret@rabbitmq:5672/",
+        "--from-literal=store-url=mongodb://mongo:27017/autoscorer",
+        "--from-literal=api-keys=test-key",
+        "--from-literal=callback-secret=test-callback-secret",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ).stdout
     kubectl("apply", "-f", "-", stdin=secret)
     return applied
 
 
 def service_account_token() -> str:
     """A TokenRequest token of the executor's ServiceAccount (deploy/k8s/executor-rbac.yaml)."""
-    return kubectl("create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE,
-                   "--duration", "2h").stdout.strip()
+    return kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration", "2h"
+    ).stdout.strip()
 
 
 def executor_settings(server: str, token: str, **overrides: Any) -> Json:
@@ -124,10 +143,15 @@ def new_job_id(label: str) -> str:
 
 def make_spec(job_id: str, env: dict[str, str] | None = None, **overrides: Any) -> JobSpec:
     body: Json = {
-        "job_id": job_id, "scorer": "classification_f1", "time_limit": 60,
+        "job_id": job_id,
+        "scorer": "classification_f1",
+        "time_limit": 60,
         "resources": {"cpu": 0.5, "memory": "256Mi"},
-        "container": {"image": "ghcr.io/team/model:1", "cmd": ["python", "run.py"],
-                      "env": env or {}},
+        "container": {
+            "image": "ghcr.io/team/model:1",
+            "cmd": ["python", "run.py"],
+            "env": env or {},
+        },
     }
     body.update(overrides)
     return JobSpec.model_validate(body)
@@ -147,9 +171,9 @@ async def client_configuration(token: str | None = None, server: str | None = No
     """The admin's configuration (kubeconfig), or a bearer token's for ``server``."""
     configuration = k8s.Configuration()
     if token is None:
-        await k8s_config.load_kube_config(config_file=str(KUBECONFIG),
-                                          client_configuration=configuration,
-                                          persist_config=False)
+        await k8s_config.load_kube_config(
+            config_file=str(KUBECONFIG), client_configuration=configuration, persist_config=False
+        )
         return configuration
     configuration.host = server
     configuration.ssl_ca_cert = str(CA_FILE)

@@ -57,8 +57,9 @@ def running() -> Step:
     return Step({"running": {"startedAt": T0}})
 
 
-def terminated(code: int, reason: str = "Error", message: str | None = None,
-               finished: str = T1) -> Step:
+def terminated(
+    code: int, reason: str = "Error", message: str | None = None, finished: str = T1
+) -> Step:
     state: Json = {"exitCode": code, "reason": reason, "startedAt": T0, "finishedAt": finished}
     if message is not None:
         state["message"] = message
@@ -66,8 +67,14 @@ def terminated(code: int, reason: str = "Error", message: str | None = None,
 
 
 def deadline_condition() -> list[Json]:
-    return [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-             "message": "Job was active longer than specified deadline"}]
+    return [
+        {
+            "type": "Failed",
+            "status": "True",
+            "reason": "DeadlineExceeded",
+            "message": "Job was active longer than specified deadline",
+        }
+    ]
 
 
 def success(log: bytes = b"hello from the participant\n") -> Scenario:
@@ -75,18 +82,23 @@ def success(log: bytes = b"hello from the participant\n") -> Scenario:
 
 
 def image_pull_backoff(message: str) -> Scenario:
-    return Scenario([
-        Step({"waiting": {"reason": "ErrImagePull", "message": message}}, "Pending"),
-        Step({"waiting": {"reason": "ImagePullBackOff", "message": message}}, "Pending"),
-    ])
+    return Scenario(
+        [
+            Step({"waiting": {"reason": "ErrImagePull", "message": message}}, "Pending"),
+            Step({"waiting": {"reason": "ImagePullBackOff", "message": message}}, "Pending"),
+        ]
+    )
 
 
 def oom_killed() -> Scenario:
     return Scenario([running(), terminated(137, "OOMKilled")], log=b"allocating...\n")
 
 
-def exit_nonzero(code: int = 3, log: bytes = b"working\nTraceback: boom\n",
-                 message: str | None = "Traceback: boom\n") -> Scenario:
+def exit_nonzero(
+    code: int = 3,
+    log: bytes = b"working\nTraceback: boom\n",
+    message: str | None = "Traceback: boom\n",
+) -> Scenario:
     return Scenario([running(), terminated(code, "Error", message)], log=log)
 
 
@@ -119,8 +131,15 @@ def never_scheduled() -> Scenario:
 
 
 def status_body(code: int, reason: str, message: str) -> Json:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 def is_true(value: str | None) -> bool:
@@ -165,12 +184,12 @@ class FakeCluster:
         return [q for m, p, q in self.requests if m == method and p.endswith(suffix)]
 
     def watches(self) -> list[dict[str, str]]:
-        return [q for m, p, q in self.requests
-                if p.endswith("/pods") and is_true(q.get("watch"))]
+        return [q for m, p, q in self.requests if p.endswith("/pods") and is_true(q.get("watch"))]
 
     def pod_lists(self) -> list[dict[str, str]]:
-        return [q for m, p, q in self.requests
-                if p.endswith("/pods") and not is_true(q.get("watch"))]
+        return [
+            q for m, p, q in self.requests if p.endswith("/pods") and not is_true(q.get("watch"))
+        ]
 
     # -- state changes
     def bump(self) -> str:
@@ -196,14 +215,26 @@ class FakeCluster:
         container = template["spec"]["containers"][0]
         name = f"{job['metadata']['name']}-x7k2p"
         labels = {**template["metadata"]["labels"], "job-name": job["metadata"]["name"]}
-        status = {"name": container["name"], "image": container["image"], "imageID": "",
-                  "ready": False, "restartCount": 0,
-                  "state": {"waiting": {"reason": "ContainerCreating"}}}
-        return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": self.namespace, "labels": labels,
-                             "uid": f"uid-{name}"},
-                "spec": copy.deepcopy(template["spec"]),
-                "status": {"phase": "Pending", "containerStatuses": [status]}}
+        status = {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}},
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": labels,
+                "uid": f"uid-{name}",
+            },
+            "spec": copy.deepcopy(template["spec"]),
+            "status": {"phase": "Pending", "containerStatuses": [status]},
+        }
 
     async def apply(self, job_name: str, pod_name: str, step: Step) -> None:
         job, pod = self.jobs.get(job_name), self.pods.get(pod_name)
@@ -238,16 +269,21 @@ class FakeCluster:
     async def create_job(self, body: Json) -> Json:
         job = copy.deepcopy(body)
         meta = job["metadata"]
-        meta.update(uid=f"uid-{meta['name']}", resourceVersion=self.bump(),
-                    creationTimestamp=T0, namespace=self.namespace)
+        meta.update(
+            uid=f"uid-{meta['name']}",
+            resourceVersion=self.bump(),
+            creationTimestamp=T0,
+            namespace=self.namespace,
+        )
         job["status"] = {"active": 1, "startTime": T0}
         self.jobs[meta["name"]] = job
         pod = self.new_pod(job)
         self.pods[pod["metadata"]["name"]] = pod
         self.watched[pod["metadata"]["name"]] = asyncio.Event()
         await self.record("ADDED", pod)
-        task = asyncio.create_task(self.play(meta["name"], pod["metadata"]["name"],
-                                             self.scenario_for(job)))
+        task = asyncio.create_task(
+            self.play(meta["name"], pod["metadata"]["name"], self.scenario_for(job))
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return job
@@ -305,11 +341,19 @@ async def create_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     cluster = cluster_of(request)
-    items = [j for j in cluster.jobs.values()
-             if matches(j["metadata"].get("labels", {}), request.query.get("labelSelector"))]
-    return web.json_response({"kind": "JobList", "apiVersion": "batch/v1",
-                              "metadata": {"resourceVersion": str(cluster.version)},
-                              "items": items})
+    items = [
+        j
+        for j in cluster.jobs.values()
+        if matches(j["metadata"].get("labels", {}), request.query.get("labelSelector"))
+    ]
+    return web.json_response(
+        {
+            "kind": "JobList",
+            "apiVersion": "batch/v1",
+            "metadata": {"resourceVersion": str(cluster.version)},
+            "items": items,
+        }
+    )
 
 
 async def read_job(request: web.Request) -> web.Response:
@@ -328,8 +372,15 @@ async def delete_job(request: web.Request) -> web.Response:
         return web.json_response(status_body(404, "NotFound", "no such job"), status=404)
     cluster.deleted.append((name, policy))
     await cluster.delete_job(name)
-    return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                              "status": "Success", "details": {"name": name, "kind": "jobs"}})
+    return web.json_response(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "kind": "jobs"},
+        }
+    )
 
 
 async def pods(request: web.Request) -> web.StreamResponse:
@@ -338,9 +389,14 @@ async def pods(request: web.Request) -> web.StreamResponse:
     cluster = cluster_of(request)
     selector = request.query.get("labelSelector")
     items = [p for p in cluster.pods.values() if matches(p["metadata"]["labels"], selector)]
-    return web.json_response({"kind": "PodList", "apiVersion": "v1",
-                              "metadata": {"resourceVersion": str(cluster.version)},
-                              "items": items})
+    return web.json_response(
+        {
+            "kind": "PodList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(cluster.version)},
+            "items": items,
+        }
+    )
 
 
 def gone_event() -> bytes:
@@ -361,15 +417,17 @@ async def watch_pods(request: web.Request) -> web.StreamResponse:
     since = int(request.query.get("resourceVersion") or 0)
     scenario = scenario_of_selector(cluster, selector)
     if since < cluster.compacted_below:
-        return web.json_response(status_body(410, "Expired", "too old resource version"),
-                                 status=410)
+        return web.json_response(
+            status_body(410, "Expired", "too old resource version"), status=410
+        )
     gone_after = scenario.gone_after if scenario else None
     if scenario is not None:
         scenario.gone_after = None  # only the first watch is cut
     if gone_after is not None and scenario is not None and scenario.gone_as_status:
         cluster.compact()
-        return web.json_response(status_body(410, "Expired", "too old resource version"),
-                                 status=410)
+        return web.json_response(
+            status_body(410, "Expired", "too old resource version"), status=410
+        )
     for pod in cluster.pods.values():
         if matches(pod["metadata"]["labels"], selector):
             cluster.watched[pod["metadata"]["name"]].set()
@@ -382,13 +440,21 @@ async def watch_pods(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def stream_events(cluster: FakeCluster, response: web.StreamResponse, selector: str | None,
-                        since: int, gone_after: int | None) -> None:
+async def stream_events(
+    cluster: FakeCluster,
+    response: web.StreamResponse,
+    selector: str | None,
+    since: int,
+    gone_after: int | None,
+) -> None:
     sent = 0
     while True:
         async with cluster.changed:
-            pending = [(v, k, p) for v, k, p in cluster.history
-                       if v > since and matches(p["metadata"]["labels"], selector)]
+            pending = [
+                (v, k, p)
+                for v, k, p in cluster.history
+                if v > since and matches(p["metadata"]["labels"], selector)
+            ]
             if not pending:
                 await cluster.changed.wait()
                 continue

@@ -59,13 +59,19 @@ def test_unknown_settings_are_rejected_and_defaults_are_locked_down():
         validate_backend_config({"type": "docker", "privileged": True})
     config = DockerConfig()
     assert (config.network, config.user, config.allow_gpus, config.pull_policy) == (
-        "none", "65534:65534", False, "ifnotpresent"
+        "none",
+        "65534:65534",
+        False,
+        "ifnotpresent",
     )
 
 
 def _spec(**container) -> JobSpec:
-    return JobSpec(scorer="x", container={"image": "busybox", **container},
-                   resources={"cpu": 1.5, "memory": "300Mi"})
+    return JobSpec(
+        scorer="x",
+        container={"image": "busybox", **container},
+        resources={"cpu": 1.5, "memory": "300Mi"},
+    )
 
 
 def test_create_body_is_a_locked_down_sandbox(tmp_path):
@@ -81,8 +87,11 @@ def test_create_body_is_a_locked_down_sandbox(tmp_path):
     assert host["NanoCpus"] == 1_500_000_000 and host["PidsLimit"] == 256
     assert "DeviceRequests" not in host and host["Privileged"] is False
     targets = {m["Target"]: m["ReadOnly"] for m in host["Mounts"]}
-    assert targets == {"/workspace/input": True, "/workspace/meta.json": True,
-                       "/workspace/output": False}
+    assert targets == {
+        "/workspace/input": True,
+        "/workspace/meta.json": True,
+        "/workspace/output": False,
+    }
     assert not any("docker.sock" in m["Source"] for m in host["Mounts"])
 
 

@@ -189,8 +189,12 @@ async def test_cancelled_run_task_still_removes_its_container(
 
 async def _labelled_container(docker, job_id: str, instance: str, cmd: list[str]) -> str:
     """A container as a crashed executor of ``instance`` would have left it."""
-    body = {"Image": BUSYBOX, "Cmd": cmd, "HostConfig": {"NetworkMode": "none"},
-            "Labels": {LABEL_EXECUTOR: "docker", LABEL_JOB: job_id, LABEL_INSTANCE: instance}}
+    body = {
+        "Image": BUSYBOX,
+        "Cmd": cmd,
+        "HostConfig": {"NetworkMode": "none"},
+        "Labels": {LABEL_EXECUTOR: "docker", LABEL_JOB: job_id, LABEL_INSTANCE: instance},
+    }
     container = await docker.containers.create(body)
     await container.start()
     return container.id

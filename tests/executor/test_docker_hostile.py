@@ -108,8 +108,9 @@ async def test_fork_bomb_hits_the_pids_limit_and_ends_on_time(make_executor, mak
 
 async def test_memory_hog_is_oom_killed(make_executor, make_job):
     hog = "b = b'x' * (400 * 1024 * 1024); print('survived', len(b))"
-    spec, ws = make_job(["python3", "-c", hog], image=PYTHON,
-                        resources={"cpu": 1, "memory": "96Mi"})
+    spec, ws = make_job(
+        ["python3", "-c", hog], image=PYTHON, resources={"cpu": 1, "memory": "96Mi"}
+    )
     outcome = await make_executor().run(spec, ws)
     assert outcome.error is not None and outcome.error.code is ErrorCode.CONTAINER_OOM
     assert outcome.oom_killed is True

@@ -50,8 +50,12 @@ from tests.executor.k8s_cluster import (
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(180)]
 
 Json = dict[str, Any]
-DEPLOYMENTS = ("autoscorer-gateway", "autoscorer-scheduler", "autoscorer-scorer",
-               "autoscorer-executor")
+DEPLOYMENTS = (
+    "autoscorer-gateway",
+    "autoscorer-scheduler",
+    "autoscorer-scorer",
+    "autoscorer-executor",
+)
 GPU_SETTINGS: Json = {
     "allow_gpus": True,
     "gpu_node_selector": {"autoscorer.test/gpu": "true"},
@@ -133,26 +137,43 @@ async def running_pod(admin: KubeApi, job_id: str) -> Json | None:
 
 
 async def no_job_and_no_pod(admin: KubeApi, job_id: str) -> bool:
-    return (await admin.read_job(job_name(job_id)) is None
-            and not (await admin.list_pods(job_selector(job_id))).items)
+    return (
+        await admin.read_job(job_name(job_id)) is None
+        and not (await admin.list_pods(job_selector(job_id))).items
+    )
 
 
 # --- deploy/k8s on the real API -----------------------------------------------------------------
 
 
 def test_kubectl_apply_k_is_admitted_under_restricted_pod_security(
-        applied: subprocess.CompletedProcess[str]) -> None:
+    applied: subprocess.CompletedProcess[str],
+) -> None:
     assert applied.returncode == 0
     # the API server warns about any workload whose pods would break the enforced profile
     assert "PodSecurity" not in applied.stderr, applied.stderr
-    labels = kubectl("get", "namespace", NAMESPACE, "-o",
-                     "jsonpath={.metadata.labels.pod-security\\.kubernetes\\.io/enforce}").stdout
+    labels = kubectl(
+        "get",
+        "namespace",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.metadata.labels.pod-security\\.kubernetes\\.io/enforce}",
+    ).stdout
     assert labels == "restricted"
     again = kubectl("apply", "-k", str(REPO / "deploy" / "k8s"), "--dry-run=server")
     assert "PodSecurity" not in again.stderr
     # the check above can fail: the namespace warns about templates that break the profile
-    bad = kubectl("create", "deployment", "unconfined", "-n", NAMESPACE, "--image=busybox",
-                  "--dry-run=server", "-o", "name")
+    bad = kubectl(
+        "create",
+        "deployment",
+        "unconfined",
+        "-n",
+        NAMESPACE,
+        "--image=busybox",
+        "--dry-run=server",
+        "-o",
+        "name",
+    )
     assert "would violate PodSecurity" in bad.stderr
 
 
@@ -169,34 +190,46 @@ async def test_the_services_deployments_become_ready(admin: KubeApi) -> None:
             return True
 
         await wait_for("the Deployments to be ready", all_ready, timeout=90)
-    pods = [p for p in (await admin.list_pods("app.kubernetes.io/name=autoscorer")).items
-            if not p["metadata"].get("deletionTimestamp")]
+    pods = [
+        p
+        for p in (await admin.list_pods("app.kubernetes.io/name=autoscorer")).items
+        if not p["metadata"].get("deletionTimestamp")
+    ]
     assert len(pods) == 7  # 2 gateways, 2 schedulers, 2 scorers, 1 executor
     assert {p["spec"]["nodeName"] for p in pods} == {CPU_NODE}  # the GPU node is tainted
-    executor_pod = next(p for p in pods if p["metadata"]["labels"][
-        "app.kubernetes.io/component"] == "executor")
+    executor_pod = next(
+        p for p in pods if p["metadata"]["labels"]["app.kubernetes.io/component"] == "executor"
+    )
     assert executor_pod["spec"]["serviceAccountName"] == "autoscorer-executor"
 
 
 def test_the_workspace_pvc_binds_to_the_provisioned_volume(
-        applied: subprocess.CompletedProcess[str]) -> None:
+    applied: subprocess.CompletedProcess[str],
+) -> None:
     deadline = time.monotonic() + 30
     phase = ""
     while time.monotonic() < deadline and phase != "Bound":
-        phase = kubectl("get", "pvc", "autoscorer-workspaces", "-n", NAMESPACE,
-                        "-o", "jsonpath={.status.phase}").stdout
+        phase = kubectl(
+            "get", "pvc", "autoscorer-workspaces", "-n", NAMESPACE, "-o", "jsonpath={.status.phase}"
+        ).stdout
         time.sleep(0.2)
     assert phase == "Bound"
-    volume = kubectl("get", "pvc", "autoscorer-workspaces", "-n", NAMESPACE,
-                     "-o", "jsonpath={.spec.volumeName}").stdout
+    volume = kubectl(
+        "get", "pvc", "autoscorer-workspaces", "-n", NAMESPACE, "-o", "jsonpath={.spec.volumeName}"
+    ).stdout
     assert volume == "autoscorer-workspaces"
 
 
 async def test_a_pod_breaking_the_restricted_profile_is_refused(
-        applied: subprocess.CompletedProcess[str]) -> None:
+    applied: subprocess.CompletedProcess[str],
+) -> None:
     # no securityContext: may run as root, escalate, keep capabilities, no seccomp profile
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unconfined"},
-           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "unconfined"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
     async with api_client() as client:
         with pytest.raises(ApiException) as caught:
             await k8s.CoreV1Api(client).create_namespaced_pod(NAMESPACE, pod)
@@ -208,7 +241,8 @@ async def test_a_pod_breaking_the_restricted_profile_is_refused(
 
 
 async def test_success_reads_the_log_through_the_api(
-        executor: Any, admin: KubeApi, job_id: str, workspace: Workspace) -> None:
+    executor: Any, admin: KubeApi, job_id: str, workspace: Workspace
+) -> None:
     outcome = await executor.run(make_spec(job_id, {"KWOK_RUN_FOR": "1500ms"}), workspace)
     assert outcome.status == "succeeded", outcome.error
     assert outcome.exit_code == 0
@@ -224,7 +258,8 @@ async def test_success_reads_the_log_through_the_api(
 
 
 async def test_nonzero_exit_is_container_exit_nonzero_with_the_log_tail(
-        executor: Any, job_id: str, workspace: Workspace) -> None:
+    executor: Any, job_id: str, workspace: Workspace
+) -> None:
     env = {"KWOK_OUTCOME": "exit", "KWOK_EXIT_CODE": "3", "KWOK_RUN_FOR": "300ms"}
     outcome = await executor.run(make_spec(job_id, env), workspace)
     assert outcome.error is not None
@@ -234,7 +269,8 @@ async def test_nonzero_exit_is_container_exit_nonzero_with_the_log_tail(
 
 
 async def test_oom_killed_is_container_oom(
-        executor: Any, job_id: str, workspace: Workspace) -> None:
+    executor: Any, job_id: str, workspace: Workspace
+) -> None:
     outcome = await executor.run(make_spec(job_id, {"KWOK_OUTCOME": "oom"}), workspace)
     assert outcome.error is not None
     assert outcome.error.code is ErrorCode.CONTAINER_OOM
@@ -242,12 +278,17 @@ async def test_oom_killed_is_container_oom(
     assert outcome.exit_code == 137
 
 
-@pytest.mark.parametrize(("message", "code"), [
-    ("rpc error: code = NotFound desc = failed to pull: not found", ErrorCode.IMAGE_NOT_FOUND),
-    ("dial tcp 10.0.0.1:443: i/o timeout", ErrorCode.IMAGE_PULL_FAILED),
-], ids=["not-found", "unreachable"])
-async def test_image_pull_failure(executor: Any, admin: KubeApi, job_id: str,
-                                  workspace: Workspace, message: str, code: ErrorCode) -> None:
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("rpc error: code = NotFound desc = failed to pull: not found", ErrorCode.IMAGE_NOT_FOUND),
+        ("dial tcp 10.0.0.1:443: i/o timeout", ErrorCode.IMAGE_PULL_FAILED),
+    ],
+    ids=["not-found", "unreachable"],
+)
+async def test_image_pull_failure(
+    executor: Any, admin: KubeApi, job_id: str, workspace: Workspace, message: str, code: ErrorCode
+) -> None:
     env = {"KWOK_OUTCOME": "image-pull", "KWOK_PULL_ERROR": message}
     outcome = await executor.run(make_spec(job_id, env), workspace)
     assert outcome.status == "failed"
@@ -259,11 +300,13 @@ async def test_image_pull_failure(executor: Any, admin: KubeApi, job_id: str,
 
 
 async def test_the_jobs_deadline_is_a_timeout(
-        executor: Any, job_id: str, workspace: Workspace) -> None:
+    executor: Any, job_id: str, workspace: Workspace
+) -> None:
     """activeDeadlineSeconds: the real Job controller fails the Job and deletes its pod."""
     started = time.monotonic()
-    outcome = await executor.run(make_spec(job_id, {"KWOK_OUTCOME": "hang"}, time_limit=2),
-                                 workspace)
+    outcome = await executor.run(
+        make_spec(job_id, {"KWOK_OUTCOME": "hang"}, time_limit=2), workspace
+    )
     assert outcome.error is not None
     assert outcome.error.code is ErrorCode.TIMEOUT_ERROR, outcome.error
     assert outcome.timed_out
@@ -271,9 +314,9 @@ async def test_the_jobs_deadline_is_a_timeout(
 
 
 async def test_cancel_deletes_the_running_job(
-        executor: Any, admin: KubeApi, job_id: str, workspace: Workspace) -> None:
-    run = asyncio.create_task(executor.run(make_spec(job_id, {"KWOK_OUTCOME": "hang"}),
-                                           workspace))
+    executor: Any, admin: KubeApi, job_id: str, workspace: Workspace
+) -> None:
+    run = asyncio.create_task(executor.run(make_spec(job_id, {"KWOK_OUTCOME": "hang"}), workspace))
     await wait_for("the pod to run", lambda: running_pod(admin, job_id))
     assert await executor.cancel(job_id) is True
     outcome = await asyncio.wait_for(run, 30)
@@ -298,7 +341,8 @@ async def create_job_as_admin(admin: KubeApi, job_id: str, env: dict[str, str]) 
 
 
 async def test_cleanup_leftovers_deletes_only_the_jobs_no_live_run_owns(
-        executor: Any, admin: KubeApi) -> None:
+    executor: Any, admin: KubeApi
+) -> None:
     ids = [new_job_id(name) for name in ("live", "dead-1", "dead-2")]
     for job_id in ids:
         assert await create_job_as_admin(admin, job_id, {"KWOK_OUTCOME": "hang"})
@@ -312,7 +356,8 @@ async def test_cleanup_leftovers_deletes_only_the_jobs_no_live_run_owns(
 
 
 async def test_a_redelivered_run_adopts_the_job_already_there_and_keeps_its_output(
-        executor: Any, admin: KubeApi, job_id: str, workspace: Workspace) -> None:
+    executor: Any, admin: KubeApi, job_id: str, workspace: Workspace
+) -> None:
     await create_job_as_admin(admin, job_id, {"KWOK_RUN_FOR": "500ms"})
     workspace.output_dir.mkdir()
     (workspace.output_dir / "pred.csv").write_text("id,label\n1,a\n")  # written by that Job
@@ -323,7 +368,8 @@ async def test_a_redelivered_run_adopts_the_job_already_there_and_keeps_its_outp
 
 
 async def test_a_job_of_another_id_under_the_same_name_is_not_adopted(
-        executor: Any, admin: KubeApi, job_id: str, workspace: Workspace) -> None:
+    executor: Any, admin: KubeApi, job_id: str, workspace: Workspace
+) -> None:
     body = job_manifest(job_id, {"KWOK_OUTCOME": "hang"})
     body["metadata"]["annotations"]["autoscorer/job-id"] = "someone-else"
     await admin.create_job(body)
@@ -337,7 +383,8 @@ async def test_a_job_of_another_id_under_the_same_name_is_not_adopted(
 
 
 async def test_cancel_deletes_a_job_another_worker_started_and_an_unknown_one_is_false(
-        executor: Any, admin: KubeApi, job_id: str) -> None:
+    executor: Any, admin: KubeApi, job_id: str
+) -> None:
     await create_job_as_admin(admin, job_id, {"KWOK_OUTCOME": "hang"})
     assert await executor.cancel(job_id) is True
     await wait_for("the Job and its pod to go", lambda: no_job_and_no_pod(admin, job_id))
@@ -345,7 +392,8 @@ async def test_cancel_deletes_a_job_another_worker_started_and_an_unknown_one_is
 
 
 async def test_a_wrong_token_is_backend_unavailable(
-        server: str, job_id: str, workspace: Workspace) -> None:
+    server: str, job_id: str, workspace: Workspace
+) -> None:
     with pytest.raises(AutoscorerError) as caught:
         await run_with(executor_settings(server, "not-a-token"), make_spec(job_id), workspace)
     assert caught.value.code is ErrorCode.BACKEND_UNAVAILABLE
@@ -354,8 +402,13 @@ async def test_a_wrong_token_is_backend_unavailable(
 
 
 async def test_a_watch_that_expires_with_410_gone_is_resumed_by_listing_again(
-        server: str, token: str, admin: KubeApi, job_id: str, workspace: Workspace,
-        caplog: pytest.LogCaptureFixture) -> None:
+    server: str,
+    token: str,
+    admin: KubeApi,
+    job_id: str,
+    workspace: Workspace,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """--watch-cache=false and a 5 s etcd compaction: a 1 s watch resumed from the pod's last
     resourceVersion, once other writes went past it and were compacted, gets 410 Gone."""
     spec = make_spec(job_id, {"KWOK_RUN_FOR": "16s"})
@@ -366,11 +419,13 @@ async def test_a_watch_that_expires_with_410_gone_is_resumed_by_listing_again(
         core = k8s.CoreV1Api(client)
         name = f"churn-{job_id}"
         await core.create_namespaced_config_map(
-            NAMESPACE, {"metadata": {"name": name}, "data": {"n": "0"}})
+            NAMESPACE, {"metadata": {"name": name}, "data": {"n": "0"}}
+        )
         try:
             while not run.done():  # writes that move etcd's revision past the pod's
                 await core.patch_namespaced_config_map(
-                    name, NAMESPACE, {"data": {"n": str(time.monotonic())}})
+                    name, NAMESPACE, {"data": {"n": str(time.monotonic())}}
+                )
                 await asyncio.sleep(0.5)
         finally:
             await core.delete_namespaced_config_map(name, NAMESPACE)
@@ -382,12 +437,20 @@ async def test_a_watch_that_expires_with_410_gone_is_resumed_by_listing_again(
 # --- RBAC: the executor's ServiceAccount may do what its Role says, nothing else ------------------
 
 
-@pytest.mark.parametrize("call", [
-    "list-secrets", "create-pod", "exec-into-pod", "list-jobs-elsewhere", "delete-namespace",
-    "patch-job",
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "list-secrets",
+        "create-pod",
+        "exec-into-pod",
+        "list-jobs-elsewhere",
+        "delete-namespace",
+        "patch-job",
+    ],
+)
 async def test_the_executor_service_account_is_refused_outside_its_role(
-        server: str, token: str, call: str) -> None:
+    server: str, token: str, call: str
+) -> None:
     pod = {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
     async with api_client(token, server) as client:
         core, batch = k8s.CoreV1Api(client), k8s.BatchV1Api(client)
@@ -395,7 +458,8 @@ async def test_the_executor_service_account_is_refused_outside_its_role(
             "list-secrets": lambda: core.list_namespaced_secret(NAMESPACE),
             "create-pod": lambda: core.create_namespaced_pod(NAMESPACE, pod),
             "exec-into-pod": lambda: core.connect_post_namespaced_pod_exec(
-                "x", NAMESPACE, command=["sh"]),
+                "x", NAMESPACE, command=["sh"]
+            ),
             "list-jobs-elsewhere": lambda: batch.list_namespaced_job("default"),
             "delete-namespace": lambda: core.delete_namespace(NAMESPACE),
             "patch-job": lambda: batch.patch_namespaced_job("x", NAMESPACE, {"spec": {}}),
@@ -406,7 +470,8 @@ async def test_the_executor_service_account_is_refused_outside_its_role(
 
 
 async def test_an_executor_pointed_outside_its_namespace_is_backend_unavailable(
-        server: str, token: str, job_id: str, workspace: Workspace) -> None:
+    server: str, token: str, job_id: str, workspace: Workspace
+) -> None:
     settings = executor_settings(server, token, namespace="default")
     with pytest.raises(AutoscorerError) as caught:
         await run_with(settings, make_spec(job_id), workspace)
@@ -418,10 +483,12 @@ async def test_an_executor_pointed_outside_its_namespace_is_backend_unavailable(
 
 
 async def test_a_gpu_job_runs_on_the_node_that_advertises_gpus(
-        server: str, token: str, admin: KubeApi, job_id: str, workspace: Workspace) -> None:
+    server: str, token: str, admin: KubeApi, job_id: str, workspace: Workspace
+) -> None:
     spec = make_spec(job_id, {"KWOK_RUN_FOR": "3s"}, resources={"gpus": 1})
-    run = asyncio.create_task(run_with(executor_settings(server, token, **GPU_SETTINGS), spec,
-                                       workspace))
+    run = asyncio.create_task(
+        run_with(executor_settings(server, token, **GPU_SETTINGS), spec, workspace)
+    )
     pod = await wait_for("the GPU pod to run", lambda: running_pod(admin, job_id))
     outcome = await run
     assert pod["spec"]["nodeName"] == GPU_NODE
@@ -431,10 +498,12 @@ async def test_a_gpu_job_runs_on_the_node_that_advertises_gpus(
 
 
 async def test_a_gpu_job_no_node_can_hold_is_a_resource_error(
-        server: str, token: str, job_id: str, workspace: Workspace) -> None:
+    server: str, token: str, job_id: str, workspace: Workspace
+) -> None:
     """8 GPUs: the real scheduler leaves the pod Pending, the Job's deadline ends it."""
     settings = executor_settings(server, token, deadline_grace_s=5, **GPU_SETTINGS)
-    outcome = await run_with(settings, make_spec(job_id, time_limit=2, resources={"gpus": 8}),
-                             workspace)
+    outcome = await run_with(
+        settings, make_spec(job_id, time_limit=2, resources={"gpus": 8}), workspace
+    )
     assert outcome.error is not None
     assert outcome.error.code is ErrorCode.RESOURCE_ERROR, outcome.error

@@ -34,19 +34,29 @@ def test_registry_builds_the_kubernetes_backend_without_touching_a_cluster() -> 
     assert BACKEND.config_model is KubernetesConfig
 
 
-@pytest.mark.parametrize("body", [
-    {"surprise": 1},
-    {"auth": {"mode": "token", "host": "https://k8s:6443"}},  # no token
-    {"auth": {"mode": "token", "host": "http://k8s:6443", "token": "t"}},  # clear text
-    {"auth": {"mode": "token", "host": "https://k8s:6443", "token": "t", "insecure": True,
-              "ca_file": "/ca.crt"}},
-    {"auth": {"mode": "password"}},
-    {"workspace_root": "relative/path"},
-    {"pvc_sub_path": "../escape"},
-    {"tmp_size": "lots"},
-    {"delete_propagation": "Orphan"},
-    {"ttl_seconds_after_finished": 0},  # the Job would vanish before its log is read
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"surprise": 1},
+        {"auth": {"mode": "token", "host": "https://k8s:6443"}},  # no token
+        {"auth": {"mode": "token", "host": "http://k8s:6443", "token": "t"}},  # clear text
+        {
+            "auth": {
+                "mode": "token",
+                "host": "https://k8s:6443",
+                "token": "t",
+                "insecure": True,
+                "ca_file": "/ca.crt",
+            }
+        },
+        {"auth": {"mode": "password"}},
+        {"workspace_root": "relative/path"},
+        {"pvc_sub_path": "../escape"},
+        {"tmp_size": "lots"},
+        {"delete_propagation": "Orphan"},
+        {"ttl_seconds_after_finished": 0},  # the Job would vanish before its log is read
+    ],
+)
 def test_invalid_settings_are_config_errors(body: dict[str, Any]) -> None:
     with pytest.raises(AutoscorerError) as caught:
         validate_backend_config({"type": "kubernetes", **body})
@@ -55,14 +65,19 @@ def test_invalid_settings_are_config_errors(body: dict[str, Any]) -> None:
 
 def test_token_is_secret_in_dumps_and_reprs() -> None:
     config = KubernetesConfig.model_validate(
-        {"auth": {"mode": "token", "host": "https://k8s:6443", "token": "s3cret"}})
+        {"auth": {"mode": "token", "host": "https://k8s:6443", "token": "s3cret"}}
+    )
     assert "s3cret" not in repr(config)
     assert "s3cret" not in config.model_dump_json()
 
 
 def test_token_auth_configures_bearer_header_and_tls() -> None:
-    auth = TokenAuth(mode="token", host="https://k8s:6443/", token="abc",  # type: ignore[arg-type]
-                     ca_file="/etc/ca.crt")
+    auth = TokenAuth(
+        mode="token",
+        host="https://k8s:6443/",
+        token="abc",  # type: ignore[arg-type]
+        ca_file="/etc/ca.crt",
+    )
     configuration = token_configuration(auth)
     assert configuration.host == "https://k8s:6443"
     assert configuration.api_key == {"BearerToken": "abc"}
@@ -93,8 +108,9 @@ users:
 - name: prod
   user: {token: prod-token}
 """)
-    config = KubernetesConfig(auth=KubeconfigAuth(mode="kubeconfig", path=str(kubeconfig),
-                                                  context="prod"))
+    config = KubernetesConfig(
+        auth=KubeconfigAuth(mode="kubeconfig", path=str(kubeconfig), context="prod")
+    )
     client = await build_api_client(config)
     try:
         assert client.configuration.host == "https://prod.example:6443"

@@ -29,11 +29,13 @@ def test_rbac_is_a_service_account_role_and_binding_in_the_autoscorer_namespace(
 
 def test_role_grants_only_jobs_pods_and_pod_logs() -> None:
     rules = documents("executor-rbac.yaml")["Role"]["rules"]
-    granted = {(group, resource, verb)
-               for rule in rules
-               for group in rule["apiGroups"]
-               for resource in rule["resources"]
-               for verb in rule["verbs"]}
+    granted = {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
     jobs = {("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")}
     pods = {("", "pods", v) for v in ("get", "list", "watch")}
     assert granted == jobs | pods | {("", "pods/log", "get")}
@@ -43,11 +45,18 @@ def test_role_grants_only_jobs_pods_and_pod_logs() -> None:
 def test_binding_ties_the_role_to_the_service_account() -> None:
     docs = documents("executor-rbac.yaml")
     binding = docs["RoleBinding"]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": docs["Role"]["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount",
-                                    "name": docs["ServiceAccount"]["metadata"]["name"],
-                                    "namespace": "autoscorer"}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": docs["Role"]["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": docs["ServiceAccount"]["metadata"]["name"],
+            "namespace": "autoscorer",
+        }
+    ]
 
 
 def test_network_policy_denies_all_traffic_of_job_pods() -> None:

@@ -60,10 +60,15 @@ async def executor(api_url: str, pvc_root: Path) -> AsyncIterator[Any]:
 
 def make_spec(**overrides: Any) -> JobSpec:
     body: dict[str, Any] = {
-        "job_id": JOB_ID, "scorer": "classification_f1", "time_limit": 120,
+        "job_id": JOB_ID,
+        "scorer": "classification_f1",
+        "time_limit": 120,
         "resources": {"cpu": 1.5, "memory": "512Mi"},
-        "container": {"image": "ghcr.io/team/model", "cmd": ["python", "run.py"],
-                      "env": {"SEED": "1"}},
+        "container": {
+            "image": "ghcr.io/team/model",
+            "cmd": ["python", "run.py"],
+            "env": {"SEED": "1"},
+        },
     }
     body.update(overrides)
     return JobSpec.model_validate(body)
@@ -94,9 +99,11 @@ def run_info(ws: Workspace) -> RunOutcome:
 
 
 async def test_image_pull_backoff_is_image_pull_failed(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     cluster.scenarios[JOB_ID] = k8s_fake.image_pull_backoff(
-        'failed to pull "ghcr.io/team/model:latest": dial tcp: i/o timeout')
+        'failed to pull "ghcr.io/team/model:latest": dial tcp: i/o timeout'
+    )
     outcome = await executor.run(make_spec(), workspace)
     assert outcome.status == "failed"
     assert outcome.error is not None
@@ -108,7 +115,8 @@ async def test_image_pull_backoff_is_image_pull_failed(
 
 
 async def test_nonzero_exit_carries_the_termination_message_as_log_tail(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     cluster.scenarios[JOB_ID] = k8s_fake.exit_nonzero(3)
     outcome = await executor.run(make_spec(), workspace)
     assert outcome.error is not None
@@ -119,7 +127,8 @@ async def test_nonzero_exit_carries_the_termination_message_as_log_tail(
 
 
 async def test_deadline_kill_is_a_timeout_not_an_exit_code(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     cluster.scenarios[JOB_ID] = k8s_fake.deadline_killed()
     outcome = await executor.run(make_spec(), workspace)
     assert outcome.error is not None
@@ -130,7 +139,8 @@ async def test_deadline_kill_is_a_timeout_not_an_exit_code(
 
 @pytest.mark.parametrize("as_status", [False, True], ids=["error-event", "http-410"])
 async def test_watch_survives_410_gone_by_listing_again(
-        executor: Any, cluster: FakeCluster, workspace: Workspace, as_status: bool) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace, as_status: bool
+) -> None:
     cluster.scenarios[JOB_ID] = k8s_fake.gone_mid_watch(as_status=as_status)
     outcome = await executor.run(make_spec(), workspace)
     assert outcome.status == "succeeded"
@@ -144,7 +154,8 @@ async def test_watch_survives_410_gone_by_listing_again(
 
 
 async def test_log_is_capped_with_a_truncation_marker(
-        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace
+) -> None:
     cluster.scenarios[JOB_ID] = k8s_fake.success(log=b"x" * 5000)
     outcome = await run_once(settings(api_url, pvc_root, log_cap_bytes=1024), workspace)
     saved = (workspace.logs_dir / "container.log").read_bytes()
@@ -155,7 +166,8 @@ async def test_log_is_capped_with_a_truncation_marker(
 
 
 async def test_gpu_job_is_refused_when_the_config_forbids_gpus(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     # a platform fault (retryable elsewhere), so it is raised, not returned
     with pytest.raises(AutoscorerError) as caught:
         await executor.run(make_spec(resources={"gpus": 1}), workspace)
@@ -166,7 +178,8 @@ async def test_gpu_job_is_refused_when_the_config_forbids_gpus(
 
 
 async def test_spec_without_container_fails_without_a_job(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     outcome = await executor.run(make_spec(container=None), workspace)
     assert outcome.error is not None
     assert outcome.error.code is ErrorCode.CONFIG_VALIDATION_ERROR
@@ -174,8 +187,7 @@ async def test_spec_without_container_fails_without_a_job(
     assert run_info(workspace).status == "failed"
 
 
-async def test_workspace_outside_the_pvc_mount_is_invalid(
-        executor: Any, tmp_path: Path) -> None:
+async def test_workspace_outside_the_pvc_mount_is_invalid(executor: Any, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     outcome = await executor.run(make_spec(), Workspace.at(elsewhere))
@@ -191,7 +203,8 @@ def closed_port() -> int:
 
 
 async def test_unreachable_api_is_backend_unavailable_and_still_writes_run_info(
-        pvc_root: Path, workspace: Workspace) -> None:
+    pvc_root: Path, workspace: Workspace
+) -> None:
     executor = create_executor(settings(f"http://127.0.0.1:{closed_port()}", pvc_root))
     try:
         with pytest.raises(AutoscorerError) as caught:
@@ -205,7 +218,8 @@ async def test_unreachable_api_is_backend_unavailable_and_still_writes_run_info(
 
 
 async def test_a_second_run_of_a_running_job_is_refused(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     cluster.scenarios[JOB_ID] = k8s_fake.never_finishes()
     first = asyncio.create_task(executor.run(make_spec(), workspace))
     while not cluster.watches():
@@ -219,7 +233,8 @@ async def test_a_second_run_of_a_running_job_is_refused(
 
 
 async def test_a_spec_without_meta_json_still_gets_one_mounted(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     workspace.meta_path.unlink()
     await executor.run(make_spec(), workspace)
     mounted = workspace.participant_dir / "meta.json"
@@ -227,7 +242,8 @@ async def test_a_spec_without_meta_json_still_gets_one_mounted(
 
 
 async def test_a_manifest_the_api_rejects_is_container_create_failed(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     cluster.reject_create = True
     with pytest.raises(AutoscorerError) as caught:
         await executor.run(make_spec(), workspace)
@@ -237,7 +253,8 @@ async def test_a_manifest_the_api_rejects_is_container_create_failed(
 
 
 async def test_stale_output_is_cleared_and_a_missing_expected_file_fails_the_run(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     workspace.output_dir.mkdir()
     (workspace.output_dir / "pred.csv").write_text("stale\n")
     outcome = await executor.run(make_spec(expected_outputs=["pred.csv"]), workspace)
@@ -248,7 +265,8 @@ async def test_stale_output_is_cleared_and_a_missing_expected_file_fails_the_run
 
 
 async def test_output_written_by_the_pod_passes_the_check(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     scenario = k8s_fake.success()
     scenario.on_finish = lambda: (workspace.output_dir / "pred.csv").write_text("id,label\n")
     cluster.scenarios[JOB_ID] = scenario
@@ -258,7 +276,8 @@ async def test_output_written_by_the_pod_passes_the_check(
 
 
 async def test_output_over_the_cap_is_output_too_large(
-        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace
+) -> None:
     scenario = k8s_fake.success()
     scenario.on_finish = lambda: (workspace.output_dir / "big.bin").write_bytes(b"0" * 2048)
     cluster.scenarios[JOB_ID] = scenario
@@ -268,7 +287,8 @@ async def test_output_over_the_cap_is_output_too_large(
 
 
 async def test_a_watch_the_server_ends_is_resumed_without_listing_again(
-        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace
+) -> None:
     scenario = k8s_fake.success()
     scenario.step_delay = 0.7  # the pod finishes after the first 1 s watch has ended
     cluster.scenarios[JOB_ID] = scenario
@@ -280,13 +300,15 @@ async def test_a_watch_the_server_ends_is_resumed_without_listing_again(
 
 
 async def test_foreground_propagation_when_configured(
-        api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace) -> None:
+    api_url: str, pvc_root: Path, cluster: FakeCluster, workspace: Workspace
+) -> None:
     await run_once(settings(api_url, pvc_root, delete_propagation="Foreground"), workspace)
     assert cluster.deleted == [(job_name(JOB_ID), "Foreground")]
 
 
 async def test_a_log_the_api_fails_to_give_does_not_lose_the_verdict(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     cluster.scenarios[JOB_ID] = k8s_fake.oom_killed()
     cluster.break_logs = True
     outcome = await executor.run(make_spec(), workspace)
@@ -297,7 +319,8 @@ async def test_a_log_the_api_fails_to_give_does_not_lose_the_verdict(
 
 
 async def test_a_network_request_is_refused_rather_than_silently_dropped(
-        executor: Any, cluster: FakeCluster, workspace: Workspace) -> None:
+    executor: Any, cluster: FakeCluster, workspace: Workspace
+) -> None:
     spec = make_spec(container={"image": "m", "network_policy": "bridge"})
     outcome = await executor.run(spec, workspace)
     assert outcome.error is not None

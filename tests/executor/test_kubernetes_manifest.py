@@ -25,10 +25,16 @@ JOB_ID = "job-manifest-1"
 
 def make_spec(**overrides: Any) -> JobSpec:
     body: dict[str, Any] = {
-        "job_id": JOB_ID, "scorer": "classification_f1", "time_limit": 900,
+        "job_id": JOB_ID,
+        "scorer": "classification_f1",
+        "time_limit": 900,
         "resources": {"cpu": 2, "memory": "1g"},
-        "container": {"image": "team/model", "cmd": ["python", "/app/run.py"],
-                      "env": {"B": "2", "A": "1"}, "shm_size": "64Mi"},
+        "container": {
+            "image": "team/model",
+            "cmd": ["python", "/app/run.py"],
+            "env": {"B": "2", "A": "1"},
+            "shm_size": "64Mi",
+        },
     }
     body.update(overrides)
     return JobSpec.model_validate(body)
@@ -126,8 +132,11 @@ def test_workspace_mounts_hide_ground_truth_and_the_real_input(job: dict[str, An
     mounts = {m["mountPath"]: m for m in container_of(job)["volumeMounts"]}
     base = f"ws/2026/{JOB_ID}"
     assert mounts["/workspace/input"] == {
-        "name": "workspace", "mountPath": "/workspace/input",
-        "subPath": f"{base}/.autoscorer/participant/input", "readOnly": True}
+        "name": "workspace",
+        "mountPath": "/workspace/input",
+        "subPath": f"{base}/.autoscorer/participant/input",
+        "readOnly": True,
+    }
     assert mounts["/workspace/meta.json"]["subPath"] == f"{base}/.autoscorer/participant/meta.json"
     assert mounts["/workspace/meta.json"]["readOnly"] is True
     assert mounts["/workspace/output"]["subPath"] == f"{base}/output"
@@ -137,8 +146,10 @@ def test_workspace_mounts_hide_ground_truth_and_the_real_input(job: dict[str, An
 
 def test_volumes_are_the_pvc_and_size_limited_scratch(job: dict[str, Any]) -> None:
     volumes = {v["name"]: v for v in pod_of(job)["volumes"]}
-    assert volumes["workspace"] == {"name": "workspace",
-                                    "persistentVolumeClaim": {"claimName": "autoscorer-workspaces"}}
+    assert volumes["workspace"] == {
+        "name": "workspace",
+        "persistentVolumeClaim": {"claimName": "autoscorer-workspaces"},
+    }
     assert volumes["tmp"]["emptyDir"] == {"sizeLimit": str(256 * 1024**2)}
     assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": str(64 * 1024**2)}
     mounts = {m["mountPath"]: m["name"] for m in container_of(job)["volumeMounts"]}
@@ -166,15 +177,19 @@ def test_no_gpu_and_no_placement_by_default(job: dict[str, Any]) -> None:
 async def test_gpu_job_asks_for_gpus_and_lands_on_gpu_nodes(tmp_path: Path) -> None:
     spec = make_spec(resources={"cpu": 4, "memory": "8Gi", "gpus": 2})
     job = await recorded_job(
-        tmp_path, spec, allow_gpus=True,
+        tmp_path,
+        spec,
+        allow_gpus=True,
         gpu_node_selector={"nvidia.com/gpu.present": "true"},
-        gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+        gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    )
     resources = container_of(job)["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == "2"
     assert resources["requests"]["nvidia.com/gpu"] == "2"
     assert pod_of(job)["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod_of(job)["tolerations"] == [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
 
 
 def test_container_gpus_override_resources() -> None:
@@ -199,7 +214,8 @@ def test_cpu_quantity(cpu: float, expected: str) -> None:
     assert cpu_quantity(cpu) == expected
 
 
-@pytest.mark.parametrize(("memory", "expected"),
-                         [("512Mi", 512 * 1024**2), ("1G", 10**9), ("2g", 2 * 1024**3)])
+@pytest.mark.parametrize(
+    ("memory", "expected"), [("512Mi", 512 * 1024**2), ("1G", 10**9), ("2g", 2 * 1024**3)]
+)
 def test_memory_quantity_is_bytes(memory: str, expected: int) -> None:
     assert memory_quantity(memory) == str(expected)

@@ -54,15 +54,18 @@ def test_selector_matches_the_labels() -> None:
         assert labels[key] == value
 
 
-@pytest.mark.parametrize(("ref", "expected"), [
-    ("busybox", "busybox:latest"),
-    ("busybox:1.36", "busybox:1.36"),
-    ("ghcr.io/org/model", "ghcr.io/org/model:latest"),
-    ("registry:5000/org/model", "registry:5000/org/model:latest"),
-    ("registry:5000/org/model:v2", "registry:5000/org/model:v2"),
-    ("org/model@sha256:" + "a" * 64, "org/model@sha256:" + "a" * 64),
-    (" padded ", "padded:latest"),
-])
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("busybox", "busybox:latest"),
+        ("busybox:1.36", "busybox:1.36"),
+        ("ghcr.io/org/model", "ghcr.io/org/model:latest"),
+        ("registry:5000/org/model", "registry:5000/org/model:latest"),
+        ("registry:5000/org/model:v2", "registry:5000/org/model:v2"),
+        ("org/model@sha256:" + "a" * 64, "org/model@sha256:" + "a" * 64),
+        (" padded ", "padded:latest"),
+    ],
+)
 def test_normalise_image(ref: str, expected: str) -> None:
     assert normalise_image(ref) == expected
 

@@ -21,17 +21,35 @@ from services.executor.kubernetes.status import (
 from shared.errors import ErrorCode
 
 
-def pod(state: dict[str, Any] | None = None, phase: str = "Running",
-        **status: Any) -> dict[str, Any]:
-    containers = [{"name": "participant", "image": "m:1", "imageID": "m@sha256:1",
-                   "ready": False, "restartCount": 0, "state": state or {}}]
-    return {"metadata": {"name": "p"}, "status": {"phase": phase, "containerStatuses": containers,
-                                                  **status}}
+def pod(
+    state: dict[str, Any] | None = None, phase: str = "Running", **status: Any
+) -> dict[str, Any]:
+    containers = [
+        {
+            "name": "participant",
+            "image": "m:1",
+            "imageID": "m@sha256:1",
+            "ready": False,
+            "restartCount": 0,
+            "state": state or {},
+        }
+    ]
+    return {
+        "metadata": {"name": "p"},
+        "status": {"phase": phase, "containerStatuses": containers, **status},
+    }
 
 
 def terminated(code: int, reason: str = "Error", **extra: Any) -> dict[str, Any]:
-    return {"terminated": {"exitCode": code, "reason": reason, "startedAt": "2026-01-01T00:00:00Z",
-                           "finishedAt": "2026-01-01T00:01:00Z", **extra}}
+    return {
+        "terminated": {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": "2026-01-01T00:00:00Z",
+            "finishedAt": "2026-01-01T00:01:00Z",
+            **extra,
+        }
+    }
 
 
 def code_of(verdict: Verdict | None) -> ErrorCode | None:
@@ -56,15 +74,26 @@ def test_exit_zero_succeeds_with_times_and_image_id() -> None:
     assert (verdict.finished_at - verdict.started_at).total_seconds() == 60
 
 
-@pytest.mark.parametrize(("reason", "message", "code"), [
-    ("ErrImagePull", "dial tcp 10.0.0.1:443: i/o timeout", ErrorCode.IMAGE_PULL_FAILED),
-    ("ImagePullBackOff", 'Back-off pulling image "m:1"', ErrorCode.IMAGE_PULL_FAILED),
-    ("ErrImagePull", "rpc error: code = NotFound desc = m:1: not found", ErrorCode.IMAGE_NOT_FOUND),
-    ("ErrImagePull", "manifest unknown: manifest unknown", ErrorCode.IMAGE_NOT_FOUND),
-    ("InvalidImageName", "couldn't parse image reference", ErrorCode.IMAGE_NOT_FOUND),
-    ("ErrImageNeverPull", "image not present with pull policy Never", ErrorCode.IMAGE_NOT_PRESENT),
-    ("CreateContainerConfigError", 'secret "x" not found', ErrorCode.CONTAINER_CREATE_FAILED),
-])
+@pytest.mark.parametrize(
+    ("reason", "message", "code"),
+    [
+        ("ErrImagePull", "dial tcp 10.0.0.1:443: i/o timeout", ErrorCode.IMAGE_PULL_FAILED),
+        ("ImagePullBackOff", 'Back-off pulling image "m:1"', ErrorCode.IMAGE_PULL_FAILED),
+        (
+            "ErrImagePull",
+            "rpc error: code = NotFound desc = m:1: not found",
+            ErrorCode.IMAGE_NOT_FOUND,
+        ),
+        ("ErrImagePull", "manifest unknown: manifest unknown", ErrorCode.IMAGE_NOT_FOUND),
+        ("InvalidImageName", "couldn't parse image reference", ErrorCode.IMAGE_NOT_FOUND),
+        (
+            "ErrImageNeverPull",
+            "image not present with pull policy Never",
+            ErrorCode.IMAGE_NOT_PRESENT,
+        ),
+        ("CreateContainerConfigError", 'secret "x" not found', ErrorCode.CONTAINER_CREATE_FAILED),
+    ],
+)
 def test_waiting_reasons(reason: str, message: str, code: ErrorCode) -> None:
     verdict = classify_pod(pod({"waiting": {"reason": reason, "message": message}}, "Pending"))
     assert code_of(verdict) is code
@@ -92,13 +121,22 @@ def test_start_error_is_container_failed() -> None:
     assert code_of(verdict) is ErrorCode.CONTAINER_FAILED
 
 
-@pytest.mark.parametrize(("reason", "message", "code"), [
-    ("DeadlineExceeded", "Pod was active on the node longer than the specified deadline",
-     ErrorCode.TIMEOUT_ERROR),
-    ("Evicted", 'Usage of EmptyDir volume "tmp" exceeds the limit "256Mi".',
-     ErrorCode.CONTAINER_FAILED),
-    ("Evicted", "The node was low on resource: memory.", ErrorCode.EXEC_ERROR),
-])
+@pytest.mark.parametrize(
+    ("reason", "message", "code"),
+    [
+        (
+            "DeadlineExceeded",
+            "Pod was active on the node longer than the specified deadline",
+            ErrorCode.TIMEOUT_ERROR,
+        ),
+        (
+            "Evicted",
+            'Usage of EmptyDir volume "tmp" exceeds the limit "256Mi".',
+            ErrorCode.CONTAINER_FAILED,
+        ),
+        ("Evicted", "The node was low on resource: memory.", ErrorCode.EXEC_ERROR),
+    ],
+)
 def test_failed_pods_without_a_container_exit(reason: str, message: str, code: ErrorCode) -> None:
     waiting = {"waiting": {"reason": "ContainerCreating"}}
     failed = pod(waiting, "Failed", reason=reason, message=message)

@@ -292,9 +292,7 @@ async def _two_jobs_across(blip: Blip, tmp_path: Path, docker: aiodocker.Docker)
         stack.bus(name) for name in ("scheduler", "executor", "scorer", "client")
     )
     scheduler = create_scheduler(settings, scheduler_bus, store)
-    runner = create_executor_service(
-        settings, exec_bus, executor, instance=stack.instance
-    )
+    runner = create_executor_service(settings, exec_bus, executor, instance=stack.instance)
     scorer = create_scorer_service(settings, score_bus, registry, instance=stack.instance)
     stack.queues |= {
         settings.scheduler.queue,

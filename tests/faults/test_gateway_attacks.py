@@ -243,8 +243,12 @@ def deep(depth: int) -> str:
 
 
 def pax_huge() -> bytes:
-    return tar_bytes([("meta.json", b"{}")], "w:gz", pax_headers={"comment": "x" * 100_000},
-                     format=tarfile.PAX_FORMAT)
+    return tar_bytes(
+        [("meta.json", b"{}")],
+        "w:gz",
+        pax_headers={"comment": "x" * 100_000},
+        format=tarfile.PAX_FORMAT,
+    )
 
 
 def pax_nul_name() -> bytes:
@@ -278,19 +282,27 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "NUL in a pax path": (pax_nul_name, "NUL"),
     "control character in a name": (lambda: tar_bytes([("a\x07b", b"x")]), "control"),
     "non-UTF-8 name": (lambda: tar_bytes([("caf\udce9", b"x")]), "not UTF-8"),
-    "symlink": (lambda: tar_bytes([special("link", tarfile.SYMTYPE, "/etc/passwd")]),
-                "not a regular file"),
-    "hardlink": (lambda: tar_bytes([("a", b"x"), special("b", tarfile.LNKTYPE, "a")]),
-                 "not a regular file"),
+    "symlink": (
+        lambda: tar_bytes([special("link", tarfile.SYMTYPE, "/etc/passwd")]),
+        "not a regular file",
+    ),
+    "hardlink": (
+        lambda: tar_bytes([("a", b"x"), special("b", tarfile.LNKTYPE, "a")]),
+        "not a regular file",
+    ),
     "fifo": (lambda: tar_bytes([special("p", tarfile.FIFOTYPE)]), "not a regular file"),
     "char device": (lambda: tar_bytes([special("tty", tarfile.CHRTYPE)]), "not a regular file"),
-    "zip symlink": (lambda: zip_bytes([("link", b"/etc/passwd")], attr=stat.S_IFLNK | 0o777),
-                    "not a regular file"),
+    "zip symlink": (
+        lambda: zip_bytes([("link", b"/etc/passwd")], attr=stat.S_IFLNK | 0o777),
+        "not a regular file",
+    ),
     "absolute path": (lambda: tar_bytes([("/etc/cron.d/x", b"x")]), "escapes"),
     "dot-dot": (lambda: zip_bytes([("a/../../x", b"x")]), "escapes"),
     "deep directory chain": (lambda: tar_bytes([(deep(40), b"x")]), "deeper than"),
-    "over-long name": (lambda: tar_bytes([("n" * 300, b"x")], format=tarfile.PAX_FORMAT),
-                       "longer than"),
+    "over-long name": (
+        lambda: tar_bytes([("n" * 300, b"x")], format=tarfile.PAX_FORMAT),
+        "longer than",
+    ),
     "folders over the budget": (
         lambda: tar_bytes([special(f"dir{i}", tarfile.DIRTYPE) for i in range(60)]),
         "more than 50 files and folders",
@@ -300,7 +312,8 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
         "more than 50 files and folders",
     ),
     "files over the budget": (
-        lambda: zip_bytes([(f"f{i}", b"x") for i in range(60)]), "more than 50 files"
+        lambda: zip_bytes([(f"f{i}", b"x") for i in range(60)]),
+        "more than 50 files",
     ),
     "oversized pax record": (pax_huge, "metadata record"),
     "not an archive": (lambda: b"just some text", "neither a tar"),
@@ -354,8 +367,9 @@ def _mutations() -> st.SearchStrategy[bytes]:
 
 _names = st.one_of(
     st.text(min_size=1, max_size=40),
-    st.lists(st.sampled_from(["a", "..", ".", "", "b\x00", "é", "/", "\\"]), min_size=1,
-             max_size=40).map("/".join),
+    st.lists(
+        st.sampled_from(["a", "..", ".", "", "b\x00", "é", "/", "\\"]), min_size=1, max_size=40
+    ).map("/".join),
 )
 
 
@@ -457,8 +471,12 @@ def part(name: str, data: bytes, **headers: str) -> tuple[dict[str, str], bytes]
 
 
 def http(method: str, path: str, body: bytes = b"", **headers: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: x", "Connection: close",
-             f"Content-Length: {len(body)}"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: x",
+        "Connection: close",
+        f"Content-Length: {len(body)}",
+    ]
     lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
     return "\r\n".join(lines).encode("latin-1", "surrogateescape") + b"\r\n\r\n" + body
 
@@ -466,19 +484,25 @@ def http(method: str, path: str, body: bytes = b"", **headers: str) -> bytes:
 ARCHIVE = tar_bytes(workspace_members())
 DEEP_SPEC = b"[" * 30_000 + b"]" * 30_000
 FORMS: dict[str, tuple[str, bytes, str]] = {
-    "no boundary": ("multipart/form-data", multipart([part("archive", ARCHIVE)]),
-                    "UPLOAD_REJECTED"),
+    "no boundary": (
+        "multipart/form-data",
+        multipart([part("archive", ARCHIVE)]),
+        "UPLOAD_REJECTED",
+    ),
     "over-long boundary": (
         "multipart/form-data; boundary=" + "b" * 100,
-        multipart([part("archive", ARCHIVE)], "b" * 100), "UPLOAD_REJECTED",
+        multipart([part("archive", ARCHIVE)], "b" * 100),
+        "UPLOAD_REJECTED",
     ),
     "spec is not JSON": (
         "multipart/form-data; boundary=XyZ",
-        multipart([part("archive", ARCHIVE), part("spec", b"{not json")]), "PARSE_ERROR",
+        multipart([part("archive", ARCHIVE), part("spec", b"{not json")]),
+        "PARSE_ERROR",
     ),
     "spec is not UTF-8": (
         "multipart/form-data; boundary=XyZ",
-        multipart([part("archive", ARCHIVE), part("spec", b'{"a": "\xff"}')]), "PARSE_ERROR",
+        multipart([part("archive", ARCHIVE), part("spec", b'{"a": "\xff"}')]),
+        "PARSE_ERROR",
     ),
     "spec nests deep": (
         "multipart/form-data; boundary=XyZ",
@@ -487,8 +511,9 @@ FORMS: dict[str, tuple[str, bytes, str]] = {
     ),
     "base64 part": (
         "multipart/form-data; boundary=XyZ",
-        multipart([part("archive", base64.b64encode(ARCHIVE),
-                        **{"Content-Transfer-Encoding": "base64"})]),
+        multipart(
+            [part("archive", base64.b64encode(ARCHIVE), **{"Content-Transfer-Encoding": "base64"})]
+        ),
         "UPLOAD_REJECTED",
     ),
     "gzip-encoded part": (
@@ -498,15 +523,18 @@ FORMS: dict[str, tuple[str, bytes, str]] = {
     ),
     "two archives": (
         "multipart/form-data; boundary=XyZ",
-        multipart([part("archive", ARCHIVE), part("archive", ARCHIVE)]), "UPLOAD_REJECTED",
+        multipart([part("archive", ARCHIVE), part("archive", ARCHIVE)]),
+        "UPLOAD_REJECTED",
     ),
     "too many parts": (
         "multipart/form-data; boundary=XyZ",
-        multipart([part("archive", ARCHIVE)] + [part("priority", b"1")] * 9), "UPLOAD_REJECTED",
+        multipart([part("archive", ARCHIVE)] + [part("priority", b"1")] * 9),
+        "UPLOAD_REJECTED",
     ),
     "unknown field with a huge name": (
         "multipart/form-data; boundary=XyZ",
-        multipart([part("x" * 5000, b"1"), part("archive", ARCHIVE)]), "UPLOAD_REJECTED",
+        multipart([part("x" * 5000, b"1"), part("archive", ARCHIVE)]),
+        "UPLOAD_REJECTED",
     ),
     "big priority field": (
         "multipart/form-data; boundary=XyZ",
@@ -514,13 +542,15 @@ FORMS: dict[str, tuple[str, bytes, str]] = {
         "UPLOAD_REJECTED",
     ),
     "no archive": (
-        "multipart/form-data; boundary=XyZ", multipart([part("priority", b"1")]),
+        "multipart/form-data; boundary=XyZ",
+        multipart([part("priority", b"1")]),
         "UPLOAD_REJECTED",
     ),
     "garbage body": ("multipart/form-data; boundary=XyZ", os.urandom(3000), "UPLOAD_REJECTED"),
     "charset nobody knows": (
         "multipart/form-data; boundary=XyZ; charset=klingon",
-        multipart([part("priority", b"1"), part("archive", ARCHIVE)]), "",
+        multipart([part("priority", b"1"), part("archive", ARCHIVE)]),
+        "",
     ),
 }
 
@@ -547,26 +577,42 @@ JSON_BODIES: dict[str, tuple[str, bytes, int, str]] = {
     "latin-1 charset": ("application/json; charset=latin-1", b"{}", 415, "PARSE_ERROR"),
     "deep nesting": ("application/json", DEEP, 400, "PARSE_ERROR"),
     "nesting just past the limit": (
-        "application/json", b'{"spec": ' + b"[" * 40 + b"]" * 40 + b"}", 400, "PARSE_ERROR"
+        "application/json",
+        b'{"spec": ' + b"[" * 40 + b"]" * 40 + b"}",
+        400,
+        "PARSE_ERROR",
     ),
     "NaN": ("application/json", b'{"workspace": NaN}', 400, "PARSE_ERROR"),
     "lone surrogate": ("application/json", b'{"workspace": "\\ud800"}', 400, "PARSE_ERROR"),
-    "huge integer": ("application/json", b'{"priority": ' + b"9" * 5000 + b"}", 400,
-                     "PARSE_ERROR"),
+    "huge integer": ("application/json", b'{"priority": ' + b"9" * 5000 + b"}", 400, "PARSE_ERROR"),
     "not JSON": ("application/json", b"{nope", 400, "PARSE_ERROR"),
     "text/plain": ("text/plain", b"{}", 415, "PARSE_ERROR"),
     "form-urlencoded": ("application/x-www-form-urlencoded", b"a=b", 415, "PARSE_ERROR"),
-    "over the JSON limit": ("application/json", b'"' + b"x" * 70_000 + b'"', 413,
-                            "UPLOAD_REJECTED"),
+    "over the JSON limit": (
+        "application/json",
+        b'"' + b"x" * 70_000 + b'"',
+        413,
+        "UPLOAD_REJECTED",
+    ),
     "unknown field with a huge name": (
-        "application/json", json.dumps({"x" * 50_000: 1, "workspace": "a"}).encode(), 400,
+        "application/json",
+        json.dumps({"x" * 50_000: 1, "workspace": "a"}).encode(),
+        400,
         "CONFIG_VALIDATION_ERROR",
     ),
     "a list": ("application/json", b"[1, 2]", 400, "CONFIG_VALIDATION_ERROR"),
-    "NUL in the workspace": ("application/json", b'{"workspace": "alice/\\u0000x"}', 400,
-                             "WORKSPACE_INVALID"),
-    "over-long workspace": ("application/json", json.dumps({"workspace": "a/" * 2000}).encode(),
-                            400, "CONFIG_VALIDATION_ERROR"),
+    "NUL in the workspace": (
+        "application/json",
+        b'{"workspace": "alice/\\u0000x"}',
+        400,
+        "WORKSPACE_INVALID",
+    ),
+    "over-long workspace": (
+        "application/json",
+        json.dumps({"workspace": "a/" * 2000}).encode(),
+        400,
+        "CONFIG_VALIDATION_ERROR",
+    ),
 }
 
 
@@ -589,8 +635,14 @@ async def test_corrupt_gzip_request_body_is_a_400_envelope(gw: Gw) -> None:
     data = bytearray(gzip.compress(b'{"workspace": "alice/classification"}' * 100))
     data[20] ^= 0xFF
     status, _, body = await gw.raw(
-        http("POST", "/v1/jobs", bytes(data), Authorization=f"Bearer {ALICE}",
-             Content_Type="application/json", Content_Encoding="gzip")
+        http(
+            "POST",
+            "/v1/jobs",
+            bytes(data),
+            Authorization=f"Bearer {ALICE}",
+            Content_Type="application/json",
+            Content_Encoding="gzip",
+        )
     )
     assert_envelope(status, json.loads(body))
 
@@ -675,8 +727,12 @@ async def _finished_job(gw: Gw) -> str:
     status, body = await gw.post_json("/v1/jobs", {"workspace": "alice/classification"})
     assert status == 202, body
     job_id = body["data"]["job_id"]
-    for a, b in ((JobStatus.SUBMITTED, JobStatus.QUEUED), (JobStatus.QUEUED, JobStatus.RUNNING),
-                 (JobStatus.RUNNING, JobStatus.SCORING), (JobStatus.SCORING, JobStatus.FAILED)):
+    for a, b in (
+        (JobStatus.SUBMITTED, JobStatus.QUEUED),
+        (JobStatus.QUEUED, JobStatus.RUNNING),
+        (JobStatus.RUNNING, JobStatus.SCORING),
+        (JobStatus.SCORING, JobStatus.FAILED),
+    ):
         await gw.store.transition(job_id, a, b)
     return str(job_id)
 
@@ -729,9 +785,12 @@ async def test_bad_idempotency_keys_are_400(gw: Gw, key: str) -> None:
         headers={**auth(ALICE), "Idempotency-Key": key.encode().decode("latin-1")},
     )
     assert_envelope(resp.status, await resp.json(), "CONFIG_VALIDATION_ERROR")
-    assert await gw.store.find_active_by_workspace(
-        str((gw.root / "alice" / "classification").resolve())
-    ) is None
+    assert (
+        await gw.store.find_active_by_workspace(
+            str((gw.root / "alice" / "classification").resolve())
+        )
+        is None
+    )
 
 
 # --- tenancy --------------------------------------------------------------------------------
@@ -793,14 +852,17 @@ async def test_same_key_same_body_is_the_same_job(gw: Gw) -> None:
     assert status == 200 and again["data"]["job_id"] == job_id
     await gw.store.transition(job_id, JobStatus.SUBMITTED, JobStatus.CANCELLED)
     status, again = await gw.post_json("/v1/jobs", body, **headers)  # finished since
-    assert status == 200 and again["data"] == {**again["data"], "existing": True,
-                                               "job_id": job_id}
+    assert status == 200 and again["data"] == {**again["data"], "existing": True, "job_id": job_id}
 
 
 @pytest.mark.parametrize(
     "changed",
-    [{"priority": 4}, {"workspace": "alice/other"}, {"callback_url": "https://example.com/h"},
-     {"spec": {"scorer": "classification_f1"}}],
+    [
+        {"priority": 4},
+        {"workspace": "alice/other"},
+        {"callback_url": "https://example.com/h"},
+        {"spec": {"scorer": "classification_f1"}},
+    ],
 )
 async def test_same_key_different_body_is_422(gw: Gw, changed: dict[str, Any]) -> None:
     shutil.copytree(EXAMPLES / "classification", gw.root / "alice" / "other")
@@ -815,10 +877,12 @@ async def test_same_key_different_body_is_422(gw: Gw, changed: dict[str, Any]) -
 
 
 async def test_keys_are_per_submitter(gw: Gw) -> None:
-    status, first = await gw.post_json("/v1/jobs", {"workspace": "alice/classification"},
-                                       ALICE, **{"Idempotency-Key": "shared"})
-    status2, second = await gw.post_json("/v1/jobs", {"workspace": "bob/regression"},
-                                         BOB, **{"Idempotency-Key": "shared"})
+    status, first = await gw.post_json(
+        "/v1/jobs", {"workspace": "alice/classification"}, ALICE, **{"Idempotency-Key": "shared"}
+    )
+    status2, second = await gw.post_json(
+        "/v1/jobs", {"workspace": "bob/regression"}, BOB, **{"Idempotency-Key": "shared"}
+    )
     assert (status, status2) == (202, 202)
     assert first["data"]["job_id"] != second["data"]["job_id"]
 
@@ -911,15 +975,34 @@ async def test_a_scorer_load_with_no_scorer_service_is_503(gw: Gw) -> None:
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=20,
 )
-_fields = st.sampled_from(["workspace", "spec", "priority", "callback_url", "filename", "source",
-                           "scorer_name", "url", "event_types"])
+_fields = st.sampled_from(
+    [
+        "workspace",
+        "spec",
+        "priority",
+        "callback_url",
+        "filename",
+        "source",
+        "scorer_name",
+        "url",
+        "event_types",
+    ]
+)
 _bodies = st.one_of(_json_values, st.dictionaries(_fields, _json_values, max_size=5))
-_POSTS = ["/v1/jobs", "/v1/scorers/load", "/v1/scorers/test", "/v1/scorers/watch",
-          "/v1/webhooks", "/v1/jobs/j1/cancel", "/v1/jobs/j1/rescore"]
+_POSTS = [
+    "/v1/jobs",
+    "/v1/scorers/load",
+    "/v1/scorers/test",
+    "/v1/scorers/watch",
+    "/v1/webhooks",
+    "/v1/jobs/j1/cancel",
+    "/v1/jobs/j1/rescore",
+]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

@@ -92,9 +92,7 @@ class ReplicaStack(FaultStack):
 
 
 @pytest.fixture
-async def replicas(
-    tmp_path: Path, rabbit_url: str, mongo_url: str, example_image: str
-) -> Any:
+async def replicas(tmp_path: Path, rabbit_url: str, mongo_url: str, example_image: str) -> Any:
     stack = ReplicaStack.replicated(tmp_path / "stack", rabbit_url, mongo_url)
     try:
         await stack.start_both()

@@ -60,8 +60,9 @@ async def test_a_rescore_keeps_both_versions_newest_first(tmp_path: Path, store:
         newest, oldest = (v["result"] for v in listed["results"])
         assert oldest == first["result"]
         assert newest["provenance"]["scored_at"] > oldest["provenance"]["scored_at"]
-        assert newest["provenance"]["ground_truth"]["sha256"] != (
-            oldest["provenance"]["ground_truth"]["sha256"]
+        assert (
+            newest["provenance"]["ground_truth"]["sha256"]
+            != (oldest["provenance"]["ground_truth"]["sha256"])
         )
         expected_gt = hashlib.sha256(gt.read_bytes()).hexdigest()
         [gt_file] = newest["provenance"]["ground_truth"]["files"]

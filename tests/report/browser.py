@@ -141,8 +141,13 @@ async def open_page(url: str, profile: Path, *, width: int = 1280) -> PageLoad:
             page = Page(ws)
             for domain in ("Page", "Runtime", "Log", "Network"):
                 await page.call(f"{domain}.enable")
-            await page.call("Emulation.setDeviceMetricsOverride", width=width, height=900,
-                            deviceScaleFactor=1, mobile=False)
+            await page.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             await page.call("Page.navigate", url=url)
             await asyncio.wait_for(page.loaded.wait(), 60)
             load = page.load
@@ -153,10 +158,16 @@ async def open_page(url: str, profile: Path, *, width: int = 1280) -> PageLoad:
             load.scripts = await page.evaluate("document.scripts.length")
             load.text = await page.evaluate("document.body.innerText")
             size = (await page.call("Page.getLayoutMetrics"))["cssContentSize"]
-            clip = {"x": 0, "y": 0, "width": width, "height": min(size["height"], 16000),
-                    "scale": 1}
-            shot = await page.call("Page.captureScreenshot", format="png", clip=clip,
-                                   captureBeyondViewport=True)
+            clip = {
+                "x": 0,
+                "y": 0,
+                "width": width,
+                "height": min(size["height"], 16000),
+                "scale": 1,
+            }
+            shot = await page.call(
+                "Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True
+            )
             load.screenshot = base64.b64decode(shot["data"])
             page.reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

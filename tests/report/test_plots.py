@@ -76,8 +76,12 @@ def test_plots_false_writes_no_plot(scored: Scored, name: str) -> None:
 
 
 def test_plots_default_on_and_the_param_is_in_the_schema(registry: ScorerRegistry) -> None:
-    for name in ("classification_f1", "classification_accuracy", "regression_rmse",
-                 "detection_map"):
+    for name in (
+        "classification_f1",
+        "classification_accuracy",
+        "regression_rmse",
+        "detection_map",
+    ):
         schema = registry.get(name).info.params_schema
         assert schema["properties"]["plots"]["default"] is True
 
@@ -90,8 +94,9 @@ def test_many_classes_show_the_largest_and_fold_the_rest(tmp_path: Path) -> None
     y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, k, n)).astype(np.int64)
     support = np.bincount(y_true, minlength=k).astype(np.int64)
     scores = rng.random(k)
-    table = ClassTable([f"class-{i}" for i in range(k)], y_true, y_pred, scores, scores, scores,
-                       support)
+    table = ClassTable(
+        [f"class-{i}" for i in range(k)], y_true, y_pred, scores, scores, scores, support
+    )
     artifacts = plot_classification(Workspace(tmp_path), table)
     counts = artifacts["confusion_counts"]
     assert f"the {TOP_N} largest of {k} classes" in counts.description
@@ -137,11 +142,19 @@ def test_a_few_hundred_classes_are_all_shown(tmp_path: Path) -> None:
     y_true = rng.integers(0, k, n).astype(np.int64)
     y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, k, n)).astype(np.int64)
     scores = rng.random(k)
-    table = ClassTable([f"c{i}" for i in range(k)], y_true, y_pred, scores, scores, scores,
-                       np.bincount(y_true, minlength=k).astype(np.int64))
+    table = ClassTable(
+        [f"c{i}" for i in range(k)],
+        y_true,
+        y_pred,
+        scores,
+        scores,
+        scores,
+        np.bincount(y_true, minlength=k).astype(np.int64),
+    )
     artifacts = plot_classification(Workspace(tmp_path), table)
     normalised = artifacts["confusion_normalized"]
     assert f"all {k} classes" in normalised.description
-    width, height = check_png(Workspace(tmp_path), normalised.path, normalised.size,
-                              normalised.sha256)
+    width, height = check_png(
+        Workspace(tmp_path), normalised.path, normalised.size, normalised.sha256
+    )
     assert 1000 < max(width, height) < 2500

@@ -44,8 +44,9 @@ class Api:
 def scored_workspace(root: Path, registry: ScorerRegistry) -> tuple[Path, Result]:
     ws_root = root / "alice" / "detection"
     shutil.copytree(EXAMPLES / "detection", ws_root)
-    subprocess.run([sys.executable, "submission/predict.py"], cwd=ws_root, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "submission/predict.py"], cwd=ws_root, check=True, capture_output=True
+    )
     ws = Workspace.at(ws_root)
     return ws.root, score_workspace(registry, ws)
 
@@ -64,10 +65,22 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     await store.init()
     failure = execution_error(ErrorCode.CONTAINER_EXIT_NONZERO, "exit code 3 <b>bold</b>")
     for job in (
-        Job(job_id="done", spec=spec, workspace=str(workspace), submitter="alice",
-            status=JobStatus.SUCCEEDED, result=result),
-        Job(job_id="failed", spec=spec, workspace=str(workspace), submitter="alice",
-            status=JobStatus.FAILED, error=failure.to_info()),
+        Job(
+            job_id="done",
+            spec=spec,
+            workspace=str(workspace),
+            submitter="alice",
+            status=JobStatus.SUCCEEDED,
+            result=result,
+        ),
+        Job(
+            job_id="failed",
+            spec=spec,
+            workspace=str(workspace),
+            submitter="alice",
+            status=JobStatus.FAILED,
+            error=failure.to_info(),
+        ),
         Job(job_id="waiting", spec=spec, workspace=str(workspace), submitter="alice"),
     ):
         await store.create(job)

@@ -71,10 +71,15 @@ async def test_failed_job_report_shows_the_error_and_escapes_participant_text(
     assert result.error is not None
     path = write_report(ws)
     html = path.read_text()
-    assert "<script>" not in html and "onerror=\"alert" not in html
+    assert "<script>" not in html and 'onerror="alert' not in html
     load = await check(path, tmp_path, "failed-report")
     assert load.images == []
     error = result.error
-    for shown in (error.code.value, error.stage.value, error.fault.value, "Traceback: boom",
-                  HOSTILE):
+    for shown in (
+        error.code.value,
+        error.stage.value,
+        error.fault.value,
+        "Traceback: boom",
+        HOSTILE,
+    ):
         assert shown in load.text

@@ -52,8 +52,15 @@ def test_cli_report_without_a_result_is_a_standard_error(
 
 def test_scoring_writes_the_report_with_every_metric_and_the_run(scored: Scored) -> None:
     ws, result = scored("classification")
-    outcome = RunOutcome(job_id="j", backend="local", status="succeeded", exit_code=0,
-                         duration_s=1.25, peak_memory_bytes=123456789, cpu_seconds=0.5)
+    outcome = RunOutcome(
+        job_id="j",
+        backend="local",
+        status="succeeded",
+        exit_code=0,
+        duration_s=1.25,
+        peak_memory_bytes=123456789,
+        cpu_seconds=0.5,
+    )
     (ws.logs_dir).mkdir(exist_ok=True)
     (ws.logs_dir / "run_info.json").write_text(outcome.model_dump_json())
     html = write_report(ws).read_text()
@@ -103,8 +110,13 @@ def test_pipeline_writes_the_report_with_the_run(
     assert main(["pipeline", str(ws), "--backend", "local", "--json"]) == 0
     capsys.readouterr()
     html = (ws / "output" / "report.html").read_text()
-    for shown in ("<th>backend</th><td>local</td>", "<th>exit_code</th>", "<th>duration_s</th>",
-                  "<th>total_s</th>", "<th>rmse</th>"):
+    for shown in (
+        "<th>backend</th><td>local</td>",
+        "<th>exit_code</th>",
+        "<th>duration_s</th>",
+        "<th>total_s</th>",
+        "<th>rmse</th>",
+    ):
         assert shown in html
     assert len(IMG.findall(html)) == 2
 
@@ -129,12 +141,14 @@ def test_every_string_from_a_result_is_escaped(scored: Scored) -> None:
     ws, result = scored("classification")
     hostile = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
     artifact = result.artifacts["per_class_prf"].model_copy(update={"description": hostile})
-    forged = result.model_copy(update={
-        "metrics": {**result.metrics, "f1_per_class": {hostile: 0.5}, hostile: 1.0},
-        "summary": {**result.summary, hostile: hostile},
-        "artifacts": {**result.artifacts, hostile: artifact},
-        "versioning": {hostile: hostile},
-    })
+    forged = result.model_copy(
+        update={
+            "metrics": {**result.metrics, "f1_per_class": {hostile: 0.5}, hostile: 1.0},
+            "summary": {**result.summary, hostile: hostile},
+            "artifacts": {**result.artifacts, hostile: artifact},
+            "versioning": {hostile: hostile},
+        }
+    )
     html = render(from_workspace(ws, forged))
     assert "<script>" not in html and "<img src=x" not in html
     assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6

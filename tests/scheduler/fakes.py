@@ -131,7 +131,10 @@ class FakeScorer:
         result = Result(error=error.to_info()) if self.fail else Result(summary={"accuracy": 0.75})
         done = ScoreCompleted(
             event_id=derived_event_id(event.event_id, "score.completed"),
-            job_id=event.job_id, result=result, scorer=event.spec.scorer, scorer_version="1"
+            job_id=event.job_id,
+            result=result,
+            scorer=event.spec.scorer,
+            scorer_version="1",
         )
         await self.bus.publish(done)
         if self.duplicate:

@@ -52,8 +52,9 @@ def _csv(ids: list[str], labels: list[str]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def _score(root: Path, y_true: list[str], y_pred: list[str], order: list[int],
-           scorer: Any) -> Result:
+def _score(
+    root: Path, y_true: list[str], y_pred: list[str], order: list[int], scorer: Any
+) -> Result:
     """Write gt in row order, pred rows permuted by ``order``, and score."""
     ids = [f"r{i:03d}" for i in range(len(y_true))]
     (root / "input").mkdir()
@@ -106,8 +107,12 @@ def _check_confusion(root: Path, result: Result, y_true: list[str], y_pred: list
     assert artifact.size == (root / artifact.path).stat().st_size
     labels = sorted(set(y_true) | set(y_pred))
     assert doc["labels"] == labels
-    expected = _quiet(confusion_matrix, np.array(y_true, dtype=object),
-                      np.array(y_pred, dtype=object), labels=labels)
+    expected = _quiet(
+        confusion_matrix,
+        np.array(y_true, dtype=object),
+        np.array(y_pred, dtype=object),
+        labels=labels,
+    )
     assert doc["matrix"] == expected.tolist()
 
 
@@ -157,7 +162,7 @@ def test_medium_random_inputs_match_sklearn(tmp_path: Path, seed: int) -> None:
     """A few thousand rows, dozens of skewed classes: sums and averages over many terms agree."""
     rng = np.random.default_rng(seed)
     n, k = 5000, 60
-    names = [f"class {i}, \"q\" é{i % 7}" for i in range(k)]
+    names = [f'class {i}, "q" é{i % 7}' for i in range(k)]
     true_codes = rng.zipf(1.3, n) % k
     noisy = rng.random(n) < 0.4
     pred_codes = np.where(noisy, rng.integers(0, k + 5, n), true_codes)  # some labels only in pred
@@ -194,8 +199,10 @@ def test_integer_codes_match_sklearn_on_many_classes() -> None:
     y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, k, n))
     labels = [str(i) for i in range(k)]
     present = np.union1d(y_true, y_pred)
-    metrics = f1_metrics([labels[i] for i in present], count(
-        np.searchsorted(present, y_true), np.searchsorted(present, y_pred), len(present)))
+    metrics = f1_metrics(
+        [labels[i] for i in present],
+        count(np.searchsorted(present, y_true), np.searchsorted(present, y_pred), len(present)),
+    )
     p, r, f, _ = _quiet(precision_recall_fscore_support, y_true, y_pred, average="macro")
     assert (metrics["precision_macro"], metrics["recall_macro"], metrics["f1_macro"]) == (p, r, f)
 

@@ -34,8 +34,9 @@ Json = dict[str, Any]
 # ---------------------------------------------------------------- reference and ours
 
 
-def reference(gt: Json, dts: list[Json], params: EvalParams | None = None,
-              iou_type: str = "bbox") -> COCOeval:
+def reference(
+    gt: Json, dts: list[Json], params: EvalParams | None = None, iou_type: str = "bbox"
+) -> COCOeval:
     """pycocotools on deep copies (loadRes mutates), stdout silenced, same params as ``params``."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -45,8 +46,11 @@ def reference(gt: Json, dts: list[Json], params: EvalParams | None = None,
             coco_dt = coco_gt.loadRes(copy.deepcopy(dts))
         else:  # loadRes cannot take an empty list; build the empty result set by hand
             coco_dt = COCO()
-            coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"],
-                               "annotations": []}
+            coco_dt.dataset = {
+                "images": gt["images"],
+                "categories": gt["categories"],
+                "annotations": [],
+            }
             coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, iou_type)
         if params is not None:
@@ -85,8 +89,9 @@ def reference_per_category(ev: COCOeval, keys: list[str]) -> dict[str, float]:
     return out
 
 
-def assert_same(gt: Json, dts: list[Json], params: EvalParams | None = None,
-                ours_gt: Any = None) -> np.ndarray:
+def assert_same(
+    gt: Json, dts: list[Json], params: EvalParams | None = None, ours_gt: Any = None
+) -> np.ndarray:
     ref = reference(gt, dts, params)
     evaluation, stats = ours(gt if ours_gt is None else ours_gt, dts, params)
     values = np.array(list(stats.values()))
@@ -118,9 +123,14 @@ def random_case(seed: int, *, crowded: bool = False) -> tuple[Json, list[Json]]:
             scale = float(rng.choice([10.0, 50.0, 160.0]))
             w, h = (float(v) for v in rng.uniform(0, scale, 2).round(int(rng.integers(0, 3))))
             x, y = (float(v) for v in rng.uniform(0, 150, 2).round(1))
-            ann = {"id": next_id, "image_id": image, "category_id": int(rng.choice(gt_cats)),
-                   "bbox": [x, y, w, h], "area": w * h * float(rng.choice([1.0, 0.6])),
-                   "iscrowd": int(rng.random() < 0.15)}
+            ann = {
+                "id": next_id,
+                "image_id": image,
+                "category_id": int(rng.choice(gt_cats)),
+                "bbox": [x, y, w, h],
+                "area": w * h * float(rng.choice([1.0, 0.6])),
+                "iscrowd": int(rng.random() < 0.15),
+            }
             if rng.random() < 0.1:
                 ann["ignore"] = 1  # pycocotools overwrites it with iscrowd
             anns.append(ann)
@@ -140,11 +150,19 @@ def random_case(seed: int, *, crowded: bool = False) -> tuple[Json, list[Json]]:
             else:
                 box = [*rng.uniform(0, 150, 2), *rng.uniform(0, 80, 2)]
                 cat = int(rng.choice(cat_ids))
-            dts.append({"image_id": image, "category_id": cat,
-                        "bbox": [float(v) for v in box],
-                        "score": float(rng.integers(0, levels) / levels)})
-    gt = {"images": [{"id": i} for i in img_ids], "annotations": anns,
-          "categories": [{"id": c, "name": f"cat{c}"} for c in cat_ids]}
+            dts.append(
+                {
+                    "image_id": image,
+                    "category_id": cat,
+                    "bbox": [float(v) for v in box],
+                    "score": float(rng.integers(0, levels) / levels),
+                }
+            )
+    gt = {
+        "images": [{"id": i} for i in img_ids],
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"cat{c}"} for c in cat_ids],
+    }
     return gt, dts
 
 
@@ -171,8 +189,9 @@ def test_random_cases_match_pycocotools() -> None:
 def test_more_detections_than_max_dets_match() -> None:
     for seed in range(8):
         gt, dts = random_case(1000 + seed, crowded=True)
-        groups = np.unique([(d["image_id"], d["category_id"]) for d in dts], axis=0,
-                           return_counts=True)[1]
+        groups = np.unique(
+            [(d["image_id"], d["category_id"]) for d in dts], axis=0, return_counts=True
+        )[1]
         assert groups.max() > 100
         assert_same(gt, dts)
 
@@ -203,18 +222,30 @@ def test_simplified_ground_truth_matches_its_coco_equivalent() -> None:
     for seed in range(30):
         gt, dts = random_case(4000 + seed)
         names = {i["id"]: f"img_{i['id']:04d}" for i in gt["images"]}
-        anns = [a for a in gt["annotations"] if a["category_id"] in
-                {b["category_id"] for b in gt["annotations"]}]
-        simple = [{"image_id": names[a["image_id"]], "category_id": a["category_id"],
-                   "bbox": a["bbox"]} for a in anns]
+        anns = [
+            a
+            for a in gt["annotations"]
+            if a["category_id"] in {b["category_id"] for b in gt["annotations"]}
+        ]
+        simple = [
+            {"image_id": names[a["image_id"]], "category_id": a["category_id"], "bbox": a["bbox"]}
+            for a in anns
+        ]
         used_images = sorted({s["image_id"] for s in simple})
         used_cats = sorted({s["category_id"] for s in simple})
-        coco = {"images": [{"id": i} for i in used_images],
-                "categories": [{"id": c, "name": str(c)} for c in used_cats],
-                "annotations": [{**s, "id": n + 1, "area": s["bbox"][2] * s["bbox"][3],
-                                 "iscrowd": 0} for n, s in enumerate(simple)]}
-        preds = [{**d, "image_id": names[d["image_id"]]} for d in dts
-                 if names[d["image_id"]] in set(used_images) and d["category_id"] in used_cats]
+        coco = {
+            "images": [{"id": i} for i in used_images],
+            "categories": [{"id": c, "name": str(c)} for c in used_cats],
+            "annotations": [
+                {**s, "id": n + 1, "area": s["bbox"][2] * s["bbox"][3], "iscrowd": 0}
+                for n, s in enumerate(simple)
+            ],
+        }
+        preds = [
+            {**d, "image_id": names[d["image_id"]]}
+            for d in dts
+            if names[d["image_id"]] in set(used_images) and d["category_id"] in used_cats
+        ]
         assert_same(coco, preds, ours_gt=simple)
 
 
@@ -225,9 +256,20 @@ def test_empty_predictions_score_zero() -> None:
 
 
 def test_match_to_annotation_id_zero_counts_as_false_positive_like_pycocotools() -> None:
-    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}],
-          "annotations": [{"id": 0, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10],
-                           "area": 100, "iscrowd": 0}]}
+    gt = {
+        "images": [{"id": 1}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {
+                "id": 0,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+            }
+        ],
+    }
     dts = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
     assert assert_same(gt, dts)[0] == 0.0
     gt["annotations"][0]["id"] = 1
@@ -235,9 +277,20 @@ def test_match_to_annotation_id_zero_counts_as_false_positive_like_pycocotools()
 
 
 def test_iou_exactly_at_threshold_matches() -> None:
-    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10],
-                           "area": 100, "iscrowd": 0}]}
+    gt = {
+        "images": [{"id": 1}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+            }
+        ],
+    }
     dts = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 20], "score": 0.5}]  # IoU 0.5
     assert assert_same(gt, dts)[1] == pytest.approx(1.0)
 
@@ -251,17 +304,33 @@ _box = st.tuples(_coord, _coord, _size, _size).map(list)
 def grid_cases(draw: st.DrawFn) -> tuple[Json, list[Json]]:
     """Boxes on a coarse grid so that equal IoUs, IoU == threshold and score ties are common."""
     n_img = draw(st.integers(1, 3))
-    gts = draw(st.lists(st.tuples(st.integers(1, n_img), st.integers(1, 2), _box, st.booleans()),
-                        max_size=8))
-    dts = draw(st.lists(st.tuples(st.integers(1, n_img), st.integers(1, 2), _box,
-                                  st.integers(0, 3)), max_size=12))
-    gt = {"images": [{"id": i} for i in range(1, n_img + 1)],
-          "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
-          "annotations": [{"id": n + 1, "image_id": i, "category_id": c, "bbox": b,
-                           "area": b[2] * b[3], "iscrowd": int(crowd)}
-                          for n, (i, c, b, crowd) in enumerate(gts)]}
-    preds = [{"image_id": i, "category_id": c, "bbox": b, "score": s / 4}
-             for i, c, b, s in dts]
+    gts = draw(
+        st.lists(
+            st.tuples(st.integers(1, n_img), st.integers(1, 2), _box, st.booleans()), max_size=8
+        )
+    )
+    dts = draw(
+        st.lists(
+            st.tuples(st.integers(1, n_img), st.integers(1, 2), _box, st.integers(0, 3)),
+            max_size=12,
+        )
+    )
+    gt = {
+        "images": [{"id": i} for i in range(1, n_img + 1)],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [
+            {
+                "id": n + 1,
+                "image_id": i,
+                "category_id": c,
+                "bbox": b,
+                "area": b[2] * b[3],
+                "iscrowd": int(crowd),
+            }
+            for n, (i, c, b, crowd) in enumerate(gts)
+        ],
+    }
+    preds = [{"image_id": i, "category_id": c, "bbox": b, "score": s / 4} for i, c, b, s in dts]
     return gt, preds
 
 
@@ -276,12 +345,23 @@ def test_equal_iou_tie_goes_to_the_later_annotation() -> None:
     """The first detection overlaps both boxes equally; pycocotools takes the later one, which
     decides whether the second detection (that fits only one of them well) can still match."""
     boxes = [[0, 0, 10, 10], [2, 0, 10, 10]]
-    dts = [{"image_id": 1, "category_id": 1, "bbox": [1, 0, 10, 10], "score": 0.9},
-           {"image_id": 1, "category_id": 1, "bbox": [3, 0, 10, 10], "score": 0.8}]
+    dts = [
+        {"image_id": 1, "category_id": 1, "bbox": [1, 0, 10, 10], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [3, 0, 10, 10], "score": 0.8},
+    ]
     recall = []
     for order in ((0, 1), (1, 0)):
-        anns = [{"id": n + 1, "image_id": 1, "category_id": 1, "bbox": boxes[i], "area": 100,
-                 "iscrowd": 0} for n, i in enumerate(order)]
+        anns = [
+            {
+                "id": n + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": boxes[i],
+                "area": 100,
+                "iscrowd": 0,
+            }
+            for n, i in enumerate(order)
+        ]
         gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}], "annotations": anns}
         recall.append(assert_same(gt, dts)[8])
     assert recall[0] < recall[1]  # file order decided the tie

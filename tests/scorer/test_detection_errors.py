@@ -16,17 +16,35 @@ GT: dict[str, Any] = {
     "images": [{"id": 1}, {"id": 2}],
     "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
     "annotations": [
-        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
-         "iscrowd": 0},
-        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [5, 5, 20, 20], "area": 400,
-         "iscrowd": 0},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [0, 0, 10, 10],
+            "area": 100,
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 2,
+            "category_id": 2,
+            "bbox": [5, 5, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        },
     ],
 }
 GOOD_DET: dict[str, Any] = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}
 
 
-def workspace(tmp_path: Path, gt: Any = GT, pred: Any = (GOOD_DET,), *, raw_pred: str | None = None,
-              raw_gt: str | None = None) -> Workspace:
+def workspace(
+    tmp_path: Path,
+    gt: Any = GT,
+    pred: Any = (GOOD_DET,),
+    *,
+    raw_pred: str | None = None,
+    raw_gt: str | None = None,
+) -> Workspace:
     (tmp_path / "input").mkdir()
     (tmp_path / "output").mkdir()
     (tmp_path / "input" / "gt.json").write_text(raw_gt if raw_gt is not None else json.dumps(gt))
@@ -171,8 +189,13 @@ BAD_GROUND_TRUTH = [
     ("id string", {**GT, "annotations": [_ann(id="a")]}),
     ("bbox short", {**GT, "annotations": [_ann(bbox=[1, 2])]}),
     ("simplified without bbox", [{"image_id": "a", "category_id": 1}]),
-    ("simplified ids mixed", [{"image_id": "a", "category_id": 1, "bbox": [0, 0, 1, 1]},
-                              {"image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}]),
+    (
+        "simplified ids mixed",
+        [
+            {"image_id": "a", "category_id": 1, "bbox": [0, 0, 1, 1]},
+            {"image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]},
+        ],
+    ),
     ("simplified record not object", [[0, 0, 1, 1]]),
 ]
 

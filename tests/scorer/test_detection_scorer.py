@@ -32,7 +32,11 @@ def test_is_a_registered_scorer_def() -> None:
     assert info.primary_metric == "mAP"
     assert info.higher_is_better
     assert set(info.params_schema["properties"]) == {
-        "iou_thresholds", "max_dets", "category_ids", "area_ranges", "plots"
+        "iou_thresholds",
+        "max_dets",
+        "category_ids",
+        "area_ranges",
+        "plots",
     }
     assert detection_map.params_model is DetectionParams
 
@@ -78,30 +82,58 @@ def test_simplified_ground_truth_end_to_end(tmp_path: Path) -> None:
 
 
 def test_per_category_keys_are_names_when_unique(tmp_path: Path) -> None:
-    gt = {"images": [{"id": 1}],
-          "categories": [{"id": 3, "name": "cat"}, {"id": 1, "name": "dog"},
-                         {"id": 2, "name": "x"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 9, 9],
-                           "area": 81, "iscrowd": 0}]}
+    gt = {
+        "images": [{"id": 1}],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 1, "name": "dog"}, {"id": 2, "name": "x"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": [0, 0, 9, 9],
+                "area": 81,
+                "iscrowd": 0,
+            }
+        ],
+    }
     result = detection_map.score(workspace(tmp_path, gt, []), {})
     assert result.metrics["AP_per_category"] == {"dog": -1.0, "x": -1.0, "cat": 0.0}
 
 
 def test_per_category_keys_fall_back_to_ids_when_names_repeat(tmp_path: Path) -> None:
-    gt = {"images": [{"id": 1}], "annotations": [],
-          "categories": [{"id": 1, "name": "same"}, {"id": 2, "name": "same"}]}
+    gt = {
+        "images": [{"id": 1}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "same"}, {"id": 2, "name": "same"}],
+    }
     result = detection_map.score(workspace(tmp_path, gt, []), {})
     assert result.metrics["AP_per_category"] == {"1": -1.0, "2": -1.0}
     assert result.summary["mAP"] == -1.0  # no ground truth at all: undefined, as pycocotools
 
 
 def test_category_filter_limits_per_category(tmp_path: Path) -> None:
-    gt = {"images": [{"id": 1}],
-          "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9],
-                           "area": 81, "iscrowd": 0},
-                          {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 9, 9],
-                           "area": 81, "iscrowd": 0}]}
+    gt = {
+        "images": [{"id": 1}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 9, 9],
+                "area": 81,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [0, 0, 9, 9],
+                "area": 81,
+                "iscrowd": 0,
+            },
+        ],
+    }
     pred = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9], "score": 1.0}]
     everything = detection_map.score(workspace(tmp_path, gt, pred), {})
     only_a = detection_map.score(Workspace.at(tmp_path), {"category_ids": [1]})

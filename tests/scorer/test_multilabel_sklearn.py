@@ -41,9 +41,15 @@ def _cell(labels: list[str], rng: np.random.Generator | None) -> str:
     return "  ".join(shuffled) + " "  # double spaces, a trailing space
 
 
-def _score(root: Path, y_true: Sets, y_pred: Sets, order: list[int],
-           params: dict[str, Any] | None = None, scorer: Any = multilabel_f1_micro,
-           messy: bool = True) -> Result:
+def _score(
+    root: Path,
+    y_true: Sets,
+    y_pred: Sets,
+    order: list[int],
+    params: dict[str, Any] | None = None,
+    scorer: Any = multilabel_f1_micro,
+    messy: bool = True,
+) -> Result:
     rng = np.random.default_rng(len(y_true)) if messy else None
     ids = [f"id{i}" for i in range(len(y_true))]
     (root / "input").mkdir(exist_ok=True)
@@ -67,8 +73,9 @@ def _check(result: Result, y_true: Sets, y_pred: Sets, labels: list[str] | None 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for average in ("micro", "macro", "weighted", "samples"):
-            p, r, f, _ = precision_recall_fscore_support(pad_t, pad_p, labels=columns,
-                                                         average=average)
+            p, r, f, _ = precision_recall_fscore_support(
+                pad_t, pad_p, labels=columns, average=average
+            )
             assert result.metrics[f"precision_{average}"] == p, average
             assert result.metrics[f"recall_{average}"] == r, average
             assert result.metrics[f"f1_{average}"] == f, average
@@ -79,8 +86,9 @@ def _check(result: Result, y_true: Sets, y_pred: Sets, labels: list[str] | None 
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[Sets, Sets, list[int]]:
-    pool = draw(st.lists(st.text("abé,\"q", min_size=1, max_size=3), min_size=1, max_size=6,
-                         unique=True))
+    pool = draw(
+        st.lists(st.text('abé,"q', min_size=1, max_size=3), min_size=1, max_size=6, unique=True)
+    )
     n = draw(st.integers(1, 30))
     sets = st.lists(st.sampled_from(pool), max_size=len(pool), unique=True)
     y_true = draw(st.lists(sets, min_size=n, max_size=n))
@@ -114,16 +122,23 @@ def test_medium_random_inputs(tmp_path: Path, seed: int) -> None:
     noisy = truth ^ (rng.random((n, 40)) < 0.05)
     y_true = [[names[j] for j in np.flatnonzero(row)] for row in truth]
     y_pred = [[names[j] for j in np.flatnonzero(row)] for row in noisy]
-    result = _score(tmp_path, y_true, y_pred, rng.permutation(n).tolist(),
-                    scorer=multilabel_f1_samples)
+    result = _score(
+        tmp_path, y_true, y_pred, rng.permutation(n).tolist(), scorer=multilabel_f1_samples
+    )
     _check(result, y_true, y_pred)
     assert result.summary["score"] == result.metrics["f1_samples"]
 
 
-@pytest.mark.parametrize(("scorer", "primary"), [
-    (multilabel_f1_micro, "f1_micro"), (multilabel_f1_macro, "f1_macro"),
-    (multilabel_f1_samples, "f1_samples"), (hamming_scorer, "hamming_loss"),
-    (subset_accuracy, "subset_accuracy")])
+@pytest.mark.parametrize(
+    ("scorer", "primary"),
+    [
+        (multilabel_f1_micro, "f1_micro"),
+        (multilabel_f1_macro, "f1_macro"),
+        (multilabel_f1_samples, "f1_samples"),
+        (hamming_scorer, "hamming_loss"),
+        (subset_accuracy, "subset_accuracy"),
+    ],
+)
 def test_every_scorer_summarises_its_metric(tmp_path: Path, scorer: Any, primary: str) -> None:
     y_true, y_pred = [["a", "b"], [], ["c"]], [["a"], ["b"], ["c"]]
     result = _score(tmp_path, y_true, y_pred, [2, 0, 1], scorer=scorer, messy=False)
@@ -147,8 +162,14 @@ def test_labels_param_fixes_the_label_set(tmp_path: Path) -> None:
         ([[], []], [["a"], []], {}, Fault.ORGANISER, None),
     ],
 )
-def test_bad_labels(tmp_path: Path, y_true: Sets, y_pred: Sets, params: dict[str, Any],
-                    fault: Fault, rows: list[int] | None) -> None:
+def test_bad_labels(
+    tmp_path: Path,
+    y_true: Sets,
+    y_pred: Sets,
+    params: dict[str, Any],
+    fault: Fault,
+    rows: list[int] | None,
+) -> None:
     """Pred rows are written reversed: the error names the row of the pred file itself."""
     with pytest.raises(AutoscorerError) as info:
         _score(tmp_path, y_true, y_pred, [1, 0], params, messy=False)

@@ -19,8 +19,9 @@ from shared.models import Result
 from shared.workspace import Workspace
 
 
-def write_pair(root: Path, header: str, y_true: list[Any], y_pred: list[Any],
-               order: list[int]) -> Workspace:
+def write_pair(
+    root: Path, header: str, y_true: list[Any], y_pred: list[Any], order: list[int]
+) -> Workspace:
     """``id,<header>`` files with ids ``0, 1, ...``; pred rows in ``order`` (``str(float)`` is
     its shortest round-tripping form, so floats read back exactly)."""
     ids = [f"{i}" for i in range(len(y_true))]
@@ -33,17 +34,26 @@ def write_pair(root: Path, header: str, y_true: list[Any], y_pred: list[Any],
     return Workspace.at(root)
 
 
-def _score(root: Path, y_true: list[Any], y_pred: list[Any], order: list[int],
-           params: dict[str, Any] | None = None, scorer: Any = quadratic_weighted_kappa
-           ) -> Result:
+def _score(
+    root: Path,
+    y_true: list[Any],
+    y_pred: list[Any],
+    order: list[int],
+    params: dict[str, Any] | None = None,
+    scorer: Any = quadratic_weighted_kappa,
+) -> Result:
     result: Result = scorer.score(write_pair(root, "label", y_true, y_pred, order), params or {})
     return result
 
 
-def _check(result: Result, y_true: list[Any], y_pred: list[Any],
-           labels: list[Any] | None = None) -> None:
-    for name, weights in (("quadratic_weighted_kappa", "quadratic"),
-                          ("linear_weighted_kappa", "linear"), ("cohen_kappa", None)):
+def _check(
+    result: Result, y_true: list[Any], y_pred: list[Any], labels: list[Any] | None = None
+) -> None:
+    for name, weights in (
+        ("quadratic_weighted_kappa", "quadratic"),
+        ("linear_weighted_kappa", "linear"),
+        ("cohen_kappa", None),
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             value = cohen_kappa_score(y_true, y_pred, labels=labels, weights=weights)
@@ -83,8 +93,9 @@ def test_medium_random_inputs(tmp_path: Path, seed: int) -> None:
     n = 10_000
     y_true = rng.integers(0, 6, n)
     y_pred = np.clip(y_true + rng.integers(-2, 3, n), 0, 7)  # 6 and 7 only predicted
-    result = _score(tmp_path, y_true.tolist(), y_pred.tolist(), rng.permutation(n).tolist(),
-                    scorer=cohen_kappa)
+    result = _score(
+        tmp_path, y_true.tolist(), y_pred.tolist(), rng.permutation(n).tolist(), scorer=cohen_kappa
+    )
     _check(result, y_true.tolist(), y_pred.tolist())
     assert result.summary["cohen_kappa"] == result.metrics["cohen_kappa"]
 
@@ -120,8 +131,14 @@ def test_integral_floats_count_as_integers(tmp_path: Path) -> None:
         ([3, 3], [3, 3], {}, Fault.ORGANISER, None),
     ],
 )
-def test_bad_labels(tmp_path: Path, y_true: list[Any], y_pred: list[Any], params: dict[str, Any],
-                    fault: Fault, rows: list[int] | None) -> None:
+def test_bad_labels(
+    tmp_path: Path,
+    y_true: list[Any],
+    y_pred: list[Any],
+    params: dict[str, Any],
+    fault: Fault,
+    rows: list[int] | None,
+) -> None:
     with pytest.raises(AutoscorerError) as info:
         _score(tmp_path, y_true, y_pred, list(range(len(y_true))), params)
     assert info.value.code == ErrorCode.BAD_FORMAT and info.value.fault == fault

@@ -25,8 +25,14 @@ from shared.models import Result
 from shared.workspace import Workspace
 
 
-def write(root: Path, labels: list[str], proba: np.ndarray, classes: list[str],
-          order: list[int] | None = None, columns: list[int] | None = None) -> Workspace:
+def write(
+    root: Path,
+    labels: list[str],
+    proba: np.ndarray,
+    classes: list[str],
+    order: list[int] | None = None,
+    columns: list[int] | None = None,
+) -> Workspace:
     """gt in row order; pred rows permuted by ``order``, class columns by ``columns``."""
     n = len(labels)
     order = list(range(n)) if order is None else order
@@ -58,14 +64,13 @@ def expected(labels: list[str], proba: np.ndarray, classes: list[str]) -> dict[s
             values["roc_auc"] = roc_auc_score(y, proba[:, 1])
         if classes[1] in present:
             values["average_precision"] = average_precision_score(
-                y, proba[:, 1], pos_label=classes[1])
+                y, proba[:, 1], pos_label=classes[1]
+            )
     elif present == classes:
         values["roc_auc"] = roc_auc_score(y, proba, multi_class="ovr")
-        values["roc_auc_weighted"] = roc_auc_score(y, proba, multi_class="ovr",
-                                                   average="weighted")
+        values["roc_auc_weighted"] = roc_auc_score(y, proba, multi_class="ovr", average="weighted")
         values["average_precision"] = average_precision_score(y, proba)
-        values["average_precision_weighted"] = average_precision_score(y, proba,
-                                                                       average="weighted")
+        values["average_precision_weighted"] = average_precision_score(y, proba, average="weighted")
     return values
 
 
@@ -78,24 +83,36 @@ def check(result: Result, labels: list[str], proba: np.ndarray, classes: list[st
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[list[str], np.ndarray, list[str], list[int], list[int]]:
     k = draw(st.integers(2, 5))
-    classes = sorted(draw(st.lists(st.text("abcxyzé", min_size=1, max_size=3), min_size=k,
-                                   max_size=k, unique=True)))
+    classes = sorted(
+        draw(
+            st.lists(
+                st.text("abcxyzé", min_size=1, max_size=3), min_size=k, max_size=k, unique=True
+            )
+        )
+    )
     n = draw(st.integers(k, 40))
     codes = draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n))
     codes[:k] = range(k)  # every class present: scikit-learn's multiclass metrics need that
     grid = draw(st.sampled_from([2, 4, 10, 1000]))  # coarse grids make ties and exact 0s and 1s
-    raw = np.array(draw(st.lists(st.integers(0, grid), min_size=n * k, max_size=n * k)),
-                   dtype=np.float64).reshape(n, k)
+    raw = np.array(
+        draw(st.lists(st.integers(0, grid), min_size=n * k, max_size=n * k)), dtype=np.float64
+    ).reshape(n, k)
     raw[:, 0] += 0.5  # no all-zero row
     proba = raw / raw.sum(axis=1, keepdims=True)
-    return ([classes[c] for c in codes], proba, classes, draw(st.permutations(range(n))),
-            draw(st.permutations(range(k))))
+    return (
+        [classes[c] for c in codes],
+        proba,
+        classes,
+        draw(st.permutations(range(n))),
+        draw(st.permutations(range(k))),
+    )
 
 
 @settings(max_examples=80, deadline=None)
 @given(cases())
-def test_metrics_match_sklearn(case: tuple[list[str], np.ndarray, list[str], list[int],
-                                          list[int]]) -> None:
+def test_metrics_match_sklearn(
+    case: tuple[list[str], np.ndarray, list[str], list[int], list[int]],
+) -> None:
     labels, proba, classes, order, columns = case
     with tempfile.TemporaryDirectory() as tmp:
         ws = write(Path(tmp), labels, proba, classes, order, columns)
@@ -116,8 +133,12 @@ def test_medium_random_inputs_match_sklearn(tmp_path: Path, k: int, seed: int) -
     classes = [f"class {i}" for i in range(k)]
     labels = [classes[c] for c in codes]
     ws = write(tmp_path, labels, proba, classes, rng.permutation(n).tolist())
-    for scorer, primary in ((roc_auc, "roc_auc"), (average_precision, "average_precision"),
-                            (log_loss_def, "log_loss"), (brier_score_scorer, "brier_score")):
+    for scorer, primary in (
+        (roc_auc, "roc_auc"),
+        (average_precision, "average_precision"),
+        (log_loss_def, "log_loss"),
+        (brier_score_scorer, "brier_score"),
+    ):
         result = scorer.score(ws, {})
         check(result, labels, proba, classes)
         assert result.summary["score"] == result.metrics[primary]
@@ -143,7 +164,8 @@ def test_binary_positive_class_param(tmp_path: Path) -> None:
     is_no = np.asarray(labels) == "no"
     assert flipped.metrics["roc_auc"] == roc_auc_score(is_no, 1 - p_yes)
     assert flipped.metrics["average_precision"] == average_precision_score(
-        labels, 1 - p_yes, pos_label="no")
+        labels, 1 - p_yes, pos_label="no"
+    )
 
 
 def test_class_absent_from_ground_truth_is_left_out_of_the_averages(tmp_path: Path) -> None:
@@ -154,8 +176,9 @@ def test_class_absent_from_ground_truth_is_left_out_of_the_averages(tmp_path: Pa
     proba /= proba.sum(axis=1, keepdims=True)
     labels = [classes[c] for c in codes]
     result = roc_auc.score(write(tmp_path, labels, proba, classes), {})
-    per_class = {c: roc_auc_score(np.asarray(labels) == c, proba[:, i])
-                 for i, c in enumerate(classes[:3])}
+    per_class = {
+        c: roc_auc_score(np.asarray(labels) == c, proba[:, i]) for i, c in enumerate(classes[:3])
+    }
     assert result.metrics["roc_auc_per_class"] == per_class
     assert result.metrics["roc_auc"] == float(np.average(list(per_class.values())))
     assert result.metrics["n_classes_absent"] == 1.0
@@ -175,8 +198,7 @@ def test_single_class_ground_truth(tmp_path: Path) -> None:
     assert "roc_auc" not in result.metrics
 
 
-def _error(root: Path, gt: str, pred: str, params: dict[str, Any] | None = None
-           ) -> AutoscorerError:
+def _error(root: Path, gt: str, pred: str, params: dict[str, Any] | None = None) -> AutoscorerError:
     (root / "input").mkdir(exist_ok=True)
     (root / "output").mkdir(exist_ok=True)
     (root / "input" / "gt.csv").write_text(gt)
@@ -193,12 +215,17 @@ GT = "id,label\n1,a\n2,b\n3,a\n"
     ("pred", "code", "detail"),
     [
         ("id,a,b\n1,0.5,0.5\n2,0.5,0.5\n", ErrorCode.MISMATCH, {"missing": ["3"]}),
-        ("id,a,b\n1,0.5,0.5\n2,0.5,0.5\n3,0.5,0.5\n4,0.5,0.5\n", ErrorCode.MISMATCH,
-         {"extra": ["4"]}),
-        ("id,a,b\n1,0.5,0.5\n2,0.5,0.5\n2,0.5,0.5\n", ErrorCode.BAD_FORMAT,
-         {"duplicates": ["2"]}),
-        ("id,a,b\n1,0.5,0.5\n2,1.5,-0.5\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT,
-         {"rows": [2], "ids": ["2"], "column": "a"}),
+        (
+            "id,a,b\n1,0.5,0.5\n2,0.5,0.5\n3,0.5,0.5\n4,0.5,0.5\n",
+            ErrorCode.MISMATCH,
+            {"extra": ["4"]},
+        ),
+        ("id,a,b\n1,0.5,0.5\n2,0.5,0.5\n2,0.5,0.5\n", ErrorCode.BAD_FORMAT, {"duplicates": ["2"]}),
+        (
+            "id,a,b\n1,0.5,0.5\n2,1.5,-0.5\n3,0.5,0.5\n",
+            ErrorCode.BAD_FORMAT,
+            {"rows": [2], "ids": ["2"], "column": "a"},
+        ),
         ("id,a,b\n1,0.5,0.5\n2,0.5,0.4\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT, {"rows": [2]}),
         ("id,a,b\n1,0.5,0.5\n2,nan,0.5\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT, {"rows": [2]}),
         ("id,a,b\n1,0.5,0.5\n2,x,0.5\n3,0.5,0.5\n", ErrorCode.BAD_FORMAT, {"rows": [2]}),
@@ -210,8 +237,9 @@ GT = "id,label\n1,a\n2,b\n3,a\n"
         ("", ErrorCode.BAD_FORMAT, {}),
     ],
 )
-def test_bad_predictions_are_standard_errors(tmp_path: Path, pred: str, code: ErrorCode,
-                                             detail: dict[str, Any]) -> None:
+def test_bad_predictions_are_standard_errors(
+    tmp_path: Path, pred: str, code: ErrorCode, detail: dict[str, Any]
+) -> None:
     error = _error(tmp_path, GT, pred)
     assert error.code == code
     assert error.fault == Fault.PARTICIPANT
@@ -245,9 +273,11 @@ def _single_column(root: Path, labels: list[str], column: str, p: np.ndarray) ->
     (root / "output").mkdir(exist_ok=True)
     ids = [f"r{i}" for i in range(len(labels))]
     (root / "input" / "gt.csv").write_text(
-        "id,label\n" + "".join(f"{i},{y}\n" for i, y in zip(ids, labels, strict=True)))
+        "id,label\n" + "".join(f"{i},{y}\n" for i, y in zip(ids, labels, strict=True))
+    )
     (root / "output" / "pred.csv").write_text(
-        f"id,{column}\n" + "".join(f"{i},{v!r}\n" for i, v in zip(ids, p.tolist(), strict=True)))
+        f"id,{column}\n" + "".join(f"{i},{v!r}\n" for i, v in zip(ids, p.tolist(), strict=True))
+    )
     return Workspace.at(root)
 
 
@@ -262,8 +292,9 @@ def test_binary_as_one_probability_column(tmp_path: Path, seed: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert result.metrics["roc_auc"] == roc_auc_score(labels, p)
-        assert result.metrics["average_precision"] == average_precision_score(labels, p,
-                                                                               pos_label="1")
+        assert result.metrics["average_precision"] == average_precision_score(
+            labels, p, pos_label="1"
+        )
         assert result.metrics["log_loss"] == log_loss(labels, p)
         assert result.metrics["brier_score"] == brier_score_loss(labels, p, pos_label="1")
     assert result.metrics["n_classes"] == 2.0
@@ -297,8 +328,10 @@ def test_one_column_needs_exactly_two_classes(tmp_path: Path) -> None:
 @settings(max_examples=60, deadline=None)
 @given(case=cases(), keep=st.integers(1, 4))
 def test_absent_classes_average_over_the_defined_ones(
-        tmp_path_factory: pytest.TempPathFactory,
-        case: tuple[list[str], np.ndarray, list[str], list[int], list[int]], keep: int) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+    case: tuple[list[str], np.ndarray, list[str], list[int], list[int]],
+    keep: int,
+) -> None:
     """Ground truth drawn from the first ``keep`` classes only: per class, ROC AUC and AP are
     scikit-learn's binary values where defined, and the macro average is their mean."""
     labels, proba, classes, order, columns = case
@@ -306,8 +339,9 @@ def test_absent_classes_average_over_the_defined_ones(
         return
     present = classes[:keep]
     labels = [label if label in present else present[0] for label in labels]
-    result = log_loss_def.score(write(tmp_path_factory.mktemp("case"), labels, proba, classes,
-                                      order, columns), {})  # ROC AUC may be undefined
+    result = log_loss_def.score(
+        write(tmp_path_factory.mktemp("case"), labels, proba, classes, order, columns), {}
+    )  # ROC AUC may be undefined
     truth = np.asarray(labels)
     expected_roc, expected_ap = {}, {}
     for k, name in enumerate(classes):

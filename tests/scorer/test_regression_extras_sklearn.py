@@ -33,8 +33,13 @@ from tests.scorer.test_ordinal_sklearn import write_pair
 from tests.scorer.test_regression_sklearn import cases as regression_cases
 
 
-def _score(root: Path, y_true: list[float], y_pred: list[float], order: list[int],
-           scorer: Any = regression_rmse) -> Result:
+def _score(
+    root: Path,
+    y_true: list[float],
+    y_pred: list[float],
+    order: list[int],
+    scorer: Any = regression_rmse,
+) -> Result:
     ws = write_pair(root, "value", y_true, y_pred, order)
     result: Result = scorer.score(ws, {"plots": False})
     return result
@@ -56,7 +61,8 @@ def _check(result: Result, y_true: list[float], y_pred: list[float]) -> None:
             warnings.simplefilter("ignore")
             expected = explained_variance_score(yt, yp)
         assert result.metrics.get("explained_variance") == (
-            expected if np.isfinite(expected) else None)
+            expected if np.isfinite(expected) else None
+        )
     else:
         assert "explained_variance" not in result.metrics
 
@@ -75,8 +81,9 @@ def cases(draw: st.DrawFn) -> tuple[list[float], list[float], list[int]]:
 
 @settings(max_examples=100, deadline=None)
 @given(case=cases())
-def test_extras_match_sklearn(tmp_path_factory: pytest.TempPathFactory,
-                              case: tuple[list[float], list[float], list[int]]) -> None:
+def test_extras_match_sklearn(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[list[float], list[float], list[int]]
+) -> None:
     y_true, y_pred, order = case
     result = _score(tmp_path_factory.mktemp("case"), y_true, y_pred, order)
     _check(result, y_true, y_pred)
@@ -91,12 +98,19 @@ def test_medium_random_inputs(tmp_path: Path, seed: int) -> None:
     _check(_score(tmp_path, y_true, y_pred, rng.permutation(n).tolist()), y_true, y_pred)
 
 
-@pytest.mark.parametrize(("scorer", "primary", "higher"), [
-    (regression_mae, "mae", False), (regression_mape, "mape", False),
-    (regression_rmsle, "rmsle", False), (regression_median_ae, "median_ae", False),
-    (regression_explained_variance, "explained_variance", True)])
-def test_each_scorer_summarises_its_metric(tmp_path: Path, scorer: Any, primary: str,
-                                           higher: bool) -> None:
+@pytest.mark.parametrize(
+    ("scorer", "primary", "higher"),
+    [
+        (regression_mae, "mae", False),
+        (regression_mape, "mape", False),
+        (regression_rmsle, "rmsle", False),
+        (regression_median_ae, "median_ae", False),
+        (regression_explained_variance, "explained_variance", True),
+    ],
+)
+def test_each_scorer_summarises_its_metric(
+    tmp_path: Path, scorer: Any, primary: str, higher: bool
+) -> None:
     y_true, y_pred = [1.0, 2.0, 4.0, 0.5], [1.5, 2.0, 3.0, 0.0]
     result = _score(tmp_path, y_true, y_pred, [3, 1, 0, 2], scorer)
     _check(result, y_true, y_pred)
@@ -104,13 +118,16 @@ def test_each_scorer_summarises_its_metric(tmp_path: Path, scorer: Any, primary:
     assert scorer.info.higher_is_better is higher
 
 
-@pytest.mark.parametrize(("y_true", "y_pred", "fault", "rows"), [
-    ([1.0, -1.0, 2.0], [1.0, 1.0, 2.0], Fault.ORGANISER, [2]),
-    ([1.0, 1.0, 2.0], [1.0, -3.5, 2.0], Fault.PARTICIPANT, [2]),
-])
-def test_rmsle_refuses_values_at_or_below_minus_one(tmp_path: Path, y_true: list[float],
-                                                    y_pred: list[float], fault: Fault,
-                                                    rows: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "fault", "rows"),
+    [
+        ([1.0, -1.0, 2.0], [1.0, 1.0, 2.0], Fault.ORGANISER, [2]),
+        ([1.0, 1.0, 2.0], [1.0, -3.5, 2.0], Fault.PARTICIPANT, [2]),
+    ],
+)
+def test_rmsle_refuses_values_at_or_below_minus_one(
+    tmp_path: Path, y_true: list[float], y_pred: list[float], fault: Fault, rows: list[int]
+) -> None:
     with pytest.raises(AutoscorerError) as info:
         _score(tmp_path, y_true, y_pred, [0, 1, 2], regression_rmsle)
     assert info.value.code == ErrorCode.BAD_FORMAT and info.value.fault == fault

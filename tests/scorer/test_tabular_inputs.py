@@ -59,8 +59,10 @@ def test_good_files_score(tmp_path: Path) -> None:
     assert result.summary["f1_macro"] == result.metrics["f1_macro"]
 
 
-@pytest.mark.parametrize(("gt", "pred", "missing"), [(None, GOOD_PRED, "input/gt.csv"),
-                                                      (GOOD_GT, None, "output/pred.csv")])
+@pytest.mark.parametrize(
+    ("gt", "pred", "missing"),
+    [(None, GOOD_PRED, "input/gt.csv"), (GOOD_GT, None, "output/pred.csv")],
+)
 def test_missing_file(tmp_path: Path, gt: bytes | None, pred: bytes | None, missing: str) -> None:
     error = _error(tmp_path, gt, pred)
     assert error.code is ErrorCode.MISSING_FILE
@@ -163,7 +165,7 @@ def test_whitespace_and_case_are_kept(tmp_path: Path) -> None:
 
 
 def test_quoted_unicode_labels_and_bom(tmp_path: Path) -> None:
-    labels = ['a,b', 'say "hi"', "猫", "ñ", "NA", "null"]
+    labels = ["a,b", 'say "hi"', "猫", "ñ", "NA", "null"]
     gt = _rows([(f"id,{i}", label) for i, label in enumerate(labels)])
     backwards = list(reversed(list(enumerate(labels))))
     pred = b"\xef\xbb\xbf" + _rows([(f"id,{i}", label) for i, label in backwards])

@@ -99,7 +99,10 @@ def test_integer_ids_missing_and_extra(tmp_path: Path) -> None:
 def test_integer_ids_repeated_in_pred(tmp_path: Path) -> None:
     error = _error(tmp_path, [1, 2, 3], [1, 2, 2, 3])
     assert (error.code, error.details["file"], error.details["duplicates"]) == (
-        ErrorCode.BAD_FORMAT, "pred", ["2"])
+        ErrorCode.BAD_FORMAT,
+        "pred",
+        ["2"],
+    )
 
 
 def test_integer_ids_repeated_in_gt(tmp_path: Path) -> None:

@@ -54,8 +54,14 @@ def test_medium_random_input(tmp_path: Path) -> None:
     codes = rng.integers(0, 30, 5000)
     scores = np.round(rng.random((5000, 30)), 2)
     labels = [classes[c] for c in codes]
-    ws = write(tmp_path, labels, scores, classes, rng.permutation(5000).tolist(),
-               rng.permutation(30).tolist())
+    ws = write(
+        tmp_path,
+        labels,
+        scores,
+        classes,
+        rng.permutation(5000).tolist(),
+        rng.permutation(30).tolist(),
+    )
     result = top_k_accuracy.score(ws, {})
     assert result.metrics["top_k_accuracy"] == reference(labels, scores, classes, 5)
     assert result.metrics["k"] == 5.0
@@ -63,16 +69,14 @@ def test_medium_random_input(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("params", [{"k": 0}, {"k": "two"}, {"kk": 2}])
 def test_bad_params(tmp_path: Path, params: dict[str, object]) -> None:
-    ws = write(tmp_path, ["a", "b"], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
-               ["a", "b", "c"])
+    ws = write(tmp_path, ["a", "b"], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), ["a", "b", "c"])
     with pytest.raises(AutoscorerError) as info:
         top_k_accuracy.score(ws, params)
     assert info.value.code == ErrorCode.BAD_PARAMS
 
 
 def test_scores_need_not_be_probabilities_but_must_be_finite(tmp_path: Path) -> None:
-    ws = write(tmp_path, ["a", "b"], np.array([[5.0, -2.0, 7.0], [0.0, 9.0, 1.0]]),
-               ["a", "b", "c"])
+    ws = write(tmp_path, ["a", "b"], np.array([[5.0, -2.0, 7.0], [0.0, 9.0, 1.0]]), ["a", "b", "c"])
     assert top_k_accuracy.score(ws, {"k": 2}).metrics["top_k_accuracy"] == 1.0
     (tmp_path / "output" / "pred.csv").write_text("id,a,b,c\nr0000,1,inf,0\nr0001,0,1,0\n")
     with pytest.raises(AutoscorerError) as info:

@@ -38,8 +38,6 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "classification"
 PY = sys.executable
 
 
-
-
 @dataclasses.dataclass
 class Rig:
     bus: MemoryBus
@@ -356,8 +354,11 @@ async def test_a_newer_attempt_stops_an_older_one_of_the_same_job(rig, tmp_path)
     spec, root = _workspace(tmp_path, [PY, "-c", "import time; time.sleep(60)"])
     await rig.bus.publish(_request(spec, root, attempt=1))
     await rig.until(RunStarted)
-    quick = spec.model_copy(update={"container": spec.container.model_copy(
-        update={"cmd": [PY, "submission/predict.py"]})})
+    quick = spec.model_copy(
+        update={
+            "container": spec.container.model_copy(update={"cmd": [PY, "submission/predict.py"]})
+        }
+    )
     await rig.bus.publish(_request(quick, root, attempt=2))
     done = await rig.until(RunCompleted, count=2, timeout=20)
     by_attempt = {e.attempt: e.outcome for e in done}

@@ -34,8 +34,6 @@ RABBIT_URL = os.environ.get("AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@
 FAST_RETRY = RetryPolicy(max_attempts=3, delays=(0.05, 0.1))
 
 
-
-
 @pytest.fixture
 def spans() -> InMemorySpanExporter:
     return InMemorySpanExporter()

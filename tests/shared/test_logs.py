@@ -89,7 +89,7 @@ def test_json_line_has_every_field_and_parses() -> None:
     try:
         with job_context("job-1", 2):
             error = AutoscorerError(ErrorCode.TIMEOUT_ERROR, "late", stage=Stage.EXECUTION)
-            logger.error("it \"broke\"\nbadly", exc_info=error)
+            logger.error('it "broke"\nbadly', exc_info=error)
     finally:
         logger.removeHandler(handler)
     [line] = lines(out)
@@ -248,7 +248,11 @@ async def test_one_job_logs_one_trace_across_four_services_and_its_job_log(
     assert {e["job_id"] for e in events} == {job_id}
     moved = [e["data"] for e in events if e["event"] == "transition"]
     assert [m["to_state"] for m in moved] == [
-        "submitted", "queued", "running", "scoring", "succeeded"
+        "submitted",
+        "queued",
+        "running",
+        "scoring",
+        "succeeded",
     ]
     assert all(m["in_state_s"] >= 0 for m in moved[1:])
     steps = [e["event"] for e in events]
@@ -297,8 +301,11 @@ async def test_a_failing_embedded_job_logs_its_error_code_and_its_job_log_is_cap
 async def test_serve_logs_json_to_stderr_and_spans_to_stdout(tmp_path: Path) -> None:
     """``autoscorer serve`` as a user starts it: the settings pick JSON logs and the console
     exporter; a job's INFO lines (its transitions) and its spans share one trace id."""
-    shutil.copytree(EXAMPLES / "classification", tmp_path / "data" / "ws",
-                    ignore=shutil.ignore_patterns("output", "logs", ".autoscorer"))
+    shutil.copytree(
+        EXAMPLES / "classification",
+        tmp_path / "data" / "ws",
+        ignore=shutil.ignore_patterns("output", "logs", ".autoscorer"),
+    )
     port = free_port()
     env = {
         **os.environ,
@@ -313,8 +320,14 @@ async def test_serve_logs_json_to_stderr_and_spans_to_stdout(tmp_path: Path) -> 
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "serve",
-            cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, stdout=stdout, stderr=stderr,
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "serve",
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            stdout=stdout,
+            stderr=stderr,
         )
     try:
         job_id = await submit_and_wait(f"http://127.0.0.1:{port}")
@@ -351,12 +364,18 @@ async def submit_and_wait(url: str) -> str:
 
 def test_the_cli_pipeline_writes_its_steps_to_the_job_log(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    shutil.copytree(EXAMPLES / "classification", ws,
-                    ignore=shutil.ignore_patterns("output", "logs", ".autoscorer"))
+    shutil.copytree(
+        EXAMPLES / "classification",
+        ws,
+        ignore=shutil.ignore_patterns("output", "logs", ".autoscorer"),
+    )
     assert cli_main(["pipeline", str(ws), "--backend", "local", "--json"]) == 0
     events = [json.loads(x) for x in job_log_path(ws).read_text().splitlines()]
     assert [e["event"] for e in events] == [
-        "run_started", "run_completed", "scoring_started", "scoring_completed"
+        "run_started",
+        "run_completed",
+        "scoring_started",
+        "scoring_completed",
     ]
     assert {(e["service"], e["job_id"]) for e in events} == {("cli", "example-classification")}
     assert events[1]["data"]["status"] == "succeeded" and events[1]["data"]["duration_s"] > 0
@@ -384,7 +403,9 @@ def test_a_transition_outside_any_span_logs_the_jobs_own_trace(captured: io.Stri
     [line] = [x for x in lines(captured) if x["job_id"] == "job-reaped"]
     assert line["message"] == "job job-reaped submitted -> failed TIMEOUT_ERROR (overdue)"
     assert (line["trace_id"], line["error_code"], line["level"]) == (
-        trace_id, "TIMEOUT_ERROR", "INFO"
+        trace_id,
+        "TIMEOUT_ERROR",
+        "INFO",
     )
 
 

@@ -195,9 +195,10 @@ async def test_embedded_flow_moves_the_counters_and_histograms(tmp_path: Path) -
         await platform.wait_for_webhooks(2)
         await asyncio.sleep(0.3)  # the delivery's attempt is recorded after the receiver answers
         # no key: /metrics is public
-        async with aiohttp.ClientSession() as session, session.get(
-            platform.url + "/metrics"
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(platform.url + "/metrics") as resp,
+        ):
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/plain")
             text = await resp.text()

@@ -15,8 +15,11 @@ columns = {f"x{j}": tag for j, tag in enumerate(config["tags"])}
 header, body = table[0], table[1:]
 predictions = []
 for cells in body:
-    tags = [columns[name] for name, cell in zip(header[1:], cells[1:], strict=True)
-            if float(cell) > thresholds[columns[name]]]
+    tags = [
+        columns[name]
+        for name, cell in zip(header[1:], cells[1:], strict=True)
+        if float(cell) > thresholds[columns[name]]
+    ]
     predictions.append((cells[0], " ".join(tags)))
 Path("output").mkdir(exist_ok=True)
 with open("output/pred.csv", "w", newline="", encoding="utf-8") as handle:

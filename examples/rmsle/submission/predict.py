@@ -13,8 +13,9 @@ lines = Path("input/data/features.csv").read_text(encoding="utf-8").splitlines()
 out = ["id,value"]
 for line in lines[1:]:
     key, *values = line.split(",")
-    log_price = model["bias"] + math.fsum(w * float(v) for w, v in zip(model["weights"], values,
-                                                                       strict=True))
+    log_price = model["bias"] + math.fsum(
+        w * float(v) for w, v in zip(model["weights"], values, strict=True)
+    )
     out.append(f"{key},{math.exp(log_price):.2f}")
 Path("output").mkdir(exist_ok=True)
 Path("output/pred.csv").write_text("\n".join(out) + "\n", encoding="utf-8")

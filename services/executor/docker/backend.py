@@ -114,8 +114,12 @@ class DockerExecutor:
         job = self._jobs[spec.job_id] = _Job()
         if expected_outputs is None:
             expected_outputs = spec.expected_outputs or []
-        base = RunOutcome(job_id=spec.job_id, backend=self.name, status="failed",
-                          image=spec.container.image if spec.container else None)
+        base = RunOutcome(
+            job_id=spec.job_id,
+            backend=self.name,
+            status="failed",
+            image=spec.container.image if spec.container else None,
+        )
         try:
             return await self._run_boundary(_Attempt(spec, ws, job, list(expected_outputs), base))
         finally:
@@ -191,8 +195,13 @@ class DockerExecutor:
         output = at.ws.private_dir / OUTPUT_MOUNT_DIR
         paths = SandboxPaths(view / "input", view / "meta.json", output)
         uid, gid = self._config.uid_gid
-        await mount_output(output, limit=self._output_limit, uid=uid, gid=gid,
-                           max_files=self._config.output_max_files)
+        await mount_output(
+            output,
+            limit=self._output_limit,
+            uid=uid,
+            gid=gid,
+            max_files=self._config.output_max_files,
+        )
         try:
             return await self._contain(at, image, paths)
         finally:
@@ -284,25 +293,34 @@ class DockerExecutor:
             await asyncio.to_thread(atomic_write_text, at.ws.logs_dir / "inspect.json", text)
         status = "succeeded" if error is None else ("cancelled" if at.job.cancelled else "failed")
         state = at.inspect.get("State") or {}
-        return at.base.model_copy(update={
-            "status": status, "exit_code": seen.exit_code, "oom_killed": seen.oom_killed,
-            "timed_out": at.timed_out, "started_at": at.started_at,
-            "finished_at": at.finished_at, "duration_s": at.duration_s,
-            "image": image.reference, "image_id": image.image_id,
-            "peak_memory_bytes": at.stats.peak_memory_bytes if at.stats else None,
-            "cpu_seconds": at.stats.cpu_seconds if at.stats else None,
-            "log_path": at.log_path.relative_to(at.ws.root).as_posix(),
-            "log_truncated": bool(at.log and at.log.truncated),
-            "error": error.to_info() if error else None,
-            "extra": {
-                "image_digest": image.digest, "image_pull_s": at.image_s,
-                "container_id": at.inspect.get("Id"),
-                "engine_started_at": state.get("StartedAt"),
-                "engine_finished_at": state.get("FinishedAt"),
-                "output_bytes": seen.output.bytes_used if seen.output else None,
-                "output_skipped": skipped, "log_bytes": at.log.written if at.log else 0,
-            },
-        })
+        return at.base.model_copy(
+            update={
+                "status": status,
+                "exit_code": seen.exit_code,
+                "oom_killed": seen.oom_killed,
+                "timed_out": at.timed_out,
+                "started_at": at.started_at,
+                "finished_at": at.finished_at,
+                "duration_s": at.duration_s,
+                "image": image.reference,
+                "image_id": image.image_id,
+                "peak_memory_bytes": at.stats.peak_memory_bytes if at.stats else None,
+                "cpu_seconds": at.stats.cpu_seconds if at.stats else None,
+                "log_path": at.log_path.relative_to(at.ws.root).as_posix(),
+                "log_truncated": bool(at.log and at.log.truncated),
+                "error": error.to_info() if error else None,
+                "extra": {
+                    "image_digest": image.digest,
+                    "image_pull_s": at.image_s,
+                    "container_id": at.inspect.get("Id"),
+                    "engine_started_at": state.get("StartedAt"),
+                    "engine_finished_at": state.get("FinishedAt"),
+                    "output_bytes": seen.output.bytes_used if seen.output else None,
+                    "output_skipped": skipped,
+                    "log_bytes": at.log.written if at.log else 0,
+                },
+            }
+        )
 
 
 def _participant_view(ws: Workspace, spec: JobSpec, config: DockerConfig) -> Path:

@@ -34,7 +34,9 @@ def classify(seen: Observed) -> AutoscorerError | None:
         if seen.pids_at_limit:
             message += " (it had hit the process limit: a fork bomb?)"
         return execution_error(
-            ErrorCode.TIMEOUT_ERROR, message, time_limit_s=seen.time_limit_s,
+            ErrorCode.TIMEOUT_ERROR,
+            message,
+            time_limit_s=seen.time_limit_s,
             pids_limit_reached=seen.pids_at_limit,
         )
     if seen.oom_killed:
@@ -44,13 +46,16 @@ def classify(seen: Observed) -> AutoscorerError | None:
         return execution_error(
             ErrorCode.OUTPUT_TOO_LARGE,
             f"the program filled output/ (limit {seen.output_limit} bytes)",
-            output_limit=seen.output_limit, bytes_used=seen.output.bytes_used,
+            output_limit=seen.output_limit,
+            bytes_used=seen.output.bytes_used,
             files_used=seen.output.files_used,
         )
     if seen.exit_code != 0:
         error = execution_error(
-            ErrorCode.CONTAINER_EXIT_NONZERO, f"the program exited with code {seen.exit_code}",
-            exit_code=seen.exit_code, log_tail=seen.log_tail,
+            ErrorCode.CONTAINER_EXIT_NONZERO,
+            f"the program exited with code {seen.exit_code}",
+            exit_code=seen.exit_code,
+            log_tail=seen.log_tail,
         )
         error.logs = seen.log_tail
         return error

@@ -70,7 +70,8 @@ def _raise_errno(what: str, path: Path) -> None:
         ErrorCode.EXEC_ERROR,
         f"{what} of the output tmpfs at {path} failed: {os.strerror(errno)}"
         " (the Docker executor needs CAP_SYS_ADMIN: run it as root next to dockerd)",
-        path=str(path), errno=errno,
+        path=str(path),
+        errno=errno,
     )
 
 
@@ -119,4 +120,3 @@ def collect(source: Path, target: Path) -> list[str]:
                 destination.unlink()
             shutil.copyfile(item, destination, follow_symlinks=False)
     return skipped
-

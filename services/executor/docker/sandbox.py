@@ -69,8 +69,12 @@ def create_body(
     spec: JobSpec, config: DockerConfig, image_id: str, paths: SandboxPaths
 ) -> dict[str, Any]:
     container = spec.container
-    labels = {**config.labels, **own_labels(config), LABEL_JOB: spec.job_id,
-              LABEL_OUTPUT_MOUNT: str(paths.output_dir)}
+    labels = {
+        **config.labels,
+        **own_labels(config),
+        LABEL_JOB: spec.job_id,
+        LABEL_OUTPUT_MOUNT: str(paths.output_dir),
+    }
     body: dict[str, Any] = {
         "Image": image_id,
         "User": config.user,

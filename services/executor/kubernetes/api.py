@@ -51,7 +51,8 @@ class KubeApi:
         with api_errors("create a Job", rejected=ErrorCode.CONTAINER_CREATE_FAILED):
             try:
                 created = await self._batch.create_namespaced_job(
-                    self._ns, body, _request_timeout=self._timeout)
+                    self._ns, body, _request_timeout=self._timeout
+                )
             except k8s.ApiException as exc:
                 if is_status(exc, 409):
                     return None
@@ -61,8 +62,9 @@ class KubeApi:
     async def read_job(self, name: str) -> Json | None:
         with api_errors("read a Job"):
             try:
-                job = await self._batch.read_namespaced_job(name, self._ns,
-                                                            _request_timeout=self._timeout)
+                job = await self._batch.read_namespaced_job(
+                    name, self._ns, _request_timeout=self._timeout
+                )
             except k8s.ApiException as exc:
                 if is_status(exc, 404):
                     return None
@@ -74,7 +76,8 @@ class KubeApi:
         with api_errors("delete a Job"):
             try:
                 await self._batch.delete_namespaced_job(
-                    name, self._ns, propagation_policy=propagation, _request_timeout=self._timeout)
+                    name, self._ns, propagation_policy=propagation, _request_timeout=self._timeout
+                )
             except k8s.ApiException as exc:
                 if is_status(exc, 404):
                     return False
@@ -84,17 +87,20 @@ class KubeApi:
     async def list_jobs(self, selector: str) -> list[Json]:
         with api_errors("list Jobs"):
             jobs = await self._batch.list_namespaced_job(
-                self._ns, label_selector=selector, _request_timeout=self._timeout)
+                self._ns, label_selector=selector, _request_timeout=self._timeout
+            )
         return [self._json(item) for item in jobs.items]
 
     async def list_pods(self, selector: str) -> PodList:
         with api_errors("list Pods"):
             pods = await self._core.list_namespaced_pod(
-                self._ns, label_selector=selector, _request_timeout=self._timeout)
+                self._ns, label_selector=selector, _request_timeout=self._timeout
+            )
         return PodList([self._json(p) for p in pods.items], pods.metadata.resource_version or "")
 
-    async def watch_pods(self, selector: str, resource_version: str,
-                         timeout_s: int) -> AsyncGenerator[tuple[str, Json], None]:
+    async def watch_pods(
+        self, selector: str, resource_version: str, timeout_s: int
+    ) -> AsyncGenerator[tuple[str, Json], None]:
         """``(type, pod)`` events until the server ends the watch after ``timeout_s``.
 
         An expired resourceVersion (410 Gone, as an ERROR event or a status) raises
@@ -103,9 +109,14 @@ class KubeApi:
         with api_errors("watch Pods", passthrough=(410,)):
             async with k8s_watch.Watch() as watch:
                 stream = watch.stream(
-                    self._core.list_namespaced_pod, self._ns, label_selector=selector,
-                    resource_version=resource_version, timeout_seconds=timeout_s,
-                    allow_watch_bookmarks=True, _request_timeout=timeout_s + self._timeout)
+                    self._core.list_namespaced_pod,
+                    self._ns,
+                    label_selector=selector,
+                    resource_version=resource_version,
+                    timeout_seconds=timeout_s,
+                    allow_watch_bookmarks=True,
+                    _request_timeout=timeout_s + self._timeout,
+                )
                 async for event in stream:
                     yield event["type"], event["raw_object"]
 
@@ -116,8 +127,13 @@ class KubeApi:
         """
         with api_errors("read a Pod log"):
             response = await self._core.read_namespaced_pod_log(
-                pod, self._ns, container=container, limit_bytes=cap_bytes + 1,
-                _preload_content=False, _request_timeout=self._timeout)
+                pod,
+                self._ns,
+                container=container,
+                limit_bytes=cap_bytes + 1,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
             try:
                 if response.status in {400, 404}:
                     return None

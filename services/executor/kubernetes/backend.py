@@ -46,16 +46,21 @@ def require_container(spec: JobSpec, config: KubernetesConfig) -> ContainerSpec:
     """The container to run, or the reason this backend will not run it."""
     check_within_caps(spec, config.limits)
     if spec.container is None:
-        raise validation_error(ErrorCode.CONFIG_VALIDATION_ERROR,
-                               "the job has no container to run", job_id=spec.job_id)
+        raise validation_error(
+            ErrorCode.CONFIG_VALIDATION_ERROR, "the job has no container to run", job_id=spec.job_id
+        )
     if spec.container.network_policy != "none":
         raise validation_error(
             ErrorCode.CONFIG_VALIDATION_ERROR,
             "the kubernetes backend runs participants without network only (network_policy: none)",
-            network_policy=spec.container.network_policy)
+            network_policy=spec.container.network_policy,
+        )
     if gpu_count(spec) > 0 and not config.allow_gpus:
-        raise execution_error(ErrorCode.RESOURCE_ERROR,
-                              "this executor is not allowed to run GPU jobs", gpus=gpu_count(spec))
+        raise execution_error(
+            ErrorCode.RESOURCE_ERROR,
+            "this executor is not allowed to run GPU jobs",
+            gpus=gpu_count(spec),
+        )
     return spec.container
 
 
@@ -74,8 +79,9 @@ def owned_by(job: Json, job_id: str) -> bool:
     return bool(job.get("metadata", {}).get("annotations", {}).get(JOB_ID_ANNOTATION) == job_id)
 
 
-def build_outcome(spec: JobSpec, image: str, watched: Watched, saved: SavedLog,
-                  extra: Json) -> RunOutcome:
+def build_outcome(
+    spec: JobSpec, image: str, watched: Watched, saved: SavedLog, extra: Json
+) -> RunOutcome:
     verdict = watched.verdict
     error = verdict.error
     if error is not None and error.code is ErrorCode.CONTAINER_EXIT_NONZERO and not error.logs:
@@ -84,20 +90,33 @@ def build_outcome(spec: JobSpec, image: str, watched: Watched, saved: SavedLog,
     if verdict.started_at and verdict.finished_at:
         duration = (verdict.finished_at - verdict.started_at).total_seconds()
     return RunOutcome(
-        job_id=spec.job_id, backend=KubernetesExecutor.name,
+        job_id=spec.job_id,
+        backend=KubernetesExecutor.name,
         status="succeeded" if error is None else "failed",
-        exit_code=verdict.exit_code, oom_killed=verdict.oom_killed, timed_out=verdict.timed_out,
-        started_at=verdict.started_at, finished_at=verdict.finished_at, duration_s=duration,
-        image=image, image_id=verdict.image_id, log_path=saved.path, log_truncated=saved.truncated,
-        error=error.to_info() if error else None, extra={**extra, "pod": watched.pod_name},
+        exit_code=verdict.exit_code,
+        oom_killed=verdict.oom_killed,
+        timed_out=verdict.timed_out,
+        started_at=verdict.started_at,
+        finished_at=verdict.finished_at,
+        duration_s=duration,
+        image=image,
+        image_id=verdict.image_id,
+        log_path=saved.path,
+        log_truncated=saved.truncated,
+        error=error.to_info() if error else None,
+        extra={**extra, "pod": watched.pod_name},
     )
 
 
 def failed_outcome(spec: JobSpec, error: AutoscorerError, *, cancelled: bool = False) -> RunOutcome:
     image = normalise_image(spec.container.image) if spec.container else None
-    return RunOutcome(job_id=spec.job_id, backend=KubernetesExecutor.name,
-                      status="cancelled" if cancelled else "failed", image=image,
-                      error=error.to_info())
+    return RunOutcome(
+        job_id=spec.job_id,
+        backend=KubernetesExecutor.name,
+        status="cancelled" if cancelled else "failed",
+        image=image,
+        error=error.to_info(),
+    )
 
 
 async def race_cancel(work: asyncio.Future[Watched], cancelled: asyncio.Event) -> Watched | None:
@@ -130,8 +149,9 @@ class KubernetesExecutor:
         async with self._api_lock:
             if self._api is None:
                 self._api_client = await build_api_client(self._config)
-                self._api = KubeApi(self._api_client, self._config.namespace,
-                                    self._config.request_timeout_s)
+                self._api = KubeApi(
+                    self._api_client, self._config.namespace, self._config.request_timeout_s
+                )
             return self._api
 
     async def run(self, spec: JobSpec, ws: Workspace) -> RunOutcome:
@@ -143,8 +163,9 @@ class KubernetesExecutor:
         finally:
             self._cancels.pop(spec.job_id, None)
 
-    async def _run_boundary(self, spec: JobSpec, ws: Workspace,
-                            cancelled: asyncio.Event) -> RunOutcome:
+    async def _run_boundary(
+        self, spec: JobSpec, ws: Workspace, cancelled: asyncio.Event
+    ) -> RunOutcome:
         """The one place errors are caught: put in run_info, platform ones raised."""
         try:
             outcome = await self._run(spec, ws, cancelled)
@@ -159,8 +180,9 @@ class KubernetesExecutor:
 
     async def _run(self, spec: JobSpec, ws: Workspace, cancelled: asyncio.Event) -> RunOutcome:
         container = require_container(spec, self._config)
-        sub_path = workspace_sub_path(str(ws.root), self._config.workspace_root,
-                                      self._config.pvc_sub_path)
+        sub_path = workspace_sub_path(
+            str(ws.root), self._config.workspace_root, self._config.pvc_sub_path
+        )
         api = await self._kube()
         name = job_name(spec.job_id)
         # outside the try: a Job of that name that is not this job's is not ours to delete
@@ -180,25 +202,39 @@ class KubernetesExecutor:
             return
         await asyncio.to_thread(prepare_workspace, ws, spec, self._config.limits)
         if await api.create_job(manifest) is None and not await self._adopt(api, name, spec.job_id):
-            raise execution_error(ErrorCode.CONTAINER_CREATE_FAILED,
-                                  f"Job {name} existed at create but is gone", job_name=name)
+            raise execution_error(
+                ErrorCode.CONTAINER_CREATE_FAILED,
+                f"Job {name} existed at create but is gone",
+                job_name=name,
+            )
 
     async def _adopt(self, api: KubeApi, name: str, job_id: str) -> bool:
         existing = await api.read_job(name)
         if existing is None:
             return False
         if not owned_by(existing, job_id):
-            raise execution_error(ErrorCode.CONTAINER_CREATE_FAILED,
-                                  f"Job {name} exists but is not this job's", job_name=name)
+            raise execution_error(
+                ErrorCode.CONTAINER_CREATE_FAILED,
+                f"Job {name} exists but is not this job's",
+                job_name=name,
+            )
         log.info("adopting the existing Job %s for %s (a redelivered run)", name, job_id)
         return True
 
-    async def _follow(self, api: KubeApi, spec: JobSpec, ws: Workspace, name: str,
-                      cancelled: asyncio.Event) -> RunOutcome:
+    async def _follow(
+        self, api: KubeApi, spec: JobSpec, ws: Workspace, name: str, cancelled: asyncio.Event
+    ) -> RunOutcome:
         config = self._config
-        work = asyncio.ensure_future(await_verdict(
-            api, job_name=name, selector=job_selector(spec.job_id), time_limit=spec.time_limit,
-            watch_timeout_s=config.watch_timeout_s, grace_s=config.deadline_grace_s))
+        work = asyncio.ensure_future(
+            await_verdict(
+                api,
+                job_name=name,
+                selector=job_selector(spec.job_id),
+                time_limit=spec.time_limit,
+                watch_timeout_s=config.watch_timeout_s,
+                grace_s=config.deadline_grace_s,
+            )
+        )
         watched = await race_cancel(work, cancelled)
         if watched is None:
             error = execution_error(ErrorCode.CANCELLED, "the job was cancelled", job_name=name)

@@ -38,12 +38,16 @@ async def load_configuration(config: KubernetesConfig) -> Any:
     configuration = k8s.Configuration()
     if isinstance(auth, KubeconfigAuth):
         await k8s_config.load_kube_config(
-            config_file=auth.path, context=auth.context, client_configuration=configuration,
-            persist_config=False)
+            config_file=auth.path,
+            context=auth.context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
     elif isinstance(auth, InClusterAuth):
         # reads the mounted token and CA files: small, but still disk I/O
-        await asyncio.to_thread(k8s_config.load_incluster_config,
-                                client_configuration=configuration)
+        await asyncio.to_thread(
+            k8s_config.load_incluster_config, client_configuration=configuration
+        )
     return configuration
 
 
@@ -53,8 +57,10 @@ async def build_api_client(config: KubernetesConfig) -> Any:
         configuration = await load_configuration(config)
     except (ConfigException, OSError) as exc:
         raise execution_error(
-            ErrorCode.BACKEND_UNAVAILABLE, f"cannot load Kubernetes credentials: {exc}",
-            auth=config.auth.mode) from exc
+            ErrorCode.BACKEND_UNAVAILABLE,
+            f"cannot load Kubernetes credentials: {exc}",
+            auth=config.auth.mode,
+        ) from exc
     return k8s.ApiClient(configuration)
 
 
@@ -65,8 +71,12 @@ def is_status(exc: BaseException, *codes: int) -> bool:
 def api_failure(code: ErrorCode, exc: BaseException, action: str) -> AutoscorerError:
     status = getattr(exc, "status", None)
     return execution_error(
-        code, f"Kubernetes API failed to {action}: {type(exc).__name__} "
-        f"{status or ''} {getattr(exc, 'reason', '') or exc}".strip(), action=action, status=status)
+        code,
+        f"Kubernetes API failed to {action}: {type(exc).__name__} "
+        f"{status or ''} {getattr(exc, 'reason', '') or exc}".strip(),
+        action=action,
+        status=status,
+    )
 
 
 def is_unavailable(exc: ApiException) -> bool:
@@ -74,8 +84,9 @@ def is_unavailable(exc: ApiException) -> bool:
 
 
 @contextmanager
-def api_errors(action: str, *, rejected: ErrorCode = ErrorCode.EXEC_ERROR,
-               passthrough: tuple[int, ...] = ()) -> Iterator[None]:
+def api_errors(
+    action: str, *, rejected: ErrorCode = ErrorCode.EXEC_ERROR, passthrough: tuple[int, ...] = ()
+) -> Iterator[None]:
     """Classify what a block of API calls raises, at the one boundary every call goes through.
 
     Transport failures, timeouts, auth refusals and 5xx become BACKEND_UNAVAILABLE; statuses in

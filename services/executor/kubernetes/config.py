@@ -76,15 +76,20 @@ class KubernetesConfig(BaseModel):
     pvc_sub_path: str = Field("", description="prefix inside the PVC that workspace_root maps to")
     image_pull_secrets: list[str] = Field(default_factory=list)
     service_account: str | None = Field(
-        None, description="for the job pods; its token is never mounted")
+        None, description="for the job pods; its token is never mounted"
+    )
     run_as_user: int = Field(65534, ge=1)
     run_as_group: int = Field(65534, ge=1)
     tmp_size: Quantity = "256Mi"
     ttl_seconds_after_finished: int = Field(
-        600, ge=60, description="reaps Jobs a dead worker left; must outlast reading the log")
+        600, ge=60, description="reaps Jobs a dead worker left; must outlast reading the log"
+    )
     fs_group: int | None = Field(
-        None, ge=1, description="pod fsGroup; unset by default: on a shared PVC the kubelet may "
-        "chown the whole volume (output/ is made world-writable instead)")
+        None,
+        ge=1,
+        description="pod fsGroup; unset by default: on a shared PVC the kubelet may "
+        "chown the whole volume (output/ is made world-writable instead)",
+    )
     allow_gpus: bool = False
     gpu_resource: str = "nvidia.com/gpu"
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -99,7 +104,8 @@ class KubernetesConfig(BaseModel):
     )
     log_cap_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     output_cap_bytes: int = Field(
-        1024**3, gt=0, description="checked after the run: output/ lives on the PVC, unbounded")
+        1024**3, gt=0, description="checked after the run: output/ lives on the PVC, unbounded"
+    )
     limits: SandboxLimits = Field(
         default_factory=SandboxLimits,
         description="operator caps (checked before the Job is created), organiser ground truth",

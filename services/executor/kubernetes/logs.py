@@ -47,8 +47,9 @@ async def fetch_log(api: KubeApi, pod: str | None, cap_bytes: int) -> tuple[LogR
     return read, f"pod {pod} is gone or its container never started"
 
 
-async def save_container_log(api: KubeApi, ws: Workspace, pod: str | None,
-                             cap_bytes: int) -> SavedLog:
+async def save_container_log(
+    api: KubeApi, ws: Workspace, pod: str | None, cap_bytes: int
+) -> SavedLog:
     read, missing = await fetch_log(api, pod, cap_bytes)
     data = read.data if read is not None else None
     truncated = read.truncated if read is not None else False

@@ -79,12 +79,24 @@ def pod_security_context(config: KubernetesConfig) -> dict[str, Any]:
 def volume_mounts(sub_path: str, container: ContainerSpec) -> list[dict[str, Any]]:
     view = f"{sub_path}/{PARTICIPANT_VIEW}"
     mounts: list[dict[str, Any]] = [
-        {"name": WORKSPACE_VOLUME, "mountPath": "/workspace/input",
-         "subPath": f"{view}/input", "readOnly": True},
-        {"name": WORKSPACE_VOLUME, "mountPath": "/workspace/meta.json",
-         "subPath": f"{view}/meta.json", "readOnly": True},
-        {"name": WORKSPACE_VOLUME, "mountPath": "/workspace/output",
-         "subPath": f"{sub_path}/output", "readOnly": False},
+        {
+            "name": WORKSPACE_VOLUME,
+            "mountPath": "/workspace/input",
+            "subPath": f"{view}/input",
+            "readOnly": True,
+        },
+        {
+            "name": WORKSPACE_VOLUME,
+            "mountPath": "/workspace/meta.json",
+            "subPath": f"{view}/meta.json",
+            "readOnly": True,
+        },
+        {
+            "name": WORKSPACE_VOLUME,
+            "mountPath": "/workspace/output",
+            "subPath": f"{sub_path}/output",
+            "readOnly": False,
+        },
         {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
     ]
     if container.shm_size:
@@ -98,13 +110,18 @@ def volumes(config: KubernetesConfig, container: ContainerSpec) -> list[dict[str
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": memory_quantity(config.tmp_size)}},
     ]
     if container.shm_size:
-        items.append({"name": SHM_VOLUME, "emptyDir": {
-            "medium": "Memory", "sizeLimit": memory_quantity(container.shm_size)}})
+        items.append(
+            {
+                "name": SHM_VOLUME,
+                "emptyDir": {"medium": "Memory", "sizeLimit": memory_quantity(container.shm_size)},
+            }
+        )
     return items
 
 
-def participant_container(spec: JobSpec, container: ContainerSpec, config: KubernetesConfig,
-                          sub_path: str) -> dict[str, Any]:
+def participant_container(
+    spec: JobSpec, container: ContainerSpec, config: KubernetesConfig, sub_path: str
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": normalise_image(container.image),
@@ -135,8 +152,9 @@ def scheduling(spec: JobSpec, config: KubernetesConfig) -> dict[str, Any]:
     return placed
 
 
-def pod_spec(spec: JobSpec, container: ContainerSpec, config: KubernetesConfig,
-             sub_path: str) -> dict[str, Any]:
+def pod_spec(
+    spec: JobSpec, container: ContainerSpec, config: KubernetesConfig, sub_path: str
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "restartPolicy": "Never",
         "enableServiceLinks": False,
@@ -153,12 +171,17 @@ def pod_spec(spec: JobSpec, container: ContainerSpec, config: KubernetesConfig,
     return body
 
 
-def build_job(spec: JobSpec, container: ContainerSpec, config: KubernetesConfig,
-              sub_path: str) -> dict[str, Any]:
+def build_job(
+    spec: JobSpec, container: ContainerSpec, config: KubernetesConfig, sub_path: str
+) -> dict[str, Any]:
     """The Job manifest for ``spec``, whose workspace is ``sub_path`` inside the PVC."""
     labels = job_labels(spec.job_id)
-    metadata = {"name": job_name(spec.job_id), "namespace": config.namespace, "labels": labels,
-                "annotations": {JOB_ID_ANNOTATION: spec.job_id}}
+    metadata = {
+        "name": job_name(spec.job_id),
+        "namespace": config.namespace,
+        "labels": labels,
+        "annotations": {JOB_ID_ANNOTATION: spec.job_id},
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -70,33 +70,53 @@ def classify_waiting(waiting: Json) -> Verdict | None:
     if reason in PULL_REASONS:
         return Verdict(error=image_pull_error(waiting))
     if reason == "InvalidImageName":
-        return Verdict(error=execution_error(
-            ErrorCode.IMAGE_NOT_FOUND, f"invalid image name: {waiting.get('message')}"))
+        return Verdict(
+            error=execution_error(
+                ErrorCode.IMAGE_NOT_FOUND, f"invalid image name: {waiting.get('message')}"
+            )
+        )
     if reason == "ErrImageNeverPull":
-        return Verdict(error=execution_error(
-            ErrorCode.IMAGE_NOT_PRESENT, f"image not on the node: {waiting.get('message')}"))
+        return Verdict(
+            error=execution_error(
+                ErrorCode.IMAGE_NOT_PRESENT, f"image not on the node: {waiting.get('message')}"
+            )
+        )
     if reason in _START_REASONS and _BAD_COMMAND_RE.search(str(waiting.get("message") or "")):
-        return Verdict(error=execution_error(  # the participant's command: no retry can help
-            ErrorCode.CONTAINER_FAILED, f"the program could not start: {waiting.get('message')}"))
+        return Verdict(
+            error=execution_error(  # the participant's command: no retry can help
+                ErrorCode.CONTAINER_FAILED, f"the program could not start: {waiting.get('message')}"
+            )
+        )
     if reason == "CreateContainerConfigError":
-        return Verdict(error=execution_error(
-            ErrorCode.CONTAINER_CREATE_FAILED, f"bad pod configuration: {waiting.get('message')}"))
+        return Verdict(
+            error=execution_error(
+                ErrorCode.CONTAINER_CREATE_FAILED,
+                f"bad pod configuration: {waiting.get('message')}",
+            )
+        )
     return None
 
 
 def terminated_error(terminated: Json) -> AutoscorerError | None:
     code, reason = terminated.get("exitCode"), terminated.get("reason")
     if reason == "OOMKilled":
-        return execution_error(ErrorCode.CONTAINER_OOM, "the program exceeded its memory limit",
-                               exit_code=code)
+        return execution_error(
+            ErrorCode.CONTAINER_OOM, "the program exceeded its memory limit", exit_code=code
+        )
     if code == 0:
         return None
     if reason in {"StartError", "ContainerCannotRun"}:
-        return execution_error(ErrorCode.CONTAINER_FAILED,
-                               f"the container could not start: {terminated.get('message')}",
-                               exit_code=code)
-    error = execution_error(ErrorCode.CONTAINER_EXIT_NONZERO,
-                            f"the program exited with code {code}", exit_code=code, reason=reason)
+        return execution_error(
+            ErrorCode.CONTAINER_FAILED,
+            f"the container could not start: {terminated.get('message')}",
+            exit_code=code,
+        )
+    error = execution_error(
+        ErrorCode.CONTAINER_EXIT_NONZERO,
+        f"the program exited with code {code}",
+        exit_code=code,
+        reason=reason,
+    )
     error.logs = terminated.get("message") or None
     return error
 
@@ -120,11 +140,18 @@ def classify_failed_pod(pod: Json) -> Verdict:
         error = execution_error(ErrorCode.TIMEOUT_ERROR, "the pod ran past its deadline")
         return Verdict(error=error, timed_out=True)
     if reason == "Evicted" and "exceeds the limit" in message:
-        return Verdict(error=execution_error(ErrorCode.CONTAINER_FAILED,
-                                             f"evicted for using too much disk: {message}"))
-    return Verdict(error=execution_error(
-        ErrorCode.EXEC_ERROR, f"the pod failed without a container exit: {reason}: {message}",
-        reason=reason))
+        return Verdict(
+            error=execution_error(
+                ErrorCode.CONTAINER_FAILED, f"evicted for using too much disk: {message}"
+            )
+        )
+    return Verdict(
+        error=execution_error(
+            ErrorCode.EXEC_ERROR,
+            f"the pod failed without a container exit: {reason}: {message}",
+            reason=reason,
+        )
+    )
 
 
 def classify_pod(pod: Json) -> Verdict | None:
@@ -145,9 +172,11 @@ def classify_pod(pod: Json) -> Verdict | None:
 def job_hit_deadline(job: Json) -> bool:
     """True once the Job controller decided (or finished deciding) the deadline was exceeded."""
     for condition in job.get("status", {}).get("conditions") or []:
-        if (condition.get("type") in {"Failed", "FailureTarget"}
-                and condition.get("status") == "True"
-                and condition.get("reason") == "DeadlineExceeded"):
+        if (
+            condition.get("type") in {"Failed", "FailureTarget"}
+            and condition.get("status") == "True"
+            and condition.get("reason") == "DeadlineExceeded"
+        ):
             return True
     return False
 
@@ -164,12 +193,25 @@ def killed_at_deadline(verdict: Verdict, time_limit: int) -> bool:
 def timeout_verdict(last_pod: Json | None, time_limit: int) -> Verdict:
     """The deadline passed: the participant's fault only if its program ever started."""
     if not has_started(last_pod):
-        return Verdict(error=execution_error(
-            ErrorCode.RESOURCE_ERROR,
-            f"the pod did not start within the time limit ({time_limit}s): no node could run it",
-            time_limit=time_limit))
+        return Verdict(
+            error=execution_error(
+                ErrorCode.RESOURCE_ERROR,
+                f"the pod did not start within the time limit ({time_limit}s): "
+                "no node could run it",
+                time_limit=time_limit,
+            )
+        )
     base = classify_pod(last_pod or {}) or Verdict()
-    error = execution_error(ErrorCode.TIMEOUT_ERROR, f"the program ran past its time limit "
-                            f"({time_limit}s)", time_limit=time_limit)
-    return Verdict(error=error, exit_code=base.exit_code, timed_out=True,
-                   started_at=base.started_at, finished_at=base.finished_at, image_id=base.image_id)
+    error = execution_error(
+        ErrorCode.TIMEOUT_ERROR,
+        f"the program ran past its time limit ({time_limit}s)",
+        time_limit=time_limit,
+    )
+    return Verdict(
+        error=error,
+        exit_code=base.exit_code,
+        timed_out=True,
+        started_at=base.started_at,
+        finished_at=base.finished_at,
+        image_id=base.image_id,
+    )

@@ -21,8 +21,9 @@ from shared.errors import ErrorCode, execution_error
 Json = dict[str, Any]
 
 # failures that may really be the Job controller killing the pod at its deadline
-_MAYBE_DEADLINE = frozenset({ErrorCode.CONTAINER_EXIT_NONZERO, ErrorCode.CONTAINER_FAILED,
-                             ErrorCode.EXEC_ERROR})
+_MAYBE_DEADLINE = frozenset(
+    {ErrorCode.CONTAINER_EXIT_NONZERO, ErrorCode.CONTAINER_FAILED, ErrorCode.EXEC_ERROR}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +41,16 @@ class Watched:
 
 def vanished(pod: Json) -> Verdict:
     name = pod.get("metadata", {}).get("name")
-    return Verdict(error=execution_error(
-        ErrorCode.EXEC_ERROR, f"pod {name} was deleted before its program finished", pod=name))
+    return Verdict(
+        error=execution_error(
+            ErrorCode.EXEC_ERROR, f"pod {name} was deleted before its program finished", pod=name
+        )
+    )
 
 
-async def settle(api: KubeApi, job_name: str, time_limit: int, verdict: Verdict,
-                 pod: Json) -> Verdict:
+async def settle(
+    api: KubeApi, job_name: str, time_limit: int, verdict: Verdict, pod: Json
+) -> Verdict:
     """A failure the Job's deadline explains is a timeout, whatever the pod says."""
     if verdict.error is None or verdict.error.code not in _MAYBE_DEADLINE:
         return verdict
@@ -56,8 +61,9 @@ async def settle(api: KubeApi, job_name: str, time_limit: int, verdict: Verdict,
     return verdict
 
 
-async def first_verdict(api: KubeApi, selector: str, watch_timeout_s: int,
-                        seen: dict[str, Json]) -> Watched:
+async def first_verdict(
+    api: KubeApi, selector: str, watch_timeout_s: int, seen: dict[str, Json]
+) -> Watched:
     """The first pod state that decides the run (a terminal state, a pull failure, a deletion).
 
     ``seen["pod"]`` is the latest pod state, for a caller that gives up waiting.
@@ -73,8 +79,15 @@ async def first_verdict(api: KubeApi, selector: str, watch_timeout_s: int,
     raise AssertionError("follow_pods never ends")  # pragma: no cover
 
 
-async def await_verdict(api: KubeApi, *, job_name: str, selector: str, time_limit: int,
-                        watch_timeout_s: int, grace_s: float) -> Watched:
+async def await_verdict(
+    api: KubeApi,
+    *,
+    job_name: str,
+    selector: str,
+    time_limit: int,
+    watch_timeout_s: int,
+    grace_s: float,
+) -> Watched:
     """The run's verdict; past ``time_limit + grace_s`` a timeout even if the API never said so."""
     last: dict[str, Json] = {}
     try:

@@ -33,8 +33,9 @@ def resource_version(obj: Json) -> str | None:
     return str(value) if value else None
 
 
-async def follow_pods(api: KubeApi, selector: str,
-                      timeout_s: int) -> AsyncGenerator[PodEvent, None]:
+async def follow_pods(
+    api: KubeApi, selector: str, timeout_s: int
+) -> AsyncGenerator[PodEvent, None]:
     """Every state of the selected Pods, forever: the caller stops when it has seen enough."""
     listing = await api.list_pods(selector)
     for pod in listing.items:
@@ -50,8 +51,9 @@ async def follow_pods(api: KubeApi, selector: str,
         except ApiException as exc:
             if exc.status != 410:
                 raise
-            log.info("pod watch for %s expired at resourceVersion %s: listing again",
-                     selector, version)
+            log.info(
+                "pod watch for %s expired at resourceVersion %s: listing again", selector, version
+            )
             listing = await api.list_pods(selector)
             for pod in listing.items:
                 yield PodEvent("LISTED", pod)

@@ -122,8 +122,9 @@ def f1_metrics(labels: list[str], counts: Counts) -> dict[str, MetricValue]:
     micro = _prf(*totals)
     in_gt = counts.true_sum > 0
     metrics: dict[str, MetricValue] = {}
-    for name, per_class, micro_value in zip(("precision", "recall", "f1"), (precision, recall, f1),
-                                            micro, strict=True):
+    for name, per_class, micro_value in zip(
+        ("precision", "recall", "f1"), (precision, recall, f1), micro, strict=True
+    ):
         metrics[f"{name}_macro"] = float(np.nanmean(per_class))
         metrics[f"{name}_micro"] = float(np.nanmean(micro_value))
         metrics[f"{name}_weighted"] = float(np.average(per_class, weights=counts.true_sum))
@@ -156,8 +157,12 @@ def confusion_document(encoded: Encoded) -> dict[str, object]:
         doc.update(format="dense", matrix=matrix.tolist())
     else:
         cells, cell_counts = np.unique(keys, return_counts=True)
-        doc.update(format="coo", true=(cells // k).tolist(), pred=(cells % k).tolist(),
-                   count=cell_counts.tolist())
+        doc.update(
+            format="coo",
+            true=(cells // k).tolist(),
+            pred=(cells % k).tolist(),
+            count=cell_counts.tolist(),
+        )
     return doc
 
 
@@ -165,14 +170,19 @@ def write_confusion(ws: Workspace, encoded: Encoded) -> Artifact:
     path = ws.root / CONFUSION_PATH
     data = json.dumps(confusion_document(encoded), ensure_ascii=False, separators=(",", ":"))
     atomic_write_bytes(path, data.encode("utf-8"))
-    return make_artifact(ws.root, path, media_type="application/json",
-                         description="confusion matrix: rows true labels, columns predicted labels")
+    return make_artifact(
+        ws.root,
+        path,
+        media_type="application/json",
+        description="confusion matrix: rows true labels, columns predicted labels",
+    )
 
 
 def _plots(ws: Workspace, encoded: Encoded, counts: Counts) -> dict[str, Artifact]:
     precision, recall, f1 = _prf(counts.tp, counts.true_sum, counts.pred_sum)
-    table = ClassTable(encoded.labels, encoded.y_true, encoded.y_pred, precision, recall, f1,
-                       counts.true_sum)
+    table = ClassTable(
+        encoded.labels, encoded.y_true, encoded.y_pred, precision, recall, f1, counts.true_sum
+    )
     return plot_classification(ws, table)
 
 
@@ -239,6 +249,8 @@ def classification_f1(ws: Workspace, params: ClassificationParams) -> Result:
 )
 def classification_accuracy(ws: Workspace, params: ClassificationParams) -> Result:
     return _score(
-        ws, params, "accuracy",
+        ws,
+        params,
+        "accuracy",
         lambda enc, counts: accuracy_metrics(enc.labels, counts, len(enc.y_true)),
     )

@@ -33,14 +33,19 @@ from shared.workspace import Workspace
 HEADERS = (("id", "label"),)
 EXPECTED_FILES = ("input/gt.csv", "output/pred.csv")
 DIRECT_SPAN = 1 << 20  # integer labels spanning at most this many values are coded by a table
-WEIGHTS = {"cohen_kappa": None, "linear_weighted_kappa": "linear",
-           "quadratic_weighted_kappa": "quadratic"}
+WEIGHTS = {
+    "cohen_kappa": None,
+    "linear_weighted_kappa": "linear",
+    "quadratic_weighted_kappa": "quadratic",
+}
 
 FloatArray = npt.NDArray[np.float64]
 
 
-LABELS_HELP = ("the classes in their order (strings, compared exactly); default: integer labels "
-               "ordered by value, the classes being those found in either file")
+LABELS_HELP = (
+    "the classes in their order (strings, compared exactly); default: integer labels "
+    "ordered by value, the classes being those found in either file"
+)
 
 
 class OrdinalParams(BaseModel):
@@ -53,34 +58,43 @@ def _integers(column: Column, source: CsvFile) -> npt.NDArray[np.int64]:
     values = to_floats(column, source)
     bad = np.flatnonzero((values != np.round(values)) | (np.abs(values) > 2.0**53))
     if len(bad):
-        raise bad_rows(source, column.ids, bad,
-                       f"label {column.values[int(bad[0])].as_py()!r} is not an integer "
-                       "(set the param labels to use other labels)")
+        raise bad_rows(
+            source,
+            column.ids,
+            bad,
+            f"label {column.values[int(bad[0])].as_py()!r} is not an integer "
+            "(set the param labels to use other labels)",
+        )
     return values.astype(np.int64)
 
 
-def integer_codes(gt: npt.NDArray[np.int64], pred: npt.NDArray[np.int64]
-                   ) -> tuple[IntArray, IntArray, int, list[str]]:
+def integer_codes(
+    gt: npt.NDArray[np.int64], pred: npt.NDArray[np.int64]
+) -> tuple[IntArray, IntArray, int, list[str]]:
     """Codes of both files' integers in sorted order of the union of their values."""
     low = int(min(gt.min(), pred.min()))
     span = int(max(gt.max(), pred.max())) - low + 1
     if span <= DIRECT_SPAN:
-        present = np.flatnonzero(np.bincount(gt - low, minlength=span)
-                                 + np.bincount(pred - low, minlength=span))
+        present = np.flatnonzero(
+            np.bincount(gt - low, minlength=span) + np.bincount(pred - low, minlength=span)
+        )
         code = np.zeros(span, dtype=np.int64)
         code[present] = np.arange(len(present))
         return code[gt - low], code[pred - low], len(present), (present + low).astype(str).tolist()
     values, inverse = np.unique(np.concatenate([gt, pred]), return_inverse=True)
-    return inverse[: len(gt)], inverse[len(gt):], len(values), values.astype(str).tolist()
+    return inverse[: len(gt)], inverse[len(gt) :], len(values), values.astype(str).tolist()
 
 
 def _named_codes(column: Column, source: CsvFile, labels: list[str]) -> IntArray:
     codes = pc.index_in(column.values, value_set=pa.array(labels, type=pa.string()))
     if codes.null_count:
         bad = np.flatnonzero(np.asarray(pc.is_null(codes).to_numpy(zero_copy_only=False)))
-        raise bad_rows(source, column.ids, bad,
-                       f"label {column.values[int(bad[0])].as_py()!r} is not one of the labels "
-                       "in params")
+        raise bad_rows(
+            source,
+            column.ids,
+            bad,
+            f"label {column.values[int(bad[0])].as_py()!r} is not one of the labels in params",
+        )
     return np.asarray(codes.to_numpy(), dtype=np.int64)
 
 
@@ -106,8 +120,7 @@ def kappa(confusion: FloatArray, weights: str | None) -> float:
     return float(1 - np.sum(w_mat * confusion) / expected_disagreement)
 
 
-def ordinal_metrics(y_true: IntArray, y_pred: IntArray, n_classes: int
-                    ) -> dict[str, MetricValue]:
+def ordinal_metrics(y_true: IntArray, y_pred: IntArray, n_classes: int) -> dict[str, MetricValue]:
     """Kappas (left out where undefined: both files hold one and the same class) and accuracy."""
     cells = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
     confusion = cells.reshape(n_classes, n_classes).astype(np.float64)
@@ -125,7 +138,8 @@ def _score(ws: Workspace, params: OrdinalParams, primary: str) -> Result:
     pair = read_pair(ws, HEADERS)
     if params.labels is None:
         y_true, y_pred, n_classes, classes = integer_codes(
-            _integers(pair.gt, GT), pair.aligned(_integers(pair.pred, PRED)))
+            _integers(pair.gt, GT), pair.aligned(_integers(pair.pred, PRED))
+        )
     else:
         classes, n_classes = params.labels, len(params.labels)
         y_true = _named_codes(pair.gt, GT, classes)
@@ -136,9 +150,12 @@ def _score(ws: Workspace, params: OrdinalParams, primary: str) -> Result:
     metrics["n_classes"] = float(n_classes)
     value = metrics.get(primary)
     if not isinstance(value, float):
-        raise GT.error(ErrorCode.BAD_FORMAT,
-                       f"{primary} is undefined: the ground truth and the predictions hold one "
-                       f"and the same class ({classes[int(y_true[0])]!r}) only", metric=primary)
+        raise GT.error(
+            ErrorCode.BAD_FORMAT,
+            f"{primary} is undefined: the ground truth and the predictions hold one "
+            f"and the same class ({classes[int(y_true[0])]!r}) only",
+            metric=primary,
+        )
     return Result(
         summary={primary: value, "score": value},
         metrics=metrics,
@@ -147,15 +164,24 @@ def _score(ws: Workspace, params: OrdinalParams, primary: str) -> Result:
 
 
 def _scorer(name: str, what: str) -> ScorerDef[OrdinalParams]:
-    return variant(_score, OrdinalParams, name=name, primary=name, task_type="ordinal",
-                   description=what + " Also reports linear weighted kappa and accuracy. CSV "
-                   "id,label; integer labels ordered by value unless the param labels orders "
-                   "them; identical to scikit-learn's cohen_kappa_score.",
-                   expected_files=EXPECTED_FILES)
+    return variant(
+        _score,
+        OrdinalParams,
+        name=name,
+        primary=name,
+        task_type="ordinal",
+        description=what + " Also reports linear weighted kappa and accuracy. CSV "
+        "id,label; integer labels ordered by value unless the param labels orders "
+        "them; identical to scikit-learn's cohen_kappa_score.",
+        expected_files=EXPECTED_FILES,
+    )
 
 
 quadratic_weighted_kappa = _scorer(
-    "quadratic_weighted_kappa", "Quadratic weighted kappa: agreement on ordered classes, a "
-    "disagreement weighted by the squared distance between the classes.")
-cohen_kappa = _scorer("cohen_kappa", "Cohen's kappa: agreement beyond chance, every "
-                      "disagreement weighted alike.")
+    "quadratic_weighted_kappa",
+    "Quadratic weighted kappa: agreement on ordered classes, a "
+    "disagreement weighted by the squared distance between the classes.",
+)
+cohen_kappa = _scorer(
+    "cohen_kappa", "Cohen's kappa: agreement beyond chance, every disagreement weighted alike."
+)

@@ -88,12 +88,14 @@ class Scores:
     single_column: str | None = None  # binary, given as this class's column only
 
 
-def read_scores(ws: Workspace, params: ScoreParams, probabilities: bool,
-                sum_tolerance: float | None = None) -> Scores:
+def read_scores(
+    ws: Workspace, params: ScoreParams, probabilities: bool, sum_tolerance: float | None = None
+) -> Scores:
     gt = read_column(ws, GT, GT_HEADERS)
     refuse_empty_values(gt, GT)
-    header = _class_header(read_header(ws, PRED, PRED_EXPECTED), params.classes,
-                           1 if probabilities else 2)
+    header = _class_header(
+        read_header(ws, PRED, PRED_EXPECTED), params.classes, 1 if probabilities else 2
+    )
     table, _ = read_table(ws, PRED, [header])
     ids = table.column(0)
     refuse_empty_values(Column(ids, ids, ("id", "id")), PRED)
@@ -130,8 +132,7 @@ def _binary_classes(gt: Column, single: str, fixed: list[str] | None) -> list[st
     )
 
 
-def _class_header(found: Sequence[str], classes: list[str] | None, minimum: int
-                  ) -> tuple[str, ...]:
+def _class_header(found: Sequence[str], classes: list[str] | None, minimum: int) -> tuple[str, ...]:
     """``id`` and then at least ``minimum`` distinct, non-empty class names (``classes`` if
     given; one column of ``classes`` if it is the only one)."""
     names = list(found[1:])
@@ -144,8 +145,11 @@ def _class_header(found: Sequence[str], classes: list[str] | None, minimum: int
         problem = "a class column has an empty name"
     elif len(set(names)) != len(names):
         problem = f"class columns repeat: {sorted({n for n in names if names.count(n) > 1})[:5]}"
-    elif classes is not None and set(names) != set(classes) and not (
-            len(names) == 1 and names[0] in classes):
+    elif (
+        classes is not None
+        and set(names) != set(classes)
+        and not (len(names) == 1 and names[0] in classes)
+    ):
         missing = sorted(set(classes) - set(names))[:EXAMPLES]
         extra = sorted(set(names) - set(classes))[:EXAMPLES]
         problem = f"its class columns must be {classes}: missing {missing}, unknown {extra}"
@@ -159,29 +163,36 @@ def _class_header(found: Sequence[str], classes: list[str] | None, minimum: int
     )
 
 
-def _check_probabilities(scores: FloatArray, ids: pa.ChunkedArray, classes: list[str],
-                         tolerance: float | None) -> None:
+def _check_probabilities(
+    scores: FloatArray, ids: pa.ChunkedArray, classes: list[str], tolerance: float | None
+) -> None:
     outside = (scores < 0) | (scores > 1)
     bad = np.flatnonzero(outside.any(axis=1))
     if len(bad):
         column = classes[int(np.argmax(outside[bad[0]]))]
         value = float(scores[bad[0], classes.index(column)])
-        raise _bad_rows(ids, bad, f"probability {value!r} of class {column!r} is not in [0, 1]",
-                        column=column)
+        raise _bad_rows(
+            ids, bad, f"probability {value!r} of class {column!r} is not in [0, 1]", column=column
+        )
     if tolerance is not None:
         sums = scores.sum(axis=1)
         bad = np.flatnonzero(np.abs(sums - 1.0) > tolerance)
         if len(bad):
-            raise _bad_rows(ids, bad, f"probabilities sum to {float(sums[bad[0]])!r}, not 1 "
-                            f"(tolerance {tolerance!r})", sums=sums[bad[:EXAMPLES]].tolist())
+            raise _bad_rows(
+                ids,
+                bad,
+                f"probabilities sum to {float(sums[bad[0]])!r}, not 1 (tolerance {tolerance!r})",
+                sums=sums[bad[:EXAMPLES]].tolist(),
+            )
 
 
 def _bad_rows(ids: pa.ChunkedArray, rows: IntArray, problem: str, **details: object) -> Exception:
     return bad_rows(PRED, ids, rows, problem, **details)
 
 
-def bad_rows(source: CsvFile, ids: pa.ChunkedArray, rows: IntArray, problem: str,
-             **details: object) -> AutoscorerError:
+def bad_rows(
+    source: CsvFile, ids: pa.ChunkedArray, rows: IntArray, problem: str, **details: object
+) -> AutoscorerError:
     """BAD_FORMAT naming the first offending rows (0-based ``rows``, shown 1-based) and ids."""
     shown = [int(i) for i in rows[:EXAMPLES]]
     names = [ids[i].as_py() for i in shown]
@@ -206,10 +217,18 @@ def _class_codes(gt: Column, classes: list[str], fixed: bool) -> IntArray:
     labels = [gt.values[i].as_py() for i in rows]
     message = f"ground-truth label {labels[0]!r} (row {rows[0] + 1} of {GT.relative}) "
     if fixed:
-        raise GT.error(ErrorCode.BAD_FORMAT, message + "is not one of the classes in params",
-                       rows=[i + 1 for i in rows], labels=labels)
-    raise PRED.error(ErrorCode.BAD_FORMAT, message + "has no probability column",
-                     gt_rows=[i + 1 for i in rows], labels=labels)
+        raise GT.error(
+            ErrorCode.BAD_FORMAT,
+            message + "is not one of the classes in params",
+            rows=[i + 1 for i in rows],
+            labels=labels,
+        )
+    raise PRED.error(
+        ErrorCode.BAD_FORMAT,
+        message + "has no probability column",
+        gt_rows=[i + 1 for i in rows],
+        labels=labels,
+    )
 
 
 # --- curves: scikit-learn's confusion_matrix_at_thresholds, roc_curve, precision_recall_curve --
@@ -295,9 +314,11 @@ def _positive(classes: list[str], chosen: str | None) -> int:
     if chosen is None:
         return 1
     if chosen not in classes:
-        raise PRED.error(ErrorCode.BAD_FORMAT,
-                         f"positive_class {chosen!r} is not one of the class columns {classes}",
-                         classes=classes)
+        raise PRED.error(
+            ErrorCode.BAD_FORMAT,
+            f"positive_class {chosen!r} is not one of the class columns {classes}",
+            classes=classes,
+        )
     return classes.index(chosen)
 
 
@@ -305,8 +326,7 @@ def _per_class(classes: list[str], columns: Sequence[int], values: FloatArray) -
     return {classes[c]: float(v) for c, v in zip(columns, values, strict=True) if not np.isnan(v)}
 
 
-def probability_metrics(data: Scores, positive_class: str | None = None
-                        ) -> dict[str, MetricValue]:
+def probability_metrics(data: Scores, positive_class: str | None = None) -> dict[str, MetricValue]:
     """Log loss and Brier score always; ROC AUC and average precision where defined.
 
     Two classes: the binary metrics of the positive class. More: one-vs-rest per class, macro
@@ -328,16 +348,19 @@ def probability_metrics(data: Scores, positive_class: str | None = None
         return metrics
     columns = list(range(len(classes)))
     result = ranked(y_true, proba, columns)
-    for name, values in (("roc_auc", result.roc_auc),
-                         ("average_precision", result.average_precision)):
+    for name, values in (
+        ("roc_auc", result.roc_auc),
+        ("average_precision", result.average_precision),
+    ):
         defined = ~np.isnan(values)
         if not defined.any():
             continue
         macro = float(np.average(values[defined]))
         metrics[name] = macro
         metrics[f"{name}_macro"] = macro
-        metrics[f"{name}_weighted"] = float(np.average(values[defined],
-                                                       weights=result.positives[defined]))
+        metrics[f"{name}_weighted"] = float(
+            np.average(values[defined], weights=result.positives[defined])
+        )
         metrics[f"{name}_per_class"] = _per_class(classes, columns, values)
     metrics["n_classes_absent"] = float(np.count_nonzero(result.positives == 0))
     return metrics
@@ -352,9 +375,12 @@ def _score(ws: Workspace, params: ProbabilityParams, primary: str) -> Result:
     metrics["n_classes"] = float(len(data.classes))
     value = metrics.get(primary)
     if not isinstance(value, float):
-        raise GT.error(ErrorCode.BAD_FORMAT,
-                       f"{primary} is undefined: the ground truth needs rows of the positive "
-                       "class and of another class", metric=primary)
+        raise GT.error(
+            ErrorCode.BAD_FORMAT,
+            f"{primary} is undefined: the ground truth needs rows of the positive "
+            "class and of another class",
+            metric=primary,
+        )
     return Result(
         summary={primary: value, "score": value},
         metrics=metrics,
@@ -362,26 +388,42 @@ def _score(ws: Workspace, params: ProbabilityParams, primary: str) -> Result:
     )
 
 
-_DESCRIPTION = (" Ground truth id,label; predictions id,<class>,... with one probability column "
-                "per class. Also reports ROC AUC (binary, or one-vs-rest macro/weighted), average "
-                "precision, log loss and Brier score, identical to scikit-learn.")
+_DESCRIPTION = (
+    " Ground truth id,label; predictions id,<class>,... with one probability column "
+    "per class. Also reports ROC AUC (binary, or one-vs-rest macro/weighted), average "
+    "precision, log loss and Brier score, identical to scikit-learn."
+)
 
 
-def _scorer(name: str, what: str, higher_is_better: bool = True
-            ) -> ScorerDef[ProbabilityParams]:
+def _scorer(name: str, what: str, higher_is_better: bool = True) -> ScorerDef[ProbabilityParams]:
     """One scorer per primary metric: all four compute the same metrics."""
-    return variant(_score, ProbabilityParams, name=name, primary=name, task_type="classification",
-                   description=what + _DESCRIPTION, expected_files=EXPECTED_FILES,
-                   higher_is_better=higher_is_better)
+    return variant(
+        _score,
+        ProbabilityParams,
+        name=name,
+        primary=name,
+        task_type="classification",
+        description=what + _DESCRIPTION,
+        expected_files=EXPECTED_FILES,
+        higher_is_better=higher_is_better,
+    )
 
 
-roc_auc = _scorer("roc_auc", "Area under the ROC curve: binary, or the one-vs-rest macro "
-                  "average for more than two classes.")
+roc_auc = _scorer(
+    "roc_auc",
+    "Area under the ROC curve: binary, or the one-vs-rest macro average for more than two classes.",
+)
 average_precision = _scorer(
-    "average_precision", "Average precision (the step-wise area under the precision-recall "
-    "curve): binary, or the one-vs-rest macro average.")
-log_loss_scorer = _scorer("log_loss", "Log loss (cross-entropy) of the predicted probabilities.",
-                          higher_is_better=False)
+    "average_precision",
+    "Average precision (the step-wise area under the precision-recall "
+    "curve): binary, or the one-vs-rest macro average.",
+)
+log_loss_scorer = _scorer(
+    "log_loss", "Log loss (cross-entropy) of the predicted probabilities.", higher_is_better=False
+)
 brier_score_scorer = _scorer(
-    "brier_score", "Brier score: the mean squared error of the probabilities against the one-hot "
-    "truth (halved for two classes, as scikit-learn).", higher_is_better=False)
+    "brier_score",
+    "Brier score: the mean squared error of the probabilities against the one-hot "
+    "truth (halved for two classes, as scikit-learn).",
+    higher_is_better=False,
+)

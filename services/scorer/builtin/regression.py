@@ -100,7 +100,8 @@ def regression_metrics(y_true: FloatArray, y_pred: FloatArray) -> dict[str, Metr
         if n >= 2:  # below two rows sklearn gives NaN for both
             centred = np.subtract(residual, np.average(residual, axis=0), out=b)
             extras["explained_variance"], extras["r2"] = _fractions(
-                true, np.average(np.square(centred, out=b), axis=0), squared_sum, b)
+                true, np.average(np.square(centred, out=b), axis=0), squared_sum, b
+            )
         abs_diff = np.abs(residual, out=a)  # == |pred - true|
         metrics: dict[str, MetricValue] = {
             "rmse": float(np.average(np.sqrt(mse_per_output))),
@@ -126,18 +127,21 @@ def _median(values: FloatArray) -> float:
     middle = len(values) // 2
     values.partition(middle)
     if len(values) % 2:
-        return float(np.mean(values[middle:middle + 1]))
+        return float(np.mean(values[middle : middle + 1]))
     return float(np.mean(np.array([values[:middle].max(), values[middle]])))
 
 
-def _fractions(true: FloatArray, ev_numerator: FloatArray, squared_sum: FloatArray,
-               scratch: FloatArray) -> tuple[float, float]:
+def _fractions(
+    true: FloatArray, ev_numerator: FloatArray, squared_sum: FloatArray, scratch: FloatArray
+) -> tuple[float, float]:
     """``explained_variance_score`` and ``r2_score`` with ``force_finite=True`` (perfect -> 1.0,
     constant truth otherwise -> 0.0): both divide by the spread of ``true``."""
     deviation = np.subtract(true, np.average(true, axis=0), out=scratch)
     spread = np.sum(np.square(deviation, out=scratch), axis=0)
-    return (_explained_fraction(ev_numerator, spread / len(true)),
-            _explained_fraction(squared_sum, spread))
+    return (
+        _explained_fraction(ev_numerator, spread / len(true)),
+        _explained_fraction(squared_sum, spread),
+    )
 
 
 def _explained_fraction(numerator: FloatArray, denominator: FloatArray) -> float:
@@ -152,8 +156,9 @@ def _explained_fraction(numerator: FloatArray, denominator: FloatArray) -> float
 def _refuse_log_domain(column: Column, source: CsvFile, values: FloatArray) -> None:
     bad = np.flatnonzero(values <= -1)
     if len(bad):
-        raise _bad_values(column, source, [int(i) for i in bad[:EXAMPLES]],
-                          "is <= -1: RMSLE takes log(1 + value)")
+        raise _bad_values(
+            column, source, [int(i) for i in bad[:EXAMPLES]], "is <= -1: RMSLE takes log(1 + value)"
+        )
 
 
 def _score(ws: Workspace, params: RegressionParams, primary: str) -> Result:
@@ -170,8 +175,11 @@ def _score(ws: Workspace, params: RegressionParams, primary: str) -> Result:
     metrics["n_samples"] = float(len(pair))
     value = metrics.get(primary)
     if not isinstance(value, float):  # r2-like: one row, or an overflow
-        raise GT.error(ErrorCode.BAD_FORMAT, f"{primary} is undefined for these values "
-                       "(it needs two rows, and a finite ratio)", metric=primary)
+        raise GT.error(
+            ErrorCode.BAD_FORMAT,
+            f"{primary} is undefined for these values (it needs two rows, and a finite ratio)",
+            metric=primary,
+        )
     metrics_done = time.perf_counter()
     artifacts = plot_regression(ws, y_true, y_pred) if params.plots else {}
     return Result(
@@ -201,20 +209,38 @@ def regression_rmse(ws: Workspace, params: RegressionParams) -> Result:
     return _score(ws, params, "rmse")
 
 
-def _scorer(name: str, primary: str, what: str, higher_is_better: bool = False
-            ) -> ScorerDef[RegressionParams]:
-    return variant(_score, RegressionParams, name=name, primary=primary, task_type="regression",
-                   description=what + " Reports the same metrics as regression_rmse, identical "
-                   "to scikit-learn.", expected_files=EXPECTED_FILES,
-                   higher_is_better=higher_is_better)
+def _scorer(
+    name: str, primary: str, what: str, higher_is_better: bool = False
+) -> ScorerDef[RegressionParams]:
+    return variant(
+        _score,
+        RegressionParams,
+        name=name,
+        primary=primary,
+        task_type="regression",
+        description=what + " Reports the same metrics as regression_rmse, identical "
+        "to scikit-learn.",
+        expected_files=EXPECTED_FILES,
+        higher_is_better=higher_is_better,
+    )
 
 
 regression_mae = _scorer("regression_mae", "mae", "Mean absolute error.")
-regression_mape = _scorer("regression_mape", "mape", "Mean absolute percentage error, as a "
-                          "fraction (0.1 is 10%); a zero truth divides by machine epsilon.")
-regression_rmsle = _scorer("regression_rmsle", "rmsle", "Root mean squared logarithmic error: "
-                           "RMSE of log(1 + value); values <= -1 are refused.")
+regression_mape = _scorer(
+    "regression_mape",
+    "mape",
+    "Mean absolute percentage error, as a "
+    "fraction (0.1 is 10%); a zero truth divides by machine epsilon.",
+)
+regression_rmsle = _scorer(
+    "regression_rmsle",
+    "rmsle",
+    "Root mean squared logarithmic error: RMSE of log(1 + value); values <= -1 are refused.",
+)
 regression_median_ae = _scorer("regression_median_ae", "median_ae", "Median absolute error.")
 regression_explained_variance = _scorer(
-    "regression_explained_variance", "explained_variance",
-    "Explained variance score (1 is perfect).", higher_is_better=True)
+    "regression_explained_variance",
+    "explained_variance",
+    "Explained variance score (1 is perfect).",
+    higher_is_better=True,
+)

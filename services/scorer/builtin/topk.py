@@ -26,8 +26,12 @@ EXPECTED_FILES = ("input/gt.csv", "output/pred.csv")
 
 
 class TopKParams(ScoreParams):
-    k: int = Field(5, ge=1, le=1_000_000,
-                   description="a row is a hit if its true class is among its k best scores")
+    k: int = Field(
+        5,
+        ge=1,
+        le=1_000_000,
+        description="a row is a hit if its true class is among its k best scores",
+    )
 
 
 def ahead(data: Scores) -> npt.NDArray[np.int64]:

@@ -38,6 +38,13 @@ def variant(
         return score(ws, parsed, primary)
 
     fn.__name__ = fn.__qualname__ = name
-    return register(name, version="1.0.0", task_type=task_type, description=description,
-                    expected_files=expected_files, primary_metric=primary,
-                    higher_is_better=higher_is_better, params=params)(fn)
+    return register(
+        name,
+        version="1.0.0",
+        task_type=task_type,
+        description=description,
+        expected_files=expected_files,
+        primary_metric=primary,
+        higher_is_better=higher_is_better,
+        params=params,
+    )(fn)

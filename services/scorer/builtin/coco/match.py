@@ -42,8 +42,15 @@ def greedy_match(
     for start, stop in itertools.pairwise(bounds.tolist()):
         if stop > start:
             part = slice(start, stop)
-            _step(pairs, part, gt_ignore=gt_ignore, gt_crowd=gt_crowd, effective=effective,
-                  taken=taken, matched=matched)
+            _step(
+                pairs,
+                part,
+                gt_ignore=gt_ignore,
+                gt_crowd=gt_crowd,
+                effective=effective,
+                taken=taken,
+                matched=matched,
+            )
     return matched
 
 
@@ -61,9 +68,9 @@ def _step(
     dets, gts = pairs.det[part], pairs.gt[part]
     starts = np.flatnonzero(np.concatenate(([True], dets[1:] != dets[:-1])))
     position = np.arange(len(dets)) - np.repeat(starts, np.diff(np.append(starts, len(dets))))
-    eligible = (~taken[gts] | gt_crowd[gts, None, None]) & (
-        pairs.iou[part, None] >= effective
-    )[:, None, :]
+    eligible = (~taken[gts] | gt_crowd[gts, None, None]) & (pairs.iou[part, None] >= effective)[
+        :, None, :
+    ]
     priority = gt_ignore[gts] * _PRIORITY + position[:, None]  # (P, A)
     best = np.minimum.reduceat(np.where(eligible, priority[:, :, None], _NONE), starts, axis=0)
     hit = best < _NONE

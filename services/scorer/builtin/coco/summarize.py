@@ -17,7 +17,18 @@ from services.scorer.builtin.coco.data import FloatArray
 from services.scorer.builtin.coco.evaluate import CocoEvaluation
 
 STAT_NAMES = (
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
 )
 
 

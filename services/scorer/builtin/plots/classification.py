@@ -131,6 +131,5 @@ def _bars(plotter: Plotter, table: ClassTable) -> None:
     axes.invert_yaxis()
     axes.set_xlim(0.0, 1.0)
     axes.set_title(f"Per-class precision, recall and F1, worst F1 first\n({shown})")
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3, fontsize=8,
-                frameon=False)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3, fontsize=8, frameon=False)
     plotter.save(figure, "per_class_prf", f"per-class precision, recall and F1 ({shown})")

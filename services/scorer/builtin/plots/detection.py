@@ -71,8 +71,13 @@ def _curves(
     if len(has_gt):
         overall = _mean_valid(precision[:, has_gt], axis=1)
         mean_ap = float(np.mean(ap[has_gt]))
-        axes.plot(recall, overall, color="black", linewidth=2.5,
-                  label=f"all categories (AP {mean_ap:.3f})")
+        axes.plot(
+            recall,
+            overall,
+            color="black",
+            linewidth=2.5,
+            label=f"all categories (AP {mean_ap:.3f})",
+        )
     axes.set_xlim(0.0, 1.0)
     axes.set_ylim(0.0, 1.02)
     axes.set_xlabel("recall")

@@ -95,8 +95,13 @@ class Plotter:
         engine draws every figure twice, which doubled the plots' cost."""
         figure: Figure = self.plt.figure(figsize=(width, height), dpi=DPI)
         left, bottom, right, top = margins
-        figure.subplots_adjust(left=left / width, bottom=bottom / height,
-                               right=1 - right / width, top=1 - top / height, wspace=0.3)
+        figure.subplots_adjust(
+            left=left / width,
+            bottom=bottom / height,
+            right=1 - right / width,
+            top=1 - top / height,
+            wspace=0.3,
+        )
         return figure
 
     def save(self, figure: Figure, name: str, description: str) -> None:

@@ -303,7 +303,10 @@ class FaultStack:
             return -1
         return counts[queue][1]
 
-    async def wait_ready(self, service: str, timeout: float = 90) -> None:
+    async def wait_ready(self, service: str, timeout: float = 180) -> None:
+        # 180 s, not 90: in a full CI run, after the conftest guard had reset a wedged RabbitMQ
+        # 3.10.8, every restarted gateway's consumer took 60-70 s to show (5 s when the broker is
+        # healthy) and one crossed 90 s; a service that never comes up still fails here.
         deadline = time.monotonic() + timeout
         while True:
             proc = self.procs[service]

@@ -26,25 +26,8 @@ fi
 
 log() { echo "provision/compose: $*" >&2; }
 
-quiet() {  # run a command, print its output only when it fails
-  local out
-  if ! out="$("$@" 2>&1)"; then
-    log "failed: $*"
-    echo "$out" >&2
-    return 1
-  fi
-}
+. "$(dirname "$0")/lib.sh"  # quiet, find_go
 
-find_go() {
-  if command -v go >/dev/null 2>&1; then
-    command -v go
-  elif [ -x /usr/local/go/bin/go ]; then
-    echo /usr/local/go/bin/go
-  else
-    log "no Go toolchain on PATH or in /usr/local/go/bin"
-    return 1
-  fi
-}
 
 # `docker-compose version --short` prints the version set at link time (without the leading v).
 current() { [ -x "$BIN" ] && [ "$("$BIN" version --short 2>/dev/null)" = "${VERSION#v}" ]; }

@@ -16,14 +16,7 @@ PACKAGES=(docker.io busybox-static mmdebstrap)
 
 log() { echo "provision/docker: $*" >&2; }
 
-quiet() {  # run a command, print its output only when it fails
-  local out
-  if ! out="$("$@" 2>&1)"; then
-    log "failed: $*"
-    echo "$out" >&2
-    return 1
-  fi
-}
+. "$(dirname "$0")/lib.sh"  # quiet, find_go
 
 install_packages() {
   local missing=()

@@ -30,16 +30,7 @@ PORT="${ADDR##*:}"
 
 log() { echo "[ferretdb] $*" >&2; }
 
-find_go() {
-    if command -v go >/dev/null 2>&1; then
-        command -v go
-    elif [ -x /usr/local/go/bin/go ]; then
-        echo /usr/local/go/bin/go
-    else
-        log "no Go toolchain on PATH or in /usr/local/go/bin: install Go >= 1.22 first"
-        return 1
-    fi
-}
+. "$(dirname "$0")/lib.sh"  # quiet, find_go
 
 module_dir() {
     # Download the module (checked against the checksum database through the proxy) and print

@@ -33,14 +33,7 @@ export DOCKER_BUILDKIT=0  # the engine's classic builder: BuildKit would want fr
 
 log() { echo "provision/image: $*" >&2; }
 
-quiet() {  # run a command, print its output only when it fails
-  local out
-  if ! out="$("$@" 2>&1)"; then
-    log "failed: $*"
-    echo "$out" >&2
-    return 1
-  fi
-}
+. "$(dirname "$0")/lib.sh"  # quiet, find_go
 
 label() { docker image inspect -f "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true; }
 image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }

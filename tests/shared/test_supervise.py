@@ -310,3 +310,70 @@ async def test_a_beating_loop_whose_failures_are_slow_is_still_reported():
         sup.beat("nobody")  # an unknown name is ignored
     finally:
         await sup.close()
+
+
+async def test_close_ends_a_periodic_loop_whose_body_turns_the_cancel_into_an_error():
+    """CI once saw the scheduler's reaper go on after close (its store call turned the cancel
+    into a STORE_ERROR) and close wait 300 s: the loop must stop at its next turn."""
+    sup = Supervisor("svc", backoff_s=0.01, max_backoff_s=0.01)
+    started = asyncio.Event()
+    runs = []
+
+    async def step():
+        runs.append(1)
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise AutoscorerError(ErrorCode.STORE_ERROR, Stage.SCHEDULING, "cancelled") from None
+
+    sup.every("reaper", 0.001, step)
+    await started.wait()
+    async with asyncio.timeout(5):
+        await sup.close()
+    assert len(runs) == 1  # not run again once closing
+    assert all(loop.task is not None and loop.task.done() for loop in sup._loops.values())
+
+
+async def test_close_ends_a_forever_loop_whose_body_swallows_the_cancel():
+    sup = Supervisor("svc", backoff_s=0.01, max_backoff_s=0.01)
+    started = asyncio.Event()
+
+    async def body():
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return  # swallowed: a library returning early on cancel
+
+    sup.forever("watcher", body)
+    await started.wait()
+    async with asyncio.timeout(5):
+        await sup.close()
+    assert all(loop.task is not None and loop.task.done() for loop in sup._loops.values())
+
+
+async def test_close_gives_up_on_a_body_that_ignores_every_cancel(caplog):
+    sup = Supervisor("svc")
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def body():
+        started.set()
+        while not release.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue  # ignores every cancel, as no body should
+
+    sup.forever("stubborn", body)
+    await started.wait()
+    with caplog.at_level(logging.ERROR):
+        async with asyncio.timeout(5):
+            await sup.close(grace_s=0.5)
+    assert "loops still running" in caplog.text and "svc:stubborn" in caplog.text
+    release.set()  # let it end, so the test leaves no task
+    task = sup._loops["stubborn"].task
+    assert task is not None
+    await asyncio.wait({task}, timeout=2)
+    assert task.done()

@@ -72,12 +72,17 @@ async def test_e_executor_killed_mid_run_and_restarted(
         first = _start_executor(config, log)
         try:
             job_id = await platform.submit(name)
-            for _ in range(300):
+            # a fresh executor process imports, connects and declares its queues first: on a
+            # loaded 2-core CI machine that took over 30 s once, so the bound is generous
+            for _ in range(1200):
                 job = await platform.call("GET", f"/v1/jobs/{job_id}")
                 if job["status"] == "running" and await _containers_of(job_id):
                     break
                 await asyncio.sleep(0.1)
-            assert job["status"] == "running", job["status"]
+            assert job["status"] == "running", (
+                job["status"],
+                (tmp_path / "executor.log").read_text()[-3000:],
+            )
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             second = _start_executor(config, log)
@@ -89,6 +94,7 @@ async def test_e_executor_killed_mid_run_and_restarted(
         finally:
             if first.poll() is None:
                 first.kill()
+                first.wait(10)
             log.close()
         assert done["status"] == "succeeded", (
             done["error"],

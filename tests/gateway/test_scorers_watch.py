@@ -196,6 +196,8 @@ async def test_an_announcement_that_keeps_failing_is_dropped_and_logged(
     with caplog.at_level(logging.ERROR, logger="services.gateway.scorers_api"):
         await edit_until_announced(gw, "2.0.0")  # its first reload was given up, a later one not
     assert any("gave up on demo.py" in r.getMessage() for r in caplog.records)
+    # the loop beats just after its send returns; the announcement can be seen a moment before
+    await until(lambda: gw.supervisor.health()[ANNOUNCE_LOOP].healthy, timeout=5.0)
     health = gw.supervisor.health()[ANNOUNCE_LOOP]
     assert health.failures >= ANNOUNCE_ATTEMPTS - 1 and health.healthy and not health.ended
 

@@ -59,6 +59,7 @@ from shared.store import (
     state_set,
     store_error,
 )
+from shared.store_mongo_keys import restored, storable
 from shared.store_mongo_lock import JobLocks
 from shared.store_queue import RECENT_RUNS, BackendQueue, last_run_seconds, merge_counts
 
@@ -106,9 +107,18 @@ def lease_document(lease: Lease) -> Document:
     return {"owner": lease.owner, "expires_at": lease.expires_at}
 
 
+def outbox_document(entry: OutboxEntry) -> Document:
+    """An outbox entry as stored: what ``$push`` writes and ``$pullAll`` must match exactly."""
+    stored: Document = storable(entry.model_dump(mode="json"))
+    return stored
+
+
 def to_document(job: Job) -> Document:
-    """JSON-safe fields, with real BSON dates where queries compare times."""
-    doc: Document = {"_id": job.job_id, **job.model_dump(mode="json", exclude={"job_id"})}
+    """JSON-safe fields, with real BSON dates where queries compare times; the keys of user
+    dicts (params, per-class metrics, payloads) in their storable form
+    (:mod:`shared.store_mongo_keys`)."""
+    fields = storable(job.model_dump(mode="json", exclude={"job_id"}))
+    doc: Document = {"_id": job.job_id, **fields}
     doc["created_at"] = job.created_at
     doc["updated_at"] = job.updated_at
     doc["deadline_at"] = job.deadline_at
@@ -130,7 +140,9 @@ def _claim_document(claim: WorkspaceClaim) -> Document:
 
 
 def from_document(doc: Document) -> Job:
-    data = dict(doc)
+    """The job of a stored document, its user dicts restored (an older document, stored
+    before they were encoded, reads too: docs/STORE.md)."""
+    data: Document = restored(doc)
     data["job_id"] = data.pop("_id")
     return Job.model_validate(data)
 
@@ -139,8 +151,8 @@ def _bson_value(value: Any) -> Any:
     if isinstance(value, Lease):
         return lease_document(value)
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return value
+        return storable(value.model_dump(mode="json"))
+    return storable(value)  # trace_context's dict; dates and numbers as they are
 
 
 def transition_operators(
@@ -158,7 +170,7 @@ def transition_operators(
     sets["updated_at"] = change.at
     pushes: Document = {"history": change.model_dump(mode="json")}
     if outbox:
-        pushes["outbox"] = {"$each": [entry.model_dump(mode="json") for entry in outbox]}
+        pushes["outbox"] = {"$each": [outbox_document(entry) for entry in outbox]}
     if change.event_id is not None:
         pushes["processed_event_ids"] = change.event_id
     if passed is not None:
@@ -536,7 +548,7 @@ class MongoJobStore:
                 await self._jobs.update_one(
                     {"_id": job_id, "outbox.event_id": {"$ne": entry.event_id}},
                     {
-                        "$push": {"outbox": entry.model_dump(mode="json")},
+                        "$push": {"outbox": outbox_document(entry)},
                         "$set": {"updated_at": now_ms()},
                     },
                 )
@@ -548,7 +560,7 @@ class MongoJobStore:
         the entries given, which is what the transition wrote (one round trip); if one of them
         is still there in another form, of the stored elements the answer shows (a second)."""
         done = {entry.event_id for entry in entries}
-        pull = [entry.model_dump(mode="json") for entry in entries]
+        pull = [outbox_document(entry) for entry in entries]
         async with driver_errors("pop outbox"), self._exclusive(job_id):
             doc = await self._pull_outbox(job_id, pull)
             left = [entry for entry in doc.get("outbox", []) if entry["event_id"] in done]

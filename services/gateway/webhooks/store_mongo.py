@@ -18,6 +18,7 @@ from services.gateway.webhooks.models import (
     readable,
 )
 from shared.store import store_error
+from shared.store_mongo_keys import restored, storable
 
 Doc = dict[str, Any]
 
@@ -84,7 +85,7 @@ class MongoWebhookStore:
 
     async def add_delivery(self, delivery: Delivery) -> bool:
         try:
-            await self._deliveries.insert_one({"_id": delivery.id, **delivery.model_dump()})
+            await self._deliveries.insert_one(_delivery_document(delivery))
         except DuplicateKeyError:
             return False
         except PyMongoError as exc:
@@ -119,7 +120,7 @@ class MongoWebhookStore:
             )
             if doc is None:
                 continue  # claimed by another replica in between
-            delivery = readable(Delivery, doc, "delivery")
+            delivery = readable(Delivery, restored(doc), "delivery")
             if delivery is not None:
                 claimed.append(delivery)
             else:  # marked failed, so it is not claimed again
@@ -169,5 +170,12 @@ class MongoWebhookStore:
             .limit(limit)
         )
         docs = await self._guard("list_deliveries", cursor.to_list(None))
-        found = (readable(Delivery, doc, "delivery") for doc in docs)
+        found = (readable(Delivery, restored(doc), "delivery") for doc in docs)
         return [delivery for delivery in found if delivery is not None]
+
+
+def _delivery_document(delivery: Delivery) -> Doc:
+    """The event body's keys (a result's per-class tables, params) escaped: FerretDB refuses
+    ``.`` and a leading ``$`` in field names (:mod:`shared.store_mongo_keys`)."""
+    stored: Doc = storable({"_id": delivery.id, **delivery.model_dump()})
+    return stored

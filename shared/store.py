@@ -101,6 +101,13 @@ def check_moves(
     check_transition(frozenset({through.status}), to_state)
 
 
+def check_pop(outbox: Sequence[OutboxEntry], pop: Sequence[OutboxEntry]) -> None:
+    """A transition either adds outbox entries or pops published ones, never both: MongoDB
+    cannot push to and pull from one array in one update."""
+    if outbox and pop:
+        raise ValueError("a transition cannot both add outbox entries and pop published ones")
+
+
 def passed_change(through: Step | None, change: StatusChange) -> StatusChange | None:
     """The history entry of ``through``, at the moment of ``change``."""
     if through is None:
@@ -246,17 +253,19 @@ def apply_transition(
     change: StatusChange,
     outbox: Sequence[OutboxEntry],
     passed: StatusChange | None = None,
+    pop: Sequence[OutboxEntry] = (),
 ) -> Job:
     """The job after a transition: what the Mongo update operators do, written as Python.
 
     The caller has already checked the precondition (state, event id, attempt number).
     """
+    popped = {entry.event_id for entry in pop}
     steps = [change] if passed is None else [passed, change]
     changes = update.fields() if update else {}
     changes["status"] = to_state
     changes["updated_at"] = change.at
     changes["history"] = [*job.history, *steps]
-    changes["outbox"] = [*job.outbox, *outbox]
+    changes["outbox"] = [*(e for e in job.outbox if e.event_id not in popped), *outbox]
     event_ids = [step.event_id for step in steps if step.event_id is not None]
     if event_ids:
         kept = [*job.processed_event_ids, *event_ids]
@@ -307,6 +316,7 @@ class JobStore(Protocol):
         if_deadline: datetime | None = None,
         if_attempts: int | None = None,
         through: Step | None = None,
+        pop: Sequence[OutboxEntry] = (),
     ) -> Transition:
         """Compare-and-set: move to ``to_state`` only if the job is in one of ``from_states`` and
         has not processed ``event_id`` (and, when ``if_deadline`` is given, its ``deadline_at`` is
@@ -314,8 +324,10 @@ class JobStore(Protocol):
         is given, ``attempts.count`` is that: a handler that did not read the job first acts on
         the attempt its event names); write ``update``, a history entry and ``outbox`` with it.
         With ``through`` the job passes that state on the way (its event id must not have been
-        processed either: else ``STATE_MISMATCH``). One round trip when applied: the job comes
-        back from the update itself.
+        processed either: else ``STATE_MISMATCH``). ``pop``: published entries (as stored)
+        removed in the same update, the relay's pop riding on it (not with ``outbox``:
+        ``ValueError``); one no longer pending is ignored. One round trip when applied: the job
+        comes back from the update itself.
 
         Raises :class:`~shared.jobs.IllegalTransitionError` before touching the store if the state
         machine forbids any of the moves, :class:`JobNotFoundError` if there is no such job.

@@ -53,6 +53,7 @@ from shared.store import (
     TransitionOutcome,
     WorkspaceClaim,
     check_moves,
+    check_pop,
     claim_is_stale,
     page_of,
     passed_change,
@@ -161,8 +162,11 @@ def transition_operators(
     change: StatusChange,
     outbox: Sequence[OutboxEntry],
     passed: StatusChange | None = None,
+    *,
+    pop: Sequence[OutboxEntry] = (),
 ) -> Document:
-    """The update document of a transition: the Mongo form of ``store.apply_transition``."""
+    """The update document of a transition: the Mongo form of ``store.apply_transition``
+    (``pop`` is a ``$pullAll`` of the entries' stored form, as ``pop_outbox``'s first try)."""
     sets: Document = {
         name: _bson_value(v) for name, v in (update.fields() if update else {}).items()
     }
@@ -180,6 +184,8 @@ def transition_operators(
     if update is not None and update.result is not None:  # every result is kept (a re-score's)
         pushes["result_versions"] = sets["result"]
     operators: Document = {"$set": sets, "$push": pushes}
+    if pop:
+        operators["$pullAll"] = {"outbox": [outbox_document(entry) for entry in pop]}
     if update is not None and update.attempt is not None:
         number = update.attempt.number
         sets[f"attempts.records.{number - 1}"] = update.attempt.model_dump(mode="json")
@@ -381,9 +387,11 @@ class MongoJobStore:
         if_deadline: datetime | None = None,
         if_attempts: int | None = None,
         through: Step | None = None,
+        pop: Sequence[OutboxEntry] = (),
     ) -> Transition:
         states = state_set(from_states)
         check_moves(states, to_state, through)
+        check_pop(outbox, pop)
         change = StatusChange(status=to_state, at=now_ms(), reason=reason, event_id=event_id)
         passed = passed_change(through, change)
         query = transition_filter(
@@ -398,7 +406,7 @@ class MongoJobStore:
         async with driver_errors("transition"), self._exclusive(job_id):
             doc = await self._jobs.find_one_and_update(
                 query,
-                transition_operators(to_state, update, change, outbox, passed),
+                transition_operators(to_state, update, change, outbox, passed, pop=pop),
                 return_document=ReturnDocument.AFTER,
             )
             if doc is None:

@@ -41,6 +41,7 @@ from shared.store import (
     apply_transition,
     attempt_fits,
     check_moves,
+    check_pop,
     claim_is_stale,
     lease_is_free,
     page_of,
@@ -245,6 +246,7 @@ class JobsDb:
         if_deadline: datetime | None = None,
         if_attempts: int | None = None,
         passed: StatusChange | None = None,
+        pop: Sequence[OutboxEntry] = (),
     ) -> Transition:
         with self._write():
             job = self._must_get(job_id)
@@ -256,7 +258,7 @@ class JobsDb:
             if job.status not in states or not fits or moved_on or been:
                 return Transition(TransitionOutcome.STATE_MISMATCH, job)
             new = apply_transition(
-                job, to_state, update, change=change, outbox=outbox, passed=passed
+                job, to_state, update, change=change, outbox=outbox, passed=passed, pop=pop
             )
             values = [s.value for s in states]
             job_id_, *rest = row_of(new)
@@ -456,9 +458,11 @@ class SqliteJobStore:
         if_deadline: datetime | None = None,
         if_attempts: int | None = None,
         through: Step | None = None,
+        pop: Sequence[OutboxEntry] = (),
     ) -> Transition:
         states = state_set(from_states)
         check_moves(states, to_state, through)
+        check_pop(outbox, pop)
         change = StatusChange(status=to_state, at=now_ms(), reason=reason, event_id=event_id)
         transition = self.db.transition
         return await self._run(
@@ -473,6 +477,7 @@ class SqliteJobStore:
             if_deadline=if_deadline,
             if_attempts=if_attempts,
             passed=passed_change(through, change),
+            pop=list(pop),
         )
 
     async def acquire_lease(

@@ -720,6 +720,28 @@ async def test_an_entry_is_popped_by_its_event_id_whatever_form_the_caller_holds
     assert (await store.get(job.job_id)).outbox == [entry("e2")]
 
 
+async def test_a_transition_pops_published_entries_in_the_same_update(store: JobStore) -> None:
+    """The relay's pop rides on the job's next transition: what it popped is gone from the job
+    the transition answers with and from the store; an entry no longer pending is ignored."""
+    job = await created(store, make_job())
+    queued = await store.transition(
+        job.job_id, S.SUBMITTED, S.QUEUED, outbox=[entry("e1"), entry("e2")]
+    )
+    published = [e for e in queued.job.outbox if e.event_id == "e1"]
+
+    moved = await store.transition(
+        job.job_id, S.QUEUED, S.RUNNING, event_id="run", pop=[*published, entry("gone")]
+    )
+
+    assert moved.applied
+    assert moved.job.outbox == [entry("e2")]
+    assert (await store.get(job.job_id)).outbox == [entry("e2")]
+    with pytest.raises(ValueError, match="both"):
+        await store.transition(
+            job.job_id, S.RUNNING, S.SCORING, outbox=[entry("e3")], pop=[entry("e2")]
+        )
+
+
 async def test_a_transition_given_the_attempt_count_acts_only_on_that_count(
     store: JobStore,
 ) -> None:

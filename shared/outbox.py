@@ -9,6 +9,16 @@ once the broker confirmed it, so a crash in between publishes it again with the 
 ``event_id``, which consumers drop. :meth:`OutboxRelay.sweep` runs periodically (and at start-up,
 for everything) over every writer's leftovers, highest job priority first.
 
+A writer whose job will move again soon (the scheduler, for an active job) may let the pop wait
+for that move (``flush(..., hold=True)``): the relay *holds* what it published and the job's
+next transition takes it (:meth:`OutboxRelay.take`) and removes it in its own update (the
+store's ``transition(pop=...)``), one round trip fewer. A held entry is never published again by
+this relay; one held ``hold`` seconds is popped by the next sweep, a held entry of a job that is
+finished goes with the pop of the finishing move's own entries, and :meth:`OutboxRelay.close`
+pops what is held. ``hold`` plus the sweep interval stays below ``settle``, so another replica's
+sweep never takes a held entry for a writer's leftover; only a crash or a failed pop leaves one
+to be published again, as they always did.
+
 One rule for every writer says what an entry that cannot be published becomes (:func:`fate`):
 an entry that is no valid event is dropped (logged); an unroutable notification (``job.failed``,
 ``job.cancelled``, ``score.completed``) is dropped, since nobody listens; anything else stays, in
@@ -32,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -41,7 +52,7 @@ from shared.errors import AutoscorerError, ErrorCode
 from shared.events import EVENT_ADAPTER, BaseEvent, malformed_event
 from shared.jobs import Job, OutboxEntry, now_ms
 from shared.logctx import job_context
-from shared.store import JobStore
+from shared.store import JobNotFoundError, JobStore
 from shared.supervise import guarded
 from shared.telemetry import continue_trace
 
@@ -121,6 +132,14 @@ class _Backoff:
     until: float  # time.monotonic()
 
 
+@dataclass(slots=True)
+class _Held:
+    """Entries of one job published and not popped yet, waiting for the job's next move."""
+
+    entries: list[OutboxEntry]
+    since: float  # time.monotonic() of the first
+
+
 class OutboxRelay:
     """Publishes and pops outbox entries, one job at a time, each job isolated."""
 
@@ -133,8 +152,12 @@ class OutboxRelay:
         settle: float = 1.0,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        hold: float = 0.0,
         metrics: Metrics | None = None,
     ) -> None:
+        """``hold``: how long a published entry may wait in the outbox for its job's next
+        transition to pop it (0: popped at once); keep it plus the sweep interval under
+        ``settle``."""
         self._metrics = metrics
         self._bus = bus
         self._store = store
@@ -142,17 +165,22 @@ class OutboxRelay:
         self._settle = timedelta(seconds=settle)
         self._backoff = backoff
         self._max_backoff = max_backoff
+        self._hold = hold
         self._waiting: dict[str, _Backoff] = {}
+        self._held: dict[str, _Held] = {}
 
-    async def flush(self, job: Job, events: Sequence[BaseEvent] = ()) -> int:
-        """Publish ``job``'s pending entries in order and pop the published ones; ``events``
-        are the entries' events as the caller holds them (published without a round trip).
-        Never raises: what is left waits for the sweep."""
+    async def flush(self, job: Job, events: Sequence[BaseEvent] = (), *, hold: bool = False) -> int:
+        """Publish ``job``'s pending entries in order (but those held: they went out already)
+        and pop the published ones; ``events`` are the entries' events as the caller holds them
+        (published without a round trip). With ``hold`` (the job moves again soon) the
+        published ones are held for that move to pop instead, if this relay holds at all; else
+        what it held for the job goes with this pop. Never raises: what is left waits for the
+        sweep."""
         known = {str(event.event_id): event for event in events}
         done = _Relayed()
 
         async def work() -> None:
-            await self._relay(job, job.outbox, known, done)
+            await self._relay(job, self.unsent(job), known, done, hold=hold and self._hold > 0)
 
         with job_context(job.job_id):
             await guarded(f"outbox of job {job.job_id}", work)
@@ -165,6 +193,7 @@ class OutboxRelay:
     async def sweep(self, *, everything: bool = False) -> int:
         """Relay what is pending in the store. Entries younger than ``settle`` seconds are left
         to the writer that is publishing them, unless ``everything`` (at start-up)."""
+        await self._pop_held(older_than=self._hold)
         skip = self._backed_off()
         jobs = await self._store.find_pending_outbox(limit=self._batch, skip=skip)
         if self._metrics is not None:
@@ -172,10 +201,35 @@ class OutboxRelay:
         cutoff = now_ms() - self._settle
         published = 0
         for job in sorted(jobs, key=lambda j: (-j.priority, j.updated_at)):
-            entries = [e for e in job.outbox if everything or e.created_at <= cutoff]
+            unsent = self.unsent(job)  # those held went out already: their pop is on its way
+            entries = [e for e in unsent if everything or e.created_at <= cutoff]
             if entries:
                 published += await self._step(job, entries)
         return published
+
+    def take(self, job_id: str) -> list[OutboxEntry]:
+        """The entries held for ``job_id``'s next transition to pop (as stored), no longer held
+        here: the caller pops them with its move, or gives them back with :meth:`keep`."""
+        held = self._held.pop(job_id, None)
+        return [] if held is None else held.entries
+
+    def keep(self, job_id: str, entries: Sequence[OutboxEntry]) -> None:
+        """Hold ``entries`` (published, not popped) again: the move that took them did not
+        pop them (not applied, or failed). The sweep pops them once held long enough."""
+        if entries:
+            self._hold_entries(job_id, entries)
+
+    def unsent(self, job: Job) -> list[OutboxEntry]:
+        """``job``'s outbox entries that are not known to be published (those held are; an
+        entry written again with the same event, e.g. a request sent again, is not)."""
+        held = self._held.get(job.job_id)
+        if held is None:
+            return list(job.outbox)
+        return [entry for entry in job.outbox if entry not in held.entries]
+
+    async def close(self) -> None:
+        """Pop everything held, so a restart does not publish it again. Never raises."""
+        await guarded("outbox: held pops", lambda: self._pop_held(older_than=None))
 
     def waiting(self) -> dict[str, int]:
         """Jobs backed off now, with their consecutive failures (for health and tests)."""
@@ -205,8 +259,11 @@ class OutboxRelay:
         entries: Sequence[OutboxEntry],
         known: Mapping[str, BaseEvent],
         done: _Relayed,
+        *,
+        hold: bool = False,
     ) -> None:
-        """Publish ``entries`` in order until one must stay; pop what went out."""
+        """Publish ``entries`` in order until one must stay; pop what went out (with what was
+        held for the job), or with ``hold`` hold it for the job's next move."""
         gone: list[OutboxEntry] = []
         try:
             for entry in entries:
@@ -221,8 +278,42 @@ class OutboxRelay:
                 raise
             done.complete = False
             done.broker_down = exc
+        if hold:
+            self.keep(job.job_id, gone)
+            return
+        gone += self.take(job.job_id)
         if gone:
-            await self._store.pop_outbox(job.job_id, gone)
+            await self._pop(job.job_id, gone)
+
+    async def _pop_held(self, *, older_than: float | None) -> None:
+        """Pop what has been held at least ``older_than`` seconds (``None``: everything), each
+        job its own guarded item; a job that is gone has nothing left to pop."""
+        now = time.monotonic()
+        due = [
+            job_id
+            for job_id, held in self._held.items()
+            if older_than is None or now - held.since >= older_than
+        ]
+        for job_id in due:
+            pop = partial(self._pop, job_id, self.take(job_id))
+            with job_context(job_id):
+                if not await guarded(f"outbox of job {job_id}: held pop", pop):
+                    self._back_off(job_id)  # its entries wait in the store, as after any failed pop
+
+    async def _pop(self, job_id: str, entries: list[OutboxEntry]) -> None:
+        """Pop published ``entries``. When that fails they stay in the store, no longer held:
+        the sweep publishes them again (consumers drop the duplicate) and pops them."""
+        try:
+            await self._store.pop_outbox(job_id, entries)
+        except JobNotFoundError:
+            return  # the job is gone, and its outbox with it
+
+    def _hold_entries(self, job_id: str, entries: Sequence[OutboxEntry]) -> None:
+        held = self._held.get(job_id)
+        if held is None:
+            self._held[job_id] = _Held(list(entries), time.monotonic())
+            return
+        held.entries += [entry for entry in entries if entry not in held.entries]
 
     async def _publish(self, job: Job, entry: OutboxEntry, event: BaseEvent | None) -> Fate:
         try:

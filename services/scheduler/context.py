@@ -1,9 +1,11 @@
 """What every scheduler step needs, and the one way steps change a job.
 
 :meth:`Context.move` is a compare-and-set on the job that writes the events it causes into the
-job's outbox in the same update, then hands them to the relay. A delivery seen twice finds its
-event id already processed (``DUPLICATE_EVENT``) or the job in another state
-(``STATE_MISMATCH``) and changes nothing.
+job's outbox in the same update, then hands them to the relay. The relay holds what it published
+for an active job (the job moves again soon) and the next move that emits nothing pops it in its
+own update: the pop rides on the transition that follows it (``shared.outbox``). A delivery
+seen twice finds its event id already processed (``DUPLICATE_EVENT``) or the job in another
+state (``STATE_MISMATCH``) and changes nothing.
 
 The start and the end of run attempt *n* are recorded under keys naming the job and the attempt
 (:func:`start_key`, :func:`end_key`) instead of the id of the event that caused them: whichever
@@ -74,6 +76,8 @@ class Context:
             deadline = {"deadline_at": self.deadlines.of(to_state, job.spec)}
             update = (update or JobUpdate()).model_copy(update=deadline)
         job_id = job.job_id if isinstance(job, Job) else job
+        popped = [] if emit else self.relay.take(job_id)  # a move that emits pops with those
+        applied = False
         try:
             done = await self.store.transition(
                 job_id,
@@ -86,10 +90,17 @@ class Context:
                 if_deadline=if_deadline,
                 if_attempts=if_attempts,
                 through=through,
+                pop=popped,
             )
+            applied = done.applied
         except JobNotFoundError as exc:
             raise not_ready(job_id, "the store holds no such job yet") from exc
+        finally:
+            if not applied:
+                self.relay.keep(job_id, popped)  # still published, not popped: the sweep pops them
         if done.applied:
+            left = [entry for entry in popped if entry in done.job.outbox]  # stored otherwise
+            self.relay.keep(job_id, left)
             before = before_move(done.job, 2 if through else 1)
             log_transition(before, done.job, reason)
             if not done.job.active:
@@ -97,7 +108,7 @@ class Context:
                     self.metrics.job_finished(done.job)
                 await self.release_workspace(done.job)
             if emit:
-                await self.relay.flush(done.job, emit)
+                await self.relay.flush(done.job, emit, hold=done.job.active)
             await journal_transition(before, done.job, reason)
         else:
             log.debug("job %s not moved to %s: %s", job_id, to_state.value, done.outcome.value)

@@ -22,6 +22,17 @@ from shared.store import JobStore
 RELAY_SETTLE_S = 5.0
 """How long the sweep leaves a new outbox entry to the handler publishing it."""
 
+RELAY_HOLD_S = 1.0
+"""How long a published entry may wait for its job's next transition to pop it (one store
+command fewer per hop); the sweep pops it after that. Held no longer than this plus one sweep
+interval, which stays a second under ``RELAY_SETTLE_S`` (less hold, or none, when the sweep
+interval is long), so another replica's sweep never publishes it again."""
+
+
+def relay_hold(relay_interval_s: float) -> float:
+    """``RELAY_HOLD_S``, shortened so that a held entry is popped a second before it settles."""
+    return max(0.0, min(RELAY_HOLD_S, RELAY_SETTLE_S - relay_interval_s - 1.0))
+
 
 def create_scheduler(
     settings: Settings, bus: EventBus, store: JobStore, metrics: Metrics | None = None
@@ -31,7 +42,12 @@ def create_scheduler(
     jobs and the outbox backlog."""
     section = settings.scheduler
     relay = OutboxRelay(
-        bus, store, batch=section.relay_batch, settle=RELAY_SETTLE_S, metrics=metrics
+        bus,
+        store,
+        batch=section.relay_batch,
+        settle=RELAY_SETTLE_S,
+        hold=relay_hold(section.relay_interval_s),
+        metrics=metrics,
     )
     router = Router.from_settings(section)
     deadlines = Deadlines.from_settings(settings)

@@ -104,7 +104,7 @@ async def reap(ctx: Context, job: Job) -> Transition:
 async def _resend_or_fail(ctx: Context, job: Job, request: BaseEvent) -> Transition:
     if job.resent() >= ctx.deadlines.resends:
         return await _fail(ctx, job)
-    pending = str(request.event_id) in {entry.event_id for entry in job.outbox}
+    pending = str(request.event_id) in {entry.event_id for entry in ctx.relay.unsent(job)}
     return await ctx.move(
         job,
         job.status,

@@ -97,7 +97,10 @@ class Scheduler:
         self.supervisor.every("reaper", s.reaper_interval_s, self.reap_overdue)
 
     async def close(self) -> None:
+        """Stop the loops, then pop what the relay published and held for the jobs' next
+        moves, so a restart does not publish it again."""
         await self.supervisor.close()
+        await self._ctx.relay.close()
 
     async def handle(self, event: Event) -> None:
         handler = HANDLERS.get(type(event))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from services.scheduler.main import create_scheduler
+from services.scheduler.main import RELAY_HOLD_S, RELAY_SETTLE_S, create_scheduler, relay_hold
 from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import Settings
 from shared.errors import AutoscorerError, ErrorCode, Stage
 from shared.events import Event, JobFailed, RunRequested
-from shared.jobs import JobStatus, OutboxEntry, new_job
+from shared.jobs import Job, JobStatus, OutboxEntry, new_job
 from shared.outbox import OutboxRelay, outbox_entry
 from shared.store_sqlite import SqliteJobStore
 from tests.scheduler.fakes import FakeExecutor, FakeScorer, Observer, eventually
@@ -256,3 +257,117 @@ async def _drain(good: list[int], stuck: int, batch: int) -> None:
         finally:
             await bus.close()
             await store.close()
+
+
+# --- the pop rides on the job's next transition -----------------------------------------------
+
+
+class CountingStore(SqliteJobStore):
+    """The SQLite store, counting the relay's own pops."""
+
+    pops = 0
+
+    async def pop_outbox(self, job_id: str, entries: Sequence[OutboxEntry]) -> Job:
+        self.pops += 1
+        return await super().pop_outbox(job_id, entries)
+
+
+@pytest.fixture
+async def counting(store_path: Path) -> AsyncIterator[CountingStore]:
+    opened = CountingStore(store_path.with_name("counted.sqlite3"))
+    await opened.init()
+    yield opened
+    await opened.close()
+
+
+async def test_a_held_entry_is_popped_by_the_next_transition_and_never_sent_again(
+    bus: MemoryBus, counting: CountingStore
+) -> None:
+    await pending_request(counting, "job-held", "local")
+    seen: list[Event] = []
+
+    async def collect(event: Event) -> None:
+        seen.append(event)
+
+    await bus.subscribe(Subscription("executor.local", ["run.requested.local"], collect))
+    relay = OutboxRelay(bus, counting, settle=0.0, hold=60.0)
+    job = await counting.get("job-held")
+    assert job is not None
+
+    assert await relay.flush(job, hold=True) == 1
+    assert await relay.sweep() == 0  # settled, but known to be out: not sent again
+    held = await counting.get("job-held")
+    assert held is not None and len(held.outbox) == 1
+    moved = await counting.transition("job-held", S.QUEUED, S.RUNNING, pop=relay.take("job-held"))
+
+    assert moved.applied and moved.job.outbox == []
+    assert counting.pops == 0
+    await eventually(lambda: len(seen) == 1)
+    assert await relay.sweep(everything=True) == 0 and len(seen) == 1
+
+
+async def test_a_held_entry_whose_job_does_not_move_is_popped_by_a_later_sweep(
+    bus: MemoryBus, counting: CountingStore
+) -> None:
+    await pending_request(counting, "job-still", "local")
+    await bus.subscribe(Subscription("executor.local", ["run.requested.local"], _ignore))
+    relay = OutboxRelay(bus, counting, settle=0.0, hold=0.05)
+    job = await counting.get("job-still")
+    assert job is not None
+    await relay.flush(job, hold=True)
+
+    await asyncio.sleep(0.06)
+    assert await relay.sweep() == 0
+
+    job = await counting.get("job-still")
+    assert job is not None and job.outbox == []
+    assert counting.pops == 1 and relay.take("job-still") == []
+
+
+async def test_a_closing_relay_pops_what_it_holds(bus: MemoryBus, counting: CountingStore) -> None:
+    await pending_request(counting, "job-closing", "local")
+    await bus.subscribe(Subscription("executor.local", ["run.requested.local"], _ignore))
+    relay = OutboxRelay(bus, counting, hold=60.0)
+    job = await counting.get("job-closing")
+    assert job is not None
+    await relay.flush(job, hold=True)
+
+    await relay.close()
+
+    job = await counting.get("job-closing")
+    assert job is not None and job.outbox == [] and counting.pops == 1
+
+
+async def test_a_job_to_succeeded_costs_the_scheduler_no_pop_of_its_own(
+    bus: MemoryBus, counting: CountingStore, settings: Settings
+) -> None:
+    """Each request the scheduler publishes is popped by the job's next transition (the
+    RunStarted's, the ScoreCompleted's), not by a write of its own."""
+    executor, scorer, observer = FakeExecutor(bus), FakeScorer(bus), Observer(bus)
+    await executor.subscribe("executor.local")
+    await scorer.subscribe("scorer.requests")
+    await observer.subscribe("observer")
+    scheduler = create_scheduler(settings, bus, counting)
+    await scheduler.start()
+    try:
+        await bus.publish(submitted("job-rides"))
+
+        async def done() -> bool:
+            job = await counting.get("job-rides")
+            return job is not None and job.status is S.SUCCEEDED
+
+        await eventually_async(done)
+    finally:
+        await scheduler.close()
+    job = await counting.get("job-rides")
+    assert job is not None and job.outbox == []
+    assert counting.pops == 0
+    assert len(executor.requests) == 1 and len(scorer.requests) == 1
+
+
+def test_a_held_entry_is_popped_before_another_replica_would_take_it_as_left_behind() -> None:
+    """Held at most the hold plus one sweep interval, a second under the settle time; a sweep
+    interval too long for that holds nothing."""
+    assert relay_hold(0.1) == RELAY_HOLD_S
+    assert relay_hold(2.0) + 2.0 <= RELAY_SETTLE_S - 1.0
+    assert relay_hold(4.0) == 0.0 and relay_hold(30.0) == 0.0

@@ -341,13 +341,15 @@ async def test_a_hanging_tenants_backlog_never_holds_the_other_tenants(hooks, jo
         await asyncio.sleep(0.5)  # Mallory's share is in flight, hanging
         sent = time.monotonic()
         await dispatcher.on_event(_event((await _job(jobs, "alice")).job_id))
-        for _ in range(300):
+        for _ in range(450):
             if receivers.good_arrivals:
                 break
             await asyncio.sleep(0.01)
         assert receivers.good_arrivals, "Alice's delivery never arrived"
         latency = receivers.good_arrivals[0] - sent
         print(f"alice latency behind a 200-delivery hanging backlog: {latency * 1000:.0f} ms")
-        assert latency < 1.0
+        # behind Mallory's backlog Alice would wait out at least one 5 s hang; the bound sits
+        # under that, not at a speed (a loaded CI machine once took 2.2 s)
+        assert latency < 4.0
         assert running.unhealthy_seen == []
     assert receivers.hanging_max <= 4  # Mallory's share: 4 at once

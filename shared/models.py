@@ -7,6 +7,8 @@ README notes (scorer, params, resources.gpu, timeout).
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import uuid
 from collections.abc import Iterable
@@ -18,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -54,6 +57,9 @@ DEFAULT_GROUND_TRUTH: tuple[str, ...] = ("gt.*", "gt/", "ground_truth*")
 """Input globs hidden from participant code whatever a spec says (see ``shared.limits``)."""
 MAX_PARAMS_DEPTH = 32
 """How deep scorer ``params`` may nest (dicts and lists); deeper is refused, not recursed into."""
+STORED = {"stored": True}
+"""The validation context of a job read back from a store: its params were checked when it was
+submitted, and a job stored before a rule was added must still read (docs/STORE.md)."""
 
 
 def _shown(value: object) -> str:
@@ -103,6 +109,41 @@ def _bounded(amount: int) -> int:
     if amount > MAX_MEMORY_BYTES:
         raise ValueError(f"memory must be at most {MAX_MEMORY_BYTES} bytes")
     return amount
+
+
+def unportable_values(value: object, path: str = "params") -> list[str]:
+    """Where ``value`` holds what strict JSON and the stores cannot carry exactly, as
+    ``params["a.b"][0] is nan``: NaN or infinite floats, integers beyond int64 and strings or keys
+    with a lone UTF-16 surrogate (docs/STORE.md). Iterative; the depth is bounded by the caller."""
+    found: list[str] = []
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        problem = _unportable(item)
+        if problem:
+            found.append(f"{where} {problem}")
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                shown = json.dumps(key)  # ASCII: a surrogate shows as \\udxxx
+                if _unportable(key):
+                    found.append(f"{where} has a key {shown} with a lone surrogate")
+                stack.append((child, f"{where}[{shown}]"))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, f"{where}[{i}]") for i, child in reversed(list(enumerate(item))))
+    return found
+
+
+def _unportable(item: object) -> str | None:
+    if isinstance(item, float) and not math.isfinite(item):
+        return f"is {item!r}"
+    if isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**63:
+        return "is an integer beyond 64 bits"
+    if isinstance(item, str):
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds a lone UTF-16 surrogate"
+    return None
 
 
 def nesting_depth_exceeds(value: object, limit: int) -> bool:
@@ -261,9 +302,17 @@ class JobSpec(BaseModel):
 
     @field_validator("params")
     @classmethod
-    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         if nesting_depth_exceeds(value, MAX_PARAMS_DEPTH):
             raise ValueError(f"params nest deeper than {MAX_PARAMS_DEPTH} levels")
+        if info.context == STORED:
+            return value  # a job stored before the rule below still reads (docs/STORE.md)
+        if found := unportable_values(value):
+            more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+            raise ValueError(
+                "params must be plain JSON (finite numbers, integers within 64 bits, no lone "
+                "surrogates): " + "; ".join(found[:5]) + more
+            )
         return value
 
     @field_validator("scorer")

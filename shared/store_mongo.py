@@ -42,6 +42,7 @@ from shared.jobs import (
     StatusChange,
     now_ms,
 )
+from shared.models import STORED
 from shared.store import (
     Created,
     JobNotFoundError,
@@ -60,7 +61,7 @@ from shared.store import (
     state_set,
     store_error,
 )
-from shared.store_mongo_keys import restored, storable
+from shared.store_mongo_keys import ENCODING_ERRORS, document, restored, storable
 from shared.store_mongo_lock import JobLocks
 from shared.store_queue import RECENT_RUNS, BackendQueue, last_run_seconds, merge_counts
 
@@ -100,7 +101,7 @@ async def driver_errors(operation: str) -> AsyncIterator[None]:
     """Turn a driver failure into the store's one error; everything else passes through."""
     try:
         yield
-    except PyMongoError as exc:
+    except (PyMongoError, *ENCODING_ERRORS) as exc:  # a value BSON cannot hold: not raw either
         raise store_error(exc, operation) from exc
 
 
@@ -110,7 +111,7 @@ def lease_document(lease: Lease) -> Document:
 
 def outbox_document(entry: OutboxEntry) -> Document:
     """An outbox entry as stored: what ``$push`` writes and ``$pullAll`` must match exactly."""
-    stored: Document = storable(entry.model_dump(mode="json"))
+    stored: Document = document(entry)
     return stored
 
 
@@ -118,8 +119,8 @@ def to_document(job: Job) -> Document:
     """JSON-safe fields, with real BSON dates where queries compare times; the keys of user
     dicts (params, per-class metrics, payloads) in their storable form
     (:mod:`shared.store_mongo_keys`)."""
-    fields = storable(job.model_dump(mode="json", exclude={"job_id"}))
-    doc: Document = {"_id": job.job_id, **fields}
+    fields = document(job)
+    doc: Document = {"_id": fields.pop("job_id"), **fields}
     doc["created_at"] = job.created_at
     doc["updated_at"] = job.updated_at
     doc["deadline_at"] = job.deadline_at
@@ -145,14 +146,14 @@ def from_document(doc: Document) -> Job:
     before they were encoded, reads too: docs/STORE.md)."""
     data: Document = restored(doc)
     data["job_id"] = data.pop("_id")
-    return Job.model_validate(data)
+    return Job.model_validate(data, context=STORED)
 
 
 def _bson_value(value: Any) -> Any:
     if isinstance(value, Lease):
         return lease_document(value)
     if isinstance(value, BaseModel):
-        return storable(value.model_dump(mode="json"))
+        return document(value)
     return storable(value)  # trace_context's dict; dates and numbers as they are
 
 

@@ -18,7 +18,7 @@ from services.gateway.webhooks.models import (
     readable,
 )
 from shared.store import store_error
-from shared.store_mongo_keys import restored, storable
+from shared.store_mongo_keys import ENCODING_ERRORS, restored, storable
 
 Doc = dict[str, Any]
 
@@ -40,7 +40,7 @@ class MongoWebhookStore:
     async def _guard(self, operation: str, coro: Any) -> Any:
         try:
             return await coro
-        except PyMongoError as exc:
+        except (PyMongoError, *ENCODING_ERRORS) as exc:
             raise store_error(exc, operation) from exc
 
     async def init(self) -> None:
@@ -88,7 +88,7 @@ class MongoWebhookStore:
             await self._deliveries.insert_one(_delivery_document(delivery))
         except DuplicateKeyError:
             return False
-        except PyMongoError as exc:
+        except (PyMongoError, *ENCODING_ERRORS) as exc:  # ENCODING_ERRORS: a lone surrogate
             raise store_error(exc, "add_delivery") from exc
         return True
 

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from pydantic_core import PydanticSerializationError
+
 from shared.store import store_error
 
 P = ParamSpec("P")
@@ -86,5 +88,7 @@ class SqliteWorker:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kw))
-        except (sqlite3.Error, OSError) as exc:  # OSError: the file or its folder cannot be made
+        # OSError: the file or its folder cannot be made; the others: a value the stored form
+        # (shared.store_mongo_keys) does not cover, a store error as on Mongo, never a raw one
+        except (sqlite3.Error, OSError, PydanticSerializationError, UnicodeEncodeError) as exc:
             raise store_error(exc, operation) from exc

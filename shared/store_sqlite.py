@@ -27,6 +27,7 @@ from shared.jobs import (
     StatusChange,
     now_ms,
 )
+from shared.models import STORED
 from shared.sqlite_worker import SqliteWorker, connect
 from shared.store import (
     Created,
@@ -48,6 +49,7 @@ from shared.store import (
     passed_change,
     state_set,
 )
+from shared.store_mongo_keys import from_json, stored_json
 from shared.store_queue import RECENT_RUNS, BackendQueue, last_run_seconds, merge_counts
 
 P = ParamSpec("P")
@@ -139,8 +141,13 @@ def row_of(job: Job) -> tuple[Any, ...]:
         expiry,
         len(job.outbox),
         timestamp(job.deadline_at) if job.deadline_at else None,
-        job.model_dump_json(),
+        stored_json(job),  # NaN, infinities, huge ints kept (shared.store_mongo_keys)
     )
+
+
+def job_of(doc: str) -> Job:
+    """The job of a stored ``doc`` column (what :func:`row_of` wrote, or an older row)."""
+    return Job.model_validate(from_json(doc), context=STORED)
 
 
 def list_where(query: ListQuery) -> tuple[str, list[Any]]:
@@ -200,10 +207,10 @@ class JobsDb:
 
     def _one(self, sql: str, params: Sequence[Any]) -> Job | None:
         row = self._conn.execute(sql, params).fetchone()
-        return None if row is None else Job.model_validate_json(row[0])
+        return None if row is None else job_of(row[0])
 
     def _many(self, sql: str, params: Sequence[Any]) -> list[Job]:
-        return [Job.model_validate_json(row[0]) for row in self._conn.execute(sql, params)]
+        return [job_of(row[0]) for row in self._conn.execute(sql, params)]
 
     def get(self, job_id: str) -> Job | None:
         return self._one("SELECT doc FROM jobs WHERE job_id = ?", (job_id,))

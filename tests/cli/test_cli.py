@@ -235,3 +235,26 @@ def test_scorers_load_watch_reloads_in_a_running_process(tmp_path):
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert json.loads(out)["data"]["loaded"] == ["classification_f2"]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("NaN", "is nan"),
+        ("Infinity", "is inf"),
+        ("-9223372036854775809", "is an integer beyond 64 bits"),
+        ('"\\ud800"', "holds a lone UTF-16 surrogate"),
+    ],
+)
+def test_meta_json_params_must_be_plain_json(tmp_path, capsys, value, shown):
+    """Python's json reads NaN, Infinity, any integer and a lone surrogate escape; a job's params
+    travel as JSON and are stored, so meta.json holding one is a configuration error."""
+    ws = _copy(tmp_path, "classification")
+    meta = (ws / "meta.json").read_text()
+    (ws / "meta.json").write_text(meta.replace('"params": {}', f'"params": {{"k.x": [{value}]}}'))
+    for command in ("validate", "pipeline"):
+        code, out, _ = _cli(capsys, command, ws, "--json")
+        error = json.loads(out)["error"]
+        assert (code, error["code"], error["stage"]) == (1, "CONFIG_VALIDATION_ERROR", "validation")
+        assert error["details"]["path"] == "meta.json"
+        assert f'params["k.x"][0] {shown}' in error["details"]["errors"][0]["msg"]

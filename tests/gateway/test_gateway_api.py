@@ -18,6 +18,7 @@ from shared.bus import Subscription
 from shared.bus_memory import MemoryBus
 from shared.config import ApiKey, GatewaySettings, Settings
 from shared.jobs import JobStatus
+from shared.store import ListQuery
 from shared.store_sqlite import SqliteJobStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -395,3 +396,45 @@ async def test_rescore_only_finished_jobs(gw):
     await _settle(gw.bus)
     [event] = [e for e in gw.seen if e.type == "rescore.requested"]
     assert (event.job_id, event.requested_by, event.reason) == (job_id, "alice", "scorer fix")
+
+
+async def test_params_that_are_not_plain_json_are_refused_before_anything_is_stored(gw):
+    """A job's params travel as JSON (events, API): NaN, Infinity, integers beyond 64 bits and
+    lone surrogates are refused at submission, in the body (strict JSON: PARSE_ERROR) as in a
+    workspace's meta.json (CONFIG_VALIDATION_ERROR naming the param); the Mongo store could
+    not hold them either (docs/STORE.md)."""
+    spec = {"scorer": "classification_f1", "params": {"seed": 2**64, "w": {"a.b": [1, 2**70]}}}
+    status, body = await gw.submit(spec=spec)
+    error = body["error"]
+    assert (status, error["code"], error["stage"]) == (400, "CONFIG_VALIDATION_ERROR", "validation")
+    [problem] = error["details"]["errors"]
+    assert problem["loc"] == ["params"]
+    assert 'params["seed"] is an integer beyond 64 bits' in problem["msg"]
+    assert 'params["w"]["a.b"][1] is an integer beyond 64 bits' in problem["msg"]
+    raw = b'{"workspace": "alice/classification", "spec": {"scorer": "x", "params": {"a": NaN}}}'
+    resp = await gw.client.post(
+        "/v1/jobs", data=raw, headers={**_auth(ALICE), "Content-Type": "application/json"}
+    )
+    assert (resp.status, (await resp.json())["error"]["code"]) == (400, "PARSE_ERROR")
+    meta_path = gw.root / "alice" / "classification" / "meta.json"
+    for value, shown in [
+        ("NaN", "is nan"),
+        ("-Infinity", "is -inf"),
+        ("18446744073709551616", "is an integer beyond 64 bits"),
+        ('"\\udcff"', "holds a lone UTF-16 surrogate"),
+    ]:
+        meta = meta_path.read_text().replace('"params": {}', f'"params": {{"lr": {value}}}')
+        meta_path.write_text(meta)
+        status, body = await gw.submit()
+        error = body["error"]
+        assert (status, error["code"], error["stage"]) == (
+            400,
+            "CONFIG_VALIDATION_ERROR",
+            "validation",
+        ), value
+        assert error["details"]["path"] == "meta.json"
+        assert f'params["lr"] {shown}' in error["details"]["errors"][0]["msg"]
+        meta_path.write_text(meta.replace(f'"params": {{"lr": {value}}}', '"params": {}'))
+    await _settle(gw.bus)
+    assert [e for e in gw.seen if e.type == "job.submitted"] == []
+    assert (await gw.store.list_jobs(ListQuery())).jobs == []

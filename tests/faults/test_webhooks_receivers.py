@@ -48,6 +48,7 @@ class Receivers:
     def __init__(self) -> None:
         self.hits: dict[str, int] = {}
         self.good_arrivals: list[float] = []
+        self.good_paths: list[str] = []
         self.release = asyncio.Event()
         self.hanging = self.hanging_max = 0  # requests held open at once, and the most seen
 
@@ -57,6 +58,7 @@ class Receivers:
     async def good(self, request: web.Request) -> web.Response:
         await request.read()
         self.good_arrivals.append(time.monotonic())
+        self.good_paths.append(request.path)
         self._hit("good")
         return web.Response(status=204)
 
@@ -353,3 +355,62 @@ async def test_a_hanging_tenants_backlog_never_holds_the_other_tenants(hooks, jo
         assert latency < 4.0
         assert running.unhealthy_seen == []
     assert receivers.hanging_max <= 4  # Mallory's share: 4 at once
+
+
+class CountingStore:
+    """The webhook store under test, counting what the dispatcher asks of it."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.defers = 0
+        self.claimed_per_round: list[dict[str, int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def defer(self, delivery_id, next_attempt_at):
+        self.defers += 1
+        await self._store.defer(delivery_id, next_attempt_at)
+
+    async def claim_due(self, *args, **kwargs):
+        claimed = await self._store.claim_due(*args, **kwargs)
+        tenants: dict[str, int] = {}
+        for delivery in claimed:
+            tenants[delivery.tenant] = tenants.get(delivery.tenant, 0) + 1
+        self.claimed_per_round.append(tenants)
+        return claimed
+
+
+async def test_a_backlog_to_one_tenant_is_claimed_within_its_share_and_never_deferred(
+    hooks, jobs, receivers
+):
+    """A deadline burst to one subscriber: 60 deliveries queued for Mallory, then one for Alice.
+    Each claim takes at most a tenant's free share (4), so nothing is claimed only to be put
+    back: before, every round claimed 20 and deferred 16 (two writes each), and a 2,000-job
+    burst on FerretDB reached its subscriber at ~0.5 deliveries/s. Alice, queued behind all of
+    them, is still served while Mallory's backlog drains."""
+    counting = CountingStore(hooks)
+    for owner, path in (("mallory", "good/mallory"), ("alice", "good/alice")):
+        await hooks.add_subscription(
+            WebhookSubscription(
+                owner=owner, url=f"{receivers.http}/{path}", event_types=["score.completed"]
+            )
+        )
+    dispatcher = WebhookDispatcher(counting, jobs, _settings(), jitter=lambda: 0.0)
+    mallory = await _job(jobs, "mallory")
+    for _ in range(60):
+        await dispatcher.on_event(
+            _event(mallory.job_id).model_copy(update={"event_id": uuid.uuid4()})
+        )
+    await dispatcher.on_event(_event((await _job(jobs, "alice")).job_id))
+    async with Running(dispatcher) as running:
+        for _ in range(3000):
+            if receivers.hits.get("good", 0) >= 61:
+                break
+            await asyncio.sleep(0.01)
+        assert receivers.hits.get("good", 0) == 61
+        assert running.unhealthy_seen == []
+    assert counting.defers == 0
+    assert all(n <= 4 for rnd in counting.claimed_per_round for n in rnd.values())
+    # Alice's delivery was queued after all 60 of Mallory's, yet arrives among the first
+    assert receivers.good_paths.index("/good/alice") < 12, receivers.good_paths

@@ -176,7 +176,14 @@ class WebhookDispatcher:
             return 0
         claim = timedelta(seconds=self._settings.timeout_s + 30)
         full = [tenant for tenant, n in self._busy.items() if n >= self._per_tenant]
-        due = await self._hooks.claim_due(now_ms(), claim, room, full)
+        free = {tenant: self._per_tenant - n for tenant, n in self._busy.items()}
+        due = await self._hooks.claim_due(
+            now_ms(), claim, room, full, tenant_room=free, default_room=self._per_tenant
+        )
+        if due:
+            # the claim stops at each tenant's room: another round at once finds the deliveries
+            # of other tenants queued behind them (it skips the tenants now full)
+            self._wake.set()
         for delivery in due:
             if delivery.id in self._in_flight:
                 continue  # its claim ran out while it was still being attempted here

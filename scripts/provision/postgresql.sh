@@ -7,7 +7,7 @@
 #   scripts/provision/postgresql.sh    # install, start PostgreSQL, start FerretDB on it, wait
 #
 # Environment (all optional):
-#   AUTOSCORER_BIN_DIR            where the FerretDB binary is     (default ~/.cache/autoscorer/bin)
+#   AUTOSCORER_BIN_DIR            where the FerretDB binary is     (default $AUTOSCORER_CACHE/bin, ~/.cache/autoscorer/bin)
 #   AUTOSCORER_FERRETDB_PG_ADDR   FerretDB's listen host:port       (default 127.0.0.1:27018)
 #   AUTOSCORER_FERRETDB_PG_STATE  FerretDB's state directory        (default /tmp/autoscorer-ferretdb-pg)
 #   AUTOSCORER_PG_PORT            PostgreSQL's port                  (default 5432)
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-BIN_DIR="${AUTOSCORER_BIN_DIR:-$HOME/.cache/autoscorer/bin}"
+BIN_DIR="${AUTOSCORER_BIN_DIR:-${AUTOSCORER_CACHE:-${HOME:-/root}/.cache/autoscorer}/bin}"
 ADDR="${AUTOSCORER_FERRETDB_PG_ADDR:-127.0.0.1:27018}"
 STATE_DIR="${AUTOSCORER_FERRETDB_PG_STATE:-/tmp/autoscorer-ferretdb-pg}"
 PG_PORT="${AUTOSCORER_PG_PORT:-5432}"

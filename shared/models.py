@@ -270,7 +270,21 @@ class JobSpec(BaseModel):
     job_id: str = Field(default_factory=new_job_id)
     task_type: str = Field("unknown", max_length=128)
     scorer: str = Field(min_length=1, max_length=256)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "scorer parameters: plain JSON, finite numbers, integers within 64 bits, no lone "
+            "surrogates, at any depth (the schema states the number bounds for the top level)"
+        ),
+        json_schema_extra={
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": ["string", "boolean", "null", "array", "object"]},
+                    {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1},
+                ]
+            }
+        },
+    )
     input_uri: str = Field("file://./input", max_length=4096)
     output_uri: str = Field("file://./output", max_length=4096)
     time_limit: int = Field(1800, gt=0, le=7 * 24 * 3600)

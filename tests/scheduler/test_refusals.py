@@ -42,7 +42,9 @@ specs = st.fixed_dictionaries(
     {"scorer": st.sampled_from(["classification", "f1"])},
     optional={
         "time_limit": st.integers(1, 3600),
-        "params": st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
+        "params": st.dictionaries(
+            st.text(max_size=8), st.integers(-(2**63), 2**63 - 1), max_size=3
+        ),
         "task_type": st.text(max_size=20),
     },
 )

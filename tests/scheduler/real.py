@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -19,10 +19,14 @@ import aio_pika
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.scheduler.main import create_scheduler
 from shared.bus import EventBus, RetryPolicy
 from shared.bus_memory import MemoryBus
 from shared.bus_rabbitmq import RabbitBus, RabbitBusConfig, dead_letter_queue, retry_queue
+from shared.config import Settings
 from shared.store_mongo import MongoJobStore
+from tests.scheduler.fakes import FakeExecutor, FakeScorer, Observer
+from tests.scheduler.rig import Rig
 
 RABBIT_URL = os.environ.get("AUTOSCORER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MONGO_URL = os.environ.get("AUTOSCORER_TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
@@ -96,3 +100,32 @@ async def delete_topology(
         await channel.exchange_delete(f"{names.prefix}.events")
         if own_dead_letters:
             await channel.exchange_delete(f"{names.prefix}.dlx")
+
+
+@asynccontextmanager
+async def real_scheduler_rig(
+    bus_kind: str,
+    names: Names,
+    settings: Settings,
+    scorer: Callable[[EventBus], FakeScorer] = FakeScorer,
+) -> AsyncIterator[Rig]:
+    """A scheduler on ``bus_kind`` and FerretDB with fake executor, scorer and observer on the
+    test's own queues; closed, its database dropped (and its queues deleted by the caller)."""
+    bus, store = open_bus(bus_kind, names), open_store(names)
+    scheduler = create_scheduler(settings, bus, store)
+    try:
+        await store.init()
+        await bus.start()
+        executor, fake_scorer, observer = FakeExecutor(bus), scorer(bus), Observer(bus)
+        await executor.subscribe(names.queue("executor.local"))
+        await fake_scorer.subscribe(names.queue("scorer.requests"))
+        await observer.subscribe(names.queue("observer"))
+        await scheduler.start()
+        yield Rig(bus, store, scheduler, executor, fake_scorer, observer)
+    finally:
+        async with within("closing the scheduler, bus and store"):
+            await scheduler.close()
+            await bus.close()
+            await store.close()
+        async with within("dropping the test database"):
+            await drop_database(names.database)

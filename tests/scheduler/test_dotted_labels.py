@@ -13,18 +13,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from services.scheduler.main import create_scheduler
 from services.scorer.builtin.classification import classification_f1
 from shared.events import Event, JobSubmitted, ScoreCompleted, ScoreRequested, derived_event_id
 from shared.jobs import JobStatus
 from shared.models import ContainerSpec, JobSpec, Result
 from shared.workspace import Workspace
-from tests.scheduler.fakes import FakeExecutor, FakeScorer, Observer, eventually
-from tests.scheduler.real import Names, drop_database, open_bus, open_store, within
+from tests.scheduler.fakes import FakeScorer, eventually
+from tests.scheduler.real import Names, real_scheduler_rig
 from tests.scheduler.rig import Rig, eventually_async, scheduler_settings
 
 pytestmark = pytest.mark.mongo
@@ -68,27 +68,11 @@ def classification_result(root: Path) -> Result:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     names = Names.fresh("dots")
-    bus, store = open_bus("memory", names), open_store(names)
-    scheduler = create_scheduler(
-        scheduler_settings(queue=names.queue("scheduler.jobs")), bus, store
-    )
-    try:
-        await store.init()
-        await bus.start()
-        scorer = LabelledScorer(bus, result=classification_result(tmp_path))
-        executor, observer = FakeExecutor(bus), Observer(bus)
-        await executor.subscribe(names.queue("executor.local"))
-        await scorer.subscribe(names.queue("scorer.requests"))
-        await observer.subscribe(names.queue("observer"))
-        await scheduler.start()
-        yield Rig(bus, store, scheduler, executor, scorer, observer)
-    finally:
-        async with within("closing the scheduler, bus and store"):
-            await scheduler.close()
-            await bus.close()
-            await store.close()
-        async with within("dropping the test database"):
-            await drop_database(names.database)
+    settings = scheduler_settings(queue=names.queue("scheduler.jobs"))
+    result = classification_result(tmp_path)
+    scorer = partial(LabelledScorer, result=result)
+    async with real_scheduler_rig("memory", names, settings, scorer) as rig:
+        yield rig
 
 
 async def test_a_classification_job_with_dotted_labels_succeeds_on_mongo(rig: Rig) -> None:

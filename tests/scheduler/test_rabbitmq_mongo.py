@@ -12,19 +12,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.scheduler.main import create_scheduler
 from shared.bus import RetryPolicy
 from shared.errors import ErrorCode
 from shared.events import JobFailed, RunCompleted, ScoreCompleted
 from shared.jobs import JobStatus
 from shared.models import RunOutcome
-from tests.scheduler.fakes import FAST_RETRY, FakeExecutor, FakeScorer, Observer, eventually
+from tests.scheduler.fakes import FAST_RETRY, eventually
 from tests.scheduler.real import (
     Names,
     delete_topology,
-    drop_database,
-    open_bus,
-    open_store,
+    real_scheduler_rig,
     within,
 )
 from tests.scheduler.rig import Rig, eventually_async, scheduler_settings, submitted
@@ -47,26 +44,11 @@ def names() -> Names:
 
 @pytest.fixture
 async def real_rig(names: Names, bus_kind: str) -> AsyncIterator[Rig]:
-    bus = open_bus(bus_kind, names)
-    store = open_store(names)
     settings = scheduler_settings(queue=names.queue("scheduler.jobs"), max_attempts=2)
-    scheduler = create_scheduler(settings, bus, store)
     try:
-        await store.init()
-        await bus.start()
-        executor, scorer, observer = FakeExecutor(bus), FakeScorer(bus), Observer(bus)
-        await executor.subscribe(names.queue("executor.local"))
-        await scorer.subscribe(names.queue("scorer.requests"))
-        await observer.subscribe(names.queue("observer"))
-        await scheduler.start()
-        yield Rig(bus, store, scheduler, executor, scorer, observer)
+        async with real_scheduler_rig(bus_kind, names, settings) as rig:
+            yield rig
     finally:
-        async with within("closing the scheduler, bus and store"):
-            await scheduler.close()
-            await bus.close()
-            await store.close()
-        async with within("dropping the test database"):
-            await drop_database(names.database)
         if bus_kind == "rabbitmq":
             async with within("deleting the test queues"):
                 await delete_topology(names, topology(names))
